@@ -1,0 +1,47 @@
+"""alignsolve: client-expert alignment for federated Mixture-of-Experts training.
+
+Solve one round's capacity-constrained client-expert assignment exactly or fast::
+
+    >>> import alignsolve as als
+    >>> p = als.Problem([[3.0, 1.0], [2.0, 2.5]], client_capacity=1, expert_max=1)
+    >>> a = als.solve(p, method="flow")
+    >>> a.status, a.pairs.tolist(), a.objective
+    ('optimal', [[0, 0], [1, 1]], 5.5)
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .assignment import Assignment
+from .errors import AlignsolveError, ConstraintViolation, InvalidProblemError, MethodUnavailableError
+from .feasibility import Certificate, diagnose
+from .generators import FAMILIES, generate
+from .problem import Problem
+from .solve import choose_method, solve
+from .solvers import available_methods, method_info
+from .verify import verify
+
+try:
+    __version__ = version("alignsolve")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "FAMILIES",
+    "AlignsolveError",
+    "Assignment",
+    "Certificate",
+    "ConstraintViolation",
+    "InvalidProblemError",
+    "MethodUnavailableError",
+    "Problem",
+    "__version__",
+    "available_methods",
+    "choose_method",
+    "diagnose",
+    "generate",
+    "method_info",
+    "solve",
+    "verify",
+]

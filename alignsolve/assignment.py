@@ -1,0 +1,204 @@
+"""The one result type every method returns."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import InvalidProblemError
+
+__all__ = ["Assignment", "Status", "relative_gap"]
+
+Status = Literal["optimal", "feasible", "infeasible", "time_limit"]
+STATUSES: tuple[str, ...] = ("optimal", "feasible", "infeasible", "time_limit")
+FORMAT = "alignsolve.assignment"
+
+
+def relative_gap(objective: float, bound: float | None) -> float | None:
+    """``|bound - objective| / |objective|`` (the MIP convention).
+
+    0 when both are 0, ``inf`` when only the objective is 0, None without a bound.
+    """
+    if bound is None or not math.isfinite(objective):
+        return None
+    diff = abs(bound - objective)
+    if diff <= 1e-12 * max(1.0, abs(bound)):
+        return 0.0
+    return diff / abs(objective) if objective != 0 else math.inf
+
+
+@dataclass(frozen=True, eq=False)
+class Assignment:
+    """Who trains what, and how good it is.
+
+    Attributes
+    ----------
+    status : {"optimal", "feasible", "infeasible", "time_limit"}
+        ``optimal``: proven optimal (within the rounding bound in ``stats``);
+        ``feasible``: satisfies every constraint, optimality not proven;
+        ``infeasible``: no assignment exists, ``message`` says which constraint makes it so;
+        ``time_limit``: the time limit stopped the method; ``matrix`` holds its best
+        assignment if ``has_solution``.
+    message : str
+        One line for people.
+    matrix : ndarray of bool, shape (N, E)
+        ``matrix[i, j]`` is True when client ``i`` trains expert ``j``. All False
+        when there is no solution. Read-only.
+    objective : float
+        ``sum F*x - load_penalty * sum_j load_j**2``; ``-inf`` when there is no solution.
+    bound : float or None
+        A proven upper bound on the optimum, when the method has one.
+    gap : float or None
+        ``|bound - objective| / |objective|``.
+    method : str
+        The method that produced it (``auto`` resolves to the one it chose).
+    wall_time : float
+        Seconds spent in :func:`alignsolve.solve`, validation excluded.
+    stats : dict
+        Method-specific figures (JSON-serialisable).
+    """
+
+    status: Status
+    message: str
+    matrix: np.ndarray
+    objective: float
+    bound: float | None = None
+    gap: float | None = None
+    method: str = ""
+    wall_time: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise InvalidProblemError("status", f"must be one of {', '.join(STATUSES)}", repr(self.status))
+        m = np.array(self.matrix, dtype=bool, copy=True)
+        if m.ndim != 2:
+            raise InvalidProblemError("matrix", "must be 2-D (N, E)", f"{m.ndim}-D")
+        m.flags.writeable = False
+        object.__setattr__(self, "matrix", m)
+
+    # -- derived views -------------------------------------------------------------
+    @property
+    def has_solution(self) -> bool:
+        """True when ``matrix`` is an assignment (status optimal/feasible, or time_limit with one)."""
+        return self.status in ("optimal", "feasible") or (self.status == "time_limit" and math.isfinite(self.objective))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """(M, 2) int64 ``(client, expert)`` pairs, sorted by client then expert."""
+        return np.argwhere(self.matrix).astype(np.int64)
+
+    @property
+    def loads(self) -> np.ndarray:
+        """(E,) int64: clients per expert."""
+        return self.matrix.sum(axis=0, dtype=np.int64)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(N,) int64: experts per client."""
+        return self.matrix.sum(axis=1, dtype=np.int64)
+
+    def experts_of(self, client: int) -> np.ndarray:
+        """Sorted expert indices client ``client`` trains."""
+        return np.flatnonzero(self.matrix[client])
+
+    def clients_of(self, expert: int) -> np.ndarray:
+        """Sorted client indices that train expert ``expert``."""
+        return np.flatnonzero(self.matrix[:, expert])
+
+    # -- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; the assignment is stored as its pairs."""
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "status": self.status,
+            "message": self.message,
+            "n_clients": self.shape[0],
+            "n_experts": self.shape[1],
+            "pairs": self.pairs.tolist(),
+            "objective": _finite_or_none(self.objective),
+            "bound": _finite_or_none(self.bound),
+            "gap": _finite_or_none(self.gap),
+            "method": self.method,
+            "wall_time": self.wall_time,
+            "stats": self.stats,
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Assignment:
+        doc = dict(text) if isinstance(text, Mapping) else json.loads(text)
+        if doc.get("format") != FORMAT:
+            raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(doc.get("format")))
+        n, e = int(doc["n_clients"]), int(doc["n_experts"])
+        matrix = np.zeros((n, e), dtype=bool)
+        pairs = np.asarray(doc.get("pairs", []), dtype=np.int64).reshape(-1, 2)
+        if pairs.size and (pairs.min() < 0 or pairs[:, 0].max() >= n or pairs[:, 1].max() >= e):
+            raise InvalidProblemError("pairs", f"must index a ({n}, {e}) matrix", "out-of-range pair")
+        matrix[pairs[:, 0], pairs[:, 1]] = True
+        objective = doc.get("objective")
+        return cls(
+            status=doc["status"],
+            message=doc.get("message", ""),
+            matrix=matrix,
+            objective=-math.inf if objective is None else float(objective),
+            bound=None if doc.get("bound") is None else float(doc["bound"]),
+            gap=None if doc.get("gap") is None else float(doc["gap"]),
+            method=doc.get("method", ""),
+            wall_time=float(doc.get("wall_time", 0.0)),
+            stats=dict(doc.get("stats", {})),
+        )
+
+    def summary(self) -> str:
+        """A one-screen text summary."""
+        n, e = self.shape
+        lines = [f"method     {self.method}", f"status     {self.status}: {self.message}"]
+        if self.has_solution:
+            loads = self.loads
+            lines += [
+                f"objective  {self.objective:.6g}" + (f"   bound {self.bound:.6g}" if self.bound is not None else "")
+                + (f"   gap {self.gap:.3%}" if self.gap is not None and math.isfinite(self.gap) else ""),
+                f"pairs      {int(self.matrix.sum())} over {n} clients x {e} experts",
+                f"loads      min {int(loads.min())}  mean {loads.mean():.2f}  max {int(loads.max())}"
+                f"  cv {_cv(loads):.3f}",
+            ]
+        lines.append(f"wall time  {self.wall_time:.4f} s")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        n, e = self.shape
+        return (f"Assignment(status={self.status!r}, method={self.method!r}, objective={self.objective:.6g}, "
+                f"pairs={int(self.matrix.sum())}, shape=({n}, {e}))")
+
+
+def _cv(loads: np.ndarray) -> float:
+    mean = float(loads.mean())
+    return float(loads.std() / mean) if mean > 0 else 0.0
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,165 @@
+"""Instance generators shared by the CLI, the tests and the benchmarks.
+
+Every family takes N clients, E experts and a per-client capacity k. Unless the
+family fixes them, the load bounds are ``expert_max = ceil((1 + expert_max_slack) * N k / E)``
+and ``expert_min = floor(expert_min_frac * N k / E)`` (the benchmark settings).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._validation import as_nonneg_float, as_seed
+from .errors import InvalidProblemError
+from .problem import Problem
+
+__all__ = ["FAMILIES", "generate"]
+
+FAMILIES: dict[str, str] = {
+    "uniform": "fitness i.i.d. uniform on [0, 1)",
+    "skewed": "a few popular experts every client prefers (uniform noise plus a Zipf-like expert popularity)",
+    "lowrank": "client data mixtures times expert specialities (Dirichlet mixtures over latent domains) plus noise",
+    "tight": "every client must fill all its slots and every expert's load is pinned to floor/ceil of N k / E, "
+             "on a random 70% allowed mask",
+    "adversarial": "bait pairs that lead greedy to about half the optimum",
+    "infeasible": "a set of experts whose total expert_min exceeds what the clients allowed to train them can give",
+}
+
+
+def _bounds(n: int, e: int, k: int, expert_min_frac: float, expert_max_slack: float) -> tuple[int, int]:
+    mean = n * k / e
+    emax = max(1, math.ceil((1.0 + expert_max_slack) * mean - 1e-9))
+    emin = min(emax, math.floor(expert_min_frac * mean + 1e-9))
+    return emin, emax
+
+
+def generate(
+    family: str,
+    n_clients: int,
+    n_experts: int,
+    capacity: int,
+    *,
+    seed: int | None = 0,
+    expert_min_frac: float = 0.0,
+    expert_max_slack: float = 0.1,
+    load_penalty: float = 0.0,
+) -> Problem:
+    """Generate an instance of a family (see :data:`FAMILIES`).
+
+    Parameters
+    ----------
+    family : str
+        One of :data:`FAMILIES`.
+    n_clients, n_experts : int
+        N >= 1, E >= 1.
+    capacity : int
+        Expert slots per client, 1 <= k <= E.
+    seed : int, optional
+        Same seed, same instance.
+    expert_min_frac : float
+        ``expert_min`` as a fraction of the mean load N k / E (families without fixed bounds).
+    expert_max_slack : float
+        ``expert_max = ceil((1 + slack) * N k / E)`` (families without fixed bounds).
+    load_penalty : float
+        Passed to the problem.
+
+    Returns
+    -------
+    Problem
+    """
+    if family not in FAMILIES:
+        raise InvalidProblemError("family", f"must be one of {', '.join(FAMILIES)}", repr(family))
+    for name, value, low in (("n_clients", n_clients, 1), ("n_experts", n_experts, 1), ("capacity", capacity, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InvalidProblemError(name, f"must be an integer >= {low}", value)
+    n, e, k = int(n_clients), int(n_experts), int(capacity)
+    if k > e:
+        raise InvalidProblemError("capacity", f"must be <= n_experts ({e})", k)
+    frac = as_nonneg_float("expert_min_frac", expert_min_frac)
+    if frac > 1:
+        raise InvalidProblemError("expert_min_frac", "must be <= 1 (a fraction of the mean load)", frac)
+    slack = as_nonneg_float("expert_max_slack", expert_max_slack)
+    rng = np.random.default_rng(as_seed("seed", seed))
+    emin, emax = _bounds(n, e, k, frac, slack)
+
+    if family == "uniform":
+        fit = rng.random((n, e))
+        return Problem(fit, k, expert_min=emin, expert_max=emax, load_penalty=load_penalty)
+    if family == "skewed":
+        popularity = 1.0 / (1.0 + rng.permutation(e)) ** 0.7
+        fit = 0.5 * rng.random((n, e)) + popularity[None, :]
+        return Problem(fit, k, expert_min=emin, expert_max=emax, load_penalty=load_penalty)
+    if family == "lowrank":
+        d = max(2, e // 8)
+        theta = rng.dirichlet(np.full(d, 0.3), size=n)
+        phi = rng.dirichlet(np.full(d, 0.3), size=e)
+        fit = d * theta @ phi.T + 0.05 * rng.standard_normal((n, e))
+        return Problem(fit, k, expert_min=emin, expert_max=emax, load_penalty=load_penalty)
+    if family == "tight":
+        return _tight(rng, n, e, k, load_penalty)
+    if family == "adversarial":
+        return _adversarial(n, e, k, load_penalty)
+    return _infeasible(rng, n, e, k, load_penalty)
+
+
+def _tight(rng: np.random.Generator, n: int, e: int, k: int, load_penalty: float) -> Problem:
+    from .feasibility import diagnose
+
+    total = n * k
+    emin, emax = total // e, -(-total // e)
+    fit = rng.random((n, e))
+    for _ in range(20):
+        allowed = rng.random((n, e)) < 0.7
+        problem = Problem(fit, k, client_min=k, expert_min=emin, expert_max=emax, allowed=allowed,
+                          load_penalty=load_penalty)
+        if diagnose(problem) is None:
+            return problem
+    # A dense enough mask is always found in practice; the full mask is always feasible.
+    return Problem(fit, k, client_min=k, expert_min=emin, expert_max=emax, load_penalty=load_penalty)
+
+
+def _adversarial(n: int, e: int, k: int, load_penalty: float) -> Problem:
+    """Blocks of 2k experts: k bait experts (1 + eps for type A, 1 for type B) and k
+    good experts (1 for type A, 0 for type B); each expert takes as many clients as
+    the block has of type A. Greedy sends type A to the bait and leaves type B the
+    zeros, about half of the optimum (A to the good experts, B to the bait)."""
+    if e < 2 * k:
+        raise InvalidProblemError("n_experts", f"must be >= 2 * capacity ({2 * k}) for the adversarial family", e)
+    eps = 0.01
+    blocks = e // (2 * k)
+    fit = np.zeros((n, e))
+    allowed = np.zeros((n, e), dtype=bool)
+    emax = np.zeros(e, dtype=np.int64)
+    for i in range(n):
+        b = (i // 2) % blocks
+        bait = slice(2 * k * b, 2 * k * b + k)
+        good = slice(2 * k * b + k, 2 * k * (b + 1))
+        allowed[i, 2 * k * b:2 * k * (b + 1)] = True
+        if i % 2 == 0:  # type A
+            fit[i, bait], fit[i, good] = 1.0 + eps, 1.0
+            emax[2 * k * b:2 * k * (b + 1)] += 1
+        else:
+            fit[i, bait], fit[i, good] = 1.0, 0.0
+    return Problem(fit, k, expert_max=emax, allowed=allowed, load_penalty=load_penalty)
+
+
+def _infeasible(rng: np.random.Generator, n: int, e: int, k: int, load_penalty: float) -> Problem:
+    fit = rng.random((n, e))
+    allowed = np.ones((n, e), dtype=bool)
+    emin = np.zeros(e, dtype=np.int64)
+    if e > k and n >= 1:
+        # Experts J (k+1 of them) may be trained only by clients A; J needs more than A can give.
+        a = max(1, n // 8)
+        j = k + 1
+        allowed[a:, :j] = False
+        emin[:j] = min(a, -(-(a * k + 1) // j))
+        if emin[:j].sum() <= a * k:  # |A| too small to pin it by minima alone: pin the per-expert count
+            emin[0] = a + 1 if a + 1 <= n else n
+            allowed[:, 0] = np.arange(n) < a
+    else:
+        allowed[0, 0] = False
+        emin[0] = n
+    return Problem(fit, k, expert_min=emin, expert_max=np.maximum(emin, n), allowed=allowed,
+                   load_penalty=load_penalty)

@@ -1,0 +1,107 @@
+"""The one entry point: :func:`solve`."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ._validation import as_optional_positive_float, as_seed
+from .assignment import Assignment, relative_gap
+from .errors import InvalidProblemError
+from .problem import Problem
+from .solvers import METHODS, available_methods, get_backend, refuse_generalised
+
+__all__ = ["AUTO_EXACT_PAIRS", "choose_method", "solve"]
+
+#: ``auto`` solves exactly (``flow``) up to this many allowed pairs, and with
+#: ``greedy`` beyond it. On this project's 2-core benchmark machine the flow takes
+#: about 1 s per million pairs (see the README's benchmark table).
+AUTO_EXACT_PAIRS = 2_000_000
+
+
+def choose_method(problem: Problem, *, time_limit: float | None = None) -> str:
+    """The method ``auto`` picks for ``problem``.
+
+    Rule: the generalised variant goes to the first installed method that solves it;
+    the unit variant goes to ``flow`` when it has at most :data:`AUTO_EXACT_PAIRS`
+    allowed pairs (and, with a ``time_limit``, at most ``time_limit`` million pairs
+    per second of limit), else to ``greedy``.
+    """
+    installed = set(available_methods())
+    if problem.is_generalised:
+        for name, spec in METHODS.items():
+            if spec.generalised and name in installed:
+                return name
+        refuse_generalised("auto")
+    pairs = int(problem.allowed.sum())
+    limit = AUTO_EXACT_PAIRS if time_limit is None else min(AUTO_EXACT_PAIRS, int(time_limit * 1_000_000))
+    if pairs <= limit and "flow" in installed:
+        return "flow"
+    return "greedy"
+
+
+def solve(
+    problem: Problem,
+    method: str = "auto",
+    *,
+    time_limit: float | None = None,
+    seed: int | None = None,
+    **options: Any,
+) -> Assignment:
+    """Solve one round's assignment problem.
+
+    Parameters
+    ----------
+    problem : Problem
+    method : str, default "auto"
+        ``"flow"`` (exact), ``"greedy"`` (fast), ``"random"`` (quality floor) or
+        ``"auto"`` (see :func:`choose_method`). :func:`available_methods` lists them.
+    time_limit : float, optional
+        Seconds; honoured by methods that can stop early (documented per method).
+    seed : int, optional
+        For the methods that draw random numbers (``random``, tie-breaking).
+    **options
+        Method-specific options; an unknown one raises.
+
+    Returns
+    -------
+    Assignment
+        Always; an infeasible problem is ``status="infeasible"`` with a ``message``
+        naming a violated necessary condition.
+
+    Raises
+    ------
+    InvalidProblemError
+        Bad arguments (unknown method, bad time limit, a method that cannot solve
+        the generalised variant, unknown options).
+    MethodUnavailableError
+        The method's optional dependency is missing; the message has the ``pip install``.
+    """
+    if not isinstance(problem, Problem):
+        raise InvalidProblemError("problem", "must be an alignsolve.Problem", type(problem).__name__)
+    if not isinstance(method, str):
+        raise InvalidProblemError("method", "must be a string", method)
+    limit = as_optional_positive_float("time_limit", time_limit)
+    seed = as_seed("seed", seed)
+    start = time.perf_counter()
+    name = choose_method(problem, time_limit=limit) if method == "auto" else method
+    spec = METHODS.get(name)
+    if spec is not None and problem.is_generalised and not spec.generalised:
+        refuse_generalised(name)
+    backend = get_backend(name)
+    raw = backend.solve(problem, time_limit=limit, seed=seed, **options)
+    wall = time.perf_counter() - start
+    stats = dict(raw.stats or {})
+    if method == "auto":
+        stats["auto_choice"] = name
+    if raw.matrix is None:
+        n, e = problem.shape
+        return Assignment(status=raw.status, message=raw.message, matrix=np.zeros((n, e), bool),  # type: ignore[arg-type]
+                          objective=-math.inf, bound=raw.bound, gap=None, method=name, wall_time=wall, stats=stats)
+    objective = problem.objective(raw.matrix)
+    return Assignment(status=raw.status, message=raw.message, matrix=raw.matrix, objective=objective,  # type: ignore[arg-type]
+                      bound=raw.bound, gap=relative_gap(objective, raw.bound), method=name, wall_time=wall,
+                      stats=stats)

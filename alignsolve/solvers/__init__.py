@@ -1,0 +1,119 @@
+"""Registry of solver backends: one file per method, imported only when used.
+
+Availability is checked with :func:`importlib.util.find_spec`, which looks for a
+package without importing it (importing ortools and highspy in one process clashes,
+see the README).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import InvalidProblemError, MethodUnavailableError
+from ..problem import Problem
+
+__all__ = ["METHODS", "MethodSpec", "SolverResult", "available_methods", "get_backend", "method_info"]
+
+
+@dataclass
+class SolverResult:
+    """What a backend returns; :func:`alignsolve.solve` turns it into an Assignment."""
+
+    status: str
+    matrix: np.ndarray | None
+    message: str
+    bound: float | None = None
+    stats: dict[str, Any] | None = None
+
+
+class Backend(Protocol):
+    def solve(self, problem: Problem, *, time_limit: float | None, seed: int | None,
+              **options: Any) -> SolverResult: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's entry in the registry."""
+
+    name: str
+    module: str
+    requires: tuple[str, ...]
+    extra: str | None  # the pip extra that installs ``requires``; None: core dependency
+    guarantee: str  # "exact", "bound", "approximation", "heuristic"
+    generalised: bool  # solves the budget variant
+    summary: str
+
+    def missing(self) -> list[str]:
+        return [pkg for pkg in self.requires if importlib.util.find_spec(pkg) is None]
+
+    def install_hint(self) -> str:
+        if self.extra:
+            return f'pip install "alignsolve[{self.extra}]"'
+        return "pip install --force-reinstall alignsolve  # reinstalls the core dependencies: " + " ".join(self.requires)
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("flow", "alignsolve.solvers.flow", ("ortools",), None, "exact", False,
+                   "min-cost flow (OR-Tools SimpleMinCostFlow); exact, convex load penalty included"),
+        MethodSpec("greedy", "alignsolve.solvers.greedy", ("numba",), None, "approximation", False,
+                   "fitness-score greedy with augmenting-path repair; 1/2-approximation without lower bounds"),
+        MethodSpec("random", "alignsolve.solvers.random", ("numba",), None, "heuristic", False,
+                   "random maximal feasible assignment (the quality floor)"),
+    )
+}
+
+
+def available_methods() -> list[str]:
+    """Names of the methods whose dependencies are installed (``"auto"`` first)."""
+    names = [name for name, spec in METHODS.items() if not spec.missing()]
+    return ["auto", *names] if names else []
+
+
+def method_info() -> list[dict[str, Any]]:
+    """One dict per method: name, guarantee, generalised, available, install hint, summary."""
+    return [
+        {"name": s.name, "guarantee": s.guarantee, "generalised": s.generalised, "available": not s.missing(),
+         "install": s.install_hint() if s.missing() else "", "summary": s.summary}
+        for s in METHODS.values()
+    ]
+
+
+def get_backend(name: str) -> Backend:
+    """Import and return a backend module, or raise with the exact ``pip install``."""
+    spec = METHODS.get(name)
+    if spec is None:
+        raise InvalidProblemError("method", f"must be one of auto, {', '.join(METHODS)}", repr(name))
+    missing = spec.missing()
+    if missing:
+        raise MethodUnavailableError(
+            f"method {name!r} needs {', '.join(missing)}, which is not installed; run: {spec.install_hint()}"
+        )
+    module: Backend = importlib.import_module(spec.module)  # type: ignore[assignment]
+    return module
+
+
+def refuse_generalised(name: str) -> None:
+    """Raise the message that names the methods which do solve the budget variant."""
+    able = [s.name for s in METHODS.values() if s.generalised]
+    if able:
+        where = "use method=" + " or ".join(repr(a) for a in able)
+    else:
+        where = "no method of this alignsolve version solves it; drop cost and budget to use the unit variant"
+    raise InvalidProblemError(
+        "method", f"{name!r} cannot solve the generalised variant (cost and budget given); {where}", repr(name)
+    )
+
+
+def check_options(name: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:
+    """Refuse options a method does not know (a typo must not pass silently)."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        rule = f"method {name!r} accepts " + (", ".join(accepted) if accepted else "no extra options")
+        raise InvalidProblemError(unknown[0], rule, f"unknown option(s) {', '.join(unknown)}")

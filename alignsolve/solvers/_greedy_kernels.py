@@ -1,0 +1,146 @@
+"""Compiled inner loops of the greedy and random methods (numba).
+
+Each kernel walks pairs in a given priority order and updates the assignment and its
+row and column counts in place. They are sequential by nature (a pair's acceptance
+depends on every earlier one), hence compiled rather than vectorised.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def scan_pairs(order, n_experts, x, counts, loads, cap, emax):  # pragma: no cover - compiled
+    """Accept pairs in ``order`` while both sides have room.
+
+    Parameters
+    ----------
+    order : int64 (K,)
+        Flat pair ids ``i * E + j`` in decreasing priority.
+    x : bool (N*E,)
+        The assignment, flattened; updated in place.
+    counts, loads : int64 (N,), (E,)
+        Experts per client and clients per expert; updated in place.
+    cap, emax : int64 (N,), (E,)
+        Upper bounds.
+
+    Returns
+    -------
+    accepted : int
+    exhausted : bool
+        True when no client or no expert has room left (later pairs cannot fit).
+    """
+    open_clients = 0
+    for i in range(cap.shape[0]):
+        if counts[i] < cap[i]:
+            open_clients += 1
+    open_experts = 0
+    for j in range(emax.shape[0]):
+        if loads[j] < emax[j]:
+            open_experts += 1
+    accepted = 0
+    if open_clients == 0 or open_experts == 0:
+        return accepted, True
+    for k in range(order.shape[0]):
+        p = order[k]
+        i = p // n_experts
+        j = p - i * n_experts
+        if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+            continue
+        x[p] = True
+        counts[i] += 1
+        loads[j] += 1
+        accepted += 1
+        if counts[i] == cap[i]:
+            open_clients -= 1
+        if loads[j] == emax[j]:
+            open_experts -= 1
+        if open_clients == 0 or open_experts == 0:
+            return accepted, True
+    return accepted, False
+
+
+@njit(cache=True, nogil=True)
+def scan_lower(order, n_experts, x, counts, loads, cap, emax, cmin, emin):  # pragma: no cover - compiled
+    """Accept pairs in ``order`` that reduce a lower-bound deficit and fit the upper bounds.
+
+    Returns the number accepted and the deficit left (sum of unmet client and expert minima).
+    """
+    deficit = 0
+    for i in range(cap.shape[0]):
+        if counts[i] < cmin[i]:
+            deficit += cmin[i] - counts[i]
+    for j in range(emax.shape[0]):
+        if loads[j] < emin[j]:
+            deficit += emin[j] - loads[j]
+    accepted = 0
+    for k in range(order.shape[0]):
+        if deficit == 0:
+            break
+        p = order[k]
+        i = p // n_experts
+        j = p - i * n_experts
+        if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+            continue
+        helps = 0
+        if counts[i] < cmin[i]:
+            helps += 1
+        if loads[j] < emin[j]:
+            helps += 1
+        if helps == 0:
+            continue
+        x[p] = True
+        counts[i] += 1
+        loads[j] += 1
+        deficit -= helps
+        accepted += 1
+    return accepted, deficit
+
+
+@njit(cache=True, nogil=True)
+def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, lam):  # pragma: no cover
+    """Greedy by marginal gain ``F_ij - lam * (2 * load_j + 1)`` (the quadratic penalty's increment).
+
+    ``rows[ptr[j]:ptr[j+1]]`` are expert j's candidate clients in decreasing fitness
+    ``vals``. A lazy max-heap over experts holds each expert's best current gain;
+    a popped entry whose client filled up since is re-evaluated and pushed back.
+    Stops when the best gain is negative.
+    """
+    pos = ptr[:-1].copy()
+    heap = [(0.0, np.int64(0))]
+    heap.pop()
+    for j in range(n_experts):
+        while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
+            pos[j] += 1
+        if pos[j] < ptr[j + 1] and loads[j] < emax[j]:
+            gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
+            heapq.heappush(heap, (-gain, np.int64(j)))
+    accepted = 0
+    while len(heap) > 0:
+        neg, j = heapq.heappop(heap)
+        if -neg < 0.0:
+            break
+        while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
+            pos[j] += 1
+        if pos[j] >= ptr[j + 1] or loads[j] >= emax[j]:
+            continue
+        gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
+        if gain < -neg:  # stale: the best client of j filled up elsewhere
+            heapq.heappush(heap, (-gain, j))
+            continue
+        i = rows[pos[j]]
+        x[i * n_experts + j] = True
+        counts[i] += 1
+        loads[j] += 1
+        accepted += 1
+        pos[j] += 1
+        while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
+            pos[j] += 1
+        if pos[j] < ptr[j + 1] and loads[j] < emax[j]:
+            gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
+            heapq.heappush(heap, (-gain, j))
+    return accepted

@@ -1,0 +1,106 @@
+"""An independent checker of every hard constraint.
+
+It shares no code with the solvers: it recomputes row sums, column sums, the mask,
+budgets and the objective from the matrix alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .assignment import Assignment
+from .errors import ConstraintViolation, InvalidProblemError
+from .problem import Problem
+
+__all__ = ["verify"]
+
+_MAX_LISTED = 5  # per constraint family, so that a huge failure stays readable
+
+
+def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: float = 1e-6) -> None:
+    """Check an assignment against every hard constraint of ``problem``.
+
+    Parameters
+    ----------
+    problem : Problem
+    assignment : Assignment or array_like of bool, shape (N, E)
+        An :class:`Assignment` with a solution, or a bare 0/1 matrix.
+    objective_tol : float
+        Relative tolerance for the reported objective of an :class:`Assignment`
+        against the objective recomputed from its matrix.
+
+    Returns
+    -------
+    None
+        When every constraint holds.
+
+    Raises
+    ------
+    ConstraintViolation
+        Listing every violated constraint (shape, mask, client bounds, expert bounds,
+        budgets, reported objective).
+    InvalidProblemError
+        When ``assignment`` is an :class:`Assignment` without a solution (infeasible).
+    """
+    if not isinstance(problem, Problem):
+        raise InvalidProblemError("problem", "must be an alignsolve.Problem", type(problem).__name__)
+    reported = None
+    if isinstance(assignment, Assignment):
+        if not assignment.has_solution:
+            raise InvalidProblemError("assignment", "must hold a solution to verify", f"status {assignment.status!r}")
+        x = assignment.matrix
+        reported = assignment.objective
+    else:
+        x = np.asarray(assignment)
+        if x.dtype != bool:
+            if not np.isin(x, (0, 1)).all():
+                raise ConstraintViolation([f"entries must be 0/1, found values {np.unique(x)[:5].tolist()}"])
+            x = x.astype(bool)
+    if x.shape != problem.shape:
+        raise ConstraintViolation([f"matrix shape {x.shape} differs from the problem's {problem.shape}"])
+
+    violations: list[str] = []
+
+    def report(family: str, idx: np.ndarray, describe: Any) -> None:
+        for k in idx[:_MAX_LISTED]:
+            violations.append(describe(k))
+        if idx.size > _MAX_LISTED:
+            violations.append(f"... and {idx.size - _MAX_LISTED} more {family} violations")
+
+    forbidden = np.argwhere(x & ~problem.allowed)
+    report("allowed", forbidden, lambda p: f"pair (client {p[0]}, expert {p[1]}) is not allowed")
+
+    counts = x.sum(axis=1, dtype=np.int64)
+    loads = x.sum(axis=0, dtype=np.int64)
+    cap, cmin = problem.client_capacity, problem.client_min
+    emin, emax = problem.expert_min, problem.expert_max
+    report("client_capacity", np.flatnonzero(counts > cap),
+           lambda i: f"client {i} trains {counts[i]} experts > client_capacity {cap[i]}")
+    report("client_min", np.flatnonzero(counts < cmin),
+           lambda i: f"client {i} trains {counts[i]} experts < client_min {cmin[i]}")
+    report("expert_max", np.flatnonzero(loads > emax),
+           lambda j: f"expert {j} has {loads[j]} clients > expert_max {emax[j]}")
+    report("expert_min", np.flatnonzero(loads < emin),
+           lambda j: f"expert {j} has {loads[j]} clients < expert_min {emin[j]}")
+
+    if problem.is_generalised:
+        assert problem.cost is not None and problem.budget is not None  # narrowing for mypy
+        used = (problem.cost * x).sum(axis=1)
+        budget = problem.budget
+        slack = 1e-9 * np.maximum(1.0, budget)
+        report("budget", np.flatnonzero(used > budget + slack),
+               lambda i: f"client {i} uses {used[i]:.6g} > budget {budget[i]:.6g}")
+
+    if reported is not None:
+        actual = float((problem.fitness * x).sum())
+        if problem.load_penalty:
+            lf = loads.astype(np.float64)
+            actual -= problem.load_penalty * float(lf @ lf)
+        if not math.isclose(reported, actual, rel_tol=objective_tol, abs_tol=objective_tol):
+            violations.append(f"reported objective {reported!r} differs from the recomputed {actual!r}")
+
+    if violations:
+        raise ConstraintViolation(violations)
