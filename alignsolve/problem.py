@@ -206,7 +206,7 @@ class Problem:
         x = np.asarray(matrix, dtype=bool)
         if x.shape != self.shape:
             raise InvalidProblemError("matrix", f"must have shape {self.shape}", f"shape {x.shape}")
-        value = float(self._fitness[x].sum())
+        value = float(self._fitness.reshape(-1)[np.flatnonzero(x)].sum())
         if self._load_penalty:
             loads = x.sum(axis=0, dtype=np.int64).astype(np.float64)
             value -= self._load_penalty * float(loads @ loads)

@@ -101,7 +101,7 @@ def solve(
         n, e = problem.shape
         return Assignment(status=raw.status, message=raw.message, matrix=np.zeros((n, e), bool),  # type: ignore[arg-type]
                           objective=-math.inf, bound=raw.bound, gap=None, method=name, wall_time=wall, stats=stats)
-    objective = problem.objective(raw.matrix)
+    objective = problem.objective(raw.matrix) if raw.objective is None else raw.objective
     return Assignment(status=raw.status, message=raw.message, matrix=raw.matrix, objective=objective,  # type: ignore[arg-type]
                       bound=raw.bound, gap=relative_gap(objective, raw.bound), method=name, wall_time=wall,
                       stats=stats)

@@ -29,6 +29,7 @@ class SolverResult:
     message: str
     bound: float | None = None
     stats: dict[str, Any] | None = None
+    objective: float | None = None  # when the backend computed it already
 
 
 class Backend(Protocol):

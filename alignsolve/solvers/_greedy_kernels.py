@@ -14,13 +14,13 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def scan_pairs(order, n_experts, x, counts, loads, cap, emax):  # pragma: no cover - compiled
-    """Accept pairs in ``order`` while both sides have room.
+def scan_pairs(rows, cols, n_experts, x, counts, loads, cap, emax):  # pragma: no cover - compiled
+    """Accept pairs ``(rows[k], cols[k])`` in order while both sides have room.
 
     Parameters
     ----------
-    order : int64 (K,)
-        Flat pair ids ``i * E + j`` in decreasing priority.
+    rows, cols : int64 (K,)
+        Clients and experts of the pairs, in decreasing priority.
     x : bool (N*E,)
         The assignment, flattened; updated in place.
     counts, loads : int64 (N,), (E,)
@@ -45,10 +45,10 @@ def scan_pairs(order, n_experts, x, counts, loads, cap, emax):  # pragma: no cov
     accepted = 0
     if open_clients == 0 or open_experts == 0:
         return accepted, True
-    for k in range(order.shape[0]):
-        p = order[k]
-        i = p // n_experts
-        j = p - i * n_experts
+    for k in range(rows.shape[0]):
+        i = rows[k]
+        j = cols[k]
+        p = i * n_experts + j
         if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
             continue
         x[p] = True
@@ -65,8 +65,8 @@ def scan_pairs(order, n_experts, x, counts, loads, cap, emax):  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
-def scan_lower(order, n_experts, x, counts, loads, cap, emax, cmin, emin):  # pragma: no cover - compiled
-    """Accept pairs in ``order`` that reduce a lower-bound deficit and fit the upper bounds.
+def scan_lower(rows, cols, n_experts, x, counts, loads, cap, emax, cmin, emin):  # pragma: no cover
+    """Accept pairs ``(rows[k], cols[k])``, in order, that reduce a lower-bound deficit and fit the upper bounds.
 
     Returns the number accepted and the deficit left (sum of unmet client and expert minima).
     """
@@ -78,12 +78,12 @@ def scan_lower(order, n_experts, x, counts, loads, cap, emax, cmin, emin):  # pr
         if loads[j] < emin[j]:
             deficit += emin[j] - loads[j]
     accepted = 0
-    for k in range(order.shape[0]):
+    for k in range(rows.shape[0]):
         if deficit == 0:
             break
-        p = order[k]
-        i = p // n_experts
-        j = p - i * n_experts
+        i = rows[k]
+        j = cols[k]
+        p = i * n_experts + j
         if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
             continue
         helps = 0
@@ -144,3 +144,39 @@ def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, la
             gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
             heapq.heappush(heap, (-gain, j))
     return accepted
+
+
+@njit(cache=True, nogil=True)
+def _keep(v, allowed, lo, hi, nonneg_only):  # pragma: no cover - compiled
+    return allowed and v >= lo and v < hi and (not nonneg_only or v >= 0.0)
+
+
+@njit(cache=True, nogil=True)
+def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax):  # pragma: no cover
+    """The pairs with ``lo <= priority < hi`` that are allowed and can still be taken.
+
+    Walks the (N, E) matrices row by row, skipping clients that are full, so no flat
+    index is ever divided. Returns rows, cols (int64) and priorities, unsorted.
+    """
+    n, e = priority.shape
+    m = 0
+    for i in range(n):
+        if counts[i] >= cap[i]:
+            continue
+        for j in range(e):
+            if loads[j] < emax[j] and not x[i * e + j] and _keep(priority[i, j], allowed[i, j], lo, hi, nonneg_only):
+                m += 1
+    rows = np.empty(m, np.int64)
+    cols = np.empty(m, np.int64)
+    vals = np.empty(m, np.float64)
+    m = 0
+    for i in range(n):
+        if counts[i] >= cap[i]:
+            continue
+        for j in range(e):
+            if loads[j] < emax[j] and not x[i * e + j] and _keep(priority[i, j], allowed[i, j], lo, hi, nonneg_only):
+                rows[m] = i
+                cols[m] = j
+                vals[m] = priority[i, j]
+                m += 1
+    return rows, cols, vals

@@ -127,7 +127,8 @@ def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None
         objective = problem.objective(x)
         exact = rounding_bound == 0
         message = "optimal" if exact else f"optimal within the fitness rounding bound {rounding_bound:.3g}"
-        return SolverResult("optimal", x, message, bound=objective + rounding_bound, stats=stats)
+        return SolverResult("optimal", x, message, bound=objective + rounding_bound, stats=stats,
+                            objective=objective)
     if status == smcf.INFEASIBLE:
         cert = diagnose(problem)
         if cert is not None:

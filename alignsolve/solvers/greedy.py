@@ -10,10 +10,10 @@
    while both sides have room. With a load penalty the walk is by marginal gain
    ``F_ij - lambda * (2 load_j + 1)`` and stops when no gain is non-negative.
 
-Ties are broken by the flat index ``i * E + j`` (deterministic; ``seed`` is unused).
 The walk sorts only the top of the pairs: a chunk of the best ``chunk`` candidates is
-selected in O(NE) with :func:`numpy.partition`, sorted, and scanned by a compiled
+selected in O(NE) with :func:`numpy.argpartition`, sorted, and scanned by a compiled
 kernel; the next chunk is taken only while some client and some expert have room.
+Ties are broken in a fixed order that depends only on the input (``seed`` is unused).
 
 Guarantee: without lower bounds and load penalty, the assignment is maximal among
 non-negative pairs and at least half the optimum (greedy on the intersection of two
@@ -22,7 +22,6 @@ partition matroids), so ``bound = 2 * objective`` is reported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,30 +29,64 @@ import numpy as np
 from ..feasibility import find_feasible
 from ..problem import Problem
 from . import SolverResult, check_options
-from ._greedy_kernels import penalised_greedy, scan_lower, scan_pairs
+from ._greedy_kernels import collect_pairs, penalised_greedy, scan_lower, scan_pairs
 
 __all__ = ["run_greedy", "solve"]
 
 
-def _chunks(values: np.ndarray, index: np.ndarray, first: int) -> Iterator[np.ndarray]:
-    """Yield ``index`` in decreasing ``values`` (ties: increasing index), a chunk at a time.
+class _PairOrder:
+    """Candidate pairs in decreasing priority, produced a chunk at a time and cached.
 
-    Each chunk holds every candidate at or above the chunk's threshold; chunk sizes
-    double so that the total work stays O(K log K) even when many are needed.
+    Chunk k holds the candidates with priority in ``[lo_k, lo_{k-1})``; ``lo_k`` is a
+    quantile of a fixed-seed sample of the priorities, chosen so that the chunk holds
+    about ``first * 2**k`` pairs. A compiled pass collects the chunk (skipping full
+    clients and experts) and only the chunk is sorted, so when the first chunk
+    suffices the cost is O(NE) plus the sort of a few times the total capacity.
+    Value ranges are disjoint, so the concatenated chunks are in decreasing order;
+    ties inside a chunk fall in a fixed, input-determined order.
     """
-    size = max(int(first), 1024)
-    while values.size:
-        if values.size > size:
-            kth = values.size - size
-            threshold = np.partition(values, kth)[kth]
-            top = values >= threshold
-            sel_v, sel_i = values[top], index[top]
-            values, index = values[~top], index[~top]
-        else:
-            sel_v, sel_i = values, index
-            values, index = values[:0], index[:0]
-        yield sel_i[np.argsort(-sel_v, kind="stable")]
-        size *= 2
+
+    _SAMPLE = 65536
+
+    def __init__(self, priority: np.ndarray, allowed: np.ndarray, *, nonneg_only: bool, first: int) -> None:
+        self._priority = priority
+        self._allowed = allowed
+        self._nonneg = nonneg_only
+        self._size = max(int(first), 1024)
+        self._hi = np.inf
+        self._done = False
+        n, e = priority.shape
+        pos = np.random.default_rng(0).integers(0, n * e, size=min(self._SAMPLE, n * e))
+        sample = priority.reshape(-1)[pos]
+        ok = allowed.reshape(-1)[pos]
+        if nonneg_only:
+            ok &= sample >= 0
+        self._sample = np.sort(sample[ok])
+        self._per_sample = n * e / pos.size  # pairs represented by one sample point
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def _next_threshold(self) -> float:
+        below = self._sample[: np.searchsorted(self._sample, self._hi, side="left")]
+        want = int(np.ceil(self._size / self._per_sample))
+        if below.size <= want:
+            return -np.inf
+        return float(below[below.size - want])
+
+    def get(self, k: int, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Chunk ``k`` as (rows, cols, priorities) sorted by decreasing priority, or None."""
+        while len(self.chunks) <= k:
+            if self._done:
+                return None
+            lo = self._next_threshold()
+            rows, cols, vals = collect_pairs(self._priority, self._allowed, lo, self._hi, self._nonneg, *state)
+            self._hi = lo
+            self._done = lo == -np.inf
+            self._size *= 2
+            if vals.size == 0:
+                continue
+            order = np.argsort(-vals)
+            self.chunks.append((rows[order], cols[order], vals[order]))
+        return self.chunks[k]
 
 
 def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, use_penalty: bool,
@@ -89,18 +122,20 @@ def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, u
     room = int(min(cap.sum(), emax.sum()))
     first = chunk if chunk is not None else 4 * room + 1024
     stats: dict[str, Any] = {"lower_bound_pairs": 0, "repaired": False, "chunks": 0}
-    flat_priority = priority.reshape(-1)
+
+    pool = _PairOrder(priority, allowed, nonneg_only=skip_negative and not problem.has_lower_bounds, first=first)
+    state = (x, counts, loads, cap, emax)
 
     if problem.has_lower_bounds:
-        mask = allowed & ((cmin > 0)[:, None] | (emin > 0)[None, :])
-        idx = np.flatnonzero(mask)
         deficit = int(cmin.sum() + emin.sum())
-        for order in _chunks(flat_priority[idx], idx, first):
-            stats["chunks"] += 1
-            took, deficit = scan_lower(order, e, x, counts, loads, cap, emax, cmin, emin)
-            stats["lower_bound_pairs"] += int(took)
-            if deficit == 0:
+        k = 0
+        while deficit > 0:
+            chunk_ = pool.get(k, state)
+            if chunk_ is None:
                 break
+            took, deficit = scan_lower(chunk_[0], chunk_[1], e, x, counts, loads, cap, emax, cmin, emin)
+            stats["lower_bound_pairs"] += int(took)
+            k += 1
         if deficit > 0:
             fixed, cert = find_feasible(problem, x.reshape(n, e))
             if fixed is None:
@@ -112,6 +147,9 @@ def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, u
             x = fixed.reshape(-1).copy()
             counts = fixed.sum(axis=1, dtype=np.int64)
             loads = fixed.sum(axis=0, dtype=np.int64)
+            # Augmenting paths may free slots that the pool's filtering assumed full.
+            pool = _PairOrder(priority, allowed, nonneg_only=skip_negative, first=first)
+            state = (x, counts, loads, cap, emax)
 
     if use_penalty and problem.load_penalty > 0:
         cand = allowed & ~x.reshape(n, e) & (priority > 0)
@@ -124,18 +162,23 @@ def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, u
                                 float(problem.load_penalty))
         stats["fill_pairs"] = int(took)
     else:
-        cand = allowed.reshape(-1) & ~x
-        if skip_negative:
-            cand &= flat_priority >= 0
-        idx = np.flatnonzero(cand)
         took_total = 0
-        for order in _chunks(flat_priority[idx], idx, first):
-            stats["chunks"] += 1
-            took, exhausted = scan_pairs(order, e, x, counts, loads, cap, emax)
-            took_total += int(took)
-            if exhausted:
+        k = 0
+        while True:
+            chunk_ = pool.get(k, state)
+            if chunk_ is None:
                 break
+            rows, cols, vals = chunk_
+            if skip_negative and vals.size and vals[-1] < 0:
+                keep = int(np.searchsorted(-vals, 0.0, side="right"))
+                rows, cols = rows[:keep], cols[:keep]
+            took, exhausted = scan_pairs(rows, cols, e, x, counts, loads, cap, emax)
+            took_total += int(took)
+            if exhausted or rows.size < vals.size:
+                break
+            k += 1
         stats["fill_pairs"] = took_total
+    stats["chunks"] = len(pool.chunks)
     return x.reshape(n, e), stats, ""
 
 
@@ -146,8 +189,9 @@ def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None
                                    chunk=options.get("chunk"))
     if x is None:
         return SolverResult("infeasible", None, message, stats=stats)
+    objective = problem.objective(x)
     bound = None
     if not problem.has_lower_bounds and problem.load_penalty == 0:
-        bound = 2.0 * problem.objective(x)
+        bound = 2.0 * objective
         stats["bound_kind"] = "1/2-approximation: optimum <= 2 * greedy"
-    return SolverResult("feasible", x, "feasible (greedy)", bound=bound, stats=stats)
+    return SolverResult("feasible", x, "feasible (greedy)", bound=bound, stats=stats, objective=objective)
