@@ -14,11 +14,11 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .assignment import Assignment
+from .dispatch import choose_method, solve
 from .errors import AlignsolveError, ConstraintViolation, InvalidProblemError, MethodUnavailableError
 from .feasibility import Certificate, diagnose
 from .generators import FAMILIES, generate
 from .problem import Problem
-from .solve import choose_method, solve
 from .solvers import available_methods, method_info
 from .verify import verify
 

@@ -77,18 +77,24 @@ def as_float_array(
     arr = _numeric_array(name, value)
     if shape is None:
         if ndim is not None and arr.ndim != ndim:
-            raise InvalidProblemError(name, f"must be a {ndim}-D array", f"{arr.ndim}-D array of shape {_shape_text(arr.shape)}")
+            raise InvalidProblemError(
+                name, f"must be a {ndim}-D array", f"{arr.ndim}-D array of shape {_shape_text(arr.shape)}"
+            )
     elif arr.shape != shape:
         if arr.ndim == 0 or arr.shape in broadcast_from:
             arr = np.broadcast_to(arr, shape)
         else:
             allowed = " or ".join(_shape_text(s) for s in (shape, *broadcast_from))
-            raise InvalidProblemError(name, f"must have shape {allowed} (or be a scalar)", f"shape {_shape_text(arr.shape)}")
+            raise InvalidProblemError(
+                name, f"must have shape {allowed} (or be a scalar)", f"shape {_shape_text(arr.shape)}"
+            )
     out = np.array(arr, dtype=np.float64, copy=True)
     bad = ~np.isfinite(out)
     if bad.any():
         where = _first_index(bad)
-        raise InvalidProblemError(name, "must be finite (no NaN or inf)", f"{out[tuple(np.argwhere(bad)[0])]} at index {where}")
+        raise InvalidProblemError(
+            name, "must be finite (no NaN or inf)", f"{out[tuple(np.argwhere(bad)[0])]} at index {where}"
+        )
     if nonneg and (out < 0).any():
         where = _first_index(out < 0)
         raise InvalidProblemError(name, "must be >= 0", f"{out[tuple(np.argwhere(out < 0)[0])]} at index {where}")
@@ -102,7 +108,9 @@ def as_int_vector(name: str, value: Any, length: int, *, minimum: int = 0) -> np
     if arr.ndim == 0:
         arr = np.broadcast_to(arr, (length,))
     if arr.shape != (length,):
-        raise InvalidProblemError(name, f"must be a scalar or have shape ({length},)", f"shape {_shape_text(arr.shape)}")
+        raise InvalidProblemError(
+            name, f"must be a scalar or have shape ({length},)", f"shape {_shape_text(arr.shape)}"
+        )
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             where = _first_index(~np.isfinite(arr))

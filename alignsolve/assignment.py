@@ -168,7 +168,8 @@ class Assignment:
         if self.has_solution:
             loads = self.loads
             lines += [
-                f"objective  {self.objective:.6g}" + (f"   bound {self.bound:.6g}" if self.bound is not None else "")
+                f"objective  {self.objective:.6g}"
+                + (f"   bound {self.bound:.6g}" if self.bound is not None else "")
                 + (f"   gap {self.gap:.3%}" if self.gap is not None and math.isfinite(self.gap) else ""),
                 f"pairs      {int(self.matrix.sum())} over {n} clients x {e} experts",
                 f"loads      min {int(loads.min())}  mean {loads.mean():.2f}  max {int(loads.max())}"
@@ -179,8 +180,10 @@ class Assignment:
 
     def __repr__(self) -> str:
         n, e = self.shape
-        return (f"Assignment(status={self.status!r}, method={self.method!r}, objective={self.objective:.6g}, "
-                f"pairs={int(self.matrix.sum())}, shape=({n}, {e}))")
+        return (
+            f"Assignment(status={self.status!r}, method={self.method!r}, objective={self.objective:.6g}, "
+            f"pairs={int(self.matrix.sum())}, shape=({n}, {e}))"
+        )
 
 
 def _cv(loads: np.ndarray) -> float:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from .dispatch import solve
 from .errors import AlignsolveError, InvalidProblemError
 from .generators import FAMILIES, generate
 from .problem import Problem
-from .solve import solve
 from .solvers import method_info
 from .verify import verify
 
@@ -78,9 +78,16 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    problem = generate(args.family, args.clients, args.experts, args.capacity, seed=args.seed,
-                       expert_min_frac=args.expert_min_frac, expert_max_slack=args.expert_max_slack,
-                       load_penalty=args.load_penalty)
+    problem = generate(
+        args.family,
+        args.clients,
+        args.experts,
+        args.capacity,
+        seed=args.seed,
+        expert_min_frac=args.expert_min_frac,
+        expert_max_slack=args.expert_max_slack,
+        load_penalty=args.load_penalty,
+    )
     problem.save(args.output)
     print(f"written {args.output}: {args.family}, {problem.n_clients} clients x {problem.n_experts} experts")
     return EXIT_OK
@@ -109,10 +116,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    problem = generate(args.family, args.clients, args.experts, args.capacity, seed=args.seed,
-                       expert_min_frac=args.expert_min_frac)
-    print(f"instance: {args.family}, {problem.n_clients} clients x {problem.n_experts} experts, "
-          f"capacity {args.capacity}, expert_min {int(problem.expert_min[0])}, expert_max {int(problem.expert_max[0])}")
+    problem = generate(
+        args.family, args.clients, args.experts, args.capacity, seed=args.seed, expert_min_frac=args.expert_min_frac
+    )
+    print(
+        f"instance: {args.family}, {problem.n_clients} clients x {problem.n_experts} experts, "
+        f"capacity {args.capacity}, expert_min {int(problem.expert_min[0])}, expert_max {int(problem.expert_max[0])}"
+    )
     rows = []
     for method in ("flow", "greedy", "random"):
         solve(problem, method, seed=args.seed)  # first call compiles numba kernels; time the second
@@ -126,8 +136,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for method, a, elapsed in rows:
         loads = a.loads
         cv = float(loads.std() / loads.mean()) if loads.mean() > 0 else 0.0
-        print(f"{method:<8} {a.status:<9} {a.objective:>12.3f} {100 * a.objective / best:>8.2f}% "
-              f"{elapsed:>9.4f} {cv:>8.3f}")
+        print(
+            f"{method:<8} {a.status:<9} {a.objective:>12.3f} {100 * a.objective / best:>8.2f}% "
+            f"{elapsed:>9.4f} {cv:>8.3f}"
+        )
     print("every assignment verified against every constraint")
     return EXIT_OK
 

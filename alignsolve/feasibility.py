@@ -50,8 +50,13 @@ class Certificate:
     message: str = field(default="")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "clients": self.clients, "experts": self.experts,
-                "required": self.required, "available": self.available}
+        return {
+            "kind": self.kind,
+            "clients": self.clients,
+            "experts": self.experts,
+            "required": self.required,
+            "available": self.available,
+        }
 
 
 def _ids(label: str, idx: np.ndarray | list[int]) -> str:
@@ -73,13 +78,15 @@ def _experts_undersupplied(problem: Problem, clients_full: np.ndarray, experts: 
     b = np.flatnonzero(experts)
     a = np.flatnonzero(clients_full)
     if experts.all() and clients_full.all():
-        msg = (f"total expert_min ({required}) exceeds total client_capacity ({available})")
+        msg = f"total expert_min ({required}) exceeds total client_capacity ({available})"
     elif b.size == 1 and not clients_full.any():
-        msg = (f"expert {int(b[0])} has {available} allowed clients, fewer than its expert_min {required}")
+        msg = f"expert {int(b[0])} has {available} allowed clients, fewer than its expert_min {required}"
     else:
-        msg = (f"{_ids('expert', b)} need at least {required} clients in total (expert_min), but at most "
-               f"{available} slots can reach them ({_ids('client', a) if a.size else 'no clients'} with "
-               f"client_capacity {cap_part}, plus {pair_part} allowed pairs from the other clients)")
+        msg = (
+            f"{_ids('expert', b)} need at least {required} clients in total (expert_min), but at most "
+            f"{available} slots can reach them ({_ids('client', a) if a.size else 'no clients'} with "
+            f"client_capacity {cap_part}, plus {pair_part} allowed pairs from the other clients)"
+        )
     return Certificate("experts_undersupplied", a.tolist(), b.tolist(), required, available, msg)
 
 
@@ -97,9 +104,11 @@ def _clients_overdemanding(problem: Problem, clients: np.ndarray, experts_full: 
     elif a.size == 1 and not experts_full.any():
         msg = f"client {int(a[0])} has {available} allowed experts, fewer than its client_min {required}"
     else:
-        msg = (f"{_ids('client', a)} must train at least {required} experts in total (client_min), but at "
-               f"most {available} slots exist ({_ids('expert', b) if b.size else 'no experts'} with "
-               f"expert_max {cap_part}, plus {pair_part} allowed pairs to the other experts)")
+        msg = (
+            f"{_ids('client', a)} must train at least {required} experts in total (client_min), but at "
+            f"most {available} slots exist ({_ids('expert', b) if b.size else 'no experts'} with "
+            f"expert_max {cap_part}, plus {pair_part} allowed pairs to the other experts)"
+        )
     return Certificate("clients_overdemanding", a.tolist(), b.tolist(), required, available, msg)
 
 
@@ -177,18 +186,29 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     big = int(cap.sum() + cmin.sum() + emin.sum() + 1)
     ai, aj = np.nonzero(problem.allowed)
     xa = x[ai, aj]
-    tails = [np.full(n, s), cl, cl[ai], ex[aj], ex, np.full(e, t), [t, s],
-             np.full(n, S), [s], ex, [S]]
-    heads = [cl, np.full(n, s), ex[aj], cl[ai], np.full(e, t), ex, [s, t],
-             cl, [T], np.full(e, T), [t]]
-    caps = [cap - fs, fs - cmin, (~xa).astype(np.int64), xa.astype(np.int64), emax - ft, ft - emin,
-            [big - total, total], d_client, [int(d_client.sum())], d_expert, [int(d_expert.sum())]]
+    tails = [np.full(n, s), cl, cl[ai], ex[aj], ex, np.full(e, t), [t, s], np.full(n, S), [s], ex, [S]]
+    heads = [cl, np.full(n, s), ex[aj], cl[ai], np.full(e, t), ex, [s, t], cl, [T], np.full(e, T), [t]]
+    caps = [
+        cap - fs,
+        fs - cmin,
+        (~xa).astype(np.int64),
+        xa.astype(np.int64),
+        emax - ft,
+        ft - emin,
+        [big - total, total],
+        d_client,
+        [int(d_client.sum())],
+        d_expert,
+        [int(d_expert.sum())],
+    ]
     tail = np.concatenate([np.asarray(v, dtype=np.int64) for v in tails])
     head = np.concatenate([np.asarray(v, dtype=np.int64) for v in heads])
     capv = np.concatenate([np.asarray(v, dtype=np.int64) for v in caps])
     keep = capv > 0
-    graph = sp.csr_array((capv[keep].astype(np.int32), (tail[keep].astype(np.int32), head[keep].astype(np.int32))),
-                         shape=(n + e + 4, n + e + 4))
+    graph = sp.csr_array(
+        (capv[keep].astype(np.int32), (tail[keep].astype(np.int32), head[keep].astype(np.int32))),
+        shape=(n + e + 4, n + e + 4),
+    )
     graph.sum_duplicates()
     result = maximum_flow(graph, S, T, method="dinic")
     if result.flow_value == need:
@@ -199,8 +219,9 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     return None, _cut_certificate(problem, graph, sp.csr_array(result.flow), S, n, e)
 
 
-def _cut_certificate(problem: Problem, graph: sp.csr_array, flow: sp.csr_array, source: int,
-                     n: int, e: int) -> Certificate:
+def _cut_certificate(
+    problem: Problem, graph: sp.csr_array, flow: sp.csr_array, source: int, n: int, e: int
+) -> Certificate:
     """Hoffman set from the min cut: nodes reachable from S* in the residual graph."""
     residual = (graph - flow).tocsr()
     residual.data[residual.data < 0] = 0
@@ -208,7 +229,7 @@ def _cut_certificate(problem: Problem, graph: sp.csr_array, flow: sp.csr_array, 
     reach = np.zeros(n + e + 4, dtype=bool)
     reach[breadth_first_order(residual, source, directed=True, return_predecessors=False)] = True
     s_in, t_in = bool(reach[0]), bool(reach[n + e + 1])
-    clients_in, experts_in = reach[1:n + 1], reach[n + 1:n + e + 1]
+    clients_in, experts_in = reach[1 : n + 1], reach[n + 1 : n + e + 1]
     candidates = []
     if s_in and t_in:  # lower bounds of the experts outside X are forced into it
         candidates.append(_experts_undersupplied(problem, ~clients_in, ~experts_in))

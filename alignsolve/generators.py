@@ -22,7 +22,7 @@ FAMILIES: dict[str, str] = {
     "skewed": "a few popular experts every client prefers (uniform noise plus a Zipf-like expert popularity)",
     "lowrank": "client data mixtures times expert specialities (Dirichlet mixtures over latent domains) plus noise",
     "tight": "every client must fill all its slots and every expert's load is pinned to floor/ceil of N k / E, "
-             "on a random 70% allowed mask",
+    "on a random 70% allowed mask",
     "adversarial": "bait pairs that lead greedy to about half the optimum",
     "infeasible": "a set of experts whose total expert_min exceeds what the clients allowed to train them can give",
 }
@@ -112,8 +112,9 @@ def _tight(rng: np.random.Generator, n: int, e: int, k: int, load_penalty: float
     fit = rng.random((n, e))
     for _ in range(20):
         allowed = rng.random((n, e)) < 0.7
-        problem = Problem(fit, k, client_min=k, expert_min=emin, expert_max=emax, allowed=allowed,
-                          load_penalty=load_penalty)
+        problem = Problem(
+            fit, k, client_min=k, expert_min=emin, expert_max=emax, allowed=allowed, load_penalty=load_penalty
+        )
         if diagnose(problem) is None:
             return problem
     # A dense enough mask is always found in practice; the full mask is always feasible.
@@ -136,10 +137,10 @@ def _adversarial(n: int, e: int, k: int, load_penalty: float) -> Problem:
         b = (i // 2) % blocks
         bait = slice(2 * k * b, 2 * k * b + k)
         good = slice(2 * k * b + k, 2 * k * (b + 1))
-        allowed[i, 2 * k * b:2 * k * (b + 1)] = True
+        allowed[i, 2 * k * b : 2 * k * (b + 1)] = True
         if i % 2 == 0:  # type A
             fit[i, bait], fit[i, good] = 1.0 + eps, 1.0
-            emax[2 * k * b:2 * k * (b + 1)] += 1
+            emax[2 * k * b : 2 * k * (b + 1)] += 1
         else:
             fit[i, bait], fit[i, good] = 1.0, 0.0
     return Problem(fit, k, expert_max=emax, allowed=allowed, load_penalty=load_penalty)
@@ -161,5 +162,4 @@ def _infeasible(rng: np.random.Generator, n: int, e: int, k: int, load_penalty: 
     else:
         allowed[0, 0] = False
         emin[0] = n
-    return Problem(fit, k, expert_min=emin, expert_max=np.maximum(emin, n), allowed=allowed,
-                   load_penalty=load_penalty)
+    return Problem(fit, k, expert_min=emin, expert_max=np.maximum(emin, n), allowed=allowed, load_penalty=load_penalty)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,18 @@ class Problem:
     the problem cannot change after construction.
     """
 
-    __slots__ = ("_fitness", "_client_capacity", "_client_min", "_expert_min", "_expert_max",
-                 "_allowed", "_load_penalty", "_cost", "_budget", "_frozen")
+    __slots__ = (
+        "_allowed",
+        "_budget",
+        "_client_capacity",
+        "_client_min",
+        "_cost",
+        "_expert_max",
+        "_expert_min",
+        "_fitness",
+        "_frozen",
+        "_load_penalty",
+    )
 
     def __init__(
         self,
@@ -90,24 +101,34 @@ class Problem:
         f = as_float_array("fitness", fitness, None, ndim=2)
         n, e = f.shape
         if n < 1 or e < 1:
-            raise InvalidProblemError("fitness", "must have at least one client (row) and one expert (column)", f"shape ({n}, {e})")
+            raise InvalidProblemError(
+                "fitness", "must have at least one client (row) and one expert (column)", f"shape ({n}, {e})"
+            )
         cap = as_int_vector("client_capacity", client_capacity, n)
         cmin = as_int_vector("client_min", client_min, n)
         over = cmin > cap
         if over.any():
             i = int(np.argmax(over))
-            raise InvalidProblemError("client_min", "must be <= client_capacity", f"client_min[{i}] = {cmin[i]} > client_capacity[{i}] = {cap[i]}")
+            raise InvalidProblemError(
+                "client_min",
+                "must be <= client_capacity",
+                f"client_min[{i}] = {cmin[i]} > client_capacity[{i}] = {cap[i]}",
+            )
         emin = as_int_vector("expert_min", expert_min, e)
         emax = as_int_vector("expert_max", n if expert_max is None else expert_max, e)
         over = emin > emax
         if over.any():
             j = int(np.argmax(over))
-            raise InvalidProblemError("expert_min", "must be <= expert_max", f"expert_min[{j}] = {emin[j]} > expert_max[{j}] = {emax[j]}")
+            raise InvalidProblemError(
+                "expert_min", "must be <= expert_max", f"expert_min[{j}] = {emin[j]} > expert_max[{j}] = {emax[j]}"
+            )
         mask = as_bool_matrix("allowed", True if allowed is None else allowed, (n, e))
         lam = as_nonneg_float("load_penalty", load_penalty)
         if (cost is None) != (budget is None):
             given, missing = ("cost", "budget") if budget is None else ("budget", "cost")
-            raise InvalidProblemError(missing, f"must be given together with {given} (the generalised variant needs both)", "None")
+            raise InvalidProblemError(
+                missing, f"must be given together with {given} (the generalised variant needs both)", "None"
+            )
         c = b = None
         if cost is not None:
             c = as_float_array("cost", cost, (n, e), nonneg=True, broadcast_from=((e,),))
@@ -216,7 +237,9 @@ class Problem:
         """A new problem with some fields changed (validated again)."""
         unknown = set(changes) - set(_FIELDS)
         if unknown:
-            raise InvalidProblemError("replace", f"accepts only the fields {', '.join(_FIELDS)}", ", ".join(sorted(unknown)))
+            raise InvalidProblemError(
+                "replace", f"accepts only the fields {', '.join(_FIELDS)}", ", ".join(sorted(unknown))
+            )
         fields = self.to_dict(arrays=True)
         fields.update(changes)
         return Problem(**fields)
@@ -263,10 +286,14 @@ class Problem:
             raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(fmt))
         version = int(doc.get("version", FORMAT_VERSION))
         if version > FORMAT_VERSION:
-            raise InvalidProblemError("version", f"must be <= {FORMAT_VERSION} (written by a newer alignsolve)", version)
+            raise InvalidProblemError(
+                "version", f"must be <= {FORMAT_VERSION} (written by a newer alignsolve)", version
+            )
         unknown = set(doc) - set(_FIELDS) - {"format", "version", "n_clients", "n_experts"}
         if unknown:
-            raise InvalidProblemError(where, f"may hold only the fields {', '.join(_FIELDS)}", "unknown " + ", ".join(sorted(unknown)))
+            raise InvalidProblemError(
+                where, f"may hold only the fields {', '.join(_FIELDS)}", "unknown " + ", ".join(sorted(unknown))
+            )
         for required in ("fitness", "client_capacity"):
             if doc.get(required) is None:
                 raise InvalidProblemError(required, f"is required in the {where}", "missing")
@@ -303,6 +330,8 @@ class Problem:
         if suffix == ".json":
             return cls.from_json(p.read_text())
         if suffix == ".npz":
+            if not zipfile.is_zipfile(p):  # np.load would otherwise try to read it as a pickle
+                raise InvalidProblemError("path", "must be a readable .npz archive (a zip file)", str(p))
             try:
                 with np.load(p, allow_pickle=False) as data:
                     doc = {k: data[k] for k in data.files}
@@ -334,4 +363,3 @@ class Problem:
         return self._load_penalty == other._load_penalty
 
     __hash__ = None  # type: ignore[assignment]
-

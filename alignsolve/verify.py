@@ -77,22 +77,37 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
     loads = x.sum(axis=0, dtype=np.int64)
     cap, cmin = problem.client_capacity, problem.client_min
     emin, emax = problem.expert_min, problem.expert_max
-    report("client_capacity", np.flatnonzero(counts > cap),
-           lambda i: f"client {i} trains {counts[i]} experts > client_capacity {cap[i]}")
-    report("client_min", np.flatnonzero(counts < cmin),
-           lambda i: f"client {i} trains {counts[i]} experts < client_min {cmin[i]}")
-    report("expert_max", np.flatnonzero(loads > emax),
-           lambda j: f"expert {j} has {loads[j]} clients > expert_max {emax[j]}")
-    report("expert_min", np.flatnonzero(loads < emin),
-           lambda j: f"expert {j} has {loads[j]} clients < expert_min {emin[j]}")
+    report(
+        "client_capacity",
+        np.flatnonzero(counts > cap),
+        lambda i: f"client {i} trains {counts[i]} experts > client_capacity {cap[i]}",
+    )
+    report(
+        "client_min",
+        np.flatnonzero(counts < cmin),
+        lambda i: f"client {i} trains {counts[i]} experts < client_min {cmin[i]}",
+    )
+    report(
+        "expert_max",
+        np.flatnonzero(loads > emax),
+        lambda j: f"expert {j} has {loads[j]} clients > expert_max {emax[j]}",
+    )
+    report(
+        "expert_min",
+        np.flatnonzero(loads < emin),
+        lambda j: f"expert {j} has {loads[j]} clients < expert_min {emin[j]}",
+    )
 
     if problem.is_generalised:
         assert problem.cost is not None and problem.budget is not None  # narrowing for mypy
         used = (problem.cost * x).sum(axis=1)
         budget = problem.budget
         slack = 1e-9 * np.maximum(1.0, budget)
-        report("budget", np.flatnonzero(used > budget + slack),
-               lambda i: f"client {i} uses {used[i]:.6g} > budget {budget[i]:.6g}")
+        report(
+            "budget",
+            np.flatnonzero(used > budget + slack),
+            lambda i: f"client {i} uses {used[i]:.6g} > budget {budget[i]:.6g}",
+        )
 
     if reported is not None:
         actual = float((problem.fitness * x).sum())

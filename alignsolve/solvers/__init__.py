@@ -33,8 +33,9 @@ class SolverResult:
 
 
 class Backend(Protocol):
-    def solve(self, problem: Problem, *, time_limit: float | None, seed: int | None,
-              **options: Any) -> SolverResult: ...
+    def solve(
+        self, problem: Problem, *, time_limit: float | None, seed: int | None, **options: Any
+    ) -> SolverResult: ...
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,41 @@ class MethodSpec:
     def install_hint(self) -> str:
         if self.extra:
             return f'pip install "alignsolve[{self.extra}]"'
-        return "pip install --force-reinstall alignsolve  # reinstalls the core dependencies: " + " ".join(self.requires)
+        return "pip install --force-reinstall alignsolve  # reinstalls the core dependencies: " + " ".join(
+            self.requires
+        )
 
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("flow", "alignsolve.solvers.flow", ("ortools",), None, "exact", False,
-                   "min-cost flow (OR-Tools SimpleMinCostFlow); exact, convex load penalty included"),
-        MethodSpec("greedy", "alignsolve.solvers.greedy", ("numba",), None, "approximation", False,
-                   "fitness-score greedy with augmenting-path repair; 1/2-approximation without lower bounds"),
-        MethodSpec("random", "alignsolve.solvers.random", ("numba",), None, "heuristic", False,
-                   "random maximal feasible assignment (the quality floor)"),
+        MethodSpec(
+            "flow",
+            "alignsolve.solvers.flow",
+            ("ortools",),
+            None,
+            "exact",
+            False,
+            "min-cost flow (OR-Tools SimpleMinCostFlow); exact, convex load penalty included",
+        ),
+        MethodSpec(
+            "greedy",
+            "alignsolve.solvers.greedy",
+            ("numba",),
+            None,
+            "approximation",
+            False,
+            "fitness-score greedy with augmenting-path repair; 1/2-approximation without lower bounds",
+        ),
+        MethodSpec(
+            "random",
+            "alignsolve.solvers.random",
+            ("numba",),
+            None,
+            "heuristic",
+            False,
+            "random maximal feasible assignment (the quality floor)",
+        ),
     )
 }
 
@@ -80,8 +104,14 @@ def available_methods() -> list[str]:
 def method_info() -> list[dict[str, Any]]:
     """One dict per method: name, guarantee, generalised, available, install hint, summary."""
     return [
-        {"name": s.name, "guarantee": s.guarantee, "generalised": s.generalised, "available": not s.missing(),
-         "install": s.install_hint() if s.missing() else "", "summary": s.summary}
+        {
+            "name": s.name,
+            "guarantee": s.guarantee,
+            "generalised": s.generalised,
+            "available": not s.missing(),
+            "install": s.install_hint() if s.missing() else "",
+            "summary": s.summary,
+        }
         for s in METHODS.values()
     ]
 

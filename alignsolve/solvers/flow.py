@@ -49,8 +49,9 @@ def _choose_scale(max_abs_cost: float, n_nodes: int, max_flow: int) -> float:
     return 2.0 ** math.floor(math.log2(ceiling / max_abs_cost))
 
 
-def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None = None,
-          **options: Any) -> SolverResult:
+def solve(
+    problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
+) -> SolverResult:
     check_options("flow", options, ("scale",))
     from ortools.graph.python import min_cost_flow
 
@@ -101,8 +102,8 @@ def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None
     costs = np.concatenate([np.zeros(n), pair_cost, pen_cost, [0.0]]).astype(np.int64)
     supplies = np.zeros(n + e + 2, np.int64)
     supplies[src] = -int(cmin.sum())
-    supplies[1:n + 1] = cmin
-    supplies[n + 1:n + e + 1] = -emin
+    supplies[1 : n + 1] = cmin
+    supplies[n + 1 : n + e + 1] = -emin
     supplies[sink] = int(emin.sum())
 
     smcf = min_cost_flow.SimpleMinCostFlow()
@@ -120,15 +121,14 @@ def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None
     if time_limit is not None:
         stats["time_limit_ignored"] = True
     if status == smcf.OPTIMAL:
-        pair_arcs = arcs[n:n + len(ai)]
+        pair_arcs = arcs[n : n + len(ai)]
         used = smcf.flows(pair_arcs) > 0
         x = np.zeros((n, e), dtype=bool)
         x[ai[used], aj[used]] = True
         objective = problem.objective(x)
         exact = rounding_bound == 0
         message = "optimal" if exact else f"optimal within the fitness rounding bound {rounding_bound:.3g}"
-        return SolverResult("optimal", x, message, bound=objective + rounding_bound, stats=stats,
-                            objective=objective)
+        return SolverResult("optimal", x, message, bound=objective + rounding_bound, stats=stats, objective=objective)
     if status == smcf.INFEASIBLE:
         cert = diagnose(problem)
         if cert is not None:

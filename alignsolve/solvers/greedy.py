@@ -89,8 +89,9 @@ class _PairOrder:
         return self.chunks[k]
 
 
-def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, use_penalty: bool,
-               chunk: int | None = None) -> tuple[np.ndarray | None, dict[str, Any], str]:
+def run_greedy(
+    problem: Problem, priority: np.ndarray, *, skip_negative: bool, use_penalty: bool, chunk: int | None = None
+) -> tuple[np.ndarray | None, dict[str, Any], str]:
     """The three phases on an arbitrary priority matrix (fitness for greedy, noise for random).
 
     Parameters
@@ -158,8 +159,9 @@ def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, u
         order = np.lexsort((ci, -cv, cj))
         ptr = np.zeros(e + 1, np.int64)
         np.cumsum(np.bincount(cj, minlength=e), out=ptr[1:])
-        took = penalised_greedy(ptr, ci[order].astype(np.int64), cv[order], e, x, counts, loads, cap, emax,
-                                float(problem.load_penalty))
+        took = penalised_greedy(
+            ptr, ci[order].astype(np.int64), cv[order], e, x, counts, loads, cap, emax, float(problem.load_penalty)
+        )
         stats["fill_pairs"] = int(took)
     else:
         took_total = 0
@@ -182,11 +184,13 @@ def run_greedy(problem: Problem, priority: np.ndarray, *, skip_negative: bool, u
     return x.reshape(n, e), stats, ""
 
 
-def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None = None,
-          **options: Any) -> SolverResult:
+def solve(
+    problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
+) -> SolverResult:
     check_options("greedy", options, ("chunk",))
-    x, stats, message = run_greedy(problem, problem.fitness, skip_negative=True, use_penalty=True,
-                                   chunk=options.get("chunk"))
+    x, stats, message = run_greedy(
+        problem, problem.fitness, skip_negative=True, use_penalty=True, chunk=options.get("chunk")
+    )
     if x is None:
         return SolverResult("infeasible", None, message, stats=stats)
     objective = problem.objective(x)

@@ -21,8 +21,9 @@ from .greedy import run_greedy
 __all__ = ["solve"]
 
 
-def solve(problem: Problem, *, time_limit: float | None = None, seed: int | None = None,
-          **options: Any) -> SolverResult:
+def solve(
+    problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
+) -> SolverResult:
     check_options("random", options, ())
     rng = np.random.default_rng(seed)
     priority = rng.random(problem.shape)

@@ -99,9 +99,26 @@ def solve(
         stats["auto_choice"] = name
     if raw.matrix is None:
         n, e = problem.shape
-        return Assignment(status=raw.status, message=raw.message, matrix=np.zeros((n, e), bool),  # type: ignore[arg-type]
-                          objective=-math.inf, bound=raw.bound, gap=None, method=name, wall_time=wall, stats=stats)
+        return Assignment(
+            status=raw.status,
+            message=raw.message,
+            matrix=np.zeros((n, e), bool),  # type: ignore[arg-type]
+            objective=-math.inf,
+            bound=raw.bound,
+            gap=None,
+            method=name,
+            wall_time=wall,
+            stats=stats,
+        )
     objective = problem.objective(raw.matrix) if raw.objective is None else raw.objective
-    return Assignment(status=raw.status, message=raw.message, matrix=raw.matrix, objective=objective,  # type: ignore[arg-type]
-                      bound=raw.bound, gap=relative_gap(objective, raw.bound), method=name, wall_time=wall,
-                      stats=stats)
+    return Assignment(
+        status=raw.status,
+        message=raw.message,
+        matrix=raw.matrix,
+        objective=objective,  # type: ignore[arg-type]
+        bound=raw.bound,
+        gap=relative_gap(objective, raw.bound),
+        method=name,
+        wall_time=wall,
+        stats=stats,
+    )

@@ -1,0 +1,153 @@
+"""Every method against the shared table of known optima."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import alignsolve as als
+from tests.cases import CASES, build
+from tests.oracle import brute_force
+
+METHODS = ["flow", "greedy", "random", "auto"]
+EXACT = {"flow", "auto"}  # auto picks flow on small instances
+
+
+@pytest.mark.parametrize("name,kwargs,optimum", CASES, ids=[c[0] for c in CASES])
+def test_known_optimum_matches_brute_force(name, kwargs, optimum):
+    value, _ = brute_force(build(kwargs))
+    assert (value is None) == (optimum is None)
+    if optimum is not None:
+        assert value == pytest.approx(optimum)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name,kwargs,optimum", CASES, ids=[c[0] for c in CASES])
+def test_method_on_case(method, name, kwargs, optimum):
+    problem = build(kwargs)
+    result = als.solve(problem, method, seed=0)
+    assert isinstance(result, als.Assignment)
+    if optimum is None:
+        assert result.status == "infeasible"
+        assert not result.has_solution
+        assert result.message  # names the violated condition
+        assert result.objective == -math.inf
+        return
+    assert result.status in ("optimal", "feasible")
+    als.verify(problem, result)
+    assert result.objective <= optimum + 1e-9
+    if method in EXACT:
+        assert result.status == "optimal"
+        assert result.objective == pytest.approx(optimum)
+        assert result.bound is not None and result.bound >= optimum - 1e-9
+    if result.bound is not None:
+        assert result.bound >= optimum - 1e-9
+
+
+def test_greedy_trap_is_half():
+    problem = build(dict(CASES[1][1]))
+    greedy = als.solve(problem, "greedy")
+    assert greedy.objective == pytest.approx(1.01)
+    assert greedy.bound == pytest.approx(2.02)  # 2 * greedy bounds the optimum (2.0)
+
+
+def test_result_views_are_consistent():
+    problem = als.generate("uniform", 30, 6, 2, seed=4)
+    a = als.solve(problem, "flow")
+    m = a.matrix
+    assert a.pairs.shape == (int(m.sum()), 2)
+    assert np.array_equal(a.pairs, np.argwhere(m))
+    assert np.array_equal(a.loads, m.sum(0)) and np.array_equal(a.counts, m.sum(1))
+    for i in range(problem.n_clients):
+        assert np.array_equal(a.experts_of(i), np.flatnonzero(m[i]))
+    for j in range(problem.n_experts):
+        assert np.array_equal(a.clients_of(j), np.flatnonzero(m[:, j]))
+    assert not a.matrix.flags.writeable
+    assert "objective" in a.summary()
+
+
+def test_assignment_json_round_trip():
+    problem = als.generate("skewed", 25, 5, 2, seed=1, expert_min_frac=0.5)
+    a = als.solve(problem, "flow")
+    b = als.Assignment.from_json(a.to_json())
+    assert np.array_equal(a.matrix, b.matrix)
+    assert (b.status, b.method, b.objective, b.bound) == (a.status, a.method, a.objective, a.bound)
+    infeasible = als.solve(als.generate("infeasible", 20, 5, 2, seed=0), "flow")
+    c = als.Assignment.from_json(infeasible.to_json())
+    assert c.status == "infeasible" and c.objective == -math.inf and c.message == infeasible.message
+
+
+def test_auto_choice_is_recorded_and_follows_the_rule(monkeypatch):
+    problem = als.generate("uniform", 20, 4, 2, seed=0)
+    a = als.solve(problem)
+    assert a.method == "flow" and a.stats["auto_choice"] == "flow"
+    from alignsolve import dispatch as solve_module
+
+    monkeypatch.setattr(solve_module, "AUTO_EXACT_PAIRS", 10)
+    assert als.choose_method(problem) == "greedy"
+    assert als.solve(problem).method == "greedy"
+
+
+def test_flow_reports_rounding_bound_for_float_fitness():
+    problem = als.generate("uniform", 50, 8, 3, seed=2)
+    a = als.solve(problem, "flow")
+    assert a.stats["rounding_error_bound"] < 1e-6
+    assert a.bound - a.objective == pytest.approx(a.stats["rounding_error_bound"])
+    ints = als.Problem(np.arange(12.0).reshape(4, 3), 2)
+    assert als.solve(ints, "flow").stats["rounding_error_bound"] == 0.0
+
+
+def test_flow_handles_huge_and_tiny_fitness_scales():
+    rng = np.random.default_rng(0)
+    base = rng.random((12, 4))
+    for factor in (1e-9, 1.0, 1e12):
+        p = als.Problem(base * factor, 2, expert_max=7)
+        a = als.solve(p, "flow")
+        ref = als.solve(als.Problem(base, 2, expert_max=7), "flow")
+        assert np.array_equal(a.matrix, ref.matrix)
+
+
+def test_random_is_seeded_and_maximal():
+    problem = als.generate("uniform", 40, 6, 2, seed=3)
+    a = als.solve(problem, "random", seed=7)
+    b = als.solve(problem, "random", seed=7)
+    c = als.solve(problem, "random", seed=8)
+    assert np.array_equal(a.matrix, b.matrix)
+    assert not np.array_equal(a.matrix, c.matrix)
+    room_c = a.counts < problem.client_capacity
+    room_e = a.loads < problem.expert_max
+    assert not (problem.allowed & ~a.matrix & room_c[:, None] & room_e[None, :]).any()
+
+
+def test_greedy_is_deterministic():
+    problem = als.generate("lowrank", 300, 16, 3, seed=5)
+    assert np.array_equal(als.solve(problem, "greedy").matrix, als.solve(problem, "greedy").matrix)
+
+
+def test_greedy_needs_repair_and_gets_it():
+    # Greedy's lower-bound pass gives client 0 its favourite expert 0, which is the only
+    # expert client 1 may train; augmenting paths must move client 0 to expert 1.
+    problem = als.Problem([[5.0, 1.0], [1.0, 0.0]], 1, client_min=1, expert_max=1,
+                          allowed=np.array([[True, True], [True, False]]))
+    a = als.solve(problem, "greedy")
+    als.verify(problem, a)
+    assert a.stats["repaired"]
+    assert a.pairs.tolist() == [[0, 1], [1, 0]]
+
+
+def test_greedy_never_takes_negative_pairs_without_lower_bounds():
+    rng = np.random.default_rng(1)
+    problem = als.Problem(rng.normal(size=(60, 6)), 3, expert_max=40)
+    a = als.solve(problem, "greedy")
+    assert (problem.fitness[a.matrix] >= 0).all()
+
+
+def test_chunked_walk_equals_a_full_sort():
+    # A tiny first chunk forces many chunks; the answer must equal one big chunk's.
+    problem = als.generate("skewed", 400, 12, 3, seed=9)
+    one = als.solve(problem, "greedy", chunk=10**9)
+    many = als.solve(problem, "greedy", chunk=1)
+    assert many.stats["chunks"] > 1
+    assert one.objective == pytest.approx(many.objective)
