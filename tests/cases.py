@@ -24,20 +24,40 @@ CASES: list[tuple[str, dict[str, Any], float | None]] = [
     # Quadratic load penalty 1.5: one client (3 - 1.5) beats two (6 - 6) and none (0).
     ("load_penalty", dict(fitness=[[3.0], [3.0]], client_capacity=1, load_penalty=1.5), 1.5),
     # The mask keeps c1 off expert 0: c0->e0 (5) + c1->e1 (1).
-    ("mask", dict(fitness=[[5.0, 1.0], [5.0, 1.0]], client_capacity=1, expert_max=[1, 2],
-                  allowed=[[True, True], [False, True]]), 6.0),
+    (
+        "mask",
+        dict(
+            fitness=[[5.0, 1.0], [5.0, 1.0]],
+            client_capacity=1,
+            expert_max=[1, 2],
+            allowed=[[True, True], [False, True]],
+        ),
+        6.0,
+    ),
     # A client of capacity 0 takes nothing: c1->e1 (2).
     ("zero_capacity", dict(fitness=[[9.0, 9.0], [1.0, 2.0]], client_capacity=[0, 1], expert_max=1), 2.0),
     # A permutation of a rank-one matrix: sorted pairing, 1 + 4 + 9 (rearrangement inequality).
-    ("assignment", dict(fitness=[[1, 2, 3], [2, 4, 6], [3, 6, 9]], client_capacity=1, client_min=1,
-                        expert_min=1, expert_max=1), 14.0),
+    (
+        "assignment",
+        dict(fitness=[[1, 2, 3], [2, 4, 6], [3, 6, 9]], client_capacity=1, client_min=1, expert_min=1, expert_max=1),
+        14.0,
+    ),
     # Each client takes both experts (capacity 2) unless expert_max stops it: 2 slots per expert.
     ("b_matching", dict(fitness=[[4, 3], [4, 1], [4, 2]], client_capacity=2, expert_max=2), 4 + 4 + 3 + 2),
     # One client cannot give expert 0 its minimum of 2.
     ("infeasible_expert_min", dict(fitness=[[1.0, 1.0]], client_capacity=2, expert_min=[2, 0], expert_max=5), None),
     # Two clients must each train an expert, but both may only train expert 0, which takes one.
-    ("infeasible_hall", dict(fitness=[[1.0, 1.0], [1.0, 1.0]], client_capacity=1, client_min=1,
-                             expert_max=[1, 1], allowed=[[True, False], [True, False]]), None),
+    (
+        "infeasible_hall",
+        dict(
+            fitness=[[1.0, 1.0], [1.0, 1.0]],
+            client_capacity=1,
+            client_min=1,
+            expert_max=[1, 1],
+            allowed=[[True, False], [True, False]],
+        ),
+        None,
+    ),
 ]
 
 

@@ -23,8 +23,10 @@ def milp_optimum(problem: als.Problem) -> float | None:
     rows[ai, np.arange(p)] = 1
     cols = np.zeros((e, p))
     cols[aj, np.arange(p)] = 1
-    cons = [LinearConstraint(rows, problem.client_min, problem.client_capacity),
-            LinearConstraint(cols, problem.expert_min, problem.expert_max)]
+    cons = [
+        LinearConstraint(rows, problem.client_min, problem.client_capacity),
+        LinearConstraint(cols, problem.expert_min, problem.expert_max),
+    ]
     res = milp(-problem.fitness[ai, aj], constraints=cons, integrality=np.ones(p), bounds=Bounds(0, 1))
     if res.status == 2:
         return None

@@ -129,8 +129,9 @@ def test_greedy_is_deterministic():
 def test_greedy_needs_repair_and_gets_it():
     # Greedy's lower-bound pass gives client 0 its favourite expert 0, which is the only
     # expert client 1 may train; augmenting paths must move client 0 to expert 1.
-    problem = als.Problem([[5.0, 1.0], [1.0, 0.0]], 1, client_min=1, expert_max=1,
-                          allowed=np.array([[True, True], [True, False]]))
+    problem = als.Problem(
+        [[5.0, 1.0], [1.0, 0.0]], 1, client_min=1, expert_max=1, allowed=np.array([[True, True], [True, False]])
+    )
     a = als.solve(problem, "greedy")
     als.verify(problem, a)
     assert a.stats["repaired"]

@@ -13,8 +13,26 @@ from alignsolve.cli import main
 
 def test_generate_then_solve(tmp_path, capsys):
     inst = tmp_path / "p.npz"
-    assert main(["generate", "--family", "skewed", "--clients", "50", "--experts", "6", "--capacity", "2",
-                 "--seed", "3", "-o", str(inst)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--family",
+                "skewed",
+                "--clients",
+                "50",
+                "--experts",
+                "6",
+                "--capacity",
+                "2",
+                "--seed",
+                "3",
+                "-o",
+                str(inst),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "a.json"
     assert main(["solve", str(inst), "--method", "flow", "--output", str(out)]) == 0
     screen = capsys.readouterr().out
@@ -25,20 +43,36 @@ def test_generate_then_solve(tmp_path, capsys):
 
 def test_infeasible_exits_3(tmp_path, capsys):
     inst = tmp_path / "p.json"
-    main(["generate", "--family", "infeasible", "--clients", "20", "--experts", "5", "--capacity", "2",
-          "-o", str(inst)])
+    main(
+        ["generate", "--family", "infeasible", "--clients", "20", "--experts", "5", "--capacity", "2", "-o", str(inst)]
+    )
     assert main(["solve", str(inst), "--method", "greedy"]) == 3
     assert "infeasible" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["solve", "missing.json"],
-    ["solve", "{inst}", "--method", "simplex"],
-    ["solve", "{inst}", "--time-limit", "-1"],
-    ["generate", "--family", "uniform", "--clients", "0", "--experts", "4", "--capacity", "2", "-o", "{tmp}/x.json"],
-    ["generate", "--family", "galaxy", "--clients", "5", "--experts", "4", "--capacity", "2", "-o", "{tmp}/x.json"],
-    ["frobnicate"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["solve", "missing.json"],
+        ["solve", "{inst}", "--method", "simplex"],
+        ["solve", "{inst}", "--time-limit", "-1"],
+        [
+            "generate",
+            "--family",
+            "uniform",
+            "--clients",
+            "0",
+            "--experts",
+            "4",
+            "--capacity",
+            "2",
+            "-o",
+            "{tmp}/x.json",
+        ],
+        ["generate", "--family", "galaxy", "--clients", "5", "--experts", "4", "--capacity", "2", "-o", "{tmp}/x.json"],
+        ["frobnicate"],
+    ],
+)
 def test_bad_input_exits_2(tmp_path, capsys, argv):
     inst = tmp_path / "ok.json"
     als.Problem([[1.0]], 1).save(inst)
@@ -71,6 +105,7 @@ def test_info_and_demo(capsys):
 def test_console_entry_point_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "alignsolve", "info"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "methods:" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "alignsolve", "solve", "/nonexistent.json"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignsolve", "solve", "/nonexistent.json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "existing file" in proc.stderr

@@ -18,8 +18,9 @@ MANIFEST = json.loads((INSTANCES / "manifest.json").read_text())["instances"]
 def test_regression_instance(entry):
     problem = als.Problem.load(INSTANCES / entry["file"])
     spec = {k: v for k, v in entry["generator"].items() if k != "name"}
-    regenerated = als.generate(spec.pop("family"), spec.pop("n_clients"), spec.pop("n_experts"),
-                               spec.pop("capacity"), **spec)
+    regenerated = als.generate(
+        spec.pop("family"), spec.pop("n_clients"), spec.pop("n_experts"), spec.pop("capacity"), **spec
+    )
     assert regenerated == problem, "the generator no longer reproduces the shipped instance"
     flow = als.solve(problem, "flow")
     assert flow.status == entry["status"]
@@ -65,15 +66,18 @@ def test_skewed_family_makes_the_load_bound_bind():
     assert (a.loads == p.expert_max).sum() >= 3  # popular experts are full
 
 
-@pytest.mark.parametrize("kwargs,param", [
-    (dict(family="nope"), "family"),
-    (dict(n_clients=0), "n_clients"),
-    (dict(capacity=9), "capacity"),
-    (dict(capacity=True), "capacity"),
-    (dict(expert_min_frac=1.5), "expert_min_frac"),
-    (dict(expert_max_slack=-0.1), "expert_max_slack"),
-    (dict(family="adversarial", capacity=5), "n_experts"),
-])
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        (dict(family="nope"), "family"),
+        (dict(n_clients=0), "n_clients"),
+        (dict(capacity=9), "capacity"),
+        (dict(capacity=True), "capacity"),
+        (dict(expert_min_frac=1.5), "expert_min_frac"),
+        (dict(expert_max_slack=-0.1), "expert_max_slack"),
+        (dict(family="adversarial", capacity=5), "n_experts"),
+    ],
+)
 def test_generator_bad_arguments(kwargs, param):
     args = dict(family="uniform", n_clients=10, n_experts=8, capacity=2) | kwargs
     with pytest.raises(als.InvalidProblemError) as info:

@@ -35,15 +35,18 @@ def test_defaults_and_broadcasting():
     assert g.is_generalised and g.cost.shape == (3, 2) and g.budget.tolist() == [3.0, 3.0, 3.0]
 
 
-@pytest.mark.parametrize("fitness,match", [
-    ([[1.0, np.nan]], "finite"),
-    ([[1.0, np.inf]], "finite"),
-    ([1.0, 2.0], "2-D"),
-    ([[]], "at least one"),
-    ([["a", "b"]], "numeric"),
-    ([[True, False]], "boolean"),
-    ([[1 + 1j, 2]], "real"),
-])
+@pytest.mark.parametrize(
+    "fitness,match",
+    [
+        ([[1.0, np.nan]], "finite"),
+        ([[1.0, np.inf]], "finite"),
+        ([1.0, 2.0], "2-D"),
+        ([[]], "at least one"),
+        ([["a", "b"]], "numeric"),
+        ([[True, False]], "boolean"),
+        ([[1 + 1j, 2]], "real"),
+    ],
+)
 def test_bad_fitness(fitness, match):
     bad("fitness", match, fitness=fitness)
 
@@ -53,22 +56,25 @@ def test_nan_position_is_reported():
     assert "(1, 1)" in str(err)
 
 
-@pytest.mark.parametrize("param,value,match", [
-    ("client_capacity", -1, ">= 0"),
-    ("client_capacity", [1, 2], r"shape \(3,\)"),
-    ("client_capacity", 1.5, "integers"),
-    ("client_capacity", np.nan, "finite"),
-    ("client_min", [0, 2, 0], "<= client_capacity"),
-    ("client_min", -1, ">= 0"),
-    ("expert_min", [4, 0], "<= expert_max"),
-    ("expert_max", [-1, 2], ">= 0"),
-    ("expert_max", [1, 2, 3], r"shape \(2,\)"),
-    ("allowed", [[1, 0], [1, 1], [0, 1]], "boolean"),
-    ("allowed", np.ones((2, 2), bool), r"shape \(3, 2\)"),
-    ("load_penalty", -0.5, ">= 0"),
-    ("load_penalty", float("nan"), "finite"),
-    ("load_penalty", "big", "real number"),
-])
+@pytest.mark.parametrize(
+    "param,value,match",
+    [
+        ("client_capacity", -1, ">= 0"),
+        ("client_capacity", [1, 2], r"shape \(3,\)"),
+        ("client_capacity", 1.5, "integers"),
+        ("client_capacity", np.nan, "finite"),
+        ("client_min", [0, 2, 0], "<= client_capacity"),
+        ("client_min", -1, ">= 0"),
+        ("expert_min", [4, 0], "<= expert_max"),
+        ("expert_max", [-1, 2], ">= 0"),
+        ("expert_max", [1, 2, 3], r"shape \(2,\)"),
+        ("allowed", [[1, 0], [1, 1], [0, 1]], "boolean"),
+        ("allowed", np.ones((2, 2), bool), r"shape \(3, 2\)"),
+        ("load_penalty", -0.5, ">= 0"),
+        ("load_penalty", float("nan"), "finite"),
+        ("load_penalty", "big", "real number"),
+    ],
+)
 def test_bad_fields(param, value, match):
     kwargs = {param: value}
     if param == "client_capacity":
@@ -120,9 +126,17 @@ def test_replace_validates_again():
 
 def _full_problem():
     rng = np.random.default_rng(0)
-    return als.Problem(rng.random((5, 3)), [1, 2, 3, 0, 2], client_min=[1, 0, 1, 0, 0], expert_min=[1, 0, 2],
-                       expert_max=[4, 3, 5], allowed=rng.random((5, 3)) < 0.8, load_penalty=0.25,
-                       cost=rng.random((5, 3)), budget=rng.random(5) * 2)
+    return als.Problem(
+        rng.random((5, 3)),
+        [1, 2, 3, 0, 2],
+        client_min=[1, 0, 1, 0, 0],
+        expert_min=[1, 0, 2],
+        expert_max=[4, 3, 5],
+        allowed=rng.random((5, 3)) < 0.8,
+        load_penalty=0.25,
+        cost=rng.random((5, 3)),
+        budget=rng.random(5) * 2,
+    )
 
 
 def test_json_round_trip_is_lossless():
@@ -143,20 +157,27 @@ def test_save_load_round_trip(tmp_path, suffix):
 
 def test_npz_with_objects_is_refused_without_unpickling(tmp_path):
     path = tmp_path / "evil.npz"
-    np.savez(path, fitness=np.array([[1.0]]), client_capacity=np.array([1]),
-             expert_min=np.array([{"payload": 1}], dtype=object))
+    np.savez(
+        path,
+        fitness=np.array([[1.0]]),
+        client_capacity=np.array([1]),
+        expert_min=np.array([{"payload": 1}], dtype=object),
+    )
     with pytest.raises(InvalidProblemError, match="never unpickles"):
         als.Problem.load(path)
 
 
-@pytest.mark.parametrize("text,param", [
-    ("{not json", "text"),
-    ("[1, 2]", "text"),
-    ('{"fitness": [[1.0]]}', "client_capacity"),
-    ('{"fitness": [[1.0]], "client_capacity": 1, "colour": "red"}', "JSON document"),
-    ('{"format": "other", "fitness": [[1.0]], "client_capacity": 1}', "format"),
-    ('{"version": 99, "fitness": [[1.0]], "client_capacity": 1}', "version"),
-])
+@pytest.mark.parametrize(
+    "text,param",
+    [
+        ("{not json", "text"),
+        ("[1, 2]", "text"),
+        ('{"fitness": [[1.0]]}', "client_capacity"),
+        ('{"fitness": [[1.0]], "client_capacity": 1, "colour": "red"}', "JSON document"),
+        ('{"format": "other", "fitness": [[1.0]], "client_capacity": 1}', "format"),
+        ('{"version": 99, "fitness": [[1.0]], "client_capacity": 1}', "version"),
+    ],
+)
 def test_bad_json(text, param):
     with pytest.raises(InvalidProblemError) as info:
         als.Problem.from_json(text)

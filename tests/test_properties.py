@@ -31,8 +31,7 @@ def problems(draw, max_n=12, max_e=6, lower_bounds=True, negative=True, penalty=
     mask_bits = draw(st.lists(st.floats(0, 1), min_size=n * e, max_size=n * e))
     allowed = np.array(mask_bits).reshape(n, e) < dense
     lam = draw(st.sampled_from([0.0, 0.5, 1.25])) if penalty else 0.0
-    return als.Problem(fit, cap, client_min=cmin, expert_min=emin, expert_max=emax, allowed=allowed,
-                       load_penalty=lam)
+    return als.Problem(fit, cap, client_min=cmin, expert_min=emin, expert_max=emax, allowed=allowed, load_penalty=lam)
 
 
 @given(problems())
@@ -73,9 +72,14 @@ def test_optimum_is_invariant_under_permutations(problem, rnd):
     n, e = problem.shape
     pi = np.array(rnd.sample(range(n), n))
     sigma = np.array(rnd.sample(range(e), e))
-    permuted = als.Problem(problem.fitness[pi][:, sigma], problem.client_capacity[pi],
-                           client_min=problem.client_min[pi], expert_min=problem.expert_min[sigma],
-                           expert_max=problem.expert_max[sigma], allowed=problem.allowed[pi][:, sigma])
+    permuted = als.Problem(
+        problem.fitness[pi][:, sigma],
+        problem.client_capacity[pi],
+        client_min=problem.client_min[pi],
+        expert_min=problem.expert_min[sigma],
+        expert_max=problem.expert_max[sigma],
+        allowed=problem.allowed[pi][:, sigma],
+    )
     a, b = als.solve(problem, "flow"), als.solve(permuted, "flow")
     assert a.status == b.status
     if a.has_solution:

@@ -28,21 +28,27 @@ def test_unknown_method_names_the_choices():
 
 
 def test_missing_extra_gives_the_pip_command(monkeypatch):
-    monkeypatch.setitem(METHODS, "fake", MethodSpec("fake", "alignsolve.solvers.fake", ("no_such_pkg_xyz",),
-                                                    "cvxpy", "bound", True, "test double"))
+    monkeypatch.setitem(
+        METHODS,
+        "fake",
+        MethodSpec("fake", "alignsolve.solvers.fake", ("no_such_pkg_xyz",), "cvxpy", "bound", True, "test double"),
+    )
     with pytest.raises(MethodUnavailableError, match=r'pip install "alignsolve\[cvxpy\]"'):
         als.solve(small(), "fake")
     assert "fake" not in als.available_methods()
 
 
-@pytest.mark.parametrize("kwargs,param", [
-    (dict(time_limit=0), "time_limit"),
-    (dict(time_limit=-1.0), "time_limit"),
-    (dict(time_limit="soon"), "time_limit"),
-    (dict(seed=-1), "seed"),
-    (dict(seed=1.5), "seed"),
-    (dict(chunk_size=3), "chunk_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        (dict(time_limit=0), "time_limit"),
+        (dict(time_limit=-1.0), "time_limit"),
+        (dict(time_limit="soon"), "time_limit"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=1.5), "seed"),
+        (dict(chunk_size=3), "chunk_size"),
+    ],
+)
 def test_bad_solve_arguments(kwargs, param):
     with pytest.raises(InvalidProblemError) as info:
         als.solve(small(), "greedy", **kwargs)
@@ -67,8 +73,14 @@ def test_flow_accepts_and_reports_an_ignored_time_limit():
 
 
 def test_verify_lists_every_violation():
-    p = als.Problem([[1.0, 2.0], [3.0, 4.0]], 1, client_min=[1, 0], expert_min=[0, 1], expert_max=[1, 1],
-                    allowed=np.array([[True, False], [True, True]]))
+    p = als.Problem(
+        [[1.0, 2.0], [3.0, 4.0]],
+        1,
+        client_min=[1, 0],
+        expert_min=[0, 1],
+        expert_max=[1, 1],
+        allowed=np.array([[True, False], [True, True]]),
+    )
     x = np.array([[True, True], [False, False]])  # client 0 over capacity, uses a forbidden pair
     with pytest.raises(ConstraintViolation) as info:
         als.verify(p, x)
@@ -113,10 +125,10 @@ def test_infeasibility_messages_name_the_constraint():
     cases = {
         "total expert_min": als.Problem([[1.0, 1.0]], 1, expert_min=1, expert_max=3),
         "total client_min": als.Problem([[1.0], [1.0]], 1, client_min=1, expert_max=1),
-        "expert 1 has 1 allowed clients": als.Problem([[1.0, 1.0], [1.0, 1.0]], 2, expert_min=[0, 2],
-                                                      allowed=np.array([[True, True], [True, False]])),
-        "client 0 has 1 allowed experts": als.Problem([[1.0, 1.0]], 2, client_min=2,
-                                                      allowed=np.array([[True, False]])),
+        "expert 1 has 1 allowed clients": als.Problem(
+            [[1.0, 1.0], [1.0, 1.0]], 2, expert_min=[0, 2], allowed=np.array([[True, True], [True, False]])
+        ),
+        "client 0 has 1 allowed experts": als.Problem([[1.0, 1.0]], 2, client_min=2, allowed=np.array([[True, False]])),
     }
     for fragment, problem in cases.items():
         for method in ("flow", "greedy", "random"):

@@ -1,0 +1,203 @@
+"""Solver benchmark: every alignsolve method against a bare OR-Tools reference.
+
+    python benchmarks/run_solvers.py            # full run (a few minutes on 2 cores)
+    python benchmarks/run_solvers.py --quick    # small sizes only, for a smoke test
+
+Writes ``benchmarks/results/solvers.csv`` (one row per instance and method) and
+``benchmarks/results/solvers.md`` (medians over seeds and the targets, each a ratio
+measured in this one run). Timings are wall-clock seconds of the call, after one
+warm-up call that compiles the numba kernels; peak memory is the growth of the
+process's peak resident set during the call (``/proc/self/clear_refs`` resets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from references import bare_min_cost_flow
+
+import alignsolve as als
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = [(1000, 64, 4), (10000, 256, 8), (100000, 64, 4)]
+QUICK_SIZES = [(1000, 64, 4), (3000, 64, 4)]
+FRACS = [0.0, 0.5]
+METHODS = ["bare_ortools", "flow", "greedy", "random"]
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_one(problem: als.Problem, method: str, seed: int) -> tuple[float, float, float | None]:
+    """(seconds, objective, peak MB above the resident set before the call)."""
+    gc.collect()
+    can_measure = _reset_peak()
+    before = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    if method == "bare_ortools":
+        _, objective = bare_min_cost_flow(problem)
+    else:
+        result = als.solve(problem, method, seed=seed)
+        als.verify(problem, result)
+        objective = result.objective
+    elapsed = time.perf_counter() - t0
+    peak = _status_kb("VmHWM")
+    peak_mb = (peak - before) / 1024 if can_measure and peak is not None and before is not None else None
+    return elapsed, objective, peak_mb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes only")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--family", default="skewed", choices=sorted(als.FAMILIES))
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    warm = als.generate("uniform", 50, 8, 2, seed=0, expert_min_frac=0.5)
+    for method in ("greedy", "random", "flow"):
+        als.solve(warm, method, seed=0)  # compile numba kernels, import OR-Tools
+
+    rows = []
+    for n, e, k in sizes:
+        for frac in FRACS:
+            for seed in range(args.seeds):
+                problem = als.generate(args.family, n, e, k, seed=seed, expert_min_frac=frac)
+                fit_mb = problem.fitness.nbytes / 2**20
+                results = {}
+                for method in METHODS:
+                    if method == "bare_ortools" and (problem.load_penalty or problem.is_generalised):
+                        continue
+                    results[method] = run_one(problem, method, seed)
+                optimum = results["flow"][1]
+                for method, (elapsed, objective, peak_mb) in results.items():
+                    gap = (optimum - objective) / abs(optimum) if optimum else 0.0
+                    rows.append(
+                        dict(
+                            family=args.family,
+                            n_clients=n,
+                            n_experts=e,
+                            capacity=k,
+                            expert_min_frac=frac,
+                            seed=seed,
+                            method=method,
+                            time_s=elapsed,
+                            objective=objective,
+                            gap_to_optimum=gap,
+                            peak_mb=peak_mb,
+                            fitness_mb=fit_mb,
+                        )
+                    )
+                    peak_text = "n/a" if peak_mb is None else f"{peak_mb:.0f}"
+                    print(
+                        f"{n:>7}x{e:<4} k={k} min={frac:<3} seed={seed} {method:<13} {elapsed:8.3f} s  "
+                        f"gap {gap:8.4%}  peak {peak_text} MB",
+                        flush=True,
+                    )
+
+    csv_path = args.out / ("solvers_quick.csv" if args.quick else "solvers.csv")
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path = csv_path.with_suffix(".md")
+    md_path.write_text(render_markdown(rows, args, argv))
+    print(f"\nwritten {csv_path} and {md_path}")
+    print(md_path.read_text())
+    return 0
+
+
+def _median(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if r[key] is not None]
+    return statistics.median(values) if values else math.nan
+
+
+def render_markdown(rows: list[dict], args: argparse.Namespace, argv: list[str] | None) -> str:
+    command = "python benchmarks/run_solvers.py" + (
+        " " + " ".join(argv) if argv else (" --quick" if args.quick else "")
+    )
+    lines = [
+        "# Solver benchmark",
+        "",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or 'unknown host'}: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"alignsolve {als.__version__}.",
+        f"Command: `{command}`. Family `{args.family}`, expert_max = ceil(1.1 N k / E), "
+        f"expert_min = floor(frac N k / E); {args.seeds} seeds; medians over seeds.",
+        "",
+        "| N x E (k) | expert_min frac | method | time (s) | x bare OR-Tools | gap to optimum | peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["n_clients"], r["n_experts"], r["capacity"], r["expert_min_frac"]) for r in rows})
+    targets = []
+    for n, e, k, frac in keys:
+        group = [
+            r for r in rows if (r["n_clients"], r["n_experts"], r["capacity"], r["expert_min_frac"]) == (n, e, k, frac)
+        ]
+        med = {m: _median([r for r in group if r["method"] == m], "time_s") for m in METHODS}
+        for method in METHODS:
+            sub = [r for r in group if r["method"] == method]
+            if not sub:
+                continue
+            t = med[method]
+            lines.append(
+                f"| {n}x{e} ({k}) | {frac} | {method} | {t:.4f} | {t / med['bare_ortools']:.2f} | "
+                f"{_median(sub, 'gap_to_optimum'):.4%} | {_median(sub, 'peak_mb'):.0f} |"
+            )
+        # Ratios per seed (the same instance, the same run), then their median.
+        seeds = sorted({r["seed"] for r in group})
+        by = {(r["seed"], r["method"]): r for r in group}
+        overhead = statistics.median(by[s, "flow"]["time_s"] / by[s, "bare_ortools"]["time_s"] for s in seeds)
+        speedup = statistics.median(by[s, "flow"]["time_s"] / by[s, "greedy"]["time_s"] for s in seeds)
+        gap = max(by[s, "greedy"]["gap_to_optimum"] for s in seeds)
+        fit_mb = group[0]["fitness_mb"]
+        peak = max((r["peak_mb"] or 0.0) for r in group if r["method"] != "bare_ortools")
+        targets.append((n, e, k, frac, overhead, speedup, gap, peak, 3 * fit_mb + 200))
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| N x E (k) | expert_min frac | flow / bare OR-Tools (<= 1.3) | flow / greedy time (>= 20 at 10000x256) "
+        "| worst greedy gap (<= 0.5% at 10000x256) | worst peak MB of a method | 3 x fitness + 200 MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, e, k, frac, overhead, speedup, gap, peak, limit in targets:
+        lines.append(
+            f"| {n}x{e} ({k}) | {frac} | {overhead:.2f} | {speedup:.1f} | {gap:.3%} | {peak:.0f} | {limit:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
