@@ -6,8 +6,11 @@
 Writes ``benchmarks/results/solvers.csv`` (one row per instance and method) and
 ``benchmarks/results/solvers.md`` (medians over seeds and the targets, each a ratio
 measured in this one run). Timings are wall-clock seconds of the call, after one
-warm-up call that compiles the numba kernels; peak memory is the growth of the
-process's peak resident set during the call (``/proc/self/clear_refs`` resets it).
+warm-up call that compiles the numba kernels. Peak memory is measured separately, for
+seed 0, each method in a fresh process (so that memory an earlier call freed but the
+allocator kept cannot hide an allocation): the growth of the peak resident set during
+the call, over the resident set just before it (``/proc/self/clear_refs`` resets the
+peak; Linux only).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -75,12 +79,28 @@ def run_one(problem: als.Problem, method: str, seed: int) -> tuple[float, float,
     return elapsed, objective, peak_mb
 
 
+def measure_memory_in_child(n: int, e: int, k: int, frac: float, family: str, method: str) -> float | None:
+    """Peak MB of one solve in a fresh interpreter (see the module docstring)."""
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); import run_solvers as r, alignsolve as als;"
+        "w = als.generate('uniform', 30, 6, 2, expert_min_frac=0.5); "
+        "[als.solve(w, m, seed=0) for m in ('greedy', 'random', 'flow')];"
+        f"p = als.generate({family!r}, {n}, {e}, {k}, seed=0, expert_min_frac={frac});"
+        f"print(r.run_one(p, {method!r}, 0)[2])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    value = out.stdout.strip().splitlines()[-1]
+    return None if value == "None" else float(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--family", default="skewed", choices=sorted(als.FAMILIES))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
     args = ap.parse_args(argv)
     sizes = QUICK_SIZES if args.quick else SIZES
     args.out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                     results[method] = run_one(problem, method, seed)
                 optimum = results["flow"][1]
                 for method, (elapsed, objective, peak_mb) in results.items():
+                    if seed == 0 and not args.no_memory:
+                        peak_mb = measure_memory_in_child(n, e, k, frac, args.family, method)
+                    elif not args.no_memory:
+                        peak_mb = None  # measured for seed 0 only, in a fresh process
                     gap = (optimum - objective) / abs(optimum) if optimum else 0.0
                     rows.append(
                         dict(
@@ -156,7 +180,7 @@ def render_markdown(rows: list[dict], args: argparse.Namespace, argv: list[str] 
         f"Command: `{command}`. Family `{args.family}`, expert_max = ceil(1.1 N k / E), "
         f"expert_min = floor(frac N k / E); {args.seeds} seeds; medians over seeds.",
         "",
-        "| N x E (k) | expert_min frac | method | time (s) | x bare OR-Tools | gap to optimum | peak MB |",
+        "| N x E (k) | expert_min frac | method | time (s) | x bare OR-Tools | gap to optimum | peak MB (seed 0) |",
         "|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["n_clients"], r["n_experts"], r["capacity"], r["expert_min_frac"]) for r in rows})
