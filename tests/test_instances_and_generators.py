@@ -83,3 +83,15 @@ def test_generator_bad_arguments(kwargs, param):
     with pytest.raises(als.InvalidProblemError) as info:
         als.generate(args.pop("family"), args.pop("n_clients"), args.pop("n_experts"), args.pop("capacity"), **args)
     assert info.value.parameter == param
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_greedy_and_random_stay_feasible_on_tight_medium_instances(seed):
+    # Pinned loads on a 70% mask: the lower-bound pass usually gets stuck and the
+    # augmenting-path repair has to finish the job.
+    problem = als.generate("tight", 500, 16, 3, seed=seed)
+    optimum = als.solve(problem, "flow").objective
+    for method in ("greedy", "random"):
+        result = als.solve(problem, method, seed=seed)
+        als.verify(problem, result)
+        assert result.objective <= optimum + 1e-9

@@ -149,6 +149,7 @@ def run_greedy(
             counts = fixed.sum(axis=1, dtype=np.int64)
             loads = fixed.sum(axis=0, dtype=np.int64)
             # Augmenting paths may free slots that the pool's filtering assumed full.
+            stats["chunks"] += len(pool.chunks)
             pool = _PairOrder(priority, allowed, nonneg_only=skip_negative, first=first)
             state = (x, counts, loads, cap, emax)
 
@@ -180,7 +181,7 @@ def run_greedy(
                 break
             k += 1
         stats["fill_pairs"] = took_total
-    stats["chunks"] = len(pool.chunks)
+    stats["chunks"] += len(pool.chunks)
     return x.reshape(n, e), stats, ""
 
 
