@@ -102,6 +102,17 @@ def scan_lower(rows, cols, n_experts, x, counts, loads, cap, emax, cmin, emin): 
 
 
 @njit(cache=True, nogil=True)
+def _best_gain(j, pos, ptr, rows, vals, n_experts, x, counts, loads, cap, emax, lam):  # pragma: no cover
+    """Move ``pos[j]`` past clients of expert j that are full or hold j already; return
+    the marginal gain of its best remaining client, or -inf when j has none or is full."""
+    while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
+        pos[j] += 1
+    if pos[j] >= ptr[j + 1] or loads[j] >= emax[j]:
+        return -np.inf
+    return vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
+
+
+@njit(cache=True, nogil=True)
 def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, lam):  # pragma: no cover
     """Greedy by marginal gain ``F_ij - lam * (2 * load_j + 1)`` (the quadratic penalty's increment).
 
@@ -114,21 +125,17 @@ def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, la
     heap = [(0.0, np.int64(0))]
     heap.pop()
     for j in range(n_experts):
-        while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
-            pos[j] += 1
-        if pos[j] < ptr[j + 1] and loads[j] < emax[j]:
-            gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
+        gain = _best_gain(j, pos, ptr, rows, vals, n_experts, x, counts, loads, cap, emax, lam)
+        if gain > -np.inf:
             heapq.heappush(heap, (-gain, np.int64(j)))
     accepted = 0
     while len(heap) > 0:
         neg, j = heapq.heappop(heap)
         if -neg < 0.0:
             break
-        while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
-            pos[j] += 1
-        if pos[j] >= ptr[j + 1] or loads[j] >= emax[j]:
+        gain = _best_gain(j, pos, ptr, rows, vals, n_experts, x, counts, loads, cap, emax, lam)
+        if gain == -np.inf:
             continue
-        gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
         if gain < -neg:  # stale: the best client of j filled up elsewhere
             heapq.heappush(heap, (-gain, j))
             continue
@@ -138,10 +145,8 @@ def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, la
         loads[j] += 1
         accepted += 1
         pos[j] += 1
-        while pos[j] < ptr[j + 1] and (counts[rows[pos[j]]] >= cap[rows[pos[j]]] or x[rows[pos[j]] * n_experts + j]):
-            pos[j] += 1
-        if pos[j] < ptr[j + 1] and loads[j] < emax[j]:
-            gain = vals[pos[j]] - lam * (2.0 * loads[j] + 1.0)
+        gain = _best_gain(j, pos, ptr, rows, vals, n_experts, x, counts, loads, cap, emax, lam)
+        if gain > -np.inf:
             heapq.heappush(heap, (-gain, j))
     return accepted
 
