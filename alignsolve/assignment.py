@@ -107,6 +107,13 @@ class Assignment:
         """(N,) int64: experts per client."""
         return self.matrix.sum(axis=1, dtype=np.int64)
 
+    @property
+    def load_cv(self) -> float:
+        """Coefficient of variation of ``loads`` (std / mean; 0 when nothing is assigned)."""
+        loads = self.loads
+        mean = float(loads.mean())
+        return float(loads.std() / mean) if mean > 0 else 0.0
+
     def experts_of(self, client: int) -> np.ndarray:
         """Sorted expert indices client ``client`` trains."""
         return np.flatnonzero(self.matrix[client])
@@ -173,7 +180,7 @@ class Assignment:
                 + (f"   gap {self.gap:.3%}" if self.gap is not None and math.isfinite(self.gap) else ""),
                 f"pairs      {int(self.matrix.sum())} over {n} clients x {e} experts",
                 f"loads      min {int(loads.min())}  mean {loads.mean():.2f}  max {int(loads.max())}"
-                f"  cv {_cv(loads):.3f}",
+                f"  cv {self.load_cv:.3f}",
             ]
         lines.append(f"wall time  {self.wall_time:.4f} s")
         return "\n".join(lines)
@@ -184,11 +191,6 @@ class Assignment:
             f"Assignment(status={self.status!r}, method={self.method!r}, objective={self.objective:.6g}, "
             f"pairs={int(self.matrix.sum())}, shape=({n}, {e}))"
         )
-
-
-def _cv(loads: np.ndarray) -> float:
-    mean = float(loads.mean())
-    return float(loads.std() / mean) if mean > 0 else 0.0
 
 
 def _finite_or_none(value: float | None) -> float | None:
