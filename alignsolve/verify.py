@@ -75,28 +75,18 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
 
     counts = x.sum(axis=1, dtype=np.int64)
     loads = x.sum(axis=0, dtype=np.int64)
-    cap, cmin = problem.client_capacity, problem.client_min
-    emin, emax = problem.expert_min, problem.expert_max
-    report(
-        "client_capacity",
-        np.flatnonzero(counts > cap),
-        lambda i: f"client {i} trains {counts[i]} experts > client_capacity {cap[i]}",
+    # (family, who, verb, noun, value, limit, upper): value must be <= limit when upper, else >=.
+    bounds = (
+        ("client_capacity", "client", "trains", "experts", counts, problem.client_capacity, True),
+        ("client_min", "client", "trains", "experts", counts, problem.client_min, False),
+        ("expert_max", "expert", "has", "clients", loads, problem.expert_max, True),
+        ("expert_min", "expert", "has", "clients", loads, problem.expert_min, False),
     )
-    report(
-        "client_min",
-        np.flatnonzero(counts < cmin),
-        lambda i: f"client {i} trains {counts[i]} experts < client_min {cmin[i]}",
-    )
-    report(
-        "expert_max",
-        np.flatnonzero(loads > emax),
-        lambda j: f"expert {j} has {loads[j]} clients > expert_max {emax[j]}",
-    )
-    report(
-        "expert_min",
-        np.flatnonzero(loads < emin),
-        lambda j: f"expert {j} has {loads[j]} clients < expert_min {emin[j]}",
-    )
+    for family, who, verb, noun, value, limit, upper in bounds:
+        sign = ">" if upper else "<"
+        broken = np.flatnonzero(value > limit if upper else value < limit)
+        # report() calls describe before the next iteration, so the loop variables are current.
+        report(family, broken, lambda k: f"{who} {k} {verb} {value[k]} {noun} {sign} {family} {limit[k]}")  # noqa: B023
 
     if problem.is_generalised:
         assert problem.cost is not None and problem.budget is not None  # narrowing for mypy
