@@ -4,20 +4,21 @@
 
 Each instance comes from :func:`alignsolve.generate` with the arguments stored in
 ``manifest.json``; its optimum is solved by the ``flow`` method and, for the
-instances without a load penalty, cross-checked against ``scipy.optimize.milp``.
+instances without a load penalty, cross-checked against ``scipy.optimize.milp`` (the test suite's oracle,
+``tests/oracle.py``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-
-import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 import alignsolve as als
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for the test suite's MILP oracle
+from tests.oracle import milp_optimum  # noqa: E402
 
 SPECS = [
     dict(name="uniform_30x6_k2", family="uniform", n_clients=30, n_experts=6, capacity=2, seed=1),
@@ -47,25 +48,6 @@ def build(spec: dict) -> als.Problem:
     return als.generate(args.pop("family"), args.pop("n_clients"), args.pop("n_experts"), args.pop("capacity"), **args)
 
 
-def milp_check(problem: als.Problem) -> float | None:
-    ai, aj = np.nonzero(problem.allowed)
-    p = len(ai)
-    rows = np.zeros((problem.n_clients, p))
-    rows[ai, np.arange(p)] = 1
-    cols = np.zeros((problem.n_experts, p))
-    cols[aj, np.arange(p)] = 1
-    res = milp(
-        -problem.fitness[ai, aj],
-        integrality=np.ones(p),
-        bounds=Bounds(0, 1),
-        constraints=[
-            LinearConstraint(rows, problem.client_min, problem.client_capacity),
-            LinearConstraint(cols, problem.expert_min, problem.expert_max),
-        ],
-    )
-    return None if res.status == 2 else float(-res.fun)
-
-
 def main() -> None:
     manifest = {"command": "python datasets/instances/make_instances.py", "instances": []}
     for spec in SPECS:
@@ -75,7 +57,7 @@ def main() -> None:
         result = als.solve(problem, "flow")
         optimum = result.objective if result.has_solution else None
         if problem.load_penalty == 0:
-            check = milp_check(problem)
+            check = milp_optimum(problem)
             if (check is None) != (optimum is None) or (check is not None and abs(check - optimum) > 1e-7):
                 raise SystemExit(f"{spec['name']}: flow {optimum} disagrees with milp {check}")
         manifest["instances"].append(
