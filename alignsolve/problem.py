@@ -298,8 +298,9 @@ class Problem:
             if doc.get(required) is None:
                 raise InvalidProblemError(required, f"is required in the {where}", "missing")
         kwargs = {k: doc[k] for k in _FIELDS if k in doc and doc[k] is not None}
-        if "load_penalty" in kwargs:
-            kwargs["load_penalty"] = float(np.asarray(kwargs["load_penalty"]))
+        penalty = kwargs.get("load_penalty")
+        if isinstance(penalty, np.ndarray) and penalty.ndim == 0:  # an npz stores the scalar as a 0-d array
+            kwargs["load_penalty"] = penalty.item()
         fitness = kwargs.pop("fitness")
         capacity = kwargs.pop("client_capacity")
         return cls(fitness, capacity, **kwargs)
