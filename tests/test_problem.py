@@ -176,6 +176,9 @@ def test_npz_with_objects_is_refused_without_unpickling(tmp_path):
         ('{"fitness": [[1.0]], "client_capacity": 1, "colour": "red"}', "JSON document"),
         ('{"format": "other", "fitness": [[1.0]], "client_capacity": 1}', "format"),
         ('{"version": 99, "fitness": [[1.0]], "client_capacity": 1}', "version"),
+        ('{"fitness": [[1.0]], "client_capacity": 1, "load_penalty": "abc"}', "load_penalty"),
+        ('{"fitness": [[1.0]], "client_capacity": 1, "load_penalty": true}', "load_penalty"),
+        ('{"fitness": [[1.0]], "client_capacity": 1, "load_penalty": [1, 2]}', "load_penalty"),
     ],
 )
 def test_bad_json(text, param):
