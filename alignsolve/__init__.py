@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .assignment import Assignment
 from .dispatch import choose_method, solve
 from .errors import AlignsolveError, ConstraintViolation, InvalidProblemError, MethodUnavailableError
-from .feasibility import Certificate, diagnose
+from .feasibility import Certificate, diagnose, diagnose_generalised
 from .generators import FAMILIES, generate
 from .problem import Problem
 from .solvers import available_methods, method_info
@@ -40,6 +40,7 @@ __all__ = [
     "available_methods",
     "choose_method",
     "diagnose",
+    "diagnose_generalised",
     "generate",
     "method_info",
     "solve",

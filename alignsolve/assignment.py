@@ -14,8 +14,8 @@ from .errors import InvalidProblemError
 
 __all__ = ["Assignment", "Status", "relative_gap"]
 
-Status = Literal["optimal", "feasible", "infeasible", "time_limit"]
-STATUSES: tuple[str, ...] = ("optimal", "feasible", "infeasible", "time_limit")
+Status = Literal["optimal", "feasible", "infeasible", "time_limit", "unknown"]
+STATUSES: tuple[str, ...] = ("optimal", "feasible", "infeasible", "time_limit", "unknown")
 FORMAT = "alignsolve.assignment"
 
 
@@ -38,12 +38,15 @@ class Assignment:
 
     Attributes
     ----------
-    status : {"optimal", "feasible", "infeasible", "time_limit"}
+    status : {"optimal", "feasible", "infeasible", "time_limit", "unknown"}
         ``optimal``: proven optimal (within the rounding bound in ``stats``);
         ``feasible``: satisfies every constraint, optimality not proven;
         ``infeasible``: no assignment exists, ``message`` says which constraint makes it so;
         ``time_limit``: the time limit stopped the method; ``matrix`` holds its best
-        assignment if ``has_solution``.
+        assignment if ``has_solution``;
+        ``unknown``: the method found no assignment and did not prove that none exists
+        (a heuristic on the generalised variant, whose feasibility is NP-hard: use
+        ``cpsat`` or ``milp`` to decide).
     message : str
         One line for people.
     matrix : ndarray of bool, shape (N, E)

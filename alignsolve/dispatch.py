@@ -21,22 +21,28 @@ __all__ = ["AUTO_EXACT_PAIRS", "choose_method", "solve"]
 #: about 1 s per million pairs (see the README's benchmark table).
 AUTO_EXACT_PAIRS = 2_000_000
 
+#: On the generalised variant ``auto`` runs ``cpsat`` up to this many allowed pairs
+#: (with the caller's ``time_limit``, else :data:`AUTO_CPSAT_SECONDS`), and the
+#: budget-aware ``greedy`` beyond it.
+AUTO_CPSAT_PAIRS = 200_000
+AUTO_CPSAT_SECONDS = 10.0
+
 
 def choose_method(problem: Problem, *, time_limit: float | None = None) -> str:
     """The method ``auto`` picks for ``problem``.
 
-    Rule: the generalised variant goes to the first installed method that solves it;
-    the unit variant goes to ``flow`` when it has at most :data:`AUTO_EXACT_PAIRS`
-    allowed pairs (and, with a ``time_limit``, at most ``time_limit`` million pairs
-    per second of limit), else to ``greedy``.
+    Rule: the generalised variant goes to ``cpsat`` (exact, stopped at the time limit
+    with a proven bound) up to :data:`AUTO_CPSAT_PAIRS` allowed pairs, else to
+    ``greedy``; the unit variant goes to ``flow`` when it has at most
+    :data:`AUTO_EXACT_PAIRS` allowed pairs (and, with a ``time_limit``, at most
+    ``time_limit`` million pairs per second of limit), else to ``greedy``.
     """
     installed = set(available_methods())
-    if problem.is_generalised:
-        for name, spec in METHODS.items():
-            if spec.generalised and name in installed:
-                return name
-        refuse_generalised("auto")
     pairs = int(problem.allowed.sum())
+    if problem.is_generalised:
+        if pairs <= AUTO_CPSAT_PAIRS and "cpsat" in installed:
+            return "cpsat"
+        return "greedy"
     limit = AUTO_EXACT_PAIRS if time_limit is None else min(AUTO_EXACT_PAIRS, int(time_limit * 1_000_000))
     if pairs <= limit and "flow" in installed:
         return "flow"
@@ -49,6 +55,7 @@ def solve(
     *,
     time_limit: float | None = None,
     seed: int | None = None,
+    warm_start: Any = None,
     **options: Any,
 ) -> Assignment:
     """Solve one round's assignment problem.
@@ -63,6 +70,11 @@ def solve(
         Seconds; honoured by methods that can stop early (documented per method).
     seed : int, optional
         For the methods that draw random numbers (``random``, tie-breaking).
+    warm_start : Assignment or array_like of bool, shape (N, E), optional
+        A previous assignment to start from. ``cpsat`` gives it to CP-SAT as a
+        solution hint; ``greedy`` keeps its pairs that still fit (worst dropped first)
+        and improves the result by local search. The other methods cannot use one and
+        say so in ``stats["warm_start_ignored"]``.
     **options
         Method-specific options; an unknown one raises.
 
@@ -86,15 +98,23 @@ def solve(
         raise InvalidProblemError("method", "must be a string", method)
     limit = as_optional_positive_float("time_limit", time_limit)
     seed = as_seed("seed", seed)
+    start_matrix = _warm_start_matrix(problem, warm_start)
     start = time.perf_counter()
     name = choose_method(problem, time_limit=limit) if method == "auto" else method
     spec = METHODS.get(name)
     if spec is not None and problem.is_generalised and not spec.generalised:
         refuse_generalised(name)
     backend = get_backend(name)
+    assert spec is not None  # get_backend raised otherwise
+    if method == "auto" and name == "cpsat" and limit is None:
+        limit = AUTO_CPSAT_SECONDS
+    if start_matrix is not None and not spec.warm_start:
+        options = {**options, "warm_start": start_matrix}
     raw = backend.solve(problem, time_limit=limit, seed=seed, **options)
     wall = time.perf_counter() - start
     stats = dict(raw.stats or {})
+    if start_matrix is not None and spec.warm_start:
+        stats["warm_start_ignored"] = spec.warm_start
     if method == "auto":
         stats["auto_choice"] = name
     if raw.matrix is None:
@@ -122,3 +142,23 @@ def solve(
         wall_time=wall,
         stats=stats,
     )
+
+
+def _warm_start_matrix(problem: Problem, warm_start: Any) -> np.ndarray | None:
+    """The (N, E) bool matrix of a warm start, validated; None when not given."""
+    if warm_start is None:
+        return None
+    if isinstance(warm_start, Assignment):
+        if not warm_start.has_solution:
+            raise InvalidProblemError(
+                "warm_start", "must hold a solution", f"an assignment with status {warm_start.status!r}"
+            )
+        warm_start = warm_start.matrix
+    matrix = np.asarray(warm_start)
+    if matrix.shape != problem.shape:
+        raise InvalidProblemError("warm_start", f"must have the problem's shape {problem.shape}", matrix.shape)
+    if matrix.dtype != bool:
+        if not np.isin(matrix, (0, 1)).all():
+            raise InvalidProblemError("warm_start", "must hold only 0/1 or booleans", matrix.dtype)
+        matrix = matrix.astype(bool)
+    return matrix

@@ -20,6 +20,12 @@ repair max-flow cannot saturate:
 
 Either inequality holds for every feasible ``x``, so ``required > available`` proves
 infeasibility independently of any solver.
+
+The generalised variant (budgets) is NP-hard to decide; :func:`diagnose_generalised`
+checks the necessary conditions that are cheap to prove: a third kind,
+``client_budget`` (client ``i`` must train ``client_min_i`` experts but even its
+cheapest allowed ones cost more than its budget), then the two kinds above on the
+:func:`budget_relaxation`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
 from .problem import Problem
 
-__all__ = ["Certificate", "diagnose", "find_feasible"]
+__all__ = ["Certificate", "budget_relaxation", "diagnose", "diagnose_generalised", "find_feasible"]
 
 _LIST_AT_MOST = 8
 
@@ -249,3 +255,56 @@ def diagnose(problem: Problem) -> Certificate | None:
     """None when the bound constraints are feasible, else a certificate of why not."""
     matrix, cert = find_feasible(problem)
     return cert if matrix is None else None
+
+
+def budget_relaxation(problem: Problem) -> Problem:
+    """The unit variant that drops the budgets but forbids every pair dearer than its client's budget.
+
+    Every assignment of ``problem`` is an assignment of the relaxation, so a
+    certificate for the relaxation proves ``problem`` infeasible.
+    """
+    if not problem.is_generalised:
+        return problem
+    cost, budget = problem.cost, problem.budget
+    assert cost is not None and budget is not None
+    affordable = cost <= (budget + 1e-9 * np.maximum(1.0, budget))[:, None]
+    return problem.replace(allowed=problem.allowed & affordable, cost=None, budget=None)
+
+
+def _client_budget_certificate(problem: Problem) -> Certificate | None:
+    cost, budget = problem.cost, problem.budget
+    assert cost is not None and budget is not None
+    need = problem.client_min
+    rows = np.flatnonzero(need > 0)
+    if rows.size == 0:
+        return None
+    priced = np.where(problem.allowed[rows], cost[rows], np.inf)
+    priced.sort(axis=1)
+    spent = np.cumsum(priced, axis=1)
+    limit = (budget + 1e-9 * np.maximum(1.0, budget))[rows, None]
+    affordable = (spent <= limit).sum(axis=1)  # the most experts each budget can pay for
+    short = np.flatnonzero(affordable < need[rows])
+    if short.size == 0:
+        return None
+    k = int(rows[short[0]])
+    got = int(affordable[short[0]])
+    msg = (
+        f"client {k} must train client_min {int(need[k])} experts but its budget {budget[k]:.6g} pays for at most "
+        f"{got} of its allowed experts (the cheapest {int(need[k])} cost {float(spent[short[0], need[k] - 1]):.6g})"
+    )
+    return Certificate("client_budget", [k], [], int(need[k]), got, msg)
+
+
+def diagnose_generalised(problem: Problem, *, quick: bool = False) -> Certificate | None:
+    """A certificate of infeasibility from necessary conditions, or None.
+
+    For the unit variant this is exact (None means feasible); for the generalised
+    variant None only means that the cheap necessary conditions hold. ``quick``
+    skips the max-flow and checks the O(N E) conditions only.
+    """
+    if problem.is_generalised:
+        cert = _client_budget_certificate(problem)
+        if cert is not None:
+            return cert
+        problem = budget_relaxation(problem)
+    return _quick_certificate(problem) if quick else diagnose(problem)

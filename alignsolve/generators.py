@@ -25,6 +25,8 @@ FAMILIES: dict[str, str] = {
     "on a random 70% allowed mask",
     "adversarial": "bait pairs that lead greedy to about half the optimum",
     "infeasible": "a set of experts whose total expert_min exceeds what the clients allowed to train them can give",
+    "budget": "generalised variant: lowrank fitness, cost = expert size / client speed (log-normal, "
+    "sigma 0.3 and 0.5), budget = k experts of average cost for an average client, 2k slots",
 }
 
 
@@ -101,7 +103,31 @@ def generate(
         return _tight(rng, n, e, k, load_penalty)
     if family == "adversarial":
         return _adversarial(n, e, k, load_penalty)
+    if family == "budget":
+        return _budget(rng, n, e, k, emin, emax, load_penalty)
     return _infeasible(rng, n, e, k, load_penalty)
+
+
+def _budget(rng: np.random.Generator, n: int, e: int, k: int, emin: int, emax: int, load_penalty: float) -> Problem:
+    """Experts differ in size and clients in speed, so a client's budget (a time
+    deadline, say) buys a few large experts or more small ones."""
+    d = max(2, e // 8)
+    theta = rng.dirichlet(np.full(d, 0.3), size=n)
+    phi = rng.dirichlet(np.full(d, 0.3), size=e)
+    fit = d * theta @ phi.T + 0.05 * rng.standard_normal((n, e))
+    size = rng.lognormal(0.0, 0.3, size=e)
+    speed = rng.lognormal(0.0, 0.5, size=n)
+    cost = np.round(size[None, :] / speed[:, None], 4)
+    budget = np.round(k * float(np.mean(size)) / speed * rng.uniform(0.8, 1.2, size=n), 4)
+    return Problem(
+        fit,
+        min(2 * k, e),
+        expert_min=emin,
+        expert_max=emax,
+        cost=cost,
+        budget=budget,
+        load_penalty=load_penalty,
+    )
 
 
 def _tight(rng: np.random.Generator, n: int, e: int, k: int, load_penalty: float) -> Problem:

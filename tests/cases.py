@@ -58,6 +58,30 @@ CASES: list[tuple[str, dict[str, Any], float | None]] = [
         ),
         None,
     ),
+    # Generalised: budget 4 buys expert 1 and 2 (5 + 4, cost 4) but not expert 0 (6, cost 3) with another one.
+    (
+        "budget_knapsack",
+        dict(fitness=[[6.0, 5.0, 4.0]], client_capacity=3, cost=[[3.0, 2.0, 2.0]], budget=4.0),
+        9.0,
+    ),
+    # Generalised: c0 affords one expert (e0, 5); c1 both (4 + 3) and gives expert 1 its minimum.
+    (
+        "budget_expert_min",
+        dict(
+            fitness=[[5.0, 1.0], [4.0, 3.0]],
+            client_capacity=2,
+            expert_min=[0, 1],
+            cost=[[2.0, 2.0], [2.0, 2.0]],
+            budget=[2.0, 4.0],
+        ),
+        12.0,
+    ),
+    # Generalised: the client must train two experts but its budget pays for one.
+    (
+        "budget_infeasible",
+        dict(fitness=[[1.0, 1.0]], client_capacity=2, client_min=2, cost=[[3.0, 3.0]], budget=5.0),
+        None,
+    ),
 ]
 
 

@@ -11,8 +11,9 @@ import alignsolve as als
 from tests.cases import CASES, build
 from tests.oracle import brute_force
 
-METHODS = ["flow", "greedy", "random", "auto"]
-EXACT = {"flow", "auto"}  # auto picks flow on small instances
+METHODS = ["flow", "greedy", "random", "auto", "cpsat", "milp", "lp", "sinkhorn"]
+EXACT = {"flow", "auto", "cpsat", "milp"}  # auto picks flow (cpsat when generalised) on small instances
+UNIT_EXACT = {"lp"}  # exact on the unit variant (total unimodularity)
 
 
 @pytest.mark.parametrize("name,kwargs,optimum", CASES, ids=[c[0] for c in CASES])
@@ -27,6 +28,11 @@ def test_known_optimum_matches_brute_force(name, kwargs, optimum):
 @pytest.mark.parametrize("name,kwargs,optimum", CASES, ids=[c[0] for c in CASES])
 def test_method_on_case(method, name, kwargs, optimum):
     problem = build(kwargs)
+    if problem.is_generalised and not als.solvers.METHODS.get(method, als.solvers.METHODS["cpsat"]).generalised:
+        with pytest.raises(als.InvalidProblemError, match="generalised") as info:
+            als.solve(problem, method)
+        assert info.value.parameter == "method"
+        return
     result = als.solve(problem, method, seed=0)
     assert isinstance(result, als.Assignment)
     if optimum is None:
@@ -38,7 +44,7 @@ def test_method_on_case(method, name, kwargs, optimum):
     assert result.status in ("optimal", "feasible")
     als.verify(problem, result)
     assert result.objective <= optimum + 1e-9
-    if method in EXACT:
+    if method in EXACT or (method in UNIT_EXACT and not problem.is_generalised):
         assert result.status == "optimal"
         assert result.objective == pytest.approx(optimum)
         assert result.bound is not None and result.bound >= optimum - 1e-9

@@ -60,11 +60,19 @@ def test_problem_must_be_a_problem():
         als.solve([[1.0]], "flow")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("method", ["flow", "greedy", "random", "auto"])
+@pytest.mark.parametrize("method", ["flow", "random", "sinkhorn"])
 def test_generalised_variant_is_refused_with_a_pointer(method):
     p = als.Problem([[1.0, 2.0]], 2, cost=[1.0, 1.0], budget=1.0)
-    with pytest.raises(InvalidProblemError, match="generalised"):
+    with pytest.raises(InvalidProblemError, match="generalised") as info:
         als.solve(p, method)
+    assert "cpsat" in str(info.value) and "milp" in str(info.value)
+
+
+@pytest.mark.parametrize("method", ["greedy", "cpsat", "milp", "lp", "auto"])
+def test_generalised_variant_is_solved(method):
+    p = als.Problem([[1.0, 2.0]], 2, cost=[1.0, 1.0], budget=1.0)
+    a = als.solve(p, method)
+    assert a.objective == 2.0 and a.matrix.tolist() == [[False, True]]
 
 
 def test_flow_accepts_and_reports_an_ignored_time_limit():

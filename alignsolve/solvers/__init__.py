@@ -49,6 +49,7 @@ class MethodSpec:
     guarantee: str  # "exact", "bound", "approximation", "heuristic"
     generalised: bool  # solves the budget variant
     summary: str
+    warm_start: str = ""  # "" when the method uses ``warm_start``, else why it cannot
 
     def missing(self) -> list[str]:
         return [pkg for pkg in self.requires if importlib.util.find_spec(pkg) is None]
@@ -72,6 +73,7 @@ METHODS: dict[str, MethodSpec] = {
             "exact",
             False,
             "min-cost flow (OR-Tools SimpleMinCostFlow); exact, convex load penalty included",
+            "SimpleMinCostFlow takes no initial flow",
         ),
         MethodSpec(
             "greedy",
@@ -79,8 +81,9 @@ METHODS: dict[str, MethodSpec] = {
             ("numba",),
             None,
             "approximation",
-            False,
-            "fitness-score greedy with augmenting-path repair; 1/2-approximation without lower bounds",
+            True,
+            "fitness-score greedy with augmenting-path repair (fitness per budget share on the generalised "
+            "variant); 1/2-approximation without lower bounds",
         ),
         MethodSpec(
             "random",
@@ -90,6 +93,47 @@ METHODS: dict[str, MethodSpec] = {
             "heuristic",
             False,
             "random maximal feasible assignment (the quality floor)",
+            "a random draw has no use for a previous assignment",
+        ),
+        MethodSpec(
+            "cpsat",
+            "alignsolve.solvers.cpsat",
+            ("ortools",),
+            None,
+            "exact",
+            True,
+            "OR-Tools CP-SAT on the integer-scaled model; proven bound and gap, time_limit, workers",
+        ),
+        MethodSpec(
+            "milp",
+            "alignsolve.solvers.milp",
+            ("scipy",),
+            None,
+            "exact",
+            True,
+            "scipy.optimize.milp (scipy's bundled HiGHS); proven dual bound, time_limit",
+            "scipy.optimize.milp takes no initial solution",
+        ),
+        MethodSpec(
+            "lp",
+            "alignsolve.solvers.lp",
+            ("cvxpy",),
+            "cvxpy",
+            "bound",
+            True,
+            "LP relaxation through cvxpy (CLARABEL or SCIPY), rounded and repaired; integral on the unit variant",
+            "cvxpy's CLARABEL and SCIPY interfaces take no initial point",
+        ),
+        MethodSpec(
+            "sinkhorn",
+            "alignsolve.solvers.sinkhorn",
+            ("numpy",),
+            None,
+            "bound",
+            False,
+            "entropic relaxation (log-domain Bregman projections, epsilon schedule) on numpy or torch, rounded "
+            "and repaired; Lagrangian bound",
+            "its iterate is a pair of dual vectors, not an assignment",
         ),
     )
 }

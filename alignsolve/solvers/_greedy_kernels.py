@@ -185,3 +185,103 @@ def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap,
                 vals[m] = priority[i, j]
                 m += 1
     return rows, cols, vals
+
+
+@njit(cache=True, nogil=True)
+def scan_budget(  # pragma: no cover - compiled
+    rows, cols, costs, gains, n_experts, x, counts, loads, cap, emax, cmin, emin, left, cheapest, lam, lower_only
+):
+    """Budget-aware walk for the generalised variant.
+
+    Accepts pair ``k`` when both sides have room and ``costs[k] <= left[i]``; with
+    ``lower_only`` the pair must also reduce a client's or an expert's unmet minimum.
+    While client i still owes ``r = cmin_i - counts_i`` experts, a pair may spend its
+    budget only down to ``(r - 1) * cheapest[i]`` so the rest of its minimum stays
+    affordable. ``left`` (N,) is the budget left, updated in place. Outside
+    ``lower_only`` a pair is taken only if its marginal value
+    ``gains[k] - lam * (2 load_j + 1)`` is non-negative.
+
+    Returns the number accepted and the deficit left.
+    """
+    deficit = 0
+    for i in range(cap.shape[0]):
+        if counts[i] < cmin[i]:
+            deficit += cmin[i] - counts[i]
+    for j in range(emax.shape[0]):
+        if loads[j] < emin[j]:
+            deficit += emin[j] - loads[j]
+    accepted = 0
+    for k in range(rows.shape[0]):
+        if lower_only and deficit == 0:
+            break
+        i = rows[k]
+        j = cols[k]
+        p = i * n_experts + j
+        if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+            continue
+        owed = cmin[i] - counts[i]
+        reserve = (owed - 1) * cheapest[i] if owed > 1 else 0.0
+        if costs[k] > left[i] - reserve:
+            continue
+        helps = 0
+        if owed > 0:
+            helps += 1
+        if loads[j] < emin[j]:
+            helps += 1
+        if lower_only and helps == 0:
+            continue
+        if not lower_only and gains[k] - lam * (2.0 * loads[j] + 1.0) < 0.0:
+            continue
+        x[p] = True
+        counts[i] += 1
+        loads[j] += 1
+        left[i] -= costs[k]
+        deficit -= helps
+        accepted += 1
+    return accepted, deficit
+
+
+@njit(cache=True, nogil=True)
+def local_swaps(fitness, allowed, x, loads, emin, emax, cost, left, lam, max_passes):  # pragma: no cover
+    """Improve an assignment by moving one client from one expert to another.
+
+    For each client i, the move ``j -> j2`` (i holds j, not j2) is made when it gains
+    ``F[i, j2] - F[i, j] - lam * (2 (load_j2 - load_j) + 2) > 1e-12`` and keeps every
+    constraint: ``load_j > emin_j``, ``load_j2 < emax_j2`` and, when ``cost`` has
+    rows, the budget (``left``, updated in place). Client counts never change.
+    Passes repeat until none improves or ``max_passes``.
+
+    Returns the number of moves made.
+    """
+    n, e = fitness.shape
+    budgeted = cost.shape[0] == n
+    moves = 0
+    for _ in range(max_passes):
+        improved = False
+        for i in range(n):
+            for j in range(e):
+                if not x[i, j] or loads[j] <= emin[j]:
+                    continue
+                best = 1e-12
+                best_j = -1
+                for j2 in range(e):
+                    if x[i, j2] or not allowed[i, j2] or loads[j2] >= emax[j2]:
+                        continue
+                    if budgeted and cost[i, j2] - cost[i, j] > left[i]:
+                        continue
+                    gain = fitness[i, j2] - fitness[i, j] - lam * (2.0 * (loads[j2] - loads[j]) + 2.0)
+                    if gain > best:
+                        best = gain
+                        best_j = j2
+                if best_j >= 0:
+                    x[i, j] = False
+                    x[i, best_j] = True
+                    loads[j] -= 1
+                    loads[best_j] += 1
+                    if budgeted:
+                        left[i] -= cost[i, best_j] - cost[i, j]
+                    moves += 1
+                    improved = True
+        if not improved:
+            break
+    return moves

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..feasibility import find_feasible
+from ..feasibility import budget_relaxation, diagnose_generalised, find_feasible
 from ..problem import Problem
 from . import SolverResult, check_options
-from ._greedy_kernels import collect_pairs, penalised_greedy, scan_lower, scan_pairs
+from ._greedy_kernels import collect_pairs, local_swaps, penalised_greedy, scan_budget, scan_lower, scan_pairs
 
-__all__ = ["run_greedy", "solve"]
+__all__ = ["budget_priority", "run_budget_greedy", "run_greedy", "solve", "trim"]
 
 
 class _PairOrder:
@@ -90,7 +90,13 @@ class _PairOrder:
 
 
 def run_greedy(
-    problem: Problem, priority: np.ndarray, *, skip_negative: bool, use_penalty: bool, chunk: int | None = None
+    problem: Problem,
+    priority: np.ndarray,
+    *,
+    skip_negative: bool,
+    use_penalty: bool,
+    chunk: int | None = None,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, dict[str, Any], str]:
     """The three phases on an arbitrary priority matrix (fitness for greedy, noise for random).
 
@@ -105,6 +111,9 @@ def run_greedy(
         Phase 3 walks by marginal gain under ``problem.load_penalty``.
     chunk : int, optional
         First chunk size (default: four times the total capacity).
+    start : ndarray of bool, shape (N, E), optional
+        Pairs taken before the walk; must respect every upper bound and the mask
+        (see :func:`trim`).
 
     Returns
     -------
@@ -117,9 +126,9 @@ def run_greedy(
     cap, emax = problem.client_capacity, problem.expert_max
     cmin, emin = problem.client_min, problem.expert_min
     allowed = problem.allowed
-    x = np.zeros(n * e, dtype=bool)
-    counts = np.zeros(n, np.int64)
-    loads = np.zeros(e, np.int64)
+    x = np.zeros(n * e, dtype=bool) if start is None else start.reshape(-1).copy()
+    counts = x.reshape(n, e).sum(axis=1, dtype=np.int64)
+    loads = x.reshape(n, e).sum(axis=0, dtype=np.int64)
     room = int(min(cap.sum(), emax.sum()))
     first = chunk if chunk is not None else 4 * room + 1024
     stats: dict[str, Any] = {"lower_bound_pairs": 0, "repaired": False, "chunks": 0}
@@ -185,18 +194,200 @@ def run_greedy(
     return x.reshape(n, e), stats, ""
 
 
+def trim(problem: Problem, matrix: np.ndarray) -> np.ndarray:
+    """Drop pairs of ``matrix`` until the mask, every upper bound and every budget hold.
+
+    The worst pairs (lowest fitness) go first. Used to turn a previous round's
+    assignment into a starting point (``warm_start``).
+
+    Parameters
+    ----------
+    problem : Problem
+    matrix : ndarray of bool, shape (N, E)
+
+    Returns
+    -------
+    ndarray of bool, shape (N, E)
+    """
+    x = np.asarray(matrix, dtype=bool) & problem.allowed
+    fit = problem.fitness
+    rows, cols = np.nonzero(x)
+    order = np.argsort(fit[rows, cols], kind="stable")[::-1]  # best first, kept first
+    keep = np.zeros(rows.size, bool)
+    counts = np.zeros(problem.n_clients, np.int64)
+    loads = np.zeros(problem.n_experts, np.int64)
+    spent = np.zeros(problem.n_clients)
+    cost, budget = problem.cost, problem.budget
+    for k in order:
+        i, j = rows[k], cols[k]
+        if counts[i] >= problem.client_capacity[i] or loads[j] >= problem.expert_max[j]:
+            continue
+        if cost is not None and budget is not None and spent[i] + cost[i, j] > budget[i]:
+            continue
+        keep[k] = True
+        counts[i] += 1
+        loads[j] += 1
+        if cost is not None:
+            spent[i] += cost[i, j]
+    out = np.zeros(problem.shape, bool)
+    out[rows[keep], cols[keep]] = True
+    return out
+
+
+def _polish(problem: Problem, x: np.ndarray, max_passes: int) -> int:
+    """Local search in place: single client moves between experts (:func:`local_swaps`)."""
+    loads = x.sum(axis=0, dtype=np.int64)
+    if problem.is_generalised:
+        cost = problem.cost
+        left = problem.budget - (cost * x).sum(axis=1)  # type: ignore[operator]
+    else:
+        cost, left = np.zeros((0, 0)), np.zeros(0)
+    return int(
+        local_swaps(
+            problem.fitness,
+            problem.allowed,
+            x,
+            loads,
+            problem.expert_min,
+            problem.expert_max,
+            cost,
+            left,
+            float(problem.load_penalty),
+            int(max_passes),
+        )
+    )
+
+
+def budget_priority(problem: Problem) -> np.ndarray:
+    """Fitness per share of the client's budget: ``F / s`` for ``F >= 0``, ``F * s`` below 0.
+
+    ``s = cost_ij / budget_i`` (clipped below at 1e-12). Cheaper is better on both
+    sides of zero: a positive pair is worth more per unit of budget, a negative one
+    hurts less.
+    """
+    cost, budget = problem.cost, problem.budget
+    assert cost is not None and budget is not None
+    share = np.maximum(cost / np.maximum(budget, 1e-300)[:, None], 1e-12)
+    fit = problem.fitness
+    return np.where(fit >= 0, fit / share, fit * share)
+
+
+def run_budget_greedy(
+    problem: Problem, priority: np.ndarray, *, start: np.ndarray | None = None
+) -> tuple[np.ndarray | None, dict[str, Any], str]:
+    """Greedy for the generalised variant: lower bounds, repair, then fill, within budgets.
+
+    Pairs are walked in decreasing ``priority`` (full sort). The repair is the unit
+    variant's max-flow on :func:`~alignsolve.feasibility.budget_relaxation`; its
+    answer is kept only if it also fits the budgets.
+
+    Returns
+    -------
+    matrix : ndarray of bool, shape (N, E), or None
+    stats : dict
+    message : str
+        Why there is no matrix (a certificate's message when infeasibility is proven;
+        ``stats["proven_infeasible"]`` says which).
+    """
+    n, e = problem.shape
+    relaxed = budget_relaxation(problem)
+    cost, budget = problem.cost, problem.budget
+    assert cost is not None and budget is not None
+    stats: dict[str, Any] = {"lower_bound_pairs": 0, "repaired": False}
+    cert = diagnose_generalised(problem, quick=True)
+    if cert is not None:
+        stats["certificate"] = cert.to_dict()
+        stats["proven_infeasible"] = True
+        return None, stats, cert.message
+    x = np.zeros((n, e), bool) if start is None else trim(problem, start) & relaxed.allowed
+    rows, cols = np.nonzero(relaxed.allowed & ~x)
+    order = np.argsort(-priority[rows, cols], kind="stable")
+    rows, cols = rows[order].astype(np.int64), cols[order].astype(np.int64)
+    costs = cost[rows, cols]
+    gains = problem.fitness[rows, cols]
+    counts = x.sum(axis=1, dtype=np.int64)
+    loads = x.sum(axis=0, dtype=np.int64)
+    left = budget - (cost * x).sum(axis=1)
+    cheapest = np.where(relaxed.allowed, cost, np.inf).min(axis=1, initial=np.inf)
+    cheapest[~np.isfinite(cheapest)] = 0.0
+    flat = x.reshape(-1)  # a view: the kernel updates x
+    args = (problem.client_capacity, problem.expert_max, problem.client_min, problem.expert_min, left, cheapest)
+    lam = float(problem.load_penalty)
+    if problem.has_lower_bounds:
+        took, deficit = scan_budget(rows, cols, costs, gains, e, flat, counts, loads, *args, lam, True)
+        stats["lower_bound_pairs"] = int(took)
+        if deficit > 0:
+            fixed, cert = find_feasible(relaxed, x)
+            if fixed is None:
+                assert cert is not None
+                stats["certificate"] = cert.to_dict()
+                stats["proven_infeasible"] = True
+                return None, stats, cert.message
+            over = (cost * fixed).sum(axis=1) > budget + 1e-9 * np.maximum(1.0, budget)
+            if over.any():
+                stats["proven_infeasible"] = False
+                return (
+                    None,
+                    stats,
+                    f"greedy met the minimums only by exceeding the budget of {int(over.sum())} client(s); the "
+                    "generalised variant is NP-hard to decide: use method='cpsat' or 'milp'",
+                )
+            stats["repaired"] = True
+            x = fixed.copy()
+            flat = x.reshape(-1)
+            counts = x.sum(axis=1, dtype=np.int64)
+            loads = x.sum(axis=0, dtype=np.int64)
+            left[:] = budget - (cost * x).sum(axis=1)
+    took, _ = scan_budget(rows, cols, costs, gains, e, flat, counts, loads, *args, lam, False)
+    stats["fill_pairs"] = int(took)
+    return x, stats, ""
+
+
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("greedy", options, ("chunk",))
+    check_options("greedy", options, ("chunk", "warm_start", "local_search"))
+    start = options.get("warm_start")
+    polish = options.get("local_search")
+    polish_passes = 10 if polish is None else int(polish)
+    if polish is None:
+        # By default the local search runs only from a warm start (its moves adapt the
+        # previous round's plan); greedy alone stays a single pass.
+        polish_passes = 10 if start is not None else 0
+    start_matrix = None if start is None else trim(problem, start)
+    if problem.is_generalised:
+        best: tuple[float, np.ndarray | None, dict[str, Any], str] = (-np.inf, None, {}, "")
+        for name, priority in (("fitness per budget share", budget_priority(problem)), ("fitness", problem.fitness)):
+            x, stats, message = run_budget_greedy(problem, priority, start=start_matrix)
+            if x is None and stats.get("proven_infeasible"):
+                return SolverResult("infeasible", None, message, stats=stats)
+            if x is not None:
+                stats["moves"] = _polish(problem, x, polish_passes) if polish_passes else 0
+                value = problem.objective(x)
+                if value > best[0]:
+                    best = (value, x, {**stats, "order": name}, "")
+            elif best[1] is None:
+                best = (-np.inf, None, stats, message)
+        value, x, stats, message = best
+        if x is None:
+            return SolverResult("unknown", None, message, stats=stats)
+        return SolverResult("feasible", x, "feasible (greedy, generalised)", stats=stats, objective=value)
+
     x, stats, message = run_greedy(
-        problem, problem.fitness, skip_negative=True, use_penalty=True, chunk=options.get("chunk")
+        problem,
+        problem.fitness,
+        skip_negative=True,
+        use_penalty=True,
+        chunk=options.get("chunk"),
+        start=start_matrix,
     )
     if x is None:
         return SolverResult("infeasible", None, message, stats=stats)
+    if polish_passes:
+        stats["moves"] = _polish(problem, x, polish_passes)
     objective = problem.objective(x)
     bound = None
-    if not problem.has_lower_bounds and problem.load_penalty == 0:
+    if not problem.has_lower_bounds and problem.load_penalty == 0 and start is None:
         bound = 2.0 * objective
         stats["bound_kind"] = "1/2-approximation: optimum <= 2 * greedy"
     return SolverResult("feasible", x, "feasible (greedy)", bound=bound, stats=stats, objective=objective)

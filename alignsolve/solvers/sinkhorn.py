@@ -1,0 +1,396 @@
+"""Entropic relaxation: log-domain Bregman projections with an epsilon schedule, then rounding.
+
+The relaxation adds ``eps`` times the entropy to the LP of the unit variant::
+
+    max_x  sum F x - lambda sum_j load_j**2 - eps sum x (log x - 1)
+    s.t.   client_min <= rows <= client_capacity,  expert_min <= columns <= expert_max,
+           0 <= x <= 1,  x = 0 where not allowed.
+
+Its solution has the form ``x_ij = min(1, exp((F_ij + f_i + g_j) / eps))`` with one
+dual per client ``f`` and per expert ``g``: the box multiplier of Dykstra's
+algorithm, ``max(0, F + f + g)``, is carried in closed form instead of being stored,
+so no (N, E) correction array exists. Each sweep projects (in KL divergence) onto the
+client rows with the box, then onto the expert columns with the box: block
+coordinate ascent on the dual, where each block is one monotone equation per line,
+``R(d) = target(d)``, ``R(d) = sum min(1, exp((A + d) / eps))``, solved to a
+tolerance by bracketed Newton steps. The target is the violated bound (rows and
+columns with slack keep their dual at 0) or, with a load penalty, the load whose
+marginal penalty balances the dual, ``clip(-g / (2 lambda), expert_min, expert_max)``.
+``eps`` decreases geometrically (the schedule) with the duals carried over.
+
+Any duals give a **valid upper bound** (weak Lagrangian duality)::
+
+    sum_ij max(0, F_ij + f_i + g_j) + sum_i max(-f_i lo_i, -f_i hi_i)
+        + sum_j max_{c in [lo_j, hi_j]} (-g_j c - lambda c**2)
+
+reported as ``bound``. The plan is rounded by the greedy's phases (lower bounds,
+augmenting-path repair, fill) walking pairs in decreasing ``F + f + g``, so the answer
+is feasible whenever the problem is. Without a load penalty pairs of negative fitness
+are never added beyond the lower bounds.
+
+One implementation serves numpy arrays and torch tensors (CPU or CUDA): the few
+operations it needs go through :class:`_Numpy` or :class:`_Torch`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidProblemError
+from ..feasibility import diagnose_generalised
+from ..problem import Problem
+from . import SolverResult, check_options
+from .greedy import run_greedy
+
+__all__ = ["entropic_duals", "lagrangian_bound_dense", "solve"]
+
+
+class _Numpy:
+    """The array operations of the algorithm, on numpy."""
+
+    name = "numpy"
+
+    def __init__(self, dtype: Any = np.float64) -> None:
+        self.dtype = dtype
+
+    def asarray(self, a: Any) -> Any:
+        return np.asarray(a, dtype=self.dtype)
+
+    def mask(self, a: Any) -> Any:
+        return np.asarray(a, dtype=bool)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(a, dtype=np.float64)
+
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    where = staticmethod(np.where)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+
+    @staticmethod
+    def sum(a: Any, axis: int) -> Any:
+        return a.sum(axis=axis)
+
+    @staticmethod
+    def amin(a: Any, axis: int) -> Any:
+        return a.min(axis=axis)
+
+    @staticmethod
+    def logsumexp(a: Any, axis: int) -> Any:
+        top = a.max(axis=axis, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            return np.log(np.exp(a - top).sum(axis=axis)) + np.squeeze(top, axis=axis)
+
+    @staticmethod
+    def clip(a: Any, lo: Any, hi: Any) -> Any:
+        return np.minimum(np.maximum(a, lo), hi)
+
+
+class _Torch:
+    """The same operations on torch tensors (any device)."""
+
+    name = "torch"
+
+    def __init__(self, device: Any, dtype: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    def asarray(self, a: Any) -> Any:
+        return self.torch.as_tensor(a, dtype=self.dtype, device=self.device)
+
+    def mask(self, a: Any) -> Any:
+        return self.torch.as_tensor(a, dtype=self.torch.bool, device=self.device)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return a.detach().to("cpu", self.torch.float64).numpy()
+
+    def exp(self, a: Any) -> Any:
+        return self.torch.exp(a)
+
+    def log(self, a: Any) -> Any:
+        return self.torch.log(a)
+
+    def where(self, c: Any, a: Any, b: Any) -> Any:
+        return self.torch.where(c, a, b)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return self.torch.minimum(a, self.asarray(b)) if not self.torch.is_tensor(b) else self.torch.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return self.torch.maximum(a, self.asarray(b)) if not self.torch.is_tensor(b) else self.torch.maximum(a, b)
+
+    def sum(self, a: Any, axis: int) -> Any:
+        return a.sum(dim=axis)
+
+    def amin(self, a: Any, axis: int) -> Any:
+        return a.amin(dim=axis)
+
+    def logsumexp(self, a: Any, axis: int) -> Any:
+        return self.torch.logsumexp(a, dim=axis)
+
+    def clip(self, a: Any, lo: Any, hi: Any) -> Any:
+        return self.torch.minimum(self.torch.maximum(a, lo), hi)
+
+
+def _ops_for(fitness: Any, device: str | None, dtype: str | None) -> _Numpy | _Torch:
+    """numpy for numpy input without ``device``; torch for a tensor or a ``device``."""
+    is_tensor = type(fitness).__module__.startswith("torch")
+    if device is None and not is_tensor:
+        if dtype not in (None, "float64", "float32"):
+            raise InvalidProblemError("dtype", "must be 'float32' or 'float64'", repr(dtype))
+        return _Numpy(np.float32 if dtype == "float32" else np.float64)
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from ..errors import MethodUnavailableError
+
+        raise MethodUnavailableError('sinkhorn on torch needs torch; run: pip install "alignsolve[torch]"') from exc
+    if device is None:
+        device = str(fitness.device)
+    if dtype not in (None, "float64", "float32"):
+        raise InvalidProblemError("dtype", "must be 'float32' or 'float64'", repr(dtype))
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidProblemError("device", "must be a torch device such as 'cpu' or 'cuda'", repr(device)) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidProblemError("device", "needs a CUDA GPU, and torch sees none", repr(device))
+    # float32 is the GPU's fast path; CPU defaults to float64 like numpy.
+    chosen = dtype or ("float32" if dev.type == "cuda" else "float64")
+    return _Torch(dev, torch.float32 if chosen == "float32" else torch.float64)
+
+
+def _solve_lines(ops, A, d_prev, lo, hi, lam, eps, axis, iters, tol):
+    """One block update: for every line (client row or expert column) of ``A`` along
+    ``axis``, the dual ``d`` solving ``R(d) = target(d)`` (see the module docstring).
+
+    ``A`` holds ``F`` plus the other side's dual, ``-inf`` off the mask. Returns the new
+    duals and the largest violation ``|R(d_prev) - target(d_prev)|`` of the incoming
+    iterate (the convergence measure, measured for free on the first evaluation).
+    """
+    expand = (lambda v: v[:, None]) if axis == 1 else (lambda v: v[None, :])
+
+    def evaluate(d):
+        t = (A + expand(d)) / eps
+        cap = t >= 0
+        val = ops.exp(ops.minimum(t, 0.0))  # capped terms are exactly 1
+        R = ops.sum(val, axis)
+        U = R - ops.sum(ops.where(cap, 1.0, 0.0), axis)  # the uncapped mass drives the slope
+        if lam > 0:
+            raw = -d / (2.0 * lam)
+            target = ops.clip(raw, lo, hi)
+            inside = (raw > lo) & (raw < hi)
+            slope = U / eps + ops.where(inside, 1.0 / (2.0 * lam), 0.0)
+        else:
+            target = ops.where(d < 0, hi, ops.where(d > 0, lo, ops.clip(R, lo, hi)))
+            slope = U / eps
+        return R - target, slope, target
+
+    active = hi > 0
+    lse = ops.logsumexp(A / eps, axis)
+    top = -ops.amin(ops.where(A > -math.inf, A, math.inf), axis)
+    safe_hi = ops.maximum(hi, 1.0)
+    low = eps * (ops.log(safe_hi) - lse)  # uncapped sum = hi there, so R <= hi
+    if lam > 0:
+        low = ops.minimum(low, -2.0 * lam * safe_hi)
+    else:
+        low = ops.minimum(low, 0.0)
+    a = ops.where(active, low, 0.0)
+    b = ops.where(active, top, 0.0)
+    d = ops.clip(d_prev, a, b)
+    phi, slope, target = evaluate(d)
+    first = ops.where(active, abs(phi) / ops.maximum(target, 1.0), 0.0)
+    for _ in range(iters):
+        done = (abs(phi) <= tol * ops.maximum(target, 1.0)) | ~active
+        a = ops.where(phi < 0, d, a)
+        b = ops.where(phi > 0, d, b)
+        newton = d - phi / ops.maximum(slope, 1e-300)
+        inside = (newton > a) & (newton < b)
+        d = ops.where(done, d, ops.where(inside, newton, 0.5 * (a + b)))
+        if bool(done.all()):
+            break
+        phi, slope, target = evaluate(d)
+    return ops.where(active, d, 0.0), float(first.max()) if first.shape[0] else 0.0
+
+
+def entropic_duals(
+    fitness: Any,
+    allowed: Any,
+    row_lo: Any,
+    row_hi: Any,
+    col_lo: Any,
+    col_hi: Any,
+    *,
+    load_penalty: float = 0.0,
+    eps_final: float = 1e-3,
+    eps_start: float = 1.0,
+    eps_decay: float = 0.5,
+    max_sweeps: int = 50,
+    tol: float = 1e-4,
+    line_iters: int = 8,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Duals of the entropic relaxation (see the module docstring), on numpy or torch.
+
+    Parameters
+    ----------
+    fitness : ndarray or torch.Tensor, shape (N, E)
+        A tensor (or ``device``) selects torch; a numpy array selects numpy.
+    allowed : array_like of bool, shape (N, E)
+    row_lo, row_hi : array_like, shape (N,)
+        Client bounds; ``row_hi`` must not exceed the allowed pairs of the row.
+    col_lo, col_hi : array_like, shape (E,)
+        Expert bounds, likewise.
+    load_penalty : float
+    eps_final, eps_start : float
+        Entropy weights, in units of the fitness spread ``max F - min F``.
+    eps_decay : float
+        Factor between schedule stages (0 < decay < 1).
+    max_sweeps : int
+        Per stage; a stage ends earlier when every line is within ``tol`` (relative).
+    line_iters : int
+        Newton steps per line and block update.
+    device, dtype : str, optional
+        torch device (``"cpu"``, ``"cuda"``); ``"float32"`` or ``"float64"``.
+
+    Returns
+    -------
+    f : ndarray, shape (N,)
+    g : ndarray, shape (E,)
+        Duals in fitness units, as float64 numpy arrays.
+    info : dict
+        ``sweeps``, ``stages``, ``eps`` (final, absolute), ``violation`` (final
+        relative row violation), ``backend``, ``device``.
+    """
+    ops = _ops_for(fitness, device, dtype)
+    F = ops.asarray(fitness)
+    mask = ops.mask(allowed)
+    K = ops.where(mask, F, -math.inf)
+    F_np = ops.to_numpy(F)
+    allowed_np = np.asarray(allowed, bool)
+    spread = float(F_np[allowed_np].max() - F_np[allowed_np].min()) if allowed_np.any() else 1.0
+    spread = spread if spread > 0 else max(1.0, float(np.abs(F_np).max(initial=0.0)))
+    r_lo, r_hi = ops.asarray(row_lo), ops.asarray(row_hi)
+    c_lo, c_hi = ops.asarray(col_lo), ops.asarray(col_hi)
+    n, e = F_np.shape
+    f = ops.asarray(np.zeros(n))
+    g = ops.asarray(np.zeros(e))
+    eps = eps_start * spread
+    final = eps_final * spread
+    sweeps = stages = 0
+    violation = math.inf
+    while True:
+        stages += 1
+        for _ in range(max_sweeps):
+            sweeps += 1
+            f, violation = _solve_lines(ops, K + g[None, :], f, r_lo, r_hi, 0.0, eps, 1, line_iters, tol)
+            g, _ = _solve_lines(ops, K + f[:, None], g, c_lo, c_hi, load_penalty, eps, 0, line_iters, tol)
+            if violation <= tol:
+                break
+        if eps <= final * (1 + 1e-12):
+            break
+        eps = max(eps * eps_decay, final)
+    info = {
+        "sweeps": sweeps,
+        "stages": stages,
+        "eps": eps,
+        "violation": violation,
+        "backend": ops.name,
+        "device": str(getattr(ops, "device", "cpu")),
+    }
+    return ops.to_numpy(f), ops.to_numpy(g), info
+
+
+def lagrangian_bound_dense(problem: Problem, f: np.ndarray, g: np.ndarray) -> float:
+    """The weak-duality bound of the module docstring for any duals ``f`` (N,), ``g`` (E,)."""
+    allowed = problem.allowed
+    reduced = np.where(allowed, problem.fitness + f[:, None] + g[None, :], 0.0)
+    total = float(np.maximum(reduced, 0.0).sum())
+    # Row and column sums can never exceed the allowed pairs of the line.
+    r_lo, r_hi = problem.client_min, np.minimum(problem.client_capacity, allowed.sum(axis=1))
+    c_lo, c_hi = problem.expert_min, np.minimum(problem.expert_max, allowed.sum(axis=0))
+    total += float(np.maximum(-f * r_lo, -f * r_hi).sum())
+    lam = problem.load_penalty
+    if lam > 0:
+        # max over integer c in [lo, hi] of -g c - lam c^2: a concave parabola, so the
+        # best integer is next to the clipped vertex -g / (2 lam).
+        vertex = np.clip(-g / (2.0 * lam), c_lo, c_hi)
+        best = np.full(g.shape, -np.inf)
+        for c in (np.floor(vertex), np.ceil(vertex)):
+            c = np.clip(c, c_lo, c_hi)
+            best = np.maximum(best, -g * c - lam * c * c)
+        total += float(best.sum())
+    else:
+        total += float(np.maximum(-g * c_lo, -g * c_hi).sum())
+    return total
+
+
+def _round(problem: Problem, f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any], str]:
+    """Greedy phases on the reduced scores ``F + f + g`` (see the module docstring)."""
+    fit = problem.fitness
+    reduced = fit + f[:, None] + g[None, :]
+    if problem.load_penalty > 0:
+        # The penalised greedy walks by fitness minus the marginal penalty; restricting
+        # it to the plan's support keeps the relaxation's choice of pairs.
+        support = problem.allowed & (reduced >= -1e-9 * max(1.0, float(np.abs(fit).max(initial=0.0))))
+        restricted = problem.replace(allowed=support)
+        x, stats, message = run_greedy(restricted, fit, skip_negative=True, use_penalty=True)
+        if x is not None:
+            stats["rounding"] = "penalised greedy on the plan's support"
+            return x, stats, message
+    pos, neg = fit >= 0, fit < 0
+    prio = np.empty_like(reduced)
+    # Order: non-negative-fitness pairs by reduced score (all >= 0), then the others
+    # (all < 0), so the fill phase, which skips negative priorities, skips exactly them.
+    prio[pos] = reduced[pos] - (reduced[pos].min() if pos.any() else 0.0)
+    prio[neg] = reduced[neg] - (reduced[neg].max() if neg.any() else 0.0) - 1.0
+    x, stats, message = run_greedy(problem, prio, skip_negative=True, use_penalty=False)
+    stats["rounding"] = "greedy by reduced score"
+    return x, stats, message
+
+
+def solve(
+    problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
+) -> SolverResult:
+    accepted = ("eps", "eps_start", "eps_decay", "max_sweeps", "tol", "line_iters", "device", "dtype")
+    check_options("sinkhorn", options, accepted)
+    cert = diagnose_generalised(problem, quick=True)
+    if cert is not None:
+        return SolverResult("infeasible", None, cert.message, stats={"certificate": cert.to_dict()})
+    start = time.perf_counter()
+    allowed = problem.allowed & (problem.client_capacity > 0)[:, None] & (problem.expert_max > 0)[None, :]
+    fitness: Any = problem.fitness
+    f, g, info = entropic_duals(
+        fitness,
+        allowed,
+        problem.client_min,
+        np.minimum(problem.client_capacity, allowed.sum(axis=1)),
+        problem.expert_min,
+        np.minimum(problem.expert_max, allowed.sum(axis=0)),
+        load_penalty=problem.load_penalty,
+        eps_final=float(options.get("eps", 1e-3)),
+        eps_start=float(options.get("eps_start", 1.0)),
+        eps_decay=float(options.get("eps_decay", 0.5)),
+        max_sweeps=int(options.get("max_sweeps", 50)),
+        tol=float(options.get("tol", 1e-4)),
+        line_iters=int(options.get("line_iters", 8)),
+        device=options.get("device"),
+        dtype=options.get("dtype"),
+    )
+    relax_time = time.perf_counter() - start
+    bound = lagrangian_bound_dense(problem, f, g)
+    x, stats, message = _round(problem, f, g)
+    stats.update(info, relaxation_time=relax_time)
+    if x is None:
+        return SolverResult("infeasible", None, message, bound=bound, stats=stats)
+    return SolverResult("feasible", x, "feasible (entropic relaxation, rounded)", bound=bound, stats=stats)
