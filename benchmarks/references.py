@@ -43,3 +43,73 @@ def bare_min_cost_flow(problem) -> tuple[np.ndarray, float]:
     x = np.zeros((n, e), dtype=bool)
     x[ai[used], aj[used]] = True
     return x, float(fit[x].sum())
+
+
+def cvxpy_textbook(problem, solver: str = "CLARABEL") -> float:
+    """The LP relaxation as a textbook writes it in cvxpy: a dense (N, E) variable,
+    row and column sums, the box and the mask (unit variant, no load penalty).
+    Returns the LP value."""
+    import sys
+
+    hide = "highspy" not in sys.modules  # cvxpy would load highspy, which breaks ortools
+    if hide:
+        sys.modules["highspy"] = None  # type: ignore[assignment]
+    try:
+        import cvxpy as cp
+    finally:
+        if hide:
+            del sys.modules["highspy"]
+    x = cp.Variable(problem.shape)
+    cons = [
+        x >= 0,
+        x <= problem.allowed.astype(float),
+        cp.sum(x, axis=1) <= problem.client_capacity,
+        cp.sum(x, axis=1) >= problem.client_min,
+        cp.sum(x, axis=0) <= problem.expert_max,
+        cp.sum(x, axis=0) >= problem.expert_min,
+    ]
+    prob = cp.Problem(cp.Maximize(cp.sum(cp.multiply(problem.fitness, x))), cons)
+    prob.solve(solver=solver)
+    return float(prob.value)
+
+
+def scipy_milp_textbook(problem, time_limit: float | None = None) -> tuple[float, float | None]:
+    """``scipy.optimize.milp`` on the dense textbook model (every pair a variable, the
+    mask as upper bounds; budgets when given; no load penalty). Returns (objective, dual bound)."""
+    import scipy.sparse as sp
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n, e = problem.shape
+    rows = sp.kron(sp.eye(n), np.ones((1, e)), format="csr")
+    cols = sp.kron(np.ones((1, n)), sp.eye(e), format="csr")
+    cons = [
+        LinearConstraint(rows, problem.client_min, problem.client_capacity),
+        LinearConstraint(cols, problem.expert_min, problem.expert_max),
+    ]
+    if problem.cost is not None:
+        w = sp.csr_array((problem.cost.ravel(), (np.repeat(np.arange(n), e), np.arange(n * e))), shape=(n, n * e))
+        cons.append(LinearConstraint(w, -np.inf, problem.budget))
+    opts = {"disp": False} if time_limit is None else {"disp": False, "time_limit": time_limit}
+    res = milp(
+        -problem.fitness.ravel(),
+        constraints=cons,
+        integrality=np.ones(n * e),
+        bounds=Bounds(0, problem.allowed.ravel().astype(float)),
+        options=opts,
+    )
+    value = -float(res.fun) if res.x is not None else float("-inf")
+    bound = -float(res.mip_dual_bound) if getattr(res, "mip_dual_bound", None) is not None else None
+    return value, bound
+
+
+def pot_sinkhorn(problem, reg: float) -> np.ndarray:
+    """POT's ``ot.sinkhorn`` on the balanced transport a client-expert plan would be
+    without the box: rows carry ``client_capacity``, columns share the same mass in
+    proportion to ``expert_max``; cost ``-fitness``. Returns the plan (N, E)."""
+    import ot
+
+    a = problem.client_capacity.astype(float)
+    b = problem.expert_max.astype(float)
+    b = b / b.sum() * a.sum()
+    cost = problem.fitness.max() - problem.fitness  # non-negative, same argmax
+    return ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=2000)

@@ -1,0 +1,177 @@
+"""Relaxation and exact-backend benchmark (issue 3), with external references in the same run.
+
+    python benchmarks/run_relaxations.py           # a few minutes on 2 cores
+    python benchmarks/run_relaxations.py --quick   # small sizes, a smoke test
+
+Writes ``benchmarks/results/relaxations.csv`` and ``relaxations.md``. Every ratio is
+measured in this one run (the machine is shared and noisy):
+
+* unit variant, skewed family: ``flow`` (the optimum), ``sinkhorn`` on numpy (gap to
+  the optimum, its certified bound), ``lp`` with CLARABEL and SCIPY, ``milp``, ``cpsat``,
+  and the references cvxpy-textbook LP and ``scipy.optimize.milp`` on the dense model;
+* POT's ``ot.sinkhorn`` on the balanced transport without the box ``x <= 1``: how much
+  of its plan puts more than one unit of a client on one expert (why it is the wrong
+  relaxation when clients hold several experts);
+* generalised variant (``budget`` family, 1000 x 64, k = 4): ``cpsat`` with a 30 s limit on
+  2 workers (proven gap), ``milp`` with the same limit, ``lp``, ``greedy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from references import cvxpy_textbook, pot_sinkhorn, scipy_milp_textbook
+
+import alignsolve as als
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def unit_rows(n: int, e: int, k: int, heavy: bool) -> list[dict]:
+    problem = als.generate("skewed", n, e, k, seed=0)
+    flow, t_flow = timed(als.solve, problem, "flow")
+    opt = flow.objective
+    rows = [dict(variant="unit", size=f"{n}x{e}", method="flow", objective=opt, bound=flow.bound, seconds=t_flow)]
+    runs = [("sinkhorn", {}), ("greedy", {})]
+    if heavy:
+        runs += [
+            ("lp", {"solver": "CLARABEL"}),
+            ("lp", {"solver": "SCIPY"}),
+            ("milp", {}),
+            ("cpsat", {"workers": 2, "time_limit": 60.0}),
+        ]
+    for method, opts in runs:
+        res, t = timed(als.solve, problem, method, **opts)
+        als.verify(problem, res)
+        label = method + (f"[{opts['solver']}]" if "solver" in opts else "")
+        rows.append(
+            dict(variant="unit", size=f"{n}x{e}", method=label, objective=res.objective, bound=res.bound, seconds=t)
+        )
+    if heavy:
+        value, t = timed(cvxpy_textbook, problem)
+        rows.append(
+            dict(
+                variant="unit", size=f"{n}x{e}", method="ref:cvxpy-textbook-LP", objective=value, bound=value, seconds=t
+            )
+        )
+        (value, bound), t = timed(scipy_milp_textbook, problem)
+        rows.append(
+            dict(variant="unit", size=f"{n}x{e}", method="ref:scipy-milp", objective=value, bound=bound, seconds=t)
+        )
+    for r in rows:
+        r["gap_to_opt_pct"] = 100 * (opt - r["objective"]) / abs(opt)
+        r["ratio_to_flow"] = r["seconds"] / t_flow
+    return rows
+
+
+def pot_rows(n: int, e: int, k: int) -> list[dict]:
+    problem = als.generate("skewed", n, e, k, seed=0)
+    spread = float(problem.fitness.max() - problem.fitness.min())
+    plan, t = timed(pot_sinkhorn, problem, 1e-2 * spread)
+    over = plan > 1 + 1e-6
+    return [
+        dict(
+            variant="unit",
+            size=f"{n}x{e}",
+            method="ref:POT-ot.sinkhorn",
+            seconds=t,
+            max_entry=float(plan.max()),
+            mass_above_one_pct=100 * float((plan[over] - 1).sum() / plan.sum()),
+            pairs_above_one=int(over.sum()),
+        )
+    ]
+
+
+def generalised_rows(n: int, e: int, k: int, limit: float) -> list[dict]:
+    problem = als.generate("budget", n, e, k, seed=0)
+    rows = []
+    for method, opts in [
+        ("greedy", {}),
+        ("lp", {}),
+        ("cpsat", {"workers": 2, "time_limit": limit}),
+        ("milp", {"time_limit": limit}),
+    ]:
+        res, t = timed(als.solve, problem, method, **opts)
+        if res.has_solution:
+            als.verify(problem, res)
+        rows.append(
+            dict(
+                variant="generalised",
+                size=f"{n}x{e}",
+                method=method,
+                status=res.status,
+                objective=res.objective,
+                bound=res.bound,
+                proven_gap_pct=None if res.gap is None else 100 * res.gap,
+                seconds=t,
+            )
+        )
+    best = max(r["objective"] for r in rows)
+    for r in rows:
+        r["gap_to_best_pct"] = 100 * (best - r["objective"]) / abs(best)
+    return rows
+
+
+def fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.1f}"
+    return str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    als.solve(als.generate("skewed", 50, 8, 2), "greedy")  # compile the numba kernels
+    if args.quick:
+        rows = unit_rows(500, 32, 4, heavy=True) + pot_rows(300, 16, 3) + generalised_rows(200, 16, 3, 5.0)
+    else:
+        rows = (
+            unit_rows(2000, 64, 4, heavy=True)
+            + unit_rows(10000, 256, 8, heavy=False)
+            + pot_rows(2000, 64, 4)
+            + generalised_rows(1000, 64, 4, 30.0)
+        )
+    RESULTS.mkdir(exist_ok=True)
+    stem = "relaxations_quick" if args.quick else "relaxations"
+    keys = sorted({k for r in rows for k in r})
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    cols = ["variant", "size", "method", "status", "objective", "bound", "gap_to_opt_pct", "gap_to_best_pct"]
+    cols += ["proven_gap_pct", "seconds", "ratio_to_flow", "max_entry", "mass_above_one_pct", "pairs_above_one"]
+    lines = [
+        f"# Relaxation benchmark ({datetime.now(timezone.utc):%Y-%m-%d}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores)",
+        "",
+        f"Command: `python benchmarks/run_relaxations.py{' --quick' if args.quick else ''}`. One run, seed 0.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
