@@ -105,9 +105,13 @@ class _Torch:
         self.dtype = dtype
 
     def asarray(self, a: Any) -> Any:
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            a = a.copy()  # a Problem's arrays are read-only; torch warns on sharing those
         return self.torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
     def mask(self, a: Any) -> Any:
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            a = a.copy()
         return self.torch.as_tensor(a, dtype=self.torch.bool, device=self.device)
 
     def to_numpy(self, a: Any) -> np.ndarray:
