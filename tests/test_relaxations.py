@@ -132,7 +132,7 @@ def test_sinkhorn_torch_cpu_matches_numpy():
         problem.expert_min, problem.expert_max,
     )  # fmt: skip
     f_t, g_t, info = entropic_duals(
-        torch.as_tensor(problem.fitness), problem.allowed, problem.client_min, problem.client_capacity,
+        torch.tensor(problem.fitness), problem.allowed, problem.client_min, problem.client_capacity,
         problem.expert_min, problem.expert_max,
     )  # fmt: skip
     assert info["backend"] == "torch"
