@@ -49,16 +49,10 @@ def cvxpy_textbook(problem, solver: str = "CLARABEL") -> float:
     """The LP relaxation as a textbook writes it in cvxpy: a dense (N, E) variable,
     row and column sums, the box and the mask (unit variant, no load penalty).
     Returns the LP value."""
-    import sys
+    # Only the import goes through alignsolve: cvxpy would otherwise load highspy, which breaks ortools.
+    from alignsolve.solvers.lp import import_cvxpy
 
-    hide = "highspy" not in sys.modules  # cvxpy would load highspy, which breaks ortools
-    if hide:
-        sys.modules["highspy"] = None  # type: ignore[assignment]
-    try:
-        import cvxpy as cp
-    finally:
-        if hide:
-            del sys.modules["highspy"]
+    cp = import_cvxpy()
     x = cp.Variable(problem.shape)
     cons = [
         x >= 0,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import InvalidProblemError, MethodUnavailableError
+from ..feasibility import diagnose_generalised
 from ..problem import Problem
 
 __all__ = ["METHODS", "MethodSpec", "SolverResult", "available_methods", "get_backend", "method_info"]
@@ -172,6 +173,18 @@ def get_backend(name: str) -> Backend:
         )
     module: Backend = importlib.import_module(spec.module)  # type: ignore[assignment]
     return module
+
+
+def quick_infeasibility(problem: Problem) -> SolverResult | None:
+    """The ``"infeasible"`` result when an O(N E) necessary condition already fails, else None.
+
+    Every backend runs this first (:func:`alignsolve.feasibility.diagnose_generalised`
+    with ``quick=True``), so a hopeless problem never reaches a solver.
+    """
+    cert = diagnose_generalised(problem, quick=True)
+    if cert is None:
+        return None
+    return SolverResult("infeasible", None, cert.message, stats={"certificate": cert.to_dict()})
 
 
 def refuse_generalised(name: str) -> None:

@@ -65,18 +65,25 @@ def scan_pairs(rows, cols, n_experts, x, counts, loads, cap, emax):  # pragma: n
 
 
 @njit(cache=True, nogil=True)
+def _deficit(counts, loads, cmin, emin):  # pragma: no cover - compiled
+    """Sum of the unmet client and expert minima."""
+    deficit = 0
+    for i in range(cmin.shape[0]):
+        if counts[i] < cmin[i]:
+            deficit += cmin[i] - counts[i]
+    for j in range(emin.shape[0]):
+        if loads[j] < emin[j]:
+            deficit += emin[j] - loads[j]
+    return deficit
+
+
+@njit(cache=True, nogil=True)
 def scan_lower(rows, cols, n_experts, x, counts, loads, cap, emax, cmin, emin):  # pragma: no cover
     """Accept pairs ``(rows[k], cols[k])``, in order, that reduce a lower-bound deficit and fit the upper bounds.
 
     Returns the number accepted and the deficit left (sum of unmet client and expert minima).
     """
-    deficit = 0
-    for i in range(cap.shape[0]):
-        if counts[i] < cmin[i]:
-            deficit += cmin[i] - counts[i]
-    for j in range(emax.shape[0]):
-        if loads[j] < emin[j]:
-            deficit += emin[j] - loads[j]
+    deficit = _deficit(counts, loads, cmin, emin)
     accepted = 0
     for k in range(rows.shape[0]):
         if deficit == 0:
@@ -203,13 +210,7 @@ def scan_budget(  # pragma: no cover - compiled
 
     Returns the number accepted and the deficit left.
     """
-    deficit = 0
-    for i in range(cap.shape[0]):
-        if counts[i] < cmin[i]:
-            deficit += cmin[i] - counts[i]
-    for j in range(emax.shape[0]):
-        if loads[j] < emin[j]:
-            deficit += emin[j] - loads[j]
+    deficit = _deficit(counts, loads, cmin, emin)
     accepted = 0
     for k in range(rows.shape[0]):
         if lower_only and deficit == 0:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..feasibility import budget_relaxation, diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options
+from . import SolverResult, check_options, quick_infeasibility
 
 __all__ = ["solve"]
 
@@ -65,9 +65,9 @@ def solve(
     check_options("cpsat", options, ("workers", "scale", "hint", "warm_start"))
     from ortools.sat.python import cp_model
 
-    cert = diagnose_generalised(problem, quick=True)
-    if cert is not None:
-        return SolverResult("infeasible", None, cert.message, stats={"certificate": cert.to_dict()})
+    refused = quick_infeasibility(problem)
+    if refused is not None:
+        return refused
     n, e = problem.shape
     relaxed = budget_relaxation(problem)
     rows, cols = np.nonzero(relaxed.allowed)

@@ -349,11 +349,9 @@ def solve(
     check_options("greedy", options, ("chunk", "warm_start", "local_search"))
     start = options.get("warm_start")
     polish = options.get("local_search")
-    polish_passes = 10 if polish is None else int(polish)
-    if polish is None:
-        # By default the local search runs only from a warm start (its moves adapt the
-        # previous round's plan); greedy alone stays a single pass.
-        polish_passes = 10 if start is not None else 0
+    # By default the local search runs only from a warm start (its moves adapt the
+    # previous round's plan); greedy alone stays a single pass.
+    polish_passes = int(polish) if polish is not None else (10 if start is not None else 0)
     start_matrix = None if start is None else trim(problem, start)
     if problem.is_generalised:
         best: tuple[float, np.ndarray | None, dict[str, Any], str] = (-np.inf, None, {}, "")

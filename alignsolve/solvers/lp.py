@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options
+from . import SolverResult, check_options, quick_infeasibility
 from ._model import LinearModel, empty_model_result, lagrangian_bound, linear_model
 
 __all__ = ["import_cvxpy", "solve"]
@@ -96,9 +96,9 @@ def solve(
             f"must be one of {', '.join(SOLVERS)} (cvxpy's HIGHS loads highspy, which clashes with OR-Tools)",
             repr(options.get("solver")),
         )
-    cert = diagnose_generalised(problem, quick=True)
-    if cert is not None:
-        return SolverResult("infeasible", None, cert.message, stats={"certificate": cert.to_dict()})
+    refused = quick_infeasibility(problem)
+    if refused is not None:
+        return refused
     model = linear_model(problem)
     if model.objective.size == 0:
         return empty_model_result(problem)

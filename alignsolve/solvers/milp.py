@@ -24,7 +24,7 @@ import numpy as np
 
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options
+from . import SolverResult, check_options, quick_infeasibility
 from ._model import empty_model_result, linear_model
 
 __all__ = ["solve"]
@@ -38,9 +38,9 @@ def solve(
     check_options("milp", options, ("mip_rel_gap",))
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    cert = diagnose_generalised(problem, quick=True)
-    if cert is not None:
-        return SolverResult("infeasible", None, cert.message, stats={"certificate": cert.to_dict()})
+    refused = quick_infeasibility(problem)
+    if refused is not None:
+        return refused
     model = linear_model(problem)
     if model.objective.size == 0:
         return empty_model_result(problem)

@@ -41,9 +41,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidProblemError
-from ..feasibility import diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options
+from . import SolverResult, check_options, quick_infeasibility
 from .greedy import run_greedy
 
 __all__ = ["entropic_duals", "lagrangian_bound_dense", "solve"]
@@ -79,6 +78,10 @@ class _Numpy:
     @staticmethod
     def amin(a: Any, axis: int) -> Any:
         return a.min(axis=axis)
+
+    @staticmethod
+    def total_max(a: Any) -> float:
+        return float(a.max()) if a.size else -math.inf
 
     @staticmethod
     def logsumexp(a: Any, axis: int) -> Any:
@@ -137,6 +140,9 @@ class _Torch:
 
     def amin(self, a: Any, axis: int) -> Any:
         return a.amin(dim=axis)
+
+    def total_max(self, a: Any) -> float:
+        return float(a.max()) if a.numel() else -math.inf
 
     def logsumexp(self, a: Any, axis: int) -> Any:
         return self.torch.logsumexp(a, dim=axis)
@@ -280,13 +286,13 @@ def entropic_duals(
     F = ops.asarray(fitness)
     mask = ops.mask(allowed)
     K = ops.where(mask, F, -math.inf)
-    F_np = ops.to_numpy(F)
-    allowed_np = np.asarray(allowed, bool)
-    spread = float(F_np[allowed_np].max() - F_np[allowed_np].min()) if allowed_np.any() else 1.0
-    spread = spread if spread > 0 else max(1.0, float(np.abs(F_np).max(initial=0.0)))
+    # Reduced where the data lives: copying a GPU matrix to the host for two scalars would cost more than a sweep.
+    top = ops.total_max(K)
+    spread = top + ops.total_max(ops.where(mask, -F, -math.inf)) if top > -math.inf else 1.0
+    spread = spread if spread > 0 else max(1.0, ops.total_max(abs(F)))
     r_lo, r_hi = ops.asarray(row_lo), ops.asarray(row_hi)
     c_lo, c_hi = ops.asarray(col_lo), ops.asarray(col_hi)
-    n, e = F_np.shape
+    n, e = F.shape
     f = ops.asarray(np.zeros(n))
     g = ops.asarray(np.zeros(e))
     eps = eps_start * spread
@@ -368,9 +374,9 @@ def solve(
 ) -> SolverResult:
     accepted = ("eps", "eps_start", "eps_decay", "max_sweeps", "tol", "line_iters", "device", "dtype")
     check_options("sinkhorn", options, accepted)
-    cert = diagnose_generalised(problem, quick=True)
-    if cert is not None:
-        return SolverResult("infeasible", None, cert.message, stats={"certificate": cert.to_dict()})
+    refused = quick_infeasibility(problem)
+    if refused is not None:
+        return refused
     start = time.perf_counter()
     allowed = problem.allowed & (problem.client_capacity > 0)[:, None] & (problem.expert_max > 0)[None, :]
     fitness: Any = problem.fitness
