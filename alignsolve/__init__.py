@@ -13,12 +13,31 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .aligner import Aligner, ClientOutcome, ClientReport, top_k_affinity
 from .assignment import Assignment
 from .dispatch import choose_method, solve
-from .errors import AlignsolveError, ConstraintViolation, InvalidProblemError, MethodUnavailableError
+from .errors import (
+    AlignsolveError,
+    ConstraintViolation,
+    InvalidProblemError,
+    InvalidReportError,
+    MethodUnavailableError,
+)
 from .feasibility import Certificate, diagnose, diagnose_generalised
 from .generators import FAMILIES, generate
+from .monitor import LoadMonitor, gini
+from .privacy import GaussianMechanism, PrivateStatistics, gaussian_sigma
 from .problem import Problem
+from .profiling import (
+    HETEROGENEITY,
+    CapacityPlan,
+    ClientProfile,
+    DeviceFigures,
+    ExpertSpec,
+    plan_capacity,
+    sample_profiles,
+)
+from .scoring import FitnessScorer, Scores, ScoringWeights
 from .solvers import available_methods, method_info
 from .verify import verify
 
@@ -29,20 +48,40 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "FAMILIES",
+    "HETEROGENEITY",
+    "Aligner",
     "AlignsolveError",
     "Assignment",
+    "CapacityPlan",
     "Certificate",
+    "ClientOutcome",
+    "ClientProfile",
+    "ClientReport",
     "ConstraintViolation",
+    "DeviceFigures",
+    "ExpertSpec",
+    "FitnessScorer",
+    "GaussianMechanism",
     "InvalidProblemError",
+    "InvalidReportError",
+    "LoadMonitor",
     "MethodUnavailableError",
+    "PrivateStatistics",
     "Problem",
+    "Scores",
+    "ScoringWeights",
     "__version__",
     "available_methods",
     "choose_method",
     "diagnose",
     "diagnose_generalised",
+    "gaussian_sigma",
     "generate",
+    "gini",
     "method_info",
+    "plan_capacity",
+    "sample_profiles",
     "solve",
+    "top_k_affinity",
     "verify",
 ]

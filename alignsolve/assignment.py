@@ -64,6 +64,9 @@ class Assignment:
         Seconds spent in :func:`alignsolve.solve`, validation excluded.
     stats : dict
         Method-specific figures (JSON-serialisable).
+    client_ids : tuple or None
+        The clients' own ids, one per row, when the assignment comes from an
+        :class:`~alignsolve.Aligner` (None: rows are the problem's client indices).
     """
 
     status: Status
@@ -75,6 +78,7 @@ class Assignment:
     method: str = ""
     wall_time: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    client_ids: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -84,6 +88,13 @@ class Assignment:
             raise InvalidProblemError("matrix", "must be 2-D (N, E)", f"{m.ndim}-D")
         m.flags.writeable = False
         object.__setattr__(self, "matrix", m)
+        if self.client_ids is not None:
+            ids = tuple(self.client_ids)
+            if len(ids) != m.shape[0]:
+                raise InvalidProblemError("client_ids", f"must have one id per row ({m.shape[0]})", f"{len(ids)} ids")
+            if len(set(ids)) != len(ids):
+                raise InvalidProblemError("client_ids", "must be unique", "duplicate ids")
+            object.__setattr__(self, "client_ids", ids)
 
     # -- derived views -------------------------------------------------------------
     @property
@@ -125,6 +136,11 @@ class Assignment:
         """Sorted client indices that train expert ``expert``."""
         return np.flatnonzero(self.matrix[:, expert])
 
+    def by_client(self) -> dict[Any, list[int]]:
+        """``{client id: [experts]}`` for every row (ids from ``client_ids``, else row indices)."""
+        ids = self.client_ids if self.client_ids is not None else range(self.shape[0])
+        return {cid: np.flatnonzero(row).tolist() for cid, row in zip(ids, self.matrix)}
+
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; the assignment is stored as its pairs."""
@@ -142,6 +158,7 @@ class Assignment:
             "method": self.method,
             "wall_time": self.wall_time,
             "stats": self.stats,
+            "client_ids": None if self.client_ids is None else list(self.client_ids),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -169,6 +186,7 @@ class Assignment:
             method=doc.get("method", ""),
             wall_time=float(doc.get("wall_time", 0.0)),
             stats=dict(doc.get("stats", {})),
+            client_ids=None if doc.get("client_ids") is None else tuple(doc["client_ids"]),
         )
 
     def summary(self) -> str:

@@ -12,6 +12,7 @@ __all__ = [
     "AlignsolveError",
     "ConstraintViolation",
     "InvalidProblemError",
+    "InvalidReportError",
     "MethodUnavailableError",
 ]
 
@@ -38,6 +39,14 @@ class InvalidProblemError(AlignsolveError, ValueError):
         self.rule = rule
         self.received = received if isinstance(received, str) else _describe(received)
         super().__init__(f"{parameter}: {rule}; got {self.received}")
+
+
+class InvalidReportError(InvalidProblemError):
+    """A client report, profile or round outcome breaks a rule of the aligner.
+
+    Same attributes as :class:`InvalidProblemError`; the aligner rejects such a report
+    (logging the reason) instead of letting it into its state.
+    """
 
 
 class ConstraintViolation(AlignsolveError):

@@ -1,0 +1,663 @@
+"""The Aligner: what a federated system calls once per round.
+
+Each round::
+
+    assignment = aligner.assign(round, reports)   # who trains what (by client id)
+    ... the clients train ...
+    aligner.observe(outcomes)                      # who finished, on how many samples
+
+:meth:`Aligner.assign` profiles the reporting clients (:func:`~alignsolve.plan_capacity`),
+scores every pair (:class:`~alignsolve.FitnessScorer`, fed by the
+:class:`~alignsolve.LoadMonitor`), bounds each expert's load and solves. The bounds:
+
+- ``expert_max = ceil((1 + balance_tolerance) * mean load)``, where the mean load is the
+  slots the eligible clients offer divided by E;
+- ``expert_min = min_cohort``: every expert trained by at least that many clients, which
+  is also the minimum cohort secure aggregation needs to hide one client's update;
+- ``client_min = client_capacity``: every eligible client uses all its slots (so the
+  realised mean load is the planned one).
+
+When that round is infeasible the aligner relaxes, in this order, and records each step
+in ``stats["aligner"]["relaxed"]``:
+
+1. ``client_min``: clients may leave slots empty;
+2. ``cohort_partial``: ``expert_min`` drops to 0 for the experts that cannot reach
+   ``min_cohort`` on their own (fewer allowed clients than the cohort);
+3. ``cohort``: ``expert_min`` drops to 0 for every expert.
+
+The load cap is never relaxed: with ``client_min = expert_min = 0`` the problem is always
+feasible, so ``no expert's load exceeds ceil((1 + t) * mean load)`` holds every round.
+After a cohort relaxation, an expert that ends up with fewer than ``min_cohort`` clients
+(but more than 0) cannot be securely aggregated: with ``enforce_cohort=True`` (default)
+its pairs are removed and listed in ``stats["aligner"]["below_cohort"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .assignment import Assignment
+from .dispatch import solve
+from .errors import InvalidProblemError, InvalidReportError
+from .feasibility import diagnose
+from .monitor import LoadMonitor
+from .problem import Problem
+from .profiling import ClientProfile, ExpertSpec, plan_capacity
+from .scoring import FitnessScorer
+from .verify import verify
+
+__all__ = ["Aligner", "ClientOutcome", "ClientReport"]
+
+log = logging.getLogger("alignsolve.aligner")
+FORMAT = "alignsolve.aligner"
+
+
+def _check_id(value: Any, where: str) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise InvalidReportError(where, "must be a str or an int (JSON-serialisable)", type(value).__name__)
+    return value if isinstance(value, str) else int(value)
+
+
+def _vector(name: str, value: Any, n_experts: int, *, allow_nan: bool = False) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidReportError(name, "must be a vector of numbers", type(value).__name__) from None
+    if arr.shape != (n_experts,):
+        raise InvalidReportError(name, f"must have length n_experts = {n_experts}", f"shape {arr.shape}")
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if bad.any():
+        rule = "must be finite or NaN" if allow_nan else "must be finite (no NaN or inf)"
+        raise InvalidReportError(name, rule, f"{arr[int(np.argmax(bad))]} at index {int(np.argmax(bad))}")
+    return arr
+
+
+def _key_of(item: Any, fallback: str) -> Any:
+    """The client id a bad report or outcome claims, for the rejection log."""
+    cid = item.get("client_id") if isinstance(item, Mapping) else getattr(item, "client_id", None)
+    return fallback if cid is None else cid
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """What one client tells the server before a round.
+
+    Attributes
+    ----------
+    client_id : str or int
+    profile : ClientProfile
+    routing : sequence of float, shape (E,)
+        Share (or count) of the client's samples the current router sends to each expert;
+        possibly noised by :class:`~alignsolve.GaussianMechanism`.
+    loss : sequence of float, shape (E,), optional
+        The client's loss on each expert's samples (NaN where it has none).
+    held : sequence of int, optional
+        Experts the client already holds; None lets the aligner use its own record.
+    """
+
+    client_id: str | int
+    profile: ClientProfile
+    routing: Any
+    loss: Any = None
+    held: Any = None
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ClientReport:
+        """Build from JSON-like data (the profile as a dict); a bad field raises :class:`InvalidReportError`."""
+        if not isinstance(doc, Mapping):
+            raise InvalidReportError("report", "must be a ClientReport or a mapping", type(doc).__name__)
+        unknown = set(doc) - {"client_id", "profile", "routing", "loss", "held"}
+        if unknown:
+            raise InvalidReportError("report", "unknown field(s)", ", ".join(sorted(map(str, unknown))))
+        for name in ("client_id", "profile", "routing"):
+            if name not in doc:
+                raise InvalidReportError(f"report.{name}", "is required", "missing")
+        profile = doc["profile"]
+        if isinstance(profile, Mapping):
+            profile = ClientProfile.from_dict(profile)
+        return cls(doc["client_id"], profile, doc["routing"], doc.get("loss"), doc.get("held"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "profile": self.profile.to_dict(),
+            "routing": np.asarray(self.routing, dtype=float).tolist(),
+            "loss": None if self.loss is None else np.asarray(self.loss, dtype=float).tolist(),
+            "held": None if self.held is None else [int(j) for j in self.held],
+        }
+
+
+@dataclass(frozen=True)
+class ClientOutcome:
+    """What one client reports after a round.
+
+    Attributes
+    ----------
+    client_id : str or int
+    completed : bool, default True
+        False for a client that dropped out.
+    samples : sequence of float, shape (E,), optional
+        Samples the client trained each expert on (0 for experts it was not given);
+        None means its ``n_samples`` for every expert it was given.
+    loss : sequence of float, shape (E,), optional
+        Its final training loss per expert (NaN for experts it was not given).
+    """
+
+    client_id: str | int
+    completed: bool = True
+    samples: Any = None
+    loss: Any = None
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ClientOutcome:
+        if not isinstance(doc, Mapping):
+            raise InvalidReportError("outcome", "must be a ClientOutcome or a mapping", type(doc).__name__)
+        unknown = set(doc) - {"client_id", "completed", "samples", "loss"}
+        if unknown:
+            raise InvalidReportError("outcome", "unknown field(s)", ", ".join(sorted(map(str, unknown))))
+        if "client_id" not in doc:
+            raise InvalidReportError("outcome.client_id", "is required", "missing")
+        return cls(doc["client_id"], bool(doc.get("completed", True)), doc.get("samples"), doc.get("loss"))
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    client_id: str | int
+    profile: ClientProfile
+    routing: np.ndarray
+    loss: np.ndarray | None
+    held: np.ndarray | None
+
+
+def _int_at_least(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidProblemError(name, f"must be an integer >= {minimum}", value)
+    return int(value)
+
+
+class Aligner:
+    """Dynamic client-expert alignment across rounds.
+
+    Parameters
+    ----------
+    n_experts : int
+        E.
+    expert_spec : ExpertSpec
+        Sizes of the shared part and of each expert (bytes, FLOPs per sample).
+    deadline : float
+        Seconds a round may take; with the profiles it gives each client's slots.
+    method : str, default "auto"
+        Any :func:`alignsolve.solve` method.
+    scorer : FitnessScorer, optional
+        Default weights when omitted (see :mod:`alignsolve.scoring`).
+    balance_tolerance : float >= 0, default 0.25
+        ``t`` in ``expert_max = ceil((1 + t) * mean load)``.
+    min_cohort : int >= 0, default 1
+        ``expert_min``: clients every expert needs each round (secure-aggregation cohort).
+    local_epochs : int, default 1
+    budget_mode : bool, default False
+        Solve the generalised variant (per-pair time costs against the deadline) instead
+        of slot counts.
+    max_experts : int, optional
+        Cap on any client's slots (for example the router's top-k).
+    enforce_cohort : bool, default True
+        Remove the pairs of an expert that ends a relaxed round with 0 < load < min_cohort.
+    smoothing : float, default 0.3
+        The load monitor's EMA weight.
+    seed : int, default 0
+        Round r is solved with seed ``seed + r``: same seed, same run.
+    time_limit : float, optional
+        Passed to :func:`alignsolve.solve`.
+    strict : bool, default False
+        Raise on a bad report or outcome instead of rejecting it with a logged reason.
+    solver_options : dict, optional
+        Method-specific options for :func:`alignsolve.solve`.
+    """
+
+    def __init__(
+        self,
+        n_experts: int,
+        expert_spec: ExpertSpec,
+        deadline: float,
+        *,
+        method: str = "auto",
+        scorer: FitnessScorer | None = None,
+        balance_tolerance: float = 0.25,
+        min_cohort: int = 1,
+        local_epochs: int = 1,
+        budget_mode: bool = False,
+        max_experts: int | None = None,
+        enforce_cohort: bool = True,
+        smoothing: float = 0.3,
+        seed: int = 0,
+        time_limit: float | None = None,
+        strict: bool = False,
+        solver_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.n_experts = _int_at_least("n_experts", n_experts, 1)
+        if not isinstance(expert_spec, ExpertSpec):
+            raise InvalidProblemError("expert_spec", "must be an ExpertSpec", type(expert_spec).__name__)
+        expert_spec.per_expert(self.n_experts)  # its per-expert sequences must match E
+        self.expert_spec = expert_spec
+        if isinstance(deadline, bool) or not isinstance(deadline, numbers.Real) or not 0 < deadline < math.inf:
+            raise InvalidProblemError("deadline", "must be a finite number of seconds > 0", deadline)
+        self.deadline = float(deadline)
+        if not isinstance(method, str):
+            raise InvalidProblemError("method", "must be a method name", type(method).__name__)
+        self.method = method
+        if scorer is not None and not isinstance(scorer, FitnessScorer):
+            raise InvalidProblemError("scorer", "must be a FitnessScorer", type(scorer).__name__)
+        self.scorer = scorer or FitnessScorer()
+        t = balance_tolerance
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t < math.inf:
+            raise InvalidProblemError("balance_tolerance", "must be a finite number >= 0", balance_tolerance)
+        self.balance_tolerance = float(t)
+        self.min_cohort = _int_at_least("min_cohort", min_cohort, 0)
+        self.local_epochs = _int_at_least("local_epochs", local_epochs, 1)
+        self.budget_mode = bool(budget_mode)
+        self.max_experts = None if max_experts is None else _int_at_least("max_experts", max_experts, 1)
+        self.enforce_cohort = bool(enforce_cohort)
+        self.seed = _int_at_least("seed", seed, 0)
+        self.time_limit = time_limit
+        self.strict = bool(strict)
+        self.solver_options = dict(solver_options or {})
+        self.monitor = LoadMonitor(self.n_experts, smoothing=smoothing)
+        self.held: dict[str | int, list[int]] = {}
+        self.last_round: int | None = None
+        self.pending: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.last_problem: Problem | None = None
+
+    # -- reports ------------------------------------------------------------------------
+    def _parse(self, report: Any) -> _Parsed:
+        if not isinstance(report, ClientReport):
+            report = ClientReport.from_dict(report)
+        cid = _check_id(report.client_id, "client_id")
+        if not isinstance(report.profile, ClientProfile):
+            raise InvalidReportError("profile", "must be a ClientProfile", type(report.profile).__name__)
+        routing = _vector("routing", report.routing, self.n_experts)
+        loss = None if report.loss is None else _vector("loss", report.loss, self.n_experts, allow_nan=True)
+        held = None
+        if report.held is not None:
+            idx = np.asarray(report.held)
+            if (
+                idx.ndim != 1
+                or (idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0))
+                or (idx.size and idx.max() >= self.n_experts)
+            ):
+                raise InvalidReportError("held", f"must list expert indices in [0, {self.n_experts})", report.held)
+            held = np.zeros(self.n_experts, dtype=bool)
+            held[idx.astype(np.int64)] = True
+        return _Parsed(cid, report.profile, routing, loss, held)
+
+    def _reject(self, rejected: dict[str, str], key: Any, reason: str, exc: Exception | None = None) -> None:
+        if self.strict and exc is not None:
+            raise exc
+        rejected[str(key)] = reason
+        log.warning("aligner: rejected %s: %s", key, reason)
+
+    # -- the round ----------------------------------------------------------------------
+    def assign(self, round: int, reports: Iterable[ClientReport | Mapping[str, Any]]) -> Assignment:
+        """This round's assignment of experts to the reporting clients.
+
+        Parameters
+        ----------
+        round : int
+            Strictly increasing across calls.
+        reports : iterable of ClientReport (or mappings for :meth:`ClientReport.from_dict`)
+
+        Returns
+        -------
+        Assignment
+            Rows are the eligible clients, named by ``client_ids`` (``by_client()`` gives
+            ``{id: [experts]}``). ``stats["aligner"]`` holds the rejected reports and
+            ineligible clients with reasons, the relaxations, the bounds and the weights.
+        """
+        r = _int_at_least("round", round, 0)
+        if self.last_round is not None and r <= self.last_round:
+            raise InvalidProblemError("round", f"must be after the last assigned round {self.last_round}", round)
+        if self.pending is not None:
+            log.warning("aligner: round %s was never observed; its clients count as dropped", self.pending["round"])
+            self.pending = None
+
+        rejected: dict[str, str] = {}
+        parsed: list[_Parsed] = []
+        seen: set[str | int] = set()
+        for k, report in enumerate(reports):
+            try:
+                p = self._parse(report)
+            except InvalidReportError as exc:
+                self._reject(rejected, _key_of(report, f"report[{k}]"), str(exc), exc)
+                continue
+            if p.client_id in seen:
+                dup = InvalidReportError("client_id", "must be unique within a round (a later duplicate)", p.client_id)
+                self._reject(rejected, p.client_id, str(dup), dup)
+                continue
+            seen.add(p.client_id)
+            parsed.append(p)
+
+        plan = plan_capacity(
+            [p.profile for p in parsed],
+            self.expert_spec,
+            self.deadline,
+            n_experts=self.n_experts,
+            local_epochs=self.local_epochs,
+            budget_mode=self.budget_mode,
+            max_experts=self.max_experts,
+        )
+        for p, reason in zip(parsed, plan.reasons):
+            if reason is not None:
+                rejected[str(p.client_id)] = f"ineligible: {reason}"
+        keep = np.flatnonzero(plan.eligible)
+        clients = [parsed[i] for i in keep]
+        ids = tuple(p.client_id for p in clients)
+        info: dict[str, Any] = {"round": r, "rejected": rejected, "relaxed": [], "below_cohort": []}
+        self.last_round = r
+
+        if not clients:
+            self.last_problem = None
+            empty = Assignment(
+                status="infeasible",
+                message="no eligible client this round",
+                matrix=np.zeros((0, self.n_experts), dtype=bool),
+                objective=-math.inf,
+                method=self.method,
+                stats={"aligner": info},
+                client_ids=(),
+            )
+            self.pending = {"round": r, "client_ids": [], "pairs": [], "n_samples": []}
+            return empty
+
+        capacity = plan.capacity[keep]
+        allowed = plan.allowed[keep]
+        capability = np.array([p.profile.availability for p in clients])[:, None] * np.maximum(
+            0.0, 1.0 - (plan.base_time[keep][:, None] + plan.expert_time[keep]) / self.deadline
+        )
+        held = np.zeros((len(clients), self.n_experts), dtype=bool)
+        for i, p in enumerate(clients):
+            if p.held is not None:
+                held[i] = p.held
+            else:
+                held[i, self.held.get(p.client_id, [])] = True
+        loss = np.full((len(clients), self.n_experts), np.nan)
+        for i, p in enumerate(clients):
+            if p.loss is not None:
+                loss[i] = np.where(np.isnan(p.loss), 0.0, np.maximum(p.loss, 0.0))
+        scores = self.scorer.score(
+            np.stack([p.routing for p in clients]),
+            loss=loss,
+            capability=capability,
+            deficit=self.monitor.deficit,
+            target_share=self.monitor.target_share,
+            staleness=self.monitor.staleness(r),
+            held=held,
+            load_cv=self.monitor.load_cv,
+        )
+
+        n = len(clients)
+        slots = int(capacity.sum())
+        mean_load = slots / self.n_experts
+        expert_max = min(n, max(1, math.ceil((1.0 + self.balance_tolerance) * mean_load - 1e-9)))
+        info.update(mean_load=mean_load, expert_max=expert_max, weights=scores.weights, load_cv=self.monitor.load_cv)
+        base = dict(
+            fitness=scores.fitness,
+            client_capacity=capacity,
+            expert_max=expert_max,
+            allowed=allowed,
+            cost=None if plan.cost is None else plan.cost[keep],
+            budget=None if plan.budget is None else plan.budget[keep],
+        )
+        answer, problem, steps = self._solve_with_relaxation(base, capacity, allowed, expert_max, r)
+        info["relaxed"] = steps
+        matrix = np.array(answer.matrix)
+        if self.enforce_cohort and self.min_cohort > 1 and answer.has_solution:
+            loads = matrix.sum(axis=0)
+            short = np.flatnonzero((loads > 0) & (loads < self.min_cohort) & (problem.expert_min < self.min_cohort))
+            if short.size:
+                matrix[:, short] = False
+                info["below_cohort"] = short.tolist()
+                answer = dataclasses.replace(
+                    answer,
+                    matrix=matrix,
+                    objective=problem.objective(matrix),
+                    status="feasible",
+                    message=answer.message
+                    + f"; removed experts {short.tolist()} below the cohort of {self.min_cohort}",
+                    bound=None,
+                    gap=None,
+                )
+        if answer.has_solution:
+            verify(problem, answer)
+        info["expert_min"] = problem.expert_min.tolist()
+        info["client_min"] = problem.client_min.tolist()
+        self.last_problem = problem
+        result = dataclasses.replace(answer, client_ids=ids, stats={**answer.stats, "aligner": info})
+        self.pending = {
+            "round": r,
+            "client_ids": list(ids),
+            "pairs": np.argwhere(result.matrix).tolist() if result.has_solution else [],
+            "n_samples": [p.profile.n_samples for p in clients],
+        }
+        return result
+
+    def _solve_with_relaxation(
+        self, base: dict[str, Any], capacity: np.ndarray, allowed: np.ndarray, expert_max: int, r: int
+    ) -> tuple[Assignment, Problem, list[str]]:
+        c = self.min_cohort
+        reachable = (allowed & (capacity > 0)[:, None]).sum(axis=0) >= c
+        rungs: list[tuple[str, Any, Any]] = [
+            ("none", capacity, c),
+            ("client_min", 0, c),
+            ("cohort_partial", 0, np.where(reachable, c, 0)),
+            ("cohort", 0, 0),
+        ]
+        if c > expert_max:  # the cohort cannot be asked for under the load cap: drop it first
+            rungs = [("cohort", capacity, 0), ("client_min", 0, 0)]
+        ladder: list[tuple[str, Any, Any]] = []
+        tried: list[tuple[bytes, bytes]] = []
+        for step, client_min, expert_min in rungs:
+            key = (
+                np.broadcast_to(client_min, capacity.shape).tobytes(),
+                np.broadcast_to(expert_min, (self.n_experts,)).tobytes(),
+            )
+            if np.max(expert_min) > expert_max or key in tried:
+                continue  # a cohort above the load cap cannot be asked for; a repeated rung adds nothing
+            tried.append(key)
+            ladder.append((step, client_min, expert_min))
+        applied: list[str] = []
+        answer: Assignment | None = None
+        problem: Problem | None = None
+        for step, client_min, expert_min in ladder:
+            if step != "none" and step not in applied:
+                applied.append(step)
+            problem = Problem(**base, client_min=client_min, expert_min=expert_min)
+            if not problem.is_generalised and diagnose(problem) is not None:
+                continue  # proven infeasible without solving
+            answer = solve(problem, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+            if answer.has_solution:
+                break
+        if answer is None or problem is None:  # unreachable: the last rung has no lower bounds
+            raise RuntimeError("aligner: no rung of the relaxation ladder ran")
+        if c > expert_max:
+            applied.insert(0, f"cohort above the load cap ({c} > {expert_max})")
+        return answer, problem, applied
+
+    def observe(self, outcomes: Iterable[ClientOutcome | Mapping[str, Any]]) -> dict[str, Any]:
+        """Record how the last assigned round went.
+
+        Clients assigned in that round but absent from ``outcomes`` count as dropped. A
+        bad outcome (unknown client id, wrong vector length, NaN, samples on an expert
+        the client was not given) is rejected with a logged reason (raised when
+        ``strict``) and counts as dropped; nothing of it reaches the load monitor.
+
+        Returns
+        -------
+        dict
+            The round's record (also appended to :attr:`history`): completed, dropped and
+            rejected clients, clients and samples per expert, the monitor's summary.
+        """
+        if self.pending is None:
+            raise InvalidReportError("outcomes", "observe() must follow assign()", "no round pending")
+        pend = self.pending
+        ids = list(pend["client_ids"])
+        row = {cid: i for i, cid in enumerate(ids)}
+        given = np.zeros((len(ids), self.n_experts), dtype=bool)
+        for i, j in pend["pairs"]:
+            given[i, j] = True
+        rejected: dict[str, str] = {}
+        done: dict[str | int, tuple[np.ndarray, np.ndarray | None]] = {}
+        dropped: set[str | int] = set()
+        for k, outcome in enumerate(outcomes):
+            try:
+                o = outcome if isinstance(outcome, ClientOutcome) else ClientOutcome.from_dict(outcome)
+                cid = _check_id(o.client_id, "client_id")
+                if cid not in row:
+                    raise InvalidReportError("client_id", f"must be a client assigned in round {pend['round']}", cid)
+                if cid in done or cid in dropped:
+                    raise InvalidReportError("client_id", "must report once per round", cid)
+                i = row[cid]
+                if not o.completed:
+                    dropped.add(cid)
+                    continue
+                if o.samples is None:
+                    samples = np.where(given[i], float(pend["n_samples"][i]), 0.0)
+                else:
+                    samples = _vector("samples", o.samples, self.n_experts)
+                    if np.any(samples < 0):
+                        raise InvalidReportError("samples", "must be >= 0", o.samples)
+                    if np.any((samples > 0) & ~given[i]):
+                        extra = np.flatnonzero((samples > 0) & ~given[i]).tolist()
+                        raise InvalidReportError("samples", "must be 0 on experts the client was not given", extra)
+                loss = None
+                if o.loss is not None:
+                    loss = _vector("loss", o.loss, self.n_experts, allow_nan=True)
+                    if np.any(loss[given[i]] < 0) or np.any(np.isnan(loss[given[i]])):
+                        raise InvalidReportError(
+                            "loss", "must be a number >= 0 on every expert the client trained", o.loss
+                        )
+                done[cid] = (samples, loss)
+            except InvalidReportError as exc:
+                self._reject(rejected, _key_of(outcome, f"outcome[{k}]"), str(exc), exc)
+        dropped |= {cid for cid in ids if cid not in done}
+
+        clients = np.zeros(self.n_experts)
+        samples = np.zeros(self.n_experts)
+        loss_sum = np.zeros(self.n_experts)
+        loss_weight = np.zeros(self.n_experts)
+        for cid, (s, ell) in done.items():
+            g = given[row[cid]]
+            clients += g
+            samples += s
+            if ell is not None:
+                w = np.where(g, np.maximum(s, 1.0), 0.0)
+                loss_sum += np.where(g, ell, 0.0) * w
+                loss_weight += w
+        mean_loss = np.where(loss_weight > 0, loss_sum / np.where(loss_weight > 0, loss_weight, 1.0), np.nan)
+        self.monitor.update(pend["round"], clients, samples, mean_loss)
+        for cid in done:
+            self.held[cid] = np.flatnonzero(given[row[cid]]).tolist()
+        self.pending = None
+        record = {
+            "round": pend["round"],
+            "completed": [cid for cid in ids if cid in done],
+            "dropped": [cid for cid in ids if cid in dropped],
+            "rejected": rejected,
+            "clients_per_expert": clients.tolist(),
+            "samples_per_expert": samples.tolist(),
+            **self.monitor.summary(),
+        }
+        self.history.append(record)
+        return record
+
+    # -- state --------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready."""
+        return {
+            "n_experts": self.n_experts,
+            "expert_spec": self.expert_spec.to_dict(),
+            "deadline": self.deadline,
+            "method": self.method,
+            "scorer": self.scorer.to_dict(),
+            "balance_tolerance": self.balance_tolerance,
+            "min_cohort": self.min_cohort,
+            "local_epochs": self.local_epochs,
+            "budget_mode": self.budget_mode,
+            "max_experts": self.max_experts,
+            "enforce_cohort": self.enforce_cohort,
+            "smoothing": self.monitor.smoothing,
+            "seed": self.seed,
+            "time_limit": self.time_limit,
+            "strict": self.strict,
+            "solver_options": self.solver_options,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: configuration, load monitor, held experts, pending round, history."""
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "config": self.config(),
+            "monitor": self.monitor.to_dict(),
+            "held": [[cid, experts] for cid, experts in self.held.items()],
+            "last_round": self.last_round,
+            "pending": self.pending,
+            "history": self.history,
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.state_dict(), indent=indent)
+
+    @classmethod
+    def from_state(cls, doc: Mapping[str, Any] | str | bytes) -> Aligner:
+        """Rebuild an aligner from :meth:`state_dict` (or its JSON)."""
+        state = json.loads(doc) if isinstance(doc, (str, bytes)) else dict(doc)
+        if state.get("format") != FORMAT:
+            raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(state.get("format")))
+        cfg = dict(state["config"])
+        cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
+        cfg["scorer"] = FitnessScorer.from_dict(cfg["scorer"])
+        aligner = cls(**cfg)
+        aligner.monitor = LoadMonitor.from_dict(state["monitor"])
+        aligner.held = {cid: list(map(int, experts)) for cid, experts in state["held"]}
+        aligner.last_round = state["last_round"]
+        aligner.pending = state["pending"]
+        aligner.history = list(state["history"])
+        return aligner
+
+    from_json = from_state
+
+    def __repr__(self) -> str:
+        return (
+            f"Aligner(n_experts={self.n_experts}, deadline={self.deadline}, method={self.method!r}, "
+            f"balance_tolerance={self.balance_tolerance}, min_cohort={self.min_cohort}, rounds={self.monitor.rounds})"
+        )
+
+
+def top_k_affinity(reports: Sequence[ClientReport], capacity: Sequence[int]) -> np.ndarray:
+    """The common heuristic to compare against: each client its top experts by routing share.
+
+    Parameters
+    ----------
+    reports : sequence of ClientReport, length N
+    capacity : sequence of int, length N
+        Slots per client.
+
+    Returns
+    -------
+    ndarray of bool, shape (N, E)
+    """
+    routing = np.stack([np.asarray(rep.routing, dtype=float) for rep in reports])
+    order = np.argsort(-routing, axis=1, kind="stable")
+    out = np.zeros(routing.shape, dtype=bool)
+    for i, k in enumerate(capacity):
+        out[i, order[i, : int(k)]] = True
+    return out

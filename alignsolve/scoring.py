@@ -1,0 +1,235 @@
+"""Dynamic fitness scoring: the F_ij the assignment problem maximises.
+
+.. math::
+
+    F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij}
+
+Every term is normalised to [0, 1] (``D`` to [-1, 1]):
+
+========== ========================================================================= =========
+term       definition                                                                default w
+========== ========================================================================= =========
+affinity   ``A_ij = r_ij / sum_k r_ik``, the share of client i's samples the router   1.0
+           sends to expert j (negatives from privacy noise clipped to 0; a row with
+           no mass is uniform)
+loss       ``Q_ij = A_ij l_ij / sum_k A_ik l_ik``, the share of client i's routed     0.5
+           loss that falls on expert j (0 when the client sends no loss vector)
+capability ``C_ij = availability_i * max(0, 1 - (a_i + c_ij) / deadline)``: the      0.25
+           client is likely to finish, with time to spare, if it trains j
+load       ``D_j = clip(deficit_j / target_share_j, -1, 1)`` from the load monitor:  0.5
+           positive for an under-trained expert
+staleness  ``S_j = 1 - exp(-s_j / tau)``, ``s_j`` rounds since expert j was last     0.25
+           trained, ``tau`` = ``staleness_scale`` (5 rounds)
+switching  ``W_ij = 1`` if client i does not already hold expert j (it must          0.25
+           download it), else 0; enters with a minus sign
+========== ========================================================================= =========
+
+**Adaptive load weight.** While the experts' load is unbalanced the load term grows:
+``w_d(t) = w_d * min(max_load_boost, 1 + load_gain * cv_t)``, where ``cv_t`` is the load
+monitor's coefficient of variation of the smoothed samples per expert (``load_gain`` 2,
+``max_load_boost`` 5). At perfect balance ``w_d(t) = w_d``.
+
+Scores are always finite: every term is bounded and the weights are finite.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidProblemError
+
+__all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
+
+TERMS = ("affinity", "loss", "capability", "load", "staleness", "switching")
+
+
+def _weight(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value < math.inf):
+        raise InvalidProblemError(name, "must be a finite number >= 0", value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ScoringWeights:
+    """Base weights of the scoring terms (all finite, >= 0). See the module docstring."""
+
+    affinity: float = 1.0
+    loss: float = 0.5
+    capability: float = 0.25
+    load: float = 0.5
+    staleness: float = 0.25
+    switching: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in TERMS:
+            object.__setattr__(self, name, _weight(f"weights.{name}", getattr(self, name)))
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """The fitness matrix and what it is made of.
+
+    Attributes
+    ----------
+    fitness : ndarray, shape (N, E)
+    terms : dict of str to ndarray
+        Each normalised term, (N, E) or (E,).
+    weights : dict of str to float
+        The weights used this round (``load`` after adaptation).
+    """
+
+    fitness: np.ndarray
+    terms: dict[str, np.ndarray] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+def _rows_normalised(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    total = x.sum(axis=1, keepdims=True)
+    return np.where(total > 0, x / np.where(total > 0, total, 1.0), fallback)
+
+
+class FitnessScorer:
+    """Combines the scoring terms into F_ij, with the adaptive load weight.
+
+    Parameters
+    ----------
+    weights : ScoringWeights, optional
+    load_gain : float >= 0, default 2.0
+    max_load_boost : float >= 1, default 5.0
+    staleness_scale : float > 0, default 5.0
+        ``tau``, in rounds.
+    """
+
+    def __init__(
+        self,
+        weights: ScoringWeights | None = None,
+        *,
+        load_gain: float = 2.0,
+        max_load_boost: float = 5.0,
+        staleness_scale: float = 5.0,
+    ) -> None:
+        if weights is not None and not isinstance(weights, ScoringWeights):
+            raise InvalidProblemError("weights", "must be a ScoringWeights", type(weights).__name__)
+        self.weights = weights or ScoringWeights()
+        self.load_gain = _weight("load_gain", load_gain)
+        self.max_load_boost = _weight("max_load_boost", max_load_boost)
+        if self.max_load_boost < 1:
+            raise InvalidProblemError("max_load_boost", "must be >= 1", max_load_boost)
+        self.staleness_scale = _weight("staleness_scale", staleness_scale)
+        if self.staleness_scale == 0:
+            raise InvalidProblemError("staleness_scale", "must be > 0", staleness_scale)
+
+    def load_weight(self, load_cv: float) -> float:
+        """``w_d * min(max_load_boost, 1 + load_gain * cv)``."""
+        cv = max(0.0, float(load_cv)) if math.isfinite(load_cv) else 0.0
+        return self.weights.load * min(self.max_load_boost, 1.0 + self.load_gain * cv)
+
+    def score(
+        self,
+        routing: Any,
+        *,
+        loss: Any = None,
+        capability: Any = None,
+        deficit: Any = None,
+        target_share: Any = None,
+        staleness: Any = None,
+        held: Any = None,
+        load_cv: float = 0.0,
+    ) -> Scores:
+        """Fitness of every (client, expert) pair.
+
+        Parameters
+        ----------
+        routing : array_like, shape (N, E)
+            Routing shares or counts per client (noised values are fine).
+        loss : array_like, shape (N, E), optional
+            Per-expert loss per client; NaN marks a client that sent none.
+        capability : array_like, shape (N, E), optional
+            ``C_ij`` in [0, 1] (see :meth:`Aligner.assign`); 0 when absent.
+        deficit, target_share : array_like, shape (E,), optional
+            From the load monitor; the load term is 0 when absent.
+        staleness : array_like, shape (E,), optional
+            Rounds since each expert was last trained.
+        held : array_like of bool, shape (N, E), optional
+            Experts each client already holds; absent means none.
+        load_cv : float
+            The monitor's load coefficient of variation (drives the load weight).
+        """
+        r = np.asarray(routing, dtype=float)
+        if r.ndim != 2 or not np.all(np.isfinite(r)):
+            raise InvalidProblemError("routing", "must be a finite (N, E) matrix", f"shape {r.shape}")
+        n, e = r.shape
+        uniform = np.full((n, e), 1.0 / e)
+        affinity = _rows_normalised(np.maximum(r, 0.0), uniform)
+
+        loss_term = np.zeros((n, e))
+        if loss is not None:
+            ell = np.asarray(loss, dtype=float)
+            if ell.shape != (n, e) or np.any(np.isinf(ell)):
+                raise InvalidProblemError("loss", f"must be an ({n}, {e}) matrix without inf", f"shape {ell.shape}")
+            has = ~np.isnan(ell).any(axis=1)
+            weighted = affinity * np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
+            loss_term = np.where(has[:, None], _rows_normalised(weighted, affinity), 0.0)
+
+        cap = np.zeros((n, e)) if capability is None else np.clip(np.asarray(capability, dtype=float), 0.0, 1.0)
+        if cap.shape != (n, e):
+            raise InvalidProblemError("capability", f"must have shape ({n}, {e})", f"shape {cap.shape}")
+
+        load = np.zeros(e)
+        if deficit is not None:
+            share = np.full(e, 1.0 / e) if target_share is None else np.asarray(target_share, dtype=float)
+            d = np.asarray(deficit, dtype=float)
+            load = np.clip(np.divide(d, share, out=np.zeros(e), where=share > 0), -1.0, 1.0)
+
+        stale = np.zeros(e)
+        if staleness is not None:
+            stale = 1.0 - np.exp(-np.maximum(np.asarray(staleness, dtype=float), 0.0) / self.staleness_scale)
+
+        switching = np.ones((n, e)) if held is None else 1.0 - np.asarray(held, dtype=bool)
+
+        w = asdict(self.weights)
+        w["load"] = self.load_weight(load_cv)
+        fitness = (
+            w["affinity"] * affinity
+            + w["loss"] * loss_term
+            + w["capability"] * cap
+            + w["load"] * load[None, :]
+            + w["staleness"] * stale[None, :]
+            - w["switching"] * switching
+        )
+        terms = {
+            "affinity": affinity,
+            "loss": loss_term,
+            "capability": cap,
+            "load": load,
+            "staleness": stale,
+            "switching": switching,
+        }
+        return Scores(fitness=fitness, terms=terms, weights=w)
+
+    # -- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": asdict(self.weights),
+            "load_gain": self.load_gain,
+            "max_load_boost": self.max_load_boost,
+            "staleness_scale": self.staleness_scale,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> FitnessScorer:
+        return cls(
+            ScoringWeights(**doc["weights"]),
+            load_gain=doc["load_gain"],
+            max_load_boost=doc["max_load_boost"],
+            staleness_scale=doc["staleness_scale"],
+        )
+
+    def __repr__(self) -> str:
+        return f"FitnessScorer({self.weights}, load_gain={self.load_gain}, max_load_boost={self.max_load_boost})"
