@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the whole suite).
+# Two entry points for a fresh machine: `make demo` (the main job: a fedloop policy comparison) and `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,13 +8,13 @@ PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[dev,plot]"
+	$(PIP) -e ".[dev,plot,fed]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/alignsolve demo
+	$(VENV)/bin/fedloop compare --out runs/demo
 
 test: install
 	$(VENV)/bin/ruff check .

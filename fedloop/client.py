@@ -1,0 +1,104 @@
+"""What a client runs: routing statistics for its report, and local training on its assigned experts.
+
+The same functions serve the in-process loop and the Flower client app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .model import MoE, split_state
+
+__all__ = ["LocalResult", "client_statistics", "train_local"]
+
+
+@torch.no_grad()
+def client_statistics(
+    model: MoE, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the global router does with this client's data.
+
+    Returns
+    -------
+    routing : ndarray, shape (E,)
+        Share of the client's top-k picks that go to each expert (sums to 1).
+    loss : ndarray, shape (E,)
+        Mean cross-entropy of the samples whose top-1 expert is j (NaN where none).
+    """
+    model.eval()
+    e = model.n_experts
+    picks = torch.zeros(e, dtype=torch.float64)
+    loss_sum = torch.zeros(e, dtype=torch.float64)
+    count = torch.zeros(e, dtype=torch.float64)
+    for start in range(0, x.shape[0], batch_size):
+        out = model(x[start : start + batch_size])
+        picks += torch.bincount(out.top.reshape(-1), minlength=e).double()
+        loss = F.cross_entropy(out.logits, y[start : start + batch_size], reduction="none").double()
+        loss_sum.index_add_(0, out.top[:, 0], loss)
+        count += torch.bincount(out.top[:, 0], minlength=e).double()
+    routing = (picks / picks.sum()).numpy() if picks.sum() > 0 else np.full(e, 1.0 / e)
+    mean_loss = torch.where(count > 0, loss_sum / count.clamp(min=1), torch.full_like(count, float("nan")))
+    return routing, mean_loss.numpy()
+
+
+@dataclass
+class LocalResult:
+    """A client's update: the shared tensors, its experts' tensors, samples routed to each expert (E,)."""
+
+    shared: dict[str, torch.Tensor]
+    experts: dict[int, dict[str, torch.Tensor]]
+    routed: np.ndarray
+    n_samples: int
+    train_loss: float
+
+
+def train_local(
+    model: MoE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    experts: list[int],
+    *,
+    epochs: int = 1,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    aux_weight: float = 0.01,
+    seed: int = 0,
+) -> LocalResult:
+    """Train the shared part and the experts ``experts`` with the router masked to them.
+
+    ``model`` holds the global weights on entry (it is trained in place). The other experts
+    take no part in the forward pass and are not in the optimiser, so they stay
+    bit-identical; only the assigned ones are returned.
+    """
+    if not experts:
+        raise ValueError("experts: a client must be given at least one expert to train")
+    mask = torch.zeros(model.n_experts, dtype=torch.bool)
+    mask[experts] = True
+    params = [p for name, p in model.named_parameters() if not name.startswith("experts.")]
+    for j in experts:
+        params += list(model.experts[j].parameters())
+    optimiser = torch.optim.SGD(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    routed = torch.zeros(model.n_experts, dtype=torch.float64)
+    model.train()
+    total, batches = 0.0, 0
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=gen)
+        for start in range(0, x.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            out = model(x[idx], mask=mask)
+            loss = F.cross_entropy(out.logits, y[idx]) + aux_weight * out.aux
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            routed += torch.bincount(out.top.reshape(-1), minlength=model.n_experts).double()
+            total += float(loss.detach())
+            batches += 1
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    shared, by_expert = split_state(state)
+    mine = {j: by_expert[j] for j in experts}
+    return LocalResult(shared, mine, routed.numpy() / max(epochs, 1), int(x.shape[0]), total / max(batches, 1))

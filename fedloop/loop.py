@@ -1,0 +1,422 @@
+"""The federated round loop: sample, report, assign, train, screen, aggregate, evaluate, record, checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+import alignsolve as als
+
+from .aggregation import aggregate_experts, aggregate_shared, screen_updates, update_norm
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .client import LocalResult, client_statistics, train_local
+from .data import DATASETS, FederatedData, load_dataset
+from .history import History, RoundRecord
+from .model import MoE, split_state
+from .policies import POLICIES, Policy, make_policy
+
+__all__ = ["ConfigError", "FaultPlan", "FedConfig", "build", "run"]
+
+log = logging.getLogger("fedloop")
+CHECKPOINT = "checkpoint.pt"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; raised before any training."""
+
+
+@dataclass
+class FaultPlan:
+    """Faults to inject, for tests and demonstrations: lists of ``[round, client id]``.
+
+    ``drop``: the client drops mid-round (its update is lost); ``nan``: its update carries
+    NaN; ``huge``: its update is scaled by 1e6 (a norm far beyond the round's median).
+    """
+
+    drop: list[list[Any]] = field(default_factory=list)
+    nan: list[list[Any]] = field(default_factory=list)
+    huge: list[list[Any]] = field(default_factory=list)
+
+    def hits(self, kind: str, round: int, client_id: str) -> bool:
+        return [round, client_id] in getattr(self, kind)
+
+
+@dataclass
+class FedConfig:
+    """Everything a run depends on (JSON-ready; the seed fixes the run)."""
+
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    n_clients: int = 40
+    per_round: int = 20
+    n_experts: int = 8
+    top_k: int = 2
+    policy: str = "aligned"
+    method: str = "flow"
+    rounds: int = 20
+    seed: int = 0
+    local_epochs: int = 2
+    lr: float = 0.1
+    batch_size: int = 32
+    hidden: int = 64
+    expert_hidden: int = 64
+    aux_weight: float = 0.01
+    max_experts: int = 2
+    deadline: float | None = None
+    deadline_mode: bool = False
+    heterogeneity: str = "trace"
+    balance_tolerance: float = 0.25
+    min_cohort: int = 1
+    reject_factor: float = 10.0
+    data_options: dict[str, Any] = field(default_factory=dict)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field, the rule and the value."""
+
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(f"{name}: {rule}; got {getattr(self, name)!r}")
+
+        if self.dataset not in DATASETS:
+            raise bad("dataset", f"must be one of {', '.join(DATASETS)}")
+        if self.dataset == "idx" and not self.data_dir:
+            raise bad("data_dir", "the idx dataset needs the folder holding the IDX files")
+        if self.policy not in POLICIES:
+            raise bad("policy", f"must be one of {', '.join(POLICIES)}")
+        if self.policy == "aligned" and self.method not in [*als.available_methods(), "auto"]:
+            raise bad("method", f"must be one of {', '.join(als.available_methods())} or auto")
+        for name in (
+            "n_clients",
+            "per_round",
+            "n_experts",
+            "top_k",
+            "rounds",
+            "local_epochs",
+            "batch_size",
+            "max_experts",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "must be an integer >= 1")
+        if self.per_round > self.n_clients:
+            raise bad("per_round", f"must be <= n_clients = {self.n_clients}")
+        if self.max_experts > self.n_experts:
+            raise bad("max_experts", f"must be <= n_experts = {self.n_experts} (experts per client)")
+        if self.top_k > self.n_experts:
+            raise bad("top_k", f"must be <= n_experts = {self.n_experts}")
+        if self.deadline is not None and not (self.deadline > 0 and math.isfinite(self.deadline)):
+            raise bad("deadline", "must be None (calibrated) or a number of seconds > 0")
+        if not self.lr > 0:
+            raise bad("lr", "must be > 0")
+        if self.heterogeneity not in als.HETEROGENEITY:
+            raise bad("heterogeneity", f"must be one of {', '.join(als.HETEROGENEITY)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> FedConfig:
+        doc = dict(doc)
+        doc["faults"] = FaultPlan(**doc.get("faults", {}))
+        return cls(**doc)
+
+
+@dataclass
+class Setup:
+    """What :func:`build` makes from a config: data, profiles, model, spec, deadline, policy."""
+
+    config: FedConfig
+    data: FederatedData
+    profiles: list[als.ClientProfile]
+    model: MoE
+    spec: als.ExpertSpec
+    deadline: float
+    policy: Policy
+
+
+def _spec_of(model: MoE) -> als.ExpertSpec:
+    # float32 parameters; training FLOPs per sample ~ 6 x parameters (forward 2, backward 4).
+    expert = model.expert_parameters(0)
+    shared = model.shared_parameters()
+    return als.ExpertSpec(
+        param_bytes=4.0 * expert,
+        flops_per_sample=6.0 * expert,
+        shared_param_bytes=4.0 * shared,
+        shared_flops_per_sample=6.0 * shared,
+    )
+
+
+def build(config: FedConfig) -> Setup:
+    """Validate the config and build everything a run needs (no training)."""
+    config.validate()
+    try:
+        data = load_dataset(
+            config.dataset, config.n_clients, seed=config.seed, data_dir=config.data_dir, **config.data_options
+        )
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad data options: before any training
+        raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
+    profiles = als.sample_profiles(
+        config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
+    )
+    torch.manual_seed(config.seed)
+    model = MoE(
+        data.input_shape,
+        data.n_classes,
+        config.n_experts,
+        top_k=config.top_k,
+        hidden=config.hidden,
+        expert_hidden=config.expert_hidden,
+    )
+    spec = _spec_of(model)
+    deadline = config.deadline
+    if deadline is None:
+        # The median client can just take max_experts experts; slower ones get fewer slots.
+        plan = als.plan_capacity(profiles, spec, 1e30, n_experts=config.n_experts, local_epochs=config.local_epochs)
+        needed = plan.base_time + config.max_experts * plan.expert_time.mean(axis=1)
+        deadline = float(np.median(needed))
+    aligner = None
+    if config.policy == "aligned":
+        aligner = als.Aligner(
+            config.n_experts,
+            spec,
+            deadline,
+            method=config.method,
+            balance_tolerance=config.balance_tolerance,
+            min_cohort=config.min_cohort,
+            local_epochs=config.local_epochs,
+            max_experts=config.max_experts,
+            seed=config.seed,
+        )
+    return Setup(config, data, profiles, model, spec, deadline, make_policy(config.policy, aligner=aligner))
+
+
+@torch.no_grad()
+def evaluate(model: MoE, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> tuple[float, float]:
+    """Test accuracy and mean cross-entropy."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for start in range(0, x.shape[0], batch_size):
+        out = model(x[start : start + batch_size])
+        loss += float(F.cross_entropy(out.logits, y[start : start + batch_size], reduction="sum"))
+        correct += int((out.logits.argmax(dim=1) == y[start : start + batch_size]).sum())
+    return correct / x.shape[0], loss / x.shape[0]
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
+    """One round on ``setup.model`` (updated in place)."""
+    cfg, data, model = setup.config, setup.data, setup.model
+    rng = np.random.default_rng([cfg.seed, r])
+    sampled = np.sort(rng.choice(cfg.n_clients, size=cfg.per_round, replace=False))
+    lost = rng.random(sampled.size) > np.array([setup.profiles[c].availability for c in sampled])
+    ids = [data.client_ids[c] for c in sampled]
+
+    reports = []
+    for c, cid in zip(sampled, ids):
+        routing, loss = client_statistics(model, *data.clients[c])
+        reports.append(als.ClientReport(cid, setup.profiles[c], routing, loss=loss))
+    plan = als.plan_capacity(
+        [setup.profiles[c] for c in sampled],
+        setup.spec,
+        setup.deadline,
+        n_experts=cfg.n_experts,
+        local_epochs=cfg.local_epochs,
+        max_experts=cfg.max_experts,
+    )
+    start = time.perf_counter()
+    matrix = np.asarray(setup.policy.assign(r, reports, plan.capacity, plan.allowed, rng), dtype=bool)
+    solver_s = time.perf_counter() - start
+    if matrix.shape != (len(ids), cfg.n_experts):
+        raise RuntimeError(
+            f"policy {setup.policy.name}: returned shape {matrix.shape}, expected {(len(ids), cfg.n_experts)}"
+        )
+    if setup.policy.respects_capacity and np.any(matrix.sum(axis=1) > plan.capacity):
+        raise RuntimeError(f"policy {setup.policy.name}: exceeded a client's capacity")
+    latency = plan.round_time(matrix)
+
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    shared_now, experts_now = split_state(global_state)
+    shared_bytes = _nbytes(shared_now)
+    expert_bytes = {j: _nbytes(s) for j, s in experts_now.items()}
+
+    results: dict[str, LocalResult] = {}
+    dropped: list[str] = []
+    bytes_down = bytes_up = 0
+    train_start = time.perf_counter()
+    for m, (c, cid) in enumerate(zip(sampled, ids)):
+        experts = np.flatnonzero(matrix[m]).tolist()
+        if not experts:
+            continue
+        bytes_down += shared_bytes + sum(expert_bytes[j] for j in experts)
+        if cfg.deadline_mode and latency[m] > setup.deadline * (1 + 1e-9):
+            dropped.append(cid)  # a straggler: the server stops waiting at the deadline
+            continue
+        if lost[m] or cfg.faults.hits("drop", r, cid):
+            dropped.append(cid)  # dropped mid-round: its update never arrives
+            continue
+        local.load_state_dict(global_state)
+        x, y = data.clients[c]
+        res = train_local(
+            local,
+            x,
+            y,
+            experts,
+            epochs=cfg.local_epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            aux_weight=cfg.aux_weight,
+            seed=int(np.random.default_rng([cfg.seed, r, int(c)]).integers(2**31)),
+        )
+        if cfg.faults.hits("nan", r, cid):
+            next(iter(res.shared.values())).fill_(float("nan"))
+        if cfg.faults.hits("huge", r, cid):
+            res.shared = {k: shared_now[k] + 1e6 * (v - shared_now[k]) for k, v in res.shared.items()}
+        bytes_up += shared_bytes + sum(expert_bytes[j] for j in experts)
+        results[cid] = res
+    train_s = time.perf_counter() - train_start
+
+    agg_start = time.perf_counter()
+    norms = {}
+    for cid, res in results.items():
+        before = dict(shared_now)
+        after = dict(res.shared)
+        for j, s in res.experts.items():
+            before.update(experts_now[j])
+            after.update(s)
+        norms[cid] = update_norm(before, after)
+    rejected = screen_updates(norms, factor=cfg.reject_factor)
+    for cid, reason in rejected.items():
+        log.warning("round %d: rejected the update of %s: %s", r, cid, reason)
+    accepted = {cid: res for cid, res in results.items() if cid not in rejected}
+    if accepted:
+        shared_new = aggregate_shared(
+            [res.shared for res in accepted.values()], [res.n_samples for res in accepted.values()]
+        )
+        contributions: dict[int, list[tuple[dict[str, torch.Tensor], float]]] = {}
+        for res in accepted.values():
+            for j, s in res.experts.items():
+                contributions.setdefault(j, []).append((s, float(res.routed[j])))
+        experts_new = aggregate_experts(experts_now, contributions)
+        new_state = dict(shared_new)
+        for s in experts_new.values():
+            new_state.update(s)
+        model.load_state_dict(new_state)
+    aggregate_s = time.perf_counter() - agg_start
+
+    outcomes = []
+    for m, cid in enumerate(ids):
+        if not matrix[m].any():
+            continue
+        res = accepted.get(cid)
+        if res is None:
+            outcomes.append(als.ClientOutcome(cid, completed=False))
+        else:
+            samples = np.where(matrix[m], res.routed, 0.0)
+            outcomes.append(als.ClientOutcome(cid, completed=True, samples=samples))
+    setup.policy.observe(outcomes)
+
+    accuracy, test_loss = evaluate(model, *data.test)
+    returned = [m for m, cid in enumerate(ids) if cid in results]
+    loads = matrix.sum(axis=0)
+    info = setup.policy.info()
+    return RoundRecord(
+        round=r,
+        accuracy=accuracy,
+        test_loss=test_loss,
+        train_loss=float(np.mean([res.train_loss for res in accepted.values()])) if accepted else math.nan,
+        bytes_down=int(bytes_down),
+        bytes_up=int(bytes_up),
+        latency_s=float(latency[returned].max()) if returned else 0.0,
+        solver_s=solver_s,
+        train_s=train_s,
+        aggregate_s=aggregate_s,
+        participants=int(matrix.any(axis=1).sum()),
+        completed=len(accepted),
+        loads=loads.astype(int).tolist(),
+        load_cv=float(loads.std() / loads.mean()) if loads.mean() > 0 else 0.0,
+        load_gini=als.gini(loads),
+        trained=list(accepted),
+        dropped=dropped,
+        rejected=rejected,
+        relaxed=list(info.get("relaxed", [])),
+    )
+
+
+def run(
+    config: FedConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> History:
+    """Run (or resume) a federated training run.
+
+    Parameters
+    ----------
+    config : FedConfig
+    out_dir : path, optional
+        Where the checkpoint (after every round) and the history go.
+    resume : bool
+        Continue from ``out_dir``'s checkpoint; its config must equal ``config`` except ``rounds``.
+    on_round : callable, optional
+        Called with each round's record (progress bars).
+    """
+    setup = build(config)
+    history = History(config=config.to_dict() | {"deadline_s": setup.deadline})
+    first = 0
+    ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    if resume:
+        if ckpt is None:
+            raise ConfigError("resume: needs out_dir, the folder holding the checkpoint")
+        payload = load_checkpoint(ckpt)
+        saved = json.loads(payload["config"])
+        if {k: v for k, v in saved.items() if k != "rounds"} != {
+            k: v for k, v in config.to_dict().items() if k != "rounds"
+        }:
+            raise CheckpointError(f"{ckpt}: written by a run with another configuration")
+        setup.model.load_state_dict(payload["model"])
+        setup.policy.load_state(json.loads(payload["policy"]))
+        history = History.from_json(payload["history"])
+        torch.set_rng_state(payload["torch_rng"])
+        first = int(payload["round"]) + 1
+    local = MoE(
+        setup.data.input_shape,
+        setup.data.n_classes,
+        config.n_experts,
+        top_k=config.top_k,
+        hidden=config.hidden,
+        expert_hidden=config.expert_hidden,
+    )
+    for r in range(first, config.rounds):
+        record = run_round(setup, r, local)
+        history.add(record)
+        if ckpt is not None:
+            save_checkpoint(
+                ckpt,
+                {
+                    "round": r,
+                    "model": setup.model.state_dict(),
+                    "policy": json.dumps(setup.policy.state()),
+                    "history": history.to_json(),
+                    "config": json.dumps(config.to_dict()),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
+            history.save(ckpt.parent)
+        if on_round is not None:
+            on_round(record)
+    return history

@@ -1,0 +1,73 @@
+"""PNG plots of one run and of a comparison (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .history import History
+
+__all__ = ["plot_comparison", "plot_history"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: History, path: str | Path) -> Path:
+    """Accuracy, expert-load CV and traffic per round of one run."""
+    plt = _pyplot()
+    rounds = np.array(history.rounds) + 1
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(rounds, history.column("accuracy"), marker=".")
+    axes[0].set(xlabel="round", ylabel="test accuracy", title="accuracy")
+    axes[1].plot(rounds, history.column("load_cv"), marker=".", color="tab:orange")
+    axes[1].set(xlabel="round", ylabel="load CV", title="expert load imbalance")
+    mb = np.array(history.cumulative("bytes_down")) / 1e6 + np.array(history.cumulative("bytes_up")) / 1e6
+    axes[2].plot(rounds, mb, marker=".", color="tab:green")
+    axes[2].set(xlabel="round", ylabel="MB (down + up)", title="cumulative traffic")
+    cfg = history.config
+    fig.suptitle(f"{cfg.get('dataset')} / {cfg.get('policy')} ({cfg.get('method')}), seed {cfg.get('seed')}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, target: float | None = None) -> Path:
+    """Mean accuracy (band: min to max over seeds) against rounds, traffic and simulated time, per policy."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, histories in runs.items():
+        acc = np.array([h.column("accuracy") for h in histories])
+        traffic = (
+            np.array([np.array(h.cumulative("bytes_down")) + np.array(h.cumulative("bytes_up")) for h in histories])
+            / 1e6
+        )
+        seconds = np.array([h.cumulative("latency_s") for h in histories])
+        rounds = np.arange(1, acc.shape[1] + 1)
+        mean = acc.mean(axis=0)
+        for ax, x in zip(axes, (rounds, traffic.mean(axis=0), seconds.mean(axis=0))):
+            (line,) = ax.plot(x, mean, label=name)
+            ax.fill_between(x, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.15)
+    for ax, label in zip(axes, ("round", "cumulative MB (down + up)", "simulated seconds")):
+        ax.set(xlabel=label, ylabel="test accuracy")
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+    axes[1].set_xscale("log")
+    axes[2].set_xscale("log")
+    axes[0].legend(loc="lower right")
+    fig.suptitle("accuracy against rounds, traffic and simulated time (mean over seeds, band: min to max)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,180 @@
+"""Assignment policies: who trains which experts this round. A policy overrides :meth:`Policy.assign`.
+
+Every policy sees the same reports and the same per-client slots (``capacity``, from
+:func:`alignsolve.plan_capacity` on the clients' profiles) and returns an (M, E) bool matrix
+in the reports' order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+import alignsolve as als
+
+__all__ = [
+    "POLICIES",
+    "AlignedPolicy",
+    "AllExpertsPolicy",
+    "Policy",
+    "RandomPolicy",
+    "RoundRobinPolicy",
+    "TopKAffinityPolicy",
+    "make_policy",
+]
+
+
+class Policy:
+    """Base class. Override :meth:`assign`; :meth:`observe` and the state methods are optional."""
+
+    name = "policy"
+    #: Whether the policy keeps to the clients' slots (``all_experts`` does not, on purpose).
+    respects_capacity = True
+
+    def assign(
+        self,
+        round: int,
+        reports: Sequence[als.ClientReport],
+        capacity: np.ndarray,
+        allowed: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """(M, E) bool: row m lists the experts of ``reports[m]``, at most ``capacity[m]``, within ``allowed[m]``."""
+        raise NotImplementedError
+
+    def observe(self, outcomes: Sequence[als.ClientOutcome]) -> None:
+        """After the round: who completed, on how many samples (only the aligner uses it)."""
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` (for resuming)."""
+
+    def info(self) -> dict[str, Any]:
+        """Per-round figures for the history (solver time, relaxations...)."""
+        return {}
+
+
+class AlignedPolicy(Policy):
+    """The :class:`alignsolve.Aligner`: scored, load-bounded, capacity-profiled assignment."""
+
+    name = "aligned"
+
+    def __init__(self, aligner: als.Aligner) -> None:
+        self.aligner = aligner
+        self._info: dict[str, Any] = {}
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        result = self.aligner.assign(round, reports)
+        rows = {cid: m for m, cid in enumerate(result.client_ids)}
+        out = np.zeros((len(reports), self.aligner.n_experts), dtype=bool)
+        for m, rep in enumerate(reports):
+            if rep.client_id in rows:
+                out[m] = result.matrix[rows[rep.client_id]]
+        info = result.stats.get("aligner", {})
+        self._info = {
+            "solve_s": result.wall_time,
+            "method": result.method,
+            "relaxed": list(info.get("relaxed", [])),
+            "below_cohort": list(info.get("below_cohort", [])),
+        }
+        return out
+
+    def observe(self, outcomes):
+        self.aligner.observe(outcomes)
+
+    def state(self):
+        return {"aligner": self.aligner.to_json()}
+
+    def load_state(self, state):
+        self.aligner = als.Aligner.from_json(state["aligner"])
+
+    def info(self):
+        return self._info
+
+
+class RandomPolicy(Policy):
+    """A random assignment filling each client's slots within ``allowed`` (``alignsolve``'s ``random`` method)."""
+
+    name = "random"
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        out = np.zeros(allowed.shape, dtype=bool)
+        for m in range(allowed.shape[0]):
+            options = np.flatnonzero(allowed[m])
+            k = min(int(capacity[m]), options.size)
+            out[m, rng.choice(options, size=k, replace=False)] = True
+        return out
+
+
+class RoundRobinPolicy(Policy):
+    """Client m takes the next ``capacity[m]`` allowed experts after a cursor moving across clients and rounds."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self.cursor = 0
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        n, e = allowed.shape
+        out = np.zeros((n, e), dtype=bool)
+        for m in range(n):
+            taken = 0
+            for step in range(e):
+                j = (self.cursor + step) % e
+                if taken < capacity[m] and allowed[m, j]:
+                    out[m, j] = True
+                    taken += 1
+            self.cursor = (self.cursor + max(taken, 1)) % e
+        return out
+
+    def state(self):
+        return {"cursor": self.cursor}
+
+    def load_state(self, state):
+        self.cursor = int(state["cursor"])
+
+
+class TopKAffinityPolicy(Policy):
+    """Each client its top experts by routing share, no load bounds (the usual federated-MoE heuristic)."""
+
+    name = "topk_affinity"
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        routing = np.stack([np.asarray(r.routing, dtype=float) for r in reports])
+        routing = np.where(allowed, routing, -np.inf)
+        order = np.argsort(-routing, axis=1, kind="stable")
+        out = np.zeros(allowed.shape, dtype=bool)
+        for m in range(allowed.shape[0]):
+            k = min(int(capacity[m]), int(allowed[m].sum()))
+            out[m, order[m, :k]] = True
+        return out
+
+
+class AllExpertsPolicy(Policy):
+    """Every client trains every expert, whatever its capacity: a reference whose bytes and latency count in full."""
+
+    name = "all_experts"
+    respects_capacity = False
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        return np.ones(allowed.shape, dtype=bool)
+
+
+POLICIES = ("aligned", "random", "round_robin", "topk_affinity", "all_experts")
+
+
+def make_policy(name: str, *, aligner: als.Aligner | None = None) -> Policy:
+    """A policy by name (``aligned`` needs its aligner)."""
+    if name == "aligned":
+        if aligner is None:
+            raise ValueError("aligner: the aligned policy needs an alignsolve.Aligner")
+        return AlignedPolicy(aligner)
+    classes = {"random": RandomPolicy, "round_robin": RoundRobinPolicy, "topk_affinity": TopKAffinityPolicy}
+    classes["all_experts"] = AllExpertsPolicy
+    if name not in classes:
+        raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
+    return classes[name]()
