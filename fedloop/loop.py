@@ -157,6 +157,17 @@ def _spec_of(model: MoE) -> als.ExpertSpec:
     )
 
 
+def _model(config: FedConfig, data: FederatedData) -> MoE:
+    return MoE(
+        data.input_shape,
+        data.n_classes,
+        config.n_experts,
+        top_k=config.top_k,
+        hidden=config.hidden,
+        expert_hidden=config.expert_hidden,
+    )
+
+
 def build(config: FedConfig) -> Setup:
     """Validate the config and build everything a run needs (no training)."""
     config.validate()
@@ -170,14 +181,7 @@ def build(config: FedConfig) -> Setup:
         config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
     )
     torch.manual_seed(config.seed)
-    model = MoE(
-        data.input_shape,
-        data.n_classes,
-        config.n_experts,
-        top_k=config.top_k,
-        hidden=config.hidden,
-        expert_hidden=config.expert_hidden,
-    )
+    model = _model(config, data)
     spec = _spec_of(model)
     deadline = config.deadline
     if deadline is None:
@@ -393,14 +397,7 @@ def run(
         history = History.from_json(payload["history"])
         torch.set_rng_state(payload["torch_rng"])
         first = int(payload["round"]) + 1
-    local = MoE(
-        setup.data.input_shape,
-        setup.data.n_classes,
-        config.n_experts,
-        top_k=config.top_k,
-        hidden=config.hidden,
-        expert_hidden=config.expert_hidden,
-    )
+    local = _model(config, setup.data)  # the clients' working copy, reloaded with the global weights
     for r in range(first, config.rounds):
         record = run_round(setup, r, local)
         history.add(record)
