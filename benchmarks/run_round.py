@@ -1,7 +1,7 @@
 """Where a federated round's time goes (issue 5): training, aggregation, solver.
 
     python benchmarks/run_round.py            # 20 clients x 16 experts, synthetic task, CPU
-    python benchmarks/run_round.py --device-note "H100"   # label for a run on another machine
+    python benchmarks/run_round.py --device cuda --device-note "H100"   # on a GPU (round_timing_cuda.md)
 
 One configuration: 40 clients, 20 per round, 16 experts, at most 2 per client, the
 ``aligned`` policy with ``flow``; 8 rounds after one warm-up round (numba and OR-Tools
@@ -34,9 +34,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device-note", default="")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--device", default="cpu", help="torch device for the model and local training")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    config = fedloop.FedConfig(n_clients=40, per_round=20, n_experts=16, max_experts=2, rounds=args.rounds, seed=0)
+    config = fedloop.FedConfig(
+        n_clients=40, per_round=20, n_experts=16, max_experts=2, rounds=args.rounds, seed=0, device=args.device
+    )
     stamps = [time.perf_counter()]
     history = fedloop.run(config, on_round=lambda rec: stamps.append(time.perf_counter()))
     rows = [history.records[r] for r in history.rounds[1:]]  # the first round warms numba and OR-Tools up
@@ -48,8 +51,8 @@ def main() -> None:
         "# Round time split",
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()} ({os.cpu_count()} cores)"
-        f"{' ' + args.device_note if args.device_note else ''}, torch {torch.__version__} on CPU, "
-        f"command `python benchmarks/run_round.py`.",
+        f"{' ' + args.device_note if args.device_note else ''}, torch {torch.__version__} on {args.device}, "
+        f"command `python benchmarks/run_round.py{' --device ' + args.device if args.device != 'cpu' else ''}`.",
         f"20 clients per round x 16 experts, synthetic task, aligned/flow; median of {len(rows)} rounds "
         "after a warm-up round.",
         "",
@@ -60,7 +63,8 @@ def main() -> None:
         lines.append(f"| {name.removesuffix('_s')} | {statistics.median(values):.4f} | {share[name]:.2%} |")
     lines.append(f"| total | {statistics.median(totals):.4f} | 100% |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "round_timing.md").write_text("\n".join(lines) + "\n")
+    name = "round_timing.md" if args.device == "cpu" else f"round_timing_{args.device.replace(':', '')}.md"
+    (RESULTS / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

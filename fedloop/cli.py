@@ -31,6 +31,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--heterogeneity", default="trace", help="none, low, trace or high")
     p.add_argument("--deadline-mode", action="store_true", help="drop clients slower than the round deadline")
+    p.add_argument("--device", default="cpu", help="torch device for the model and local training (cpu, cuda)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -50,6 +51,7 @@ def _config(args: argparse.Namespace, policy: str, seed: int) -> FedConfig:
         max_experts=args.max_experts,
         heterogeneity=args.heterogeneity,
         deadline_mode=args.deadline_mode,
+        device=args.device,
     )
 
 

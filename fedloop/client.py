@@ -31,18 +31,18 @@ def client_statistics(
     """
     model.eval()
     e = model.n_experts
-    picks = torch.zeros(e, dtype=torch.float64)
-    loss_sum = torch.zeros(e, dtype=torch.float64)
-    count = torch.zeros(e, dtype=torch.float64)
+    picks = torch.zeros(e, dtype=torch.float64, device=x.device)
+    loss_sum = torch.zeros(e, dtype=torch.float64, device=x.device)
+    count = torch.zeros(e, dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], batch_size):
         out = model(x[start : start + batch_size])
         picks += torch.bincount(out.top.reshape(-1), minlength=e).double()
         loss = F.cross_entropy(out.logits, y[start : start + batch_size], reduction="none").double()
         loss_sum.index_add_(0, out.top[:, 0], loss)
         count += torch.bincount(out.top[:, 0], minlength=e).double()
-    routing = (picks / picks.sum()).numpy() if picks.sum() > 0 else np.full(e, 1.0 / e)
+    routing = (picks / picks.sum()).cpu().numpy() if picks.sum() > 0 else np.full(e, 1.0 / e)
     mean_loss = torch.where(count > 0, loss_sum / count.clamp(min=1), torch.full_like(count, float("nan")))
-    return routing, mean_loss.numpy()
+    return routing, mean_loss.cpu().numpy()
 
 
 @dataclass
@@ -76,18 +76,19 @@ def train_local(
     """
     if not experts:
         raise ValueError("experts: a client must be given at least one expert to train")
-    mask = torch.zeros(model.n_experts, dtype=torch.bool)
+    mask = torch.zeros(model.n_experts, dtype=torch.bool, device=x.device)
     mask[experts] = True
     params = [p for name, p in model.named_parameters() if not name.startswith("experts.")]
     for j in experts:
         params += list(model.experts[j].parameters())
     optimiser = torch.optim.SGD(params, lr=lr)
+    # Shuffles come from a CPU generator so that a run is the same on CPU and CUDA.
     gen = torch.Generator().manual_seed(seed)
-    routed = torch.zeros(model.n_experts, dtype=torch.float64)
+    routed = torch.zeros(model.n_experts, dtype=torch.float64, device=x.device)
     model.train()
     total, batches = 0.0, 0
     for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
+        order = torch.randperm(x.shape[0], generator=gen).to(x.device)
         for start in range(0, x.shape[0], batch_size):
             idx = order[start : start + batch_size]
             out = model(x[idx], mask=mask)
@@ -101,4 +102,4 @@ def train_local(
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     shared, by_expert = split_state(state)
     mine = {j: by_expert[j] for j in experts}
-    return LocalResult(shared, mine, routed.numpy() / max(epochs, 1), int(x.shape[0]), total / max(batches, 1))
+    return LocalResult(shared, mine, routed.cpu().numpy() / max(epochs, 1), int(x.shape[0]), total / max(batches, 1))

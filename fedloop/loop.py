@@ -79,6 +79,7 @@ class FedConfig:
     balance_tolerance: float = 0.25
     min_cohort: int = 1
     reject_factor: float = 10.0
+    device: str = "cpu"
     data_options: dict[str, Any] = field(default_factory=dict)
     faults: FaultPlan = field(default_factory=FaultPlan)
 
@@ -119,6 +120,14 @@ class FedConfig:
             raise bad("deadline", "must be None (calibrated) or a number of seconds > 0")
         if not self.lr > 0:
             raise bad("lr", "must be > 0")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise bad("device", "must be a torch device such as 'cpu' or 'cuda'") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise bad("device", "CUDA is not available on this machine")
+        if dev.type not in ("cpu", "cuda"):
+            raise bad("device", "must be 'cpu' or a CUDA device")
         if self.heterogeneity not in als.HETEROGENEITY:
             raise bad("heterogeneity", f"must be one of {', '.join(als.HETEROGENEITY)}")
 
@@ -165,7 +174,7 @@ def _model(config: FedConfig, data: FederatedData) -> MoE:
         top_k=config.top_k,
         hidden=config.hidden,
         expert_hidden=config.expert_hidden,
-    )
+    ).to(config.device)
 
 
 def build(config: FedConfig) -> Setup:
@@ -180,8 +189,11 @@ def build(config: FedConfig) -> Setup:
     profiles = als.sample_profiles(
         config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
     )
+    device = torch.device(config.device)
+    data.clients = [(x.to(device), y.to(device)) for x, y in data.clients]
+    data.test = (data.test[0].to(device), data.test[1].to(device))
     torch.manual_seed(config.seed)
-    model = _model(config, data)
+    model = _model(config, data)  # initialised on the CPU: the same weights on every device
     spec = _spec_of(model)
     deadline = config.deadline
     if deadline is None:
@@ -406,7 +418,7 @@ def run(
                 ckpt,
                 {
                     "round": r,
-                    "model": setup.model.state_dict(),
+                    "model": {k: v.cpu() for k, v in setup.model.state_dict().items()},
                     "policy": json.dumps(setup.policy.state()),
                     "history": history.to_json(),
                     "config": json.dumps(config.to_dict()),

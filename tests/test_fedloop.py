@@ -305,6 +305,24 @@ def test_bad_configurations_fail_before_training(overrides, message):
         fedloop.build(small(**overrides))
 
 
+def test_device_is_validated():
+    with pytest.raises(fedloop.ConfigError, match="device"):
+        fedloop.build(small(device="tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(fedloop.ConfigError, match="CUDA is not available"):
+            fedloop.build(small(device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (run on a lent GPU)")
+def test_the_loop_runs_on_cuda_like_on_cpu(tmp_path):
+    # round_robin's assignment does not depend on the model, so traffic must match exactly.
+    cpu = fedloop.run(small(rounds=2, policy="round_robin"))
+    gpu = fedloop.run(small(rounds=2, policy="round_robin", device="cuda"), out_dir=tmp_path)
+    assert gpu.column("bytes_down") == cpu.column("bytes_down")
+    assert gpu.column("accuracy") == pytest.approx(cpu.column("accuracy"), abs=0.05)
+    assert fedloop.load_checkpoint(tmp_path / "checkpoint.pt")["model"]["head.weight"].device.type == "cpu"
+
+
 def test_cli_run_and_compare(tmp_path, capsys):
     common = ["--clients", "6", "--per-round", "4", "--experts", "3", "--rounds", "2", "--no-progress"]
     assert cli.main(["run", *common, "--out", str(tmp_path / "r")]) == 0
