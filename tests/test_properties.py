@@ -142,3 +142,17 @@ def test_infeasibility_certificate_is_a_valid_proof(problem):
     assert (required, available) == (cert.required, cert.available)
     assert required > available
     assert cert.message
+
+
+@given(problems(penalty=True), st.integers(1, 3), st.sampled_from([0.0, 0.02]))
+def test_flow_pricing_on_a_candidate_graph_equals_the_dense_flow(problem, candidates, margin):
+    dense = als.solve(problem, "flow", pricing=False)
+    priced = als.solve(problem, "flow", pricing=True, candidates=candidates, margin=margin)
+    assert priced.status == dense.status
+    if dense.status == "infeasible":
+        assert priced.message == dense.message  # the same certificate, decided on the full problem
+    else:
+        als.verify(problem, priced)
+        assert priced.objective == pytest.approx(dense.objective, abs=1e-9)
+        assert priced.stats["pricing"] and priced.stats["pricing_rounds"] >= 1
+        assert priced.stats["candidate_pairs"] <= int(problem.allowed.sum())

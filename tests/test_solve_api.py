@@ -144,3 +144,15 @@ def test_infeasibility_messages_name_the_constraint():
             assert a.status == "infeasible"
             assert fragment in a.message, (method, a.message)
             assert "certificate" in a.stats
+
+
+def test_flow_pricing_options_are_validated_and_reported():
+    p = als.generate("skewed", 300, 16, 2, seed=0)
+    with pytest.raises(als.InvalidProblemError, match="candidates"):
+        als.solve(p, "flow", pricing=True, candidates=-1)
+    small = als.solve(p, "flow")
+    assert small.stats["pricing"] is False  # below PRICING_PAIRS the dense graph is used
+    priced = als.solve(p, "flow", pricing=True, candidates=2)
+    assert priced.objective == pytest.approx(small.objective)
+    assert priced.stats["candidate_pairs"] < int(p.allowed.sum())
+    assert len(priced.stats["priced_in"]) == priced.stats["pricing_rounds"]

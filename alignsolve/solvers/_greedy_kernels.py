@@ -164,34 +164,44 @@ def _keep(v, allowed, lo, hi, nonneg_only):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax):  # pragma: no cover
+def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, hint):  # pragma: no cover
     """The pairs with ``lo <= priority < hi`` that are allowed and can still be taken.
 
     Walks the (N, E) matrices row by row, skipping clients that are full, so no flat
-    index is ever divided. Returns rows, cols (int64) and priorities, unsorted.
+    index is ever divided. One pass into buffers of ``hint`` entries (the caller's
+    estimate); a second, counting pass only when the estimate was short. Returns rows,
+    cols (int64) and priorities, unsorted.
     """
     n, e = priority.shape
+    size = max(hint, 16)
+    rows = np.empty(size, np.int64)
+    cols = np.empty(size, np.int64)
+    vals = np.empty(size, np.float64)
     m = 0
     for i in range(n):
         if counts[i] >= cap[i]:
             continue
         for j in range(e):
             if loads[j] < emax[j] and not x[i * e + j] and _keep(priority[i, j], allowed[i, j], lo, hi, nonneg_only):
-                m += 1
-    rows = np.empty(m, np.int64)
-    cols = np.empty(m, np.int64)
-    vals = np.empty(m, np.float64)
-    m = 0
-    for i in range(n):
-        if counts[i] >= cap[i]:
-            continue
-        for j in range(e):
-            if loads[j] < emax[j] and not x[i * e + j] and _keep(priority[i, j], allowed[i, j], lo, hi, nonneg_only):
+                if m == size:
+                    # The estimate was short: count exactly, then fill again.
+                    total = 0
+                    for i2 in range(n):
+                        if counts[i2] >= cap[i2]:
+                            continue
+                        for j2 in range(e):
+                            if (
+                                loads[j2] < emax[j2]
+                                and not x[i2 * e + j2]
+                                and _keep(priority[i2, j2], allowed[i2, j2], lo, hi, nonneg_only)
+                            ):
+                                total += 1
+                    return collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, total)
                 rows[m] = i
                 cols[m] = j
                 vals[m] = priority[i, j]
                 m += 1
-    return rows, cols, vals
+    return rows[:m], cols[:m], vals[:m]
 
 
 @njit(cache=True, nogil=True)

@@ -16,6 +16,21 @@ circulation is the exact integral optimum of the convex objective. Fitness is sc
 by a power of two to integers; ``stats["rounding_error_bound"]`` bounds how far the
 float objective may be from the true optimum (0 when the scaling is exact).
 
+**Pricing on a candidate graph** (large problems). The dense graph holds one arc per
+allowed pair, and OR-Tools stores about 60 bytes per arc: 6.4 million pairs cost some
+400 MB. With ``pricing`` on, the flow is first solved on a candidate graph: each client's
+``candidates`` best pairs by fitness, and each expert's ``2 * expert_min`` best clients.
+Node potentials of that optimum (shortest-path distances in its residual graph, by
+Bellman-Ford) price every left-out pair: a pair whose reduced cost
+``cost_ij + pi(client i) - pi(expert j)`` is negative could improve the flow and joins
+the graph, which is solved again. When no left-out pair has a negative reduced cost, the
+potentials prove the candidate optimum optimal for the full graph (complementary
+slackness: left-out pairs carry no flow). A candidate graph that is infeasible grows
+(candidates doubled) and, at worst, becomes the dense graph, so feasibility is decided
+on the full problem. ``pricing=None`` (default) turns it on above
+:data:`PRICING_PAIRS` eligible pairs. Pricing runs over the fitness matrix in row chunks,
+so no dense copy is made.
+
 ``time_limit`` is not supported by SimpleMinCostFlow (it cannot be interrupted); the
 option is accepted and ignored, and ``stats["time_limit_ignored"]`` says so.
 """
@@ -26,14 +41,20 @@ import math
 from typing import Any
 
 import numpy as np
+from numba import njit
 
+from ..errors import InvalidProblemError
 from ..feasibility import diagnose
 from ..problem import Problem
 from . import SolverResult, check_options
 
-__all__ = ["solve"]
+__all__ = ["PRICING_PAIRS", "solve"]
 
 _INT_LIMIT = 2**62
+#: ``pricing=None`` solves on a candidate graph (with pricing) above this many eligible pairs.
+PRICING_PAIRS = 1_000_000
+_TOWARDS = True
+_CHUNK = 8192  # rows per pricing chunk: 8192 x E float64 at a time
 
 
 def _choose_scale(max_abs_cost: float, n_nodes: int, max_flow: int) -> float:
@@ -49,30 +70,209 @@ def _choose_scale(max_abs_cost: float, n_nodes: int, max_flow: int) -> float:
     return 2.0 ** math.floor(math.log2(ceiling / max_abs_cost))
 
 
+@njit(cache=True, nogil=True)
+def _potentials(tails, heads, caps, costs, flows, n_nodes, towards):  # pragma: no cover - compiled
+    """Node potentials of an optimal flow by Bellman-Ford on its residual graph.
+
+    ``towards=False``: ``d[v]`` = shortest distance from a virtual root (0-cost arcs to
+    every node); ``towards=True``: ``d[u]`` = minus the shortest distance from ``u`` to a
+    virtual root (0-cost arcs from every node). Both satisfy ``cost + d[u] - d[v] >= 0``
+    on every residual arc u->v; the second keeps the potentials as high as possible,
+    which certifies more left-out pairs at once. Returns (d, converged); an optimal
+    flow has no negative residual cycle, so it converges.
+    """
+    g = np.zeros(n_nodes, np.int64)
+    for _ in range(n_nodes + 1):
+        changed = False
+        for a in range(tails.shape[0]):
+            u = tails[a]
+            v = heads[a]
+            c = costs[a]
+            if towards:
+                # g = distance to the root: g[u] <= c + g[v] on residual u->v.
+                if flows[a] < caps[a] and c + g[v] < g[u]:
+                    g[u] = c + g[v]
+                    changed = True
+                if flows[a] > 0 and g[u] - c < g[v]:
+                    g[v] = g[u] - c
+                    changed = True
+            else:
+                if flows[a] < caps[a] and g[u] + c < g[v]:
+                    g[v] = g[u] + c
+                    changed = True
+                if flows[a] > 0 and g[v] - c < g[u]:
+                    g[u] = g[v] - c
+                    changed = True
+        if not changed:
+            return (-g if towards else g), True
+    return (-g if towards else g), False
+
+
+def _eligible_rows(problem: Problem, lo: int, hi: int) -> np.ndarray:
+    """(hi - lo, E) bool: pairs the flow may use (positive fitness only, when no lower bound could need others)."""
+    mask = problem.allowed[lo:hi]
+    if not problem.has_lower_bounds:
+        mask = mask & (problem.fitness[lo:hi] > 0)
+    return mask
+
+
+def _dense_figures(problem: Problem) -> tuple[np.ndarray, float, int]:
+    """(eligible pairs per expert, max |fitness| over eligible pairs, eligible pair count), chunk by chunk."""
+    n, e = problem.shape
+    per_expert = np.zeros(e, np.int64)
+    max_abs = 0.0
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        elig = _eligible_rows(problem, lo, hi)
+        per_expert += elig.sum(axis=0)
+        if elig.any():
+            max_abs = max(max_abs, float(np.abs(problem.fitness[lo:hi][elig]).max()))
+    return per_expert, max_abs, int(per_expert.sum())
+
+
+def _candidates(problem: Problem, m: int) -> np.ndarray:
+    """(N, E) bool: each client's m best eligible pairs, and each expert's 2 * expert_min best eligible clients."""
+    n, e = problem.shape
+    cand = np.zeros((n, e), dtype=bool)
+    fit = problem.fitness
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        elig = _eligible_rows(problem, lo, hi)
+        if m >= e:
+            cand[lo:hi] = elig
+            continue
+        score = np.where(elig, fit[lo:hi], -np.inf)
+        top = np.argpartition(-score, m - 1, axis=1)[:, :m]
+        rows = np.arange(hi - lo)[:, None]
+        cand[lo:hi][rows, top] = np.isfinite(score[rows, top])
+    # Each expert's best clients: twice its share of the slots (and of its lower bound), so that
+    # experts few clients rank highly still see their best takers.
+    share = math.ceil(int(problem.client_capacity.sum()) / e)
+    for j in range(e):
+        r = min(n, 2 * max(min(int(problem.expert_max[j]), share), int(problem.expert_min[j])))
+        if r == 0:
+            continue
+        col = np.where(problem.allowed[:, j], fit[:, j], -np.inf)
+        top = np.argpartition(-col, r - 1)[:r] if r < n else np.arange(n)
+        cand[top[np.isfinite(col[top])], j] = True
+    return cand
+
+
+def _price(
+    problem: Problem, cand: np.ndarray, scale: float, d_client: np.ndarray, d_expert: np.ndarray, margin: float
+) -> tuple[int, int]:
+    """Price the left-out eligible pairs; returns (pairs with a negative reduced cost, pairs added).
+
+    The negative ones must join the graph. Those within ``margin`` (in scaled cost units)
+    of zero join too: they are the ones the next potentials are likely to turn negative,
+    and taking them now saves a re-solve.
+    """
+    n = problem.n_clients
+    negative = added = 0
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        cost = -np.rint(problem.fitness[lo:hi] * scale).astype(np.int64)
+        reduced = cost + d_client[lo:hi, None] - d_expert[None, :]
+        open_ = _eligible_rows(problem, lo, hi) & ~cand[lo:hi]
+        neg = int(((reduced < 0) & open_).sum())
+        if neg:
+            take = (reduced < margin) & open_
+            cand[lo:hi] |= take
+            negative += neg
+            added += int(take.sum())
+    return negative, added
+
+
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("flow", options, ("scale",))
+    check_options("flow", options, ("scale", "pricing", "candidates", "margin"))
+    n, e = problem.shape
+    per_expert, max_fit, eligible = _dense_figures(problem)
+    pricing = options.get("pricing")
+    if pricing is None:
+        pricing = eligible > PRICING_PAIRS
+    m = int(options.get("candidates") or max(8, 2 * int(problem.client_capacity.max(initial=0))))
+    if m < 1:
+        raise InvalidProblemError("candidates", "must be a positive integer", m)
+    margin = float(options.get("margin", 0.02))
+    # Problem-wide figures come from the full eligible set, so that every candidate graph is
+    # a restriction of the same dense graph (same scale, same load caps).
+    emin = problem.expert_min
+    emax = np.maximum(np.minimum(problem.expert_max, per_expert), emin)
+    max_flow = int(min(problem.client_capacity.sum(), emax.sum(), max(eligible, 1)))
+    lam = problem.load_penalty
+    pen_top = lam * (2.0 * float(emax.max(initial=0)) - 1.0) if lam > 0 else 0.0
+    scale = float(options.get("scale") or _choose_scale(max(max_fit, pen_top), n + e + 2, max_flow))
+    stats: dict[str, Any] = {"scale": scale, "pricing": bool(pricing)}
+    if time_limit is not None:
+        stats["time_limit_ignored"] = True
+
+    if not pricing:
+        ai, aj = _nonzero_eligible(problem)
+        return _solve_graph(problem, ai, aj, emax, max_flow, scale, stats, need_potentials=False)[0]
+
+    cand = _candidates(problem, min(m, e))
+    rounds = 0
+    while True:
+        rounds += 1
+        ai, aj = np.nonzero(cand)
+        result, potentials = _solve_graph(problem, ai, aj, emax, max_flow, scale, stats, need_potentials=True)
+        del ai, aj
+        if result.status == "infeasible":
+            if int(cand.sum()) >= eligible:  # the candidate graph is the dense graph: truly infeasible
+                cert = diagnose(problem)
+                message = cert.message if cert is not None else "min-cost flow found the supplies cannot be met"
+                if cert is not None:
+                    stats["certificate"] = cert.to_dict()
+                result = SolverResult("infeasible", None, message, stats=stats)
+                break
+            m = min(2 * m, e)
+            cand |= _candidates(problem, m)
+            stats["candidates_grown_to"] = m
+            continue
+        if potentials is None:  # Bellman-Ford did not converge: finish on the dense graph
+            stats["pricing_fallback"] = "potentials did not converge; solved on the dense graph"
+            ai, aj = _nonzero_eligible(problem)
+            result = _solve_graph(problem, ai, aj, emax, max_flow, scale, stats, need_potentials=False)[0]
+            break
+        negative, added = _price(
+            problem, cand, scale, potentials[1 : n + 1], potentials[n + 1 : n + e + 1], margin * scale * max_fit
+        )
+        stats.setdefault("priced_in", []).append(added)
+        if negative == 0:
+            break
+    stats["pricing_rounds"] = rounds
+    stats["candidate_pairs"] = int(cand.sum())
+    stats["eligible_pairs"] = eligible
+    return result
+
+
+def _nonzero_eligible(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    if problem.has_lower_bounds:
+        return np.nonzero(problem.allowed)
+    return np.nonzero(problem.allowed & (problem.fitness > 0))
+
+
+def _solve_graph(
+    problem: Problem,
+    ai: np.ndarray,
+    aj: np.ndarray,
+    emax: np.ndarray,
+    max_flow: int,
+    scale: float,
+    stats: dict[str, Any],
+    *,
+    need_potentials: bool,
+) -> tuple[SolverResult, np.ndarray | None]:
+    """Min-cost flow on the pairs (ai, aj); with ``need_potentials``, also the node potentials of its optimum."""
     from ortools.graph.python import min_cost_flow
 
     n, e = problem.shape
-    fit = problem.fitness
     cap, cmin = problem.client_capacity, problem.client_min
     emin = problem.expert_min
-    allowed = problem.allowed
     lam = problem.load_penalty
-    # Pairs that can never improve the objective are dropped when no lower bound
-    # could need them (every other arc costs >= 0).
-    if problem.has_lower_bounds:
-        ai, aj = np.nonzero(allowed)
-    else:
-        ai, aj = np.nonzero(allowed & (fit > 0))
-    f_pairs = fit[ai, aj]
-    # Loads can never exceed expert_max, nor the allowed clients of the expert.
-    emax = np.minimum(problem.expert_max, np.bincount(aj, minlength=e))
-    emax = np.maximum(emax, emin)  # keep expert_min <= ub; infeasibility is diagnosed below
-    max_flow = int(min(cap.sum(), emax.sum(), max(len(ai), 1)))
-
+    f_pairs = problem.fitness[ai, aj]
     if lam > 0:
         extra = np.maximum(emax - emin, 0)
         pen_expert = np.repeat(np.arange(e), extra)
@@ -82,14 +282,13 @@ def solve(
     else:
         pen_expert = np.arange(e)
         pen_real = np.zeros(e)
-    max_abs = float(max(np.abs(f_pairs).max(initial=0.0), pen_real.max(initial=0.0)))
-    scale = float(options.get("scale") or _choose_scale(max_abs, n + e + 2, max_flow))
 
     pair_cost = -np.rint(f_pairs * scale)
     pen_cost = np.rint(pen_real * scale)
     err_pair = float(np.abs(pair_cost + f_pairs * scale).max(initial=0.0)) / scale
     err_pen = float(np.abs(pen_cost - pen_real * scale).max(initial=0.0)) / scale
     rounding_bound = 2.0 * max_flow * (err_pair + err_pen)
+    del f_pairs
 
     src, sink = 0, n + e + 1
     clients = np.arange(1, n + 1, dtype=np.int64)
@@ -100,6 +299,7 @@ def solve(
     heads = np.concatenate([clients, experts[aj], np.full(len(pen_expert), sink, np.int64), [src]])
     caps = np.concatenate([cap - cmin, np.ones(len(ai), np.int64), pen_cap, [big]]).astype(np.int64)
     costs = np.concatenate([np.zeros(n), pair_cost, pen_cost, [0.0]]).astype(np.int64)
+    del pair_cost
     supplies = np.zeros(n + e + 2, np.int64)
     supplies[src] = -int(cmin.sum())
     supplies[1 : n + 1] = cmin
@@ -109,30 +309,37 @@ def solve(
     smcf = min_cost_flow.SimpleMinCostFlow()
     arcs = smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
     smcf.set_nodes_supplies(np.arange(n + e + 2, dtype=np.int64), supplies)
-    del tails, heads, caps, costs
+    if not need_potentials:
+        del tails, heads, caps, costs
     status = smcf.solve()
-    stats: dict[str, Any] = {
-        "scale": scale,
-        "rounding_error_bound": rounding_bound,
-        "arcs": int(smcf.num_arcs()),
-        "nodes": int(smcf.num_nodes()),
-        "ortools_status": status.name,
-    }
-    if time_limit is not None:
-        stats["time_limit_ignored"] = True
+    stats.update(
+        rounding_error_bound=rounding_bound,
+        arcs=int(smcf.num_arcs()),
+        nodes=int(smcf.num_nodes()),
+        ortools_status=status.name,
+    )
     if status == smcf.OPTIMAL:
         pair_arcs = arcs[n : n + len(ai)]
         used = smcf.flows(pair_arcs) > 0
+        potentials = None
+        if need_potentials:
+            flows = smcf.flows(arcs)
+            del smcf
+            d, converged = _potentials(tails, heads, caps, costs, flows, n + e + 2, _TOWARDS)
+            potentials = d if converged else None
         x = np.zeros((n, e), dtype=bool)
         x[ai[used], aj[used]] = True
         objective = problem.objective(x)
         exact = rounding_bound == 0
         message = "optimal" if exact else f"optimal within the fitness rounding bound {rounding_bound:.3g}"
-        return SolverResult("optimal", x, message, bound=objective + rounding_bound, stats=stats, objective=objective)
+        result = SolverResult("optimal", x, message, bound=objective + rounding_bound, stats=stats, objective=objective)
+        return result, potentials
     if status == smcf.INFEASIBLE:
+        if need_potentials:  # a candidate graph: the caller decides whether the full problem is infeasible
+            return SolverResult("infeasible", None, "candidate graph infeasible", stats=stats), None
         cert = diagnose(problem)
         if cert is not None:
             stats["certificate"] = cert.to_dict()
-            return SolverResult("infeasible", None, cert.message, stats=stats)
-        return SolverResult("infeasible", None, "min-cost flow found the supplies cannot be met", stats=stats)
+            return SolverResult("infeasible", None, cert.message, stats=stats), None
+        return SolverResult("infeasible", None, "min-cost flow found the supplies cannot be met", stats=stats), None
     raise RuntimeError(f"OR-Tools SimpleMinCostFlow returned {status.name} (scale {scale}); please report this")

@@ -72,13 +72,19 @@ class _PairOrder:
             return -np.inf
         return float(below[below.size - want])
 
+    def _expected(self, lo: float) -> float:
+        """Pairs with priority in ``[lo, hi)`` the sample predicts (before skipping full clients and experts)."""
+        inside = np.searchsorted(self._sample, self._hi, side="left") - np.searchsorted(self._sample, lo, side="left")
+        return float(inside) * self._per_sample
+
     def get(self, k: int, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Chunk ``k`` as (rows, cols, priorities) sorted by decreasing priority, or None."""
         while len(self.chunks) <= k:
             if self._done:
                 return None
             lo = self._next_threshold()
-            rows, cols, vals = collect_pairs(self._priority, self._allowed, lo, self._hi, self._nonneg, *state)
+            hint = int(1.25 * self._expected(lo)) + 1024
+            rows, cols, vals = collect_pairs(self._priority, self._allowed, lo, self._hi, self._nonneg, *state, hint)
             self._hi = lo
             self._done = lo == -np.inf
             self._size *= 2
