@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e ".[dev,plot,fed]"
+	$(PIP) -e ".[dev,plot,fed,flower]"
 	touch $@
 
 install: $(VENV)/.installed

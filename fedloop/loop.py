@@ -26,7 +26,20 @@ from .history import History, RoundRecord
 from .model import MoE, split_state
 from .policies import POLICIES, Policy, make_policy
 
-__all__ = ["ConfigError", "FaultPlan", "FedConfig", "build", "run"]
+__all__ = [
+    "ConfigError",
+    "FaultPlan",
+    "FedConfig",
+    "RoundPlan",
+    "begin_round",
+    "build",
+    "client_seed",
+    "finish_round",
+    "load_data",
+    "run",
+    "run_round",
+    "sample_round",
+]
 
 log = logging.getLogger("fedloop")
 CHECKPOINT = "checkpoint.pt"
@@ -166,6 +179,16 @@ def _spec_of(model: MoE) -> als.ExpertSpec:
     )
 
 
+def load_data(config: FedConfig) -> FederatedData:
+    """The run's dataset and client shards (the server and every client load the same split)."""
+    try:
+        return load_dataset(
+            config.dataset, config.n_clients, seed=config.seed, data_dir=config.data_dir, **config.data_options
+        )
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad data options: before any training
+        raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
+
+
 def _model(config: FedConfig, data: FederatedData) -> MoE:
     return MoE(
         data.input_shape,
@@ -180,12 +203,7 @@ def _model(config: FedConfig, data: FederatedData) -> MoE:
 def build(config: FedConfig) -> Setup:
     """Validate the config and build everything a run needs (no training)."""
     config.validate()
-    try:
-        data = load_dataset(
-            config.dataset, config.n_clients, seed=config.seed, data_dir=config.data_dir, **config.data_options
-        )
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad data options: before any training
-        raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
+    data = load_data(config)
     profiles = als.sample_profiles(
         config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
     )
@@ -233,18 +251,61 @@ def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
-    """One round on ``setup.model`` (updated in place)."""
-    cfg, data, model = setup.config, setup.data, setup.model
+@dataclass
+class RoundPlan:
+    """The first half of a round: who was sampled, what they reported, who trains what.
+
+    ``matrix`` (M, E) is in the order of ``ids``; ``lost`` marks the clients the
+    availability draw drops mid-round; ``latency`` (M,) is each client's simulated time.
+    """
+
+    round: int
+    sampled: np.ndarray
+    ids: list[str]
+    lost: np.ndarray
+    reports: list[als.ClientReport]
+    matrix: np.ndarray
+    latency: np.ndarray
+    solver_s: float
+    global_state: dict[str, torch.Tensor]
+
+    def experts_of(self, m: int) -> list[int]:
+        return np.flatnonzero(self.matrix[m]).tolist()
+
+    def straggles(self, setup: Setup, m: int) -> bool:
+        """In deadline mode, a client slower than the deadline is dropped (the server stops waiting)."""
+        return setup.config.deadline_mode and bool(self.latency[m] > setup.deadline * (1 + 1e-9))
+
+
+def sample_round(setup: Setup, r: int) -> tuple[np.random.Generator, np.ndarray, list[str], np.ndarray]:
+    """Round ``r``'s generator, sampled client indices, their ids, the availability draw (seeded by (seed, r))."""
+    cfg = setup.config
     rng = np.random.default_rng([cfg.seed, r])
     sampled = np.sort(rng.choice(cfg.n_clients, size=cfg.per_round, replace=False))
     lost = rng.random(sampled.size) > np.array([setup.profiles[c].availability for c in sampled])
-    ids = [data.client_ids[c] for c in sampled]
+    return rng, sampled, [setup.data.client_ids[c] for c in sampled], lost
 
-    reports = []
-    for c, cid in zip(sampled, ids):
-        routing, loss = client_statistics(model, *data.clients[c])
-        reports.append(als.ClientReport(cid, setup.profiles[c], routing, loss=loss))
+
+def client_seed(config: FedConfig, r: int, client_index: int) -> int:
+    """The seed of a client's local training in round ``r`` (the same in-process and on Flower)."""
+    return int(np.random.default_rng([config.seed, r, int(client_index)]).integers(2**31))
+
+
+def begin_round(setup: Setup, r: int, reports: list[als.ClientReport] | None = None) -> RoundPlan:
+    """Sample, collect reports (computed here when not given), plan capacities and let the policy assign.
+
+    ``reports`` come from the clients on a distributed run (Flower); they must be in the
+    order of the sampled clients.
+    """
+    cfg, data, model = setup.config, setup.data, setup.model
+    rng, sampled, ids, lost = sample_round(setup, r)
+    if reports is None:
+        reports = []
+        for c, cid in zip(sampled, ids):
+            routing, loss = client_statistics(model, *data.clients[c])
+            reports.append(als.ClientReport(cid, setup.profiles[c], routing, loss=loss))
+    elif [rep.client_id for rep in reports] != ids:
+        raise ValueError(f"reports: must come from the sampled clients {ids} in that order")
     plan = als.plan_capacity(
         [setup.profiles[c] for c in sampled],
         setup.spec,
@@ -257,62 +318,39 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
     matrix = np.asarray(setup.policy.assign(r, reports, plan.capacity, plan.allowed, rng), dtype=bool)
     solver_s = time.perf_counter() - start
     if matrix.shape != (len(ids), cfg.n_experts):
-        raise RuntimeError(
-            f"policy {setup.policy.name}: returned shape {matrix.shape}, expected {(len(ids), cfg.n_experts)}"
-        )
+        raise RuntimeError(f"policy {setup.policy.name}: shape {matrix.shape}, expected {(len(ids), cfg.n_experts)}")
     if setup.policy.respects_capacity and np.any(matrix.sum(axis=1) > plan.capacity):
         raise RuntimeError(f"policy {setup.policy.name}: exceeded a client's capacity")
-    latency = plan.round_time(matrix)
-
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    shared_now, experts_now = split_state(global_state)
+    return RoundPlan(r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state)
+
+
+def finish_round(
+    setup: Setup, rp: RoundPlan, results: dict[str, LocalResult], dropped: list[str], train_s: float
+) -> RoundRecord:
+    """Screen and aggregate the returned updates, tell the policy, evaluate, record.
+
+    ``results`` are the updates that arrived (by client id); ``dropped`` the clients whose
+    update did not. Traffic counts every assigned client's download and every returned
+    update's upload.
+    """
+    cfg, data, model, r = setup.config, setup.data, setup.model, rp.round
+    shared_now, experts_now = split_state(rp.global_state)
     shared_bytes = _nbytes(shared_now)
     expert_bytes = {j: _nbytes(s) for j, s in experts_now.items()}
-
-    results: dict[str, LocalResult] = {}
-    dropped: list[str] = []
-    bytes_down = bytes_up = 0
-    train_start = time.perf_counter()
-    for m, (c, cid) in enumerate(zip(sampled, ids)):
-        experts = np.flatnonzero(matrix[m]).tolist()
-        if not experts:
-            continue
-        bytes_down += shared_bytes + sum(expert_bytes[j] for j in experts)
-        if cfg.deadline_mode and latency[m] > setup.deadline * (1 + 1e-9):
-            dropped.append(cid)  # a straggler: the server stops waiting at the deadline
-            continue
-        if lost[m] or cfg.faults.hits("drop", r, cid):
-            dropped.append(cid)  # dropped mid-round: its update never arrives
-            continue
-        local.load_state_dict(global_state)
-        x, y = data.clients[c]
-        res = train_local(
-            local,
-            x,
-            y,
-            experts,
-            epochs=cfg.local_epochs,
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
-            aux_weight=cfg.aux_weight,
-            seed=int(np.random.default_rng([cfg.seed, r, int(c)]).integers(2**31)),
-        )
-        if cfg.faults.hits("nan", r, cid):
-            next(iter(res.shared.values())).fill_(float("nan"))
-        if cfg.faults.hits("huge", r, cid):
-            res.shared = {k: shared_now[k] + 1e6 * (v - shared_now[k]) for k, v in res.shared.items()}
-        bytes_up += shared_bytes + sum(expert_bytes[j] for j in experts)
-        results[cid] = res
-    train_s = time.perf_counter() - train_start
+    sizes = [shared_bytes + sum(expert_bytes[j] for j in rp.experts_of(m)) for m in range(len(rp.ids))]
+    assigned = rp.matrix.any(axis=1)
+    bytes_down = sum(size for size, given in zip(sizes, assigned) if given)
+    bytes_up = sum(size for size, cid in zip(sizes, rp.ids) if cid in results)
 
     agg_start = time.perf_counter()
     norms = {}
     for cid, res in results.items():
         before = dict(shared_now)
         after = dict(res.shared)
-        for j, s in res.experts.items():
+        for j, state in res.experts.items():
             before.update(experts_now[j])
-            after.update(s)
+            after.update(state)
         norms[cid] = update_norm(before, after)
     rejected = screen_updates(norms, factor=cfg.reject_factor)
     for cid, reason in rejected.items():
@@ -324,30 +362,29 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
         )
         contributions: dict[int, list[tuple[dict[str, torch.Tensor], float]]] = {}
         for res in accepted.values():
-            for j, s in res.experts.items():
-                contributions.setdefault(j, []).append((s, float(res.routed[j])))
+            for j, state in res.experts.items():
+                contributions.setdefault(j, []).append((state, float(res.routed[j])))
         experts_new = aggregate_experts(experts_now, contributions)
         new_state = dict(shared_new)
-        for s in experts_new.values():
-            new_state.update(s)
+        for state in experts_new.values():
+            new_state.update(state)
         model.load_state_dict(new_state)
     aggregate_s = time.perf_counter() - agg_start
 
     outcomes = []
-    for m, cid in enumerate(ids):
-        if not matrix[m].any():
+    for m, cid in enumerate(rp.ids):
+        if not assigned[m]:
             continue
         res = accepted.get(cid)
         if res is None:
             outcomes.append(als.ClientOutcome(cid, completed=False))
         else:
-            samples = np.where(matrix[m], res.routed, 0.0)
-            outcomes.append(als.ClientOutcome(cid, completed=True, samples=samples))
+            outcomes.append(als.ClientOutcome(cid, completed=True, samples=np.where(rp.matrix[m], res.routed, 0.0)))
     setup.policy.observe(outcomes)
 
     accuracy, test_loss = evaluate(model, *data.test)
-    returned = [m for m, cid in enumerate(ids) if cid in results]
-    loads = matrix.sum(axis=0)
+    returned = [m for m, cid in enumerate(rp.ids) if cid in results]
+    loads = rp.matrix.sum(axis=0)
     info = setup.policy.info()
     return RoundRecord(
         round=r,
@@ -356,20 +393,56 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
         train_loss=float(np.mean([res.train_loss for res in accepted.values()])) if accepted else math.nan,
         bytes_down=int(bytes_down),
         bytes_up=int(bytes_up),
-        latency_s=float(latency[returned].max()) if returned else 0.0,
-        solver_s=solver_s,
+        latency_s=float(rp.latency[returned].max()) if returned else 0.0,
+        solver_s=rp.solver_s,
         train_s=train_s,
         aggregate_s=aggregate_s,
-        participants=int(matrix.any(axis=1).sum()),
+        participants=int(assigned.sum()),
         completed=len(accepted),
         loads=loads.astype(int).tolist(),
         load_cv=float(loads.std() / loads.mean()) if loads.mean() > 0 else 0.0,
         load_gini=als.gini(loads),
         trained=list(accepted),
-        dropped=dropped,
+        dropped=list(dropped),
         rejected=rejected,
         relaxed=list(info.get("relaxed", [])),
     )
+
+
+def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
+    """One round in this process on ``setup.model`` (updated in place); ``local`` is the clients' working copy."""
+    cfg, data = setup.config, setup.data
+    rp = begin_round(setup, r)
+    shared_now, _ = split_state(rp.global_state)
+    results: dict[str, LocalResult] = {}
+    dropped: list[str] = []
+    train_start = time.perf_counter()
+    for m, (c, cid) in enumerate(zip(rp.sampled, rp.ids)):
+        experts = rp.experts_of(m)
+        if not experts:
+            continue
+        if rp.straggles(setup, m) or rp.lost[m] or cfg.faults.hits("drop", r, cid):
+            dropped.append(cid)  # a straggler, or dropped mid-round: its update never arrives
+            continue
+        local.load_state_dict(rp.global_state)
+        x, y = data.clients[c]
+        res = train_local(
+            local,
+            x,
+            y,
+            experts,
+            epochs=cfg.local_epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            aux_weight=cfg.aux_weight,
+            seed=client_seed(cfg, r, c),
+        )
+        if cfg.faults.hits("nan", r, cid):
+            next(iter(res.shared.values())).fill_(float("nan"))
+        if cfg.faults.hits("huge", r, cid):
+            res.shared = {k: shared_now[k] + 1e6 * (v - shared_now[k]) for k, v in res.shared.items()}
+        results[cid] = res
+    return finish_round(setup, rp, results, dropped, time.perf_counter() - train_start)
 
 
 def run(

@@ -1,0 +1,126 @@
+"""The Flower ClientApp: one SuperNode is one fedloop client (its ``partition-id``).
+
+It answers two kinds of query (``hello``: its client id; ``report``: the global router's
+routing shares and its loss per expert on its data, the same
+:func:`fedloop.client.client_statistics` as the in-process loop) and trains with the same
+:func:`fedloop.client.train_local`. A train message carries the shared weights and only
+the assigned experts; the reply carries them back, with the samples routed to each expert.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..client import client_statistics, train_local
+from ..data import FederatedData
+from ..loop import FedConfig, _model, load_data
+from ..model import MoE
+
+__all__ = ["CONFIG_KEY", "config_from_context", "make_client_app"]
+
+#: The run-config key holding the FedConfig as JSON (``[tool.flwr.app.config]`` of the app).
+CONFIG_KEY = "fedloop-config"
+
+_CACHE: dict[str, tuple[FederatedData, MoE]] = {}
+
+
+def config_from_context(context: Context, fixed: FedConfig | None) -> FedConfig:
+    """The run's FedConfig: ``fixed`` when the app was built with one, else the run config's JSON."""
+    if fixed is not None:
+        return fixed
+    text = context.run_config.get(CONFIG_KEY, "{}")
+    return FedConfig.from_dict(json.loads(str(text)))
+
+
+def _local(config: FedConfig) -> tuple[FederatedData, MoE]:
+    # A SuperNode process serves many rounds: load the data and build the model once.
+    key = json.dumps(config.to_dict(), sort_keys=True)
+    if key not in _CACHE:
+        data = load_data(config)
+        _CACHE[key] = (data, _model(config, data))
+    return _CACHE[key]
+
+
+def _partition(context: Context, config: FedConfig) -> int:
+    pid = int(context.node_config["partition-id"])
+    count = int(context.node_config.get("num-partitions", config.n_clients))
+    if count != config.n_clients or not 0 <= pid < config.n_clients:
+        raise ValueError(
+            f"num-partitions: the federation must have n_clients = {config.n_clients} SuperNodes "
+            f"(one per fedloop client); got partition {pid} of {count}"
+        )
+    return pid
+
+
+def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
+    data, model = _local(config)
+    pid = _partition(context, config)
+    kind = str(msg.content["config"]["kind"])
+    reply: dict[str, Any] = {"client-id": data.client_ids[pid], "index": pid}
+    records: dict[str, Any] = {}
+    if kind == "report":
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        routing, loss = client_statistics(model, *data.clients[pid])
+        records["stats"] = ArrayRecord(
+            {"routing": torch.from_numpy(np.asarray(routing)), "loss": torch.from_numpy(np.asarray(loss))}
+        )
+    elif kind != "hello":
+        raise ValueError(f"config.kind: must be 'hello' or 'report'; got {kind!r}")
+    return Message(RecordDict({"info": ConfigRecord(reply), **records}), reply_to=msg)
+
+
+def handle_train(msg: Message, context: Context, config: FedConfig) -> Message:
+    data, model = _local(config)
+    pid = _partition(context, config)
+    cfg = msg.content["config"]
+    experts = [int(j) for j in cfg["experts"]]
+    received = msg.content["arrays"].to_torch_state_dict()
+    missing, unexpected = model.load_state_dict(received, strict=False)
+    allowed_missing = {k for k in missing if k.startswith("experts.") and int(k.split(".")[1]) not in experts}
+    if unexpected or set(missing) - allowed_missing:
+        raise ValueError(f"arrays: must hold the shared weights and experts {experts}; missing {sorted(missing)[:3]}")
+    x, y = data.clients[pid]
+    res = train_local(
+        model,
+        x,
+        y,
+        experts,
+        epochs=int(cfg["epochs"]),
+        lr=float(cfg["lr"]),
+        batch_size=int(cfg["batch-size"]),
+        aux_weight=float(cfg["aux-weight"]),
+        seed=int(cfg["seed"]),
+    )
+    state = dict(res.shared)
+    for tensors in res.experts.values():
+        state.update(tensors)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(state),
+            "routed": ArrayRecord({"routed": torch.from_numpy(np.asarray(res.routed, dtype=np.float64))}),
+            "metrics": MetricRecord({"n-samples": res.n_samples, "train-loss": float(res.train_loss)}),
+            "info": ConfigRecord({"client-id": data.client_ids[pid], "index": pid}),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+def make_client_app(config: FedConfig | None = None) -> ClientApp:
+    """A ClientApp bound to ``config`` (or reading it from the run config under :data:`CONFIG_KEY`)."""
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return handle_query(msg, context, config_from_context(context, config))
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(msg, context, config_from_context(context, config))
+
+    return app

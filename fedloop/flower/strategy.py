@@ -1,0 +1,232 @@
+"""A Flower strategy (Message API) driven by the aligner: :class:`AlignedMoEStrategy`.
+
+Each round (``configure_train``):
+
+1. on the first round, a ``hello`` query maps every SuperNode to its fedloop client id;
+2. the round's clients are sampled as the in-process loop samples them
+   (:func:`fedloop.loop.sample_round`) and a ``report`` query sends them the global weights;
+   their replies carry the routing shares and losses per expert; profiles come from the
+   run's profile table (one per client, as in the in-process loop);
+3. the policy (the :class:`alignsolve.Aligner` for ``aligned``) assigns experts
+   (:func:`fedloop.loop.begin_round`), and each node gets the shared weights, **only its
+   assigned experts** and their ids.
+
+``aggregate_train`` turns the replies into the loop's :class:`~fedloop.client.LocalResult`
+and merges the partial updates with the loop's own :func:`~fedloop.loop.finish_round`
+(Flower's stock FedAvg cannot: replies carry different keys). A node that does not reply,
+or replies with an error, is a dropout. Evaluation is server-side, as in fedloop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+import alignsolve as als
+
+from ..client import LocalResult
+from ..history import History
+from ..loop import FedConfig, RoundPlan, begin_round, build, client_seed, finish_round, sample_round
+from ..model import split_state
+
+__all__ = ["AlignedMoEStrategy"]
+
+log = logging.getLogger("fedloop.flower")
+
+
+class AlignedMoEStrategy(Strategy):
+    """fedloop's round on Flower's Grid.
+
+    Parameters
+    ----------
+    config : FedConfig
+        The same configuration an in-process :func:`fedloop.run` takes; with the same
+        seed and reports the per-round assignments are the same.
+    timeout : float
+        Seconds to wait for replies to each query and train message batch.
+    wait_for_nodes : float
+        Seconds to wait for all ``n_clients`` SuperNodes to connect.
+    """
+
+    def __init__(self, config: FedConfig, *, timeout: float = 600.0, wait_for_nodes: float = 120.0) -> None:
+        self.setup = build(config)
+        self.config = config
+        self.timeout = timeout
+        self.wait_for_nodes = wait_for_nodes
+        self.history = History(config=config.to_dict() | {"deadline_s": self.setup.deadline, "runtime": "flower"})
+        self.node_of: dict[str, int] = {}
+        self.assignments: dict[int, dict[str, list[int]]] = {}
+        #: Wall-clock seconds of each round, from configure_train to the end of aggregate_train.
+        self.round_seconds: dict[int, float] = {}
+        self._pending: tuple[RoundPlan, float] | None = None
+        self._round_start = 0.0
+
+    def initial_arrays(self) -> ArrayRecord:
+        return ArrayRecord(self.setup.model.state_dict())
+
+    def summary(self) -> None:
+        cfg = self.config
+        log.info(
+            "AlignedMoEStrategy: policy %s (%s), %d clients, %d per round, %d experts",
+            cfg.policy,
+            cfg.method,
+            cfg.n_clients,
+            cfg.per_round,
+            cfg.n_experts,
+        )
+
+    # -- the round ----------------------------------------------------------------------
+    def _handshake(self, grid: Grid) -> None:
+        deadline = time.monotonic() + self.wait_for_nodes
+        while len(nodes := list(grid.get_node_ids())) < self.config.n_clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(nodes)} of {self.config.n_clients} SuperNodes connected")
+            time.sleep(0.2)
+        content = RecordDict({"config": ConfigRecord({"kind": "hello"})})
+        hello = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+        for reply in grid.send_and_receive(hello, timeout=self.timeout):
+            if not reply.has_error():
+                self.node_of[str(reply.content["info"]["client-id"])] = reply.metadata.src_node_id
+
+    def _reports(self, grid: Grid, r: int) -> list[als.ClientReport]:
+        _, sampled, ids, _ = sample_round(self.setup, r)
+        state = ArrayRecord(self.setup.model.state_dict())
+        messages = [
+            Message(
+                RecordDict({"arrays": state, "config": ConfigRecord({"kind": "report"})}),
+                dst_node_id=self.node_of[cid],
+                message_type=MessageType.QUERY,
+            )
+            for cid in ids
+            if cid in self.node_of
+        ]
+        got: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for reply in grid.send_and_receive(messages, timeout=self.timeout):
+            if reply.has_error():
+                continue
+            stats = reply.content["stats"].to_torch_state_dict()
+            got[str(reply.content["info"]["client-id"])] = (stats["routing"].numpy(), stats["loss"].numpy())
+        reports = []
+        e = self.config.n_experts
+        for c, cid in zip(sampled, ids):
+            # A client that does not answer the query reports no preference (uniform routing);
+            # if it is assigned experts, its missing train reply makes it a dropout.
+            routing, loss = got.get(cid, (np.full(e, 1.0 / e), None))
+            reports.append(als.ClientReport(cid, self.setup.profiles[c], routing, loss=loss))
+        return reports
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        r = server_round - 1
+        self._round_start = time.perf_counter()
+        if len(self.node_of) < self.config.n_clients:
+            self._handshake(grid)
+        rp = begin_round(self.setup, r, self._reports(grid, r))
+        self.assignments[r] = {cid: rp.experts_of(m) for m, cid in enumerate(rp.ids) if rp.matrix[m].any()}
+        shared, experts = split_state(rp.global_state)
+        cfg = self.config
+        messages = []
+        for m, (c, cid) in enumerate(zip(rp.sampled, rp.ids)):
+            mine = rp.experts_of(m)
+            if not mine or cid not in self.node_of:
+                continue
+            state = dict(shared)
+            for j in mine:
+                state.update(experts[j])
+            content = RecordDict(
+                {
+                    "arrays": ArrayRecord(state),
+                    "config": ConfigRecord(
+                        {
+                            "experts": mine,
+                            "seed": client_seed(cfg, r, c),
+                            "round": r,
+                            "epochs": cfg.local_epochs,
+                            "lr": cfg.lr,
+                            "batch-size": cfg.batch_size,
+                            "aux-weight": cfg.aux_weight,
+                        }
+                    ),
+                }
+            )
+            messages.append(Message(content, dst_node_id=self.node_of[cid], message_type=MessageType.TRAIN))
+        self._pending = (rp, time.perf_counter())
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._pending is None:
+            raise RuntimeError("aggregate_train before configure_train")
+        rp, started = self._pending
+        self._pending = None
+        by_client: dict[str, Message] = {}
+        for reply in replies:
+            if reply.has_error():
+                node = reply.metadata.src_node_id
+                log.warning("round %d: node %s replied with an error: %s", rp.round, node, reply.error)
+                continue
+            by_client[str(reply.content["info"]["client-id"])] = reply
+        results: dict[str, LocalResult] = {}
+        dropped: list[str] = []
+        for m, cid in enumerate(rp.ids):
+            mine = rp.experts_of(m)
+            if not mine:
+                continue
+            reply = by_client.get(cid)
+            # The simulated availability and deadline apply as in the in-process loop;
+            # a node that did not reply is a dropout too.
+            if reply is None or rp.lost[m] or rp.straggles(self.setup, m):
+                dropped.append(cid)
+                continue
+            try:
+                results[cid] = _local_result(reply, mine)
+            except (KeyError, ValueError) as exc:  # a malformed reply never reaches aggregation
+                log.warning("round %d: dropped the reply of %s: %s", rp.round, cid, exc)
+                dropped.append(cid)
+        record = finish_round(self.setup, rp, results, dropped, time.perf_counter() - started)
+        self.history.add(record)
+        self.round_seconds[rp.round] = time.perf_counter() - self._round_start
+        metrics = MetricRecord(
+            {
+                "accuracy": record.accuracy,
+                "test-loss": record.test_loss,
+                "bytes-down": record.bytes_down,
+                "bytes-up": record.bytes_up,
+                "load-cv": record.load_cv,
+                "completed": record.completed,
+            }
+        )
+        return ArrayRecord(self.setup.model.state_dict()), metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return []  # evaluation is server-side, in finish_round, as in fedloop
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return None
+
+
+def _local_result(reply: Message, experts: list[int]) -> LocalResult:
+    state = reply.content["arrays"].to_torch_state_dict()
+    shared, by_expert = split_state(state)
+    missing = [j for j in experts if j not in by_expert]
+    if missing or set(by_expert) - set(experts):
+        raise ValueError(f"a reply must carry exactly the assigned experts {experts}; got {sorted(by_expert)}")
+    routed = reply.content["routed"].to_torch_state_dict()["routed"].numpy()
+    metrics = reply.content["metrics"]
+    return LocalResult(
+        shared=shared,
+        experts=by_expert,
+        routed=routed,
+        n_samples=int(metrics["n-samples"]),
+        train_loss=float(metrics["train-loss"]),
+    )
