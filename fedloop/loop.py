@@ -307,7 +307,7 @@ def begin_round(setup: Setup, r: int, reports: list[als.ClientReport] | None = N
     elif [rep.client_id for rep in reports] != ids:
         raise ValueError(f"reports: must come from the sampled clients {ids} in that order")
     plan = als.plan_capacity(
-        [setup.profiles[c] for c in sampled],
+        [rep.profile for rep in reports],
         setup.spec,
         setup.deadline,
         n_experts=cfg.n_experts,

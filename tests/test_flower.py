@@ -16,6 +16,7 @@ pytest.importorskip("flwr", reason="the flower extra is not installed (pip insta
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 
+import alignsolve as als
 import fedloop
 from fedloop.flower import AlignedMoEStrategy
 from fedloop.flower.client_app import handle_query, handle_train
@@ -165,3 +166,18 @@ def test_simulation_matches_the_in_process_assignments(tmp_path):
     assert [r["loads"] for r in doc["flower"]] == [r["loads"] for r in doc["local"]]
     assert doc["flower"] == doc["local"]
     assert elapsed < 180
+
+
+def test_profiles_travel_in_the_query_replies(monkeypatch):
+    import fedloop.flower.client_app as client_app
+
+    cfg = small(rounds=1, per_round=6)
+    data, model, profiles = client_app._local(cfg)
+    slow = profiles[0].to_dict() | {"downlink_bps": 1.0, "uplink_bps": 1.0}  # cannot download anything in time
+    patched = [als.ClientProfile(**slow), *profiles[1:]]
+    monkeypatch.setattr(client_app, "_local", lambda config: (data, model, patched))
+    strategy = AlignedMoEStrategy(cfg)
+    list(strategy.configure_train(1, strategy.initial_arrays(), None, FakeGrid(cfg)))
+    # The server planned with the profile the client sent, not its own table: client 0 has no slot.
+    assert data.client_ids[0] not in strategy.assignments[0]
+    assert strategy.setup.profiles[0].downlink_bps > 1.0

@@ -1,7 +1,7 @@
 """The Flower ClientApp: one SuperNode is one fedloop client (its ``partition-id``).
 
-It answers two kinds of query (``hello``: its client id; ``report``: the global router's
-routing shares and its loss per expert on its data, the same
+It answers two kinds of query (``hello``: its client id and device profile; ``report``:
+the profile again, the global router's routing shares and its loss per expert on its data, the same
 :func:`fedloop.client.client_statistics` as the in-process loop) and trains with the same
 :func:`fedloop.client.train_local`. A train message carries the shared weights and only
 the assigned experts; the reply carries them back, with the samples routed to each expert.
@@ -17,6 +17,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+import alignsolve as als
+
 from ..client import client_statistics, train_local
 from ..data import FederatedData
 from ..loop import FedConfig, _model, load_data
@@ -27,7 +29,7 @@ __all__ = ["CONFIG_KEY", "config_from_context", "make_client_app"]
 #: The run-config key holding the FedConfig as JSON (``[tool.flwr.app.config]`` of the app).
 CONFIG_KEY = "fedloop-config"
 
-_CACHE: dict[str, tuple[FederatedData, MoE]] = {}
+_CACHE: dict[str, tuple[FederatedData, MoE, list[als.ClientProfile]]] = {}
 
 
 def config_from_context(context: Context, fixed: FedConfig | None) -> FedConfig:
@@ -38,12 +40,16 @@ def config_from_context(context: Context, fixed: FedConfig | None) -> FedConfig:
     return FedConfig.from_dict(json.loads(str(text)))
 
 
-def _local(config: FedConfig) -> tuple[FederatedData, MoE]:
-    # A SuperNode process serves many rounds: load the data and build the model once.
+def _local(config: FedConfig) -> tuple[FederatedData, MoE, list[als.ClientProfile]]:
+    # A SuperNode process serves many rounds: load the data and build the model once. The
+    # device profile is the simulated one of the run's table (a deployment would measure it).
     key = json.dumps(config.to_dict(), sort_keys=True)
     if key not in _CACHE:
         data = load_data(config)
-        _CACHE[key] = (data, _model(config, data))
+        profiles = als.sample_profiles(
+            config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
+        )
+        _CACHE[key] = (data, _model(config, data), profiles)
     return _CACHE[key]
 
 
@@ -59,11 +65,11 @@ def _partition(context: Context, config: FedConfig) -> int:
 
 
 def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
-    data, model = _local(config)
+    data, model, profiles = _local(config)
     pid = _partition(context, config)
     kind = str(msg.content["config"]["kind"])
     reply: dict[str, Any] = {"client-id": data.client_ids[pid], "index": pid}
-    records: dict[str, Any] = {}
+    records: dict[str, Any] = {"profile": ConfigRecord(profiles[pid].to_dict())}
     if kind == "report":
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         routing, loss = client_statistics(model, *data.clients[pid])
@@ -76,7 +82,7 @@ def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
 
 
 def handle_train(msg: Message, context: Context, config: FedConfig) -> Message:
-    data, model = _local(config)
+    data, model, _ = _local(config)
     pid = _partition(context, config)
     cfg = msg.content["config"]
     experts = [int(j) for j in cfg["experts"]]

@@ -5,8 +5,7 @@ Each round (``configure_train``):
 1. on the first round, a ``hello`` query maps every SuperNode to its fedloop client id;
 2. the round's clients are sampled as the in-process loop samples them
    (:func:`fedloop.loop.sample_round`) and a ``report`` query sends them the global weights;
-   their replies carry the routing shares and losses per expert; profiles come from the
-   run's profile table (one per client, as in the in-process loop);
+   their replies carry their device profile, routing shares and losses per expert;
 3. the policy (the :class:`alignsolve.Aligner` for ``aligned``) assigns experts
    (:func:`fedloop.loop.begin_round`), and each node gets the shared weights, **only its
    assigned experts** and their ids.
@@ -106,19 +105,26 @@ class AlignedMoEStrategy(Strategy):
             for cid in ids
             if cid in self.node_of
         ]
-        got: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        got: dict[str, tuple[als.ClientProfile, np.ndarray, np.ndarray]] = {}
         for reply in grid.send_and_receive(messages, timeout=self.timeout):
             if reply.has_error():
                 continue
+            cid = str(reply.content["info"]["client-id"])
+            try:
+                profile = als.ClientProfile.from_dict(dict(reply.content["profile"]))
+            except als.InvalidReportError as exc:  # a bad profile never reaches the planner
+                log.warning("round %d: ignored the report of %s: %s", r, cid, exc)
+                continue
             stats = reply.content["stats"].to_torch_state_dict()
-            got[str(reply.content["info"]["client-id"])] = (stats["routing"].numpy(), stats["loss"].numpy())
+            got[cid] = (profile, stats["routing"].numpy(), stats["loss"].numpy())
         reports = []
         e = self.config.n_experts
         for c, cid in zip(sampled, ids):
-            # A client that does not answer the query reports no preference (uniform routing);
-            # if it is assigned experts, its missing train reply makes it a dropout.
-            routing, loss = got.get(cid, (np.full(e, 1.0 / e), None))
-            reports.append(als.ClientReport(cid, self.setup.profiles[c], routing, loss=loss))
+            # A client that does not answer the query (or sends a bad profile) reports the run's
+            # profile table entry and no preference; if it is assigned experts, its missing
+            # train reply makes it a dropout.
+            profile, routing, loss = got.get(cid, (self.setup.profiles[c], np.full(e, 1.0 / e), None))
+            reports.append(als.ClientReport(cid, profile, routing, loss=loss))
         return reports
 
     def configure_train(
