@@ -93,6 +93,11 @@ class FedConfig:
     min_cohort: int = 1
     reject_factor: float = 10.0
     device: str = "cpu"
+    #: Overrides of the aligner's scoring weights (``alignsolve.ScoringWeights`` fields), e.g. {"load": 0.0}.
+    score_weights: dict[str, float] = field(default_factory=dict)
+    #: False ablates capacity profiling: the aligner gives every client max_experts slots whatever its device
+    #: (latency is still simulated from the real profiles).
+    capacity_profiling: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)
     faults: FaultPlan = field(default_factory=FaultPlan)
 
@@ -141,6 +146,9 @@ class FedConfig:
             raise bad("device", "CUDA is not available on this machine")
         if dev.type not in ("cpu", "cuda"):
             raise bad("device", "must be 'cpu' or a CUDA device")
+        unknown = set(self.score_weights) - set(als.ScoringWeights.__dataclass_fields__)
+        if unknown:
+            raise bad("score_weights", f"keys must be fields of alignsolve.ScoringWeights, not {sorted(unknown)}")
         if self.heterogeneity not in als.HETEROGENEITY:
             raise bad("heterogeneity", f"must be one of {', '.join(als.HETEROGENEITY)}")
 
@@ -165,6 +173,11 @@ class Setup:
     spec: als.ExpertSpec
     deadline: float
     policy: Policy
+
+    @property
+    def plan_deadline(self) -> float:
+        """The deadline slots are planned against (none without capacity profiling: everyone gets max_experts)."""
+        return self.deadline if self.config.capacity_profiling else 1e12
 
 
 def _spec_of(model: MoE) -> als.ExpertSpec:
@@ -221,11 +234,16 @@ def build(config: FedConfig) -> Setup:
         deadline = float(np.median(needed))
     aligner = None
     if config.policy == "aligned":
+        try:
+            scorer = als.FitnessScorer(als.ScoringWeights(**config.score_weights))
+        except als.InvalidProblemError as exc:
+            raise ConfigError(f"score_weights: {exc}") from None
         aligner = als.Aligner(
             config.n_experts,
             spec,
-            deadline,
+            deadline if config.capacity_profiling else 1e12,  # as Setup.plan_deadline
             method=config.method,
+            scorer=scorer,
             balance_tolerance=config.balance_tolerance,
             min_cohort=config.min_cohort,
             local_epochs=config.local_epochs,
@@ -309,7 +327,7 @@ def begin_round(setup: Setup, r: int, reports: list[als.ClientReport] | None = N
     plan = als.plan_capacity(
         [rep.profile for rep in reports],
         setup.spec,
-        setup.deadline,
+        setup.plan_deadline,
         n_experts=cfg.n_experts,
         local_epochs=cfg.local_epochs,
         max_experts=cfg.max_experts,

@@ -336,3 +336,17 @@ def test_cli_run_and_compare(tmp_path, capsys):
     assert (tmp_path / "c" / "comparison.png").exists() and (tmp_path / "c" / "comparison.json").exists()
     assert cli.main(["run", "--dataset", "cifar", "--out", str(tmp_path / "x")]) == 2
     assert "dataset: must be one of" in capsys.readouterr().err
+
+
+def test_ablation_knobs_change_what_they_say():
+    with pytest.raises(fedloop.ConfigError, match="score_weights"):
+        fedloop.build(small(score_weights={"gravity": 1.0}))
+    with pytest.raises(fedloop.ConfigError, match="score_weights"):
+        fedloop.build(small(score_weights={"load": -1.0}))
+    weights = fedloop.build(small(score_weights={"load": 0.0, "switching": 0.0})).policy.aligner.scorer.weights
+    assert weights.load == 0.0 and weights.switching == 0.0 and weights.affinity == 1.0
+    profiled = fedloop.run(small(rounds=1, max_experts=3))
+    blind = fedloop.run(small(rounds=1, max_experts=3, capacity_profiling=False))
+    # Without profiling every client gets max_experts slots, so traffic and the straggler's latency grow.
+    assert blind.records[0].bytes_down > profiled.records[0].bytes_down
+    assert blind.records[0].latency_s > profiled.records[0].latency_s
