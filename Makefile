@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test install bench instances lint clean
+.PHONY: demo test install bench instances lint clean paper paper-quick
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ lint: install
 bench: install
 	$(PY) benchmarks/run_solvers.py
 
+# The report from the committed results (seconds); paper-quick re-runs every benchmark small first (minutes).
+paper: install
+	$(PY) paper/make_paper.py
+
+paper-quick: install
+	$(PY) paper/make_paper.py --quick
+
 instances: install
 	$(PY) datasets/instances/make_instances.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks paper/quick

@@ -86,9 +86,12 @@ def one_run(seed: int, rounds: int, heterogeneity: str, method: str) -> dict:
 
 
 def main() -> None:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
+    RESULTS = args.out
     seeds = range(2) if args.quick else range(5)
     rounds = 8 if args.quick else 30
     rows = [

@@ -14,6 +14,7 @@ Writes ``benchmarks/results/flower_overhead.md``.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import platform
@@ -29,9 +30,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
+    global RESULTS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    args = parser.parse_args()
+    RESULTS = args.out
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    config = fedloop.FedConfig(n_clients=10, per_round=6, n_experts=8, rounds=5, seed=0)
+    config = fedloop.FedConfig(n_clients=10, per_round=6, n_experts=8, rounds=args.rounds, seed=0)
     stamps = [time.perf_counter()]
     start = time.perf_counter()
     local = fedloop.run(config, on_round=lambda rec: stamps.append(time.perf_counter()))
@@ -52,7 +59,8 @@ def main() -> None:
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()} ({os.cpu_count()} cores), "
         "command `python benchmarks/run_flower_overhead.py`.",
-        "10 clients (one SuperNode each), 6 per round, 8 experts, aligned/flow, 5 rounds; median over rounds 2-5.",
+        f"10 clients (one SuperNode each), 6 per round, 8 experts, aligned/flow, {args.rounds} rounds; "
+        "median over rounds after the first.",
         f"Both runs give the same records (wall clock aside): {same}.",
         "",
         "| runtime | median seconds per round | first round | whole run (s) |",
@@ -63,7 +71,7 @@ def main() -> None:
         f"Flower's per-round overhead: {med_flower - med_local:.3f} s ({med_flower / med_local:.1f}x the in-process "
         "round). The whole-run figure includes Ray's start-up and the clients' data loading in their actors.",
     ]
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "flower_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -136,9 +136,12 @@ def fmt(v) -> str:
 
 
 def main() -> None:
+    global RESULTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     args = ap.parse_args()
+    RESULTS = args.out
     als.solve(als.generate("skewed", 50, 8, 2), "greedy")  # compile the numba kernels
     if args.quick:
         rows = unit_rows(500, 32, 4, heavy=True) + pot_rows(300, 16, 3) + generalised_rows(200, 16, 3, 5.0)
@@ -149,7 +152,7 @@ def main() -> None:
             + pot_rows(2000, 64, 4)
             + generalised_rows(1000, 64, 4, 30.0)
         )
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "relaxations_quick" if args.quick else "relaxations"
     keys = sorted({k for r in rows for k in r})
     with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:

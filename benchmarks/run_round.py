@@ -31,11 +31,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device-note", default="")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--device", default="cpu", help="torch device for the model and local training")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
+    RESULTS = args.out
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     config = fedloop.FedConfig(
         n_clients=40, per_round=20, n_experts=16, max_experts=2, rounds=args.rounds, seed=0, device=args.device
@@ -62,7 +65,7 @@ def main() -> None:
     for name, values in parts.items():
         lines.append(f"| {name.removesuffix('_s')} | {statistics.median(values):.4f} | {share[name]:.2%} |")
     lines.append(f"| total | {statistics.median(totals):.4f} | 100% |")
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     name = "round_timing.md" if args.device == "cpu" else f"round_timing_{args.device.replace(':', '')}.md"
     (RESULTS / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

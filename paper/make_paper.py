@@ -1,0 +1,109 @@
+"""Build the reproduction report ``paper/report.md`` from the benchmark results.
+
+    python paper/make_paper.py            # from the committed results in benchmarks/results (seconds)
+    python paper/make_paper.py --quick    # re-runs every benchmark small into paper/quick/ first (a few minutes)
+
+The report's prose lives in ``paper/report.template.md``. Directives in it are replaced:
+
+* ``{{include:NAME}}`` - the results file ``NAME`` (markdown), its H1 title dropped and its headings demoted;
+* ``{{figure:NAME|CAPTION}}`` - the image ``NAME`` from the results folder, copied next to the report;
+* ``{{source}}`` - where the numbers come from (the results folder, quick or full).
+
+A directive whose file is missing becomes a visible "not measured" note: the report never
+silently drops a table. Quick mode writes ``paper/quick/report.md`` from quick runs of every
+benchmark script (the solver benchmark without the fresh-process memory measurements);
+its numbers are a smoke test of the pipeline, not results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = ROOT / "benchmarks" / "results"
+TEMPLATE = HERE / "report.template.md"
+
+QUICK_COMMANDS = [
+    ["benchmarks/run_solvers.py", "--quick", "--no-memory", "--seeds", "2"],
+    ["benchmarks/run_relaxations.py", "--quick"],
+    ["benchmarks/run_alignment.py", "--quick"],
+    ["benchmarks/run_round.py", "--rounds", "3"],
+    ["benchmarks/run_convergence.py", "--quick"],
+]
+# Quick runs write these names instead of the full runs' ones.
+QUICK_NAMES = {"solvers.md": "solvers_quick.md", "relaxations.md": "relaxations_quick.md"}
+
+
+def _include(results: Path, name: str, quick: bool) -> str:
+    path = results / (QUICK_NAMES.get(name, name) if quick else name)
+    if not path.is_file():
+        return f"> **Not measured**: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` is missing.\n"
+    lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines).strip() + "\n"
+
+
+def _figure(results: Path, out_dir: Path, name: str, caption: str) -> str:
+    src = results / name
+    if not src.is_file():
+        return f"> **Figure not available**: `{name}` was not produced by this run.\n"
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, figures / name)
+    return f"![{caption}](figures/{name})\n\n*{caption}*\n"
+
+
+def render(results: Path, out_dir: Path, *, quick: bool) -> Path:
+    text = TEMPLATE.read_text()
+    shown = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
+    source = (
+        f"quick runs into `{shown}` (a smoke test: small sizes, few seeds; not results)"
+        if quick
+        else "the committed full runs in `benchmarks/results/` (each table names its command and machine)"
+    )
+    text = text.replace("{{source}}", source)
+    text = re.sub(r"\{\{include:([^}]+)\}\}", lambda m: _include(results, m.group(1).strip(), quick), text)
+    text = re.sub(
+        r"\{\{figure:([^|}]+)\|([^}]+)\}\}",
+        lambda m: _figure(results, out_dir, m.group(1).strip(), m.group(2).strip()),
+        text,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = out_dir / "report.md"
+    report.write_text(text)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="re-run every benchmark small first")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default paper/, or paper/quick/)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        out_dir = args.out or HERE / "quick"
+        results = out_dir / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        commands = list(QUICK_COMMANDS)
+        if importlib.util.find_spec("flwr") is not None:  # the Flower table needs the flower extra
+            commands.append(["benchmarks/run_flower_overhead.py", "--rounds", "3"])
+        for command in commands:
+            print("running", " ".join(command), flush=True)
+            subprocess.run([sys.executable, *command, "--out", str(results)], cwd=ROOT, check=True)
+    else:
+        out_dir = args.out or HERE
+        results = RESULTS
+    report = render(results, out_dir, quick=args.quick)
+    print(f"wrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
