@@ -107,3 +107,58 @@ def pot_sinkhorn(problem, reg: float) -> np.ndarray:
     b = b / b.sum() * a.sum()
     cost = problem.fitness.max() - problem.fitness  # non-negative, same argmax
     return ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=2000)
+
+
+def lsa_slot_expanded(problem) -> tuple[np.ndarray, float]:
+    """``scipy.optimize.linear_sum_assignment`` on the slot-expanded matrix: the one-expert-per-client case.
+
+    Valid only when every client has capacity 1 and there are no lower bounds, load penalty
+    or budgets: expert j becomes ``expert_max_j`` identical columns, and N zero-cost
+    "unassigned" columns let a client stay idle when all its pairs have negative fitness.
+    Returns (matrix (N, E) bool, objective).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n, e = problem.shape
+    if (
+        np.any(problem.client_capacity != 1)
+        or problem.has_lower_bounds
+        or problem.load_penalty
+        or problem.is_generalised
+    ):
+        raise ValueError("lsa_slot_expanded: needs capacity 1, no lower bounds, no load penalty, no budgets")
+    slots = np.minimum(problem.expert_max, n)
+    owner = np.repeat(np.arange(e), slots)
+    gain = np.where(problem.allowed[:, owner], problem.fitness[:, owner], -np.inf)
+    # Maximise gain: minimise -gain, forbidden pairs at a cost no optimum pays.
+    big = 1.0 + 2.0 * float(np.abs(problem.fitness).sum())
+    cost = np.concatenate([np.where(np.isfinite(gain), -gain, big), np.zeros((n, n))], axis=1)
+    rows, cols = linear_sum_assignment(cost)
+    x = np.zeros((n, e), dtype=bool)
+    real = cols < owner.size
+    x[rows[real], owner[cols[real]]] = True
+    x &= problem.allowed
+    return x, problem.objective(x)
+
+
+def linprog_textbook(problem) -> float:
+    """The dense LP relaxation with ``scipy.optimize.linprog`` (HiGHS): one variable per pair, no load penalty.
+
+    On the unit variant the LP is totally unimodular, so its optimum equals the flow's.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix, vstack
+
+    if problem.load_penalty or problem.is_generalised:
+        raise ValueError("linprog_textbook: the unit variant without load penalty only")
+    n, e = problem.shape
+    idx = np.arange(n * e)
+    rows_c = coo_matrix((np.ones(n * e), (idx // e, idx)), shape=(n, n * e))
+    rows_e = coo_matrix((np.ones(n * e), (idx % e, idx)), shape=(e, n * e))
+    a = vstack([rows_c, -rows_c, rows_e, -rows_e]).tocsr()
+    b = np.concatenate([problem.client_capacity, -problem.client_min, problem.expert_max, -problem.expert_min])
+    bounds = np.stack([np.zeros(n * e), problem.allowed.reshape(-1).astype(float)], axis=1)
+    res = linprog(-problem.fitness.reshape(-1), A_ub=a, b_ub=b, bounds=bounds, method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"linprog: {res.message}")
+    return float(-res.fun)
