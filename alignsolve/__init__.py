@@ -25,7 +25,7 @@ from .errors import (
 )
 from .feasibility import Certificate, diagnose, diagnose_generalised
 from .generators import FAMILIES, generate
-from .monitor import LoadMonitor, gini
+from .monitor import LoadMonitor, coefficient_of_variation, gini
 from .privacy import GaussianMechanism, PrivateStatistics, gaussian_sigma
 from .problem import Problem
 from .profiling import (
@@ -73,6 +73,7 @@ __all__ = [
     "__version__",
     "available_methods",
     "choose_method",
+    "coefficient_of_variation",
     "diagnose",
     "diagnose_generalised",
     "gaussian_sigma",

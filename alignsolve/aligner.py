@@ -642,7 +642,7 @@ class Aligner:
         )
 
 
-def top_k_affinity(reports: Sequence[ClientReport], capacity: Sequence[int]) -> np.ndarray:
+def top_k_affinity(reports: Sequence[ClientReport], capacity: Sequence[int], allowed: Any = None) -> np.ndarray:
     """The common heuristic to compare against: each client its top experts by routing share.
 
     Parameters
@@ -650,14 +650,18 @@ def top_k_affinity(reports: Sequence[ClientReport], capacity: Sequence[int]) -> 
     reports : sequence of ClientReport, length N
     capacity : sequence of int, length N
         Slots per client.
+    allowed : array_like of bool, shape (N, E), optional
+        Experts each client may take (all when omitted); a client takes at most its
+        allowed count.
 
     Returns
     -------
     ndarray of bool, shape (N, E)
     """
     routing = np.stack([np.asarray(rep.routing, dtype=float) for rep in reports])
-    order = np.argsort(-routing, axis=1, kind="stable")
+    mask = np.ones(routing.shape, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    order = np.argsort(-np.where(mask, routing, -np.inf), axis=1, kind="stable")
     out = np.zeros(routing.shape, dtype=bool)
     for i, k in enumerate(capacity):
-        out[i, order[i, : int(k)]] = True
+        out[i, order[i, : min(int(k), int(mask[i].sum()))]] = True
     return out

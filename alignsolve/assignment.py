@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidProblemError
+from .monitor import coefficient_of_variation
 
 __all__ = ["Assignment", "Status", "relative_gap"]
 
@@ -124,9 +125,7 @@ class Assignment:
     @property
     def load_cv(self) -> float:
         """Coefficient of variation of ``loads`` (std / mean; 0 when nothing is assigned)."""
-        loads = self.loads
-        mean = float(loads.mean())
-        return float(loads.std() / mean) if mean > 0 else 0.0
+        return coefficient_of_variation(self.loads)
 
     def experts_of(self, client: int) -> np.ndarray:
         """Sorted expert indices client ``client`` trains."""

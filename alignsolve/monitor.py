@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InvalidProblemError, InvalidReportError
 
-__all__ = ["LoadMonitor", "gini"]
+__all__ = ["LoadMonitor", "coefficient_of_variation", "gini"]
 
 FORMAT = "alignsolve.load_monitor"
 
@@ -32,9 +32,11 @@ def gini(values: Any) -> float:
     return float(np.sum((2 * ranks - n - 1) * x) / (n * total))
 
 
-def _cv(values: np.ndarray) -> float:
-    mean = float(values.mean())
-    return float(values.std() / mean) if mean > 0 else 0.0
+def coefficient_of_variation(values: Any) -> float:
+    """``std / mean`` of non-negative loads (population std); 0 when the mean is 0."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean()) if x.size else 0.0
+    return float(x.std() / mean) if mean > 0 else 0.0
 
 
 class LoadMonitor:
@@ -161,7 +163,7 @@ class LoadMonitor:
     @property
     def load_cv(self) -> float:
         """Coefficient of variation of the smoothed samples per expert (0 before any round)."""
-        return _cv(self.samples_ema)
+        return coefficient_of_variation(self.samples_ema)
 
     @property
     def load_gini(self) -> float:

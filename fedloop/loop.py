@@ -36,6 +36,7 @@ __all__ = [
     "client_seed",
     "finish_round",
     "load_data",
+    "load_profiles",
     "run",
     "run_round",
     "sample_round",
@@ -202,6 +203,13 @@ def load_data(config: FedConfig) -> FederatedData:
         raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
 
 
+def load_profiles(config: FedConfig, data: FederatedData) -> list[als.ClientProfile]:
+    """The run's seeded device profile per client (the server's table; each ClientApp reports its own entry)."""
+    return als.sample_profiles(
+        config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
+    )
+
+
 def _model(config: FedConfig, data: FederatedData) -> MoE:
     return MoE(
         data.input_shape,
@@ -217,9 +225,7 @@ def build(config: FedConfig) -> Setup:
     """Validate the config and build everything a run needs (no training)."""
     config.validate()
     data = load_data(config)
-    profiles = als.sample_profiles(
-        config.n_clients, heterogeneity=config.heterogeneity, seed=config.seed, n_samples=data.n_samples
-    )
+    profiles = load_profiles(config, data)
     device = torch.device(config.device)
     data.clients = [(x.to(device), y.to(device)) for x, y in data.clients]
     data.test = (data.test[0].to(device), data.test[1].to(device))
@@ -418,7 +424,7 @@ def finish_round(
         participants=int(assigned.sum()),
         completed=len(accepted),
         loads=loads.astype(int).tolist(),
-        load_cv=float(loads.std() / loads.mean()) if loads.mean() > 0 else 0.0,
+        load_cv=als.coefficient_of_variation(loads),
         load_gini=als.gini(loads),
         trained=list(accepted),
         dropped=list(dropped),

@@ -97,7 +97,7 @@ class AlignedPolicy(Policy):
 
 
 class RandomPolicy(Policy):
-    """A random assignment filling each client's slots within ``allowed`` (``alignsolve``'s ``random`` method)."""
+    """Each client a uniformly random set of ``capacity`` experts among those it is ``allowed`` (no load bounds)."""
 
     name = "random"
 
@@ -144,14 +144,7 @@ class TopKAffinityPolicy(Policy):
     name = "topk_affinity"
 
     def assign(self, round, reports, capacity, allowed, rng):
-        routing = np.stack([np.asarray(r.routing, dtype=float) for r in reports])
-        routing = np.where(allowed, routing, -np.inf)
-        order = np.argsort(-routing, axis=1, kind="stable")
-        out = np.zeros(allowed.shape, dtype=bool)
-        for m in range(allowed.shape[0]):
-            k = min(int(capacity[m]), int(allowed[m].sum()))
-            out[m, order[m, :k]] = True
-        return out
+        return als.top_k_affinity(reports, capacity, allowed)
 
 
 class AllExpertsPolicy(Policy):

@@ -249,9 +249,7 @@ def solve(
 
 
 def _nonzero_eligible(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
-    if problem.has_lower_bounds:
-        return np.nonzero(problem.allowed)
-    return np.nonzero(problem.allowed & (problem.fitness > 0))
+    return np.nonzero(_eligible_rows(problem, 0, problem.n_clients))
 
 
 def _solve_graph(
