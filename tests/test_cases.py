@@ -127,6 +127,16 @@ def test_random_is_seeded_and_maximal():
     assert not (problem.allowed & ~a.matrix & room_c[:, None] & room_e[None, :]).any()
 
 
+def test_random_is_not_the_fitness_drawn_with_the_same_seed():
+    # generate("uniform", seed=s) and a plain default_rng(s) in `random` would draw the same matrix,
+    # turning the quality floor into greedy; the method keeps its own stream.
+    for seed in (0, 1, 2):
+        problem = als.generate("uniform", 400, 16, 1, seed=seed)
+        optimum = als.solve(problem, "flow").objective
+        picked = als.solve(problem, "random", seed=seed)
+        assert (optimum - picked.objective) / optimum > 0.2
+
+
 def test_greedy_is_deterministic():
     problem = als.generate("lowrank", 300, 16, 3, seed=5)
     assert np.array_equal(als.solve(problem, "greedy").matrix, als.solve(problem, "greedy").matrix)

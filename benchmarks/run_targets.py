@@ -1,0 +1,205 @@
+"""Foundation targets: flow, greedy and random against a bare OR-Tools reference (issue 2's figures).
+
+    python benchmarks/run_targets.py            # full run (a few minutes on 2 cores)
+    python benchmarks/run_targets.py --quick    # small sizes only, for a smoke test
+
+Writes ``benchmarks/results/targets.csv`` (one row per instance and method) and
+``benchmarks/results/targets.md`` (medians over seeds and the targets, each a ratio
+measured in this one run). Timings are wall-clock seconds of the call, after one
+warm-up call that compiles the numba kernels. Peak memory is measured separately, for
+seed 0, each method in a fresh process (so that memory an earlier call freed but the
+allocator kept cannot hide an allocation): the growth of the peak resident set during
+the call, over the resident set just before it (``/proc/self/clear_refs`` resets the
+peak; Linux only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import timed_peak
+from references import bare_min_cost_flow
+
+import alignsolve as als
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = [(1000, 64, 4), (10000, 256, 8), (100000, 64, 4)]
+QUICK_SIZES = [(1000, 64, 4), (3000, 64, 4)]
+FRACS = [0.0, 0.5]
+# flow_dense: `flow` with pricing=False (the dense graph), the reference the greedy-speed target was written against.
+METHODS = ["bare_ortools", "flow", "flow_dense", "greedy", "random"]
+
+
+def run_one(problem: als.Problem, method: str, seed: int) -> tuple[float, float, float | None]:
+    """(seconds, objective, peak MB above the resident set before the call)."""
+    if method == "bare_ortools":
+        (_, objective), elapsed, peak_mb = timed_peak(bare_min_cost_flow, problem)
+        return elapsed, objective, peak_mb
+    if method == "flow_dense":
+        result, elapsed, peak_mb = timed_peak(als.solve, problem, "flow", pricing=False)
+    else:
+        result, elapsed, peak_mb = timed_peak(als.solve, problem, method, seed=seed)
+    als.verify(problem, result)
+    return elapsed, result.objective, peak_mb
+
+
+def measure_memory_in_child(n: int, e: int, k: int, frac: float, family: str, method: str) -> float | None:
+    """Peak MB of one solve in a fresh interpreter (see the module docstring)."""
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); import run_targets as r, alignsolve as als;"
+        "w = als.generate('uniform', 30, 6, 2, expert_min_frac=0.5); "
+        "[als.solve(w, m, seed=0) for m in ('greedy', 'random', 'flow')]; als.solve(w, 'flow', pricing=True);"
+        f"p = als.generate({family!r}, {n}, {e}, {k}, seed=0, expert_min_frac={frac});"
+        f"print(r.run_one(p, {method!r}, 0)[2])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    value = out.stdout.strip().splitlines()[-1]
+    return None if value == "None" else float(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes only")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--family", default="skewed", choices=sorted(als.FAMILIES))
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
+    args = ap.parse_args(argv)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    warm = als.generate("uniform", 50, 8, 2, seed=0, expert_min_frac=0.5)
+    for method in ("greedy", "random", "flow"):
+        als.solve(warm, method, seed=0)  # compile numba kernels, import OR-Tools
+
+    rows = []
+    for n, e, k in sizes:
+        for frac in FRACS:
+            for seed in range(args.seeds):
+                problem = als.generate(args.family, n, e, k, seed=seed, expert_min_frac=frac)
+                fit_mb = problem.fitness.nbytes / 2**20
+                results = {}
+                for method in METHODS:
+                    if method == "bare_ortools" and (problem.load_penalty or problem.is_generalised):
+                        continue
+                    results[method] = run_one(problem, method, seed)
+                optimum = results["flow"][1]
+                for method, (elapsed, objective, peak_mb) in results.items():
+                    if seed == 0 and not args.no_memory:
+                        peak_mb = measure_memory_in_child(n, e, k, frac, args.family, method)
+                    elif not args.no_memory:
+                        peak_mb = None  # measured for seed 0 only, in a fresh process
+                    gap = (optimum - objective) / abs(optimum) if optimum else 0.0
+                    rows.append(
+                        dict(
+                            family=args.family,
+                            n_clients=n,
+                            n_experts=e,
+                            capacity=k,
+                            expert_min_frac=frac,
+                            seed=seed,
+                            method=method,
+                            time_s=elapsed,
+                            objective=objective,
+                            gap_to_optimum=gap,
+                            peak_mb=peak_mb,
+                            fitness_mb=fit_mb,
+                        )
+                    )
+                    peak_text = "n/a" if peak_mb is None else f"{peak_mb:.0f}"
+                    print(
+                        f"{n:>7}x{e:<4} k={k} min={frac:<3} seed={seed} {method:<13} {elapsed:8.3f} s  "
+                        f"gap {gap:8.4%}  peak {peak_text} MB",
+                        flush=True,
+                    )
+
+    csv_path = args.out / ("targets_quick.csv" if args.quick else "targets.csv")
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path = csv_path.with_suffix(".md")
+    md_path.write_text(render_markdown(rows, args, argv))
+    print(f"\nwritten {csv_path} and {md_path}")
+    print(md_path.read_text())
+    return 0
+
+
+def _median(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if r[key] is not None]
+    return statistics.median(values) if values else math.nan
+
+
+def render_markdown(rows: list[dict], args: argparse.Namespace, argv: list[str] | None) -> str:
+    command = "python benchmarks/run_targets.py" + (
+        " " + " ".join(argv) if argv else (" --quick" if args.quick else "")
+    )
+    lines = [
+        "# Solver targets (foundation)",
+        "",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or 'unknown host'}: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"alignsolve {als.__version__}.",
+        f"Command: `{command}`. Family `{args.family}`, expert_max = ceil(1.1 N k / E), "
+        f"expert_min = floor(frac N k / E); {args.seeds} seeds; medians over seeds.",
+        "",
+        "| N x E (k) | expert_min frac | method | time (s) | x bare OR-Tools | gap to optimum | peak MB (seed 0) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["n_clients"], r["n_experts"], r["capacity"], r["expert_min_frac"]) for r in rows})
+    targets = []
+    for n, e, k, frac in keys:
+        group = [
+            r for r in rows if (r["n_clients"], r["n_experts"], r["capacity"], r["expert_min_frac"]) == (n, e, k, frac)
+        ]
+        med = {m: _median([r for r in group if r["method"] == m], "time_s") for m in METHODS}
+        for method in METHODS:
+            sub = [r for r in group if r["method"] == method]
+            if not sub:
+                continue
+            t = med[method]
+            lines.append(
+                f"| {n}x{e} ({k}) | {frac} | {method} | {t:.4f} | {t / med['bare_ortools']:.2f} | "
+                f"{_median(sub, 'gap_to_optimum'):.4%} | {_median(sub, 'peak_mb'):.0f} |"
+            )
+        # Ratios per seed (the same instance, the same run), then their median.
+        seeds = sorted({r["seed"] for r in group})
+        by = {(r["seed"], r["method"]): r for r in group}
+        overhead = statistics.median(by[s, "flow"]["time_s"] / by[s, "bare_ortools"]["time_s"] for s in seeds)
+        speedup = statistics.median(by[s, "flow"]["time_s"] / by[s, "greedy"]["time_s"] for s in seeds)
+        dense = statistics.median(by[s, "flow_dense"]["time_s"] / by[s, "greedy"]["time_s"] for s in seeds)
+        gap = max(by[s, "greedy"]["gap_to_optimum"] for s in seeds)
+        fit_mb = group[0]["fitness_mb"]
+        peak = max((r["peak_mb"] or 0.0) for r in group if r["method"] not in ("bare_ortools", "flow_dense"))
+        targets.append((n, e, k, frac, overhead, speedup, dense, gap, peak, 3 * fit_mb + 200))
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| N x E (k) | expert_min frac | flow / bare OR-Tools (<= 1.3) | flow / greedy time (>= 20 at 10000x256) "
+        "| dense flow / greedy time | worst greedy gap (<= 0.5% at 10000x256) "
+        "| worst peak MB of a method (flow_dense aside) | 3 x fitness + 200 MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, e, k, frac, overhead, speedup, dense, gap, peak, limit in targets:
+        lines.append(
+            f"| {n}x{e} ({k}) | {frac} | {overhead:.2f} | {speedup:.1f} | {dense:.1f} | {gap:.3%} | {peak:.0f} "
+            f"| {limit:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
