@@ -24,7 +24,7 @@ from .errors import (
     MethodUnavailableError,
 )
 from .feasibility import Certificate, diagnose, diagnose_generalised
-from .generators import FAMILIES, generate
+from .generators import FAMILIES, generate, generate_sparse
 from .monitor import LoadMonitor, coefficient_of_variation, gini
 from .privacy import GaussianMechanism, PrivateStatistics, gaussian_sigma
 from .problem import Problem
@@ -39,6 +39,7 @@ from .profiling import (
 )
 from .scoring import FitnessScorer, Scores, ScoringWeights
 from .solvers import available_methods, method_info
+from .sparse import SparseProblem
 from .verify import verify
 
 try:
@@ -70,6 +71,7 @@ __all__ = [
     "Problem",
     "Scores",
     "ScoringWeights",
+    "SparseProblem",
     "__version__",
     "available_methods",
     "choose_method",
@@ -78,6 +80,7 @@ __all__ = [
     "diagnose_generalised",
     "gaussian_sigma",
     "generate",
+    "generate_sparse",
     "gini",
     "method_info",
     "plan_capacity",

@@ -50,9 +50,11 @@ class Assignment:
         ``cpsat`` or ``milp`` to decide).
     message : str
         One line for people.
-    matrix : ndarray of bool, shape (N, E)
+    matrix : ndarray of bool, shape (N, E), or scipy.sparse.csr_array of bool
         ``matrix[i, j]`` is True when client ``i`` trains expert ``j``. All False
-        when there is no solution. Read-only.
+        when there is no solution. Read-only (dense). For a
+        :class:`~alignsolve.SparseProblem` it is a CSR array (``is_sparse``), so that
+        no N x E array is ever made; the derived views below work on both.
     objective : float
         ``sum F*x - load_penalty * sum_j load_j**2``; ``-inf`` when there is no solution.
     bound : float or None
@@ -84,10 +86,17 @@ class Assignment:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise InvalidProblemError("status", f"must be one of {', '.join(STATUSES)}", repr(self.status))
-        m = np.array(self.matrix, dtype=bool, copy=True)
-        if m.ndim != 2:
-            raise InvalidProblemError("matrix", "must be 2-D (N, E)", f"{m.ndim}-D")
-        m.flags.writeable = False
+        if _issparse(self.matrix):
+            import scipy.sparse as sp
+
+            m = sp.csr_array(self.matrix, dtype=bool)
+            m.eliminate_zeros()
+            m.sort_indices()
+        else:
+            m = np.array(self.matrix, dtype=bool, copy=True)
+            if m.ndim != 2:
+                raise InvalidProblemError("matrix", "must be 2-D (N, E)", f"{m.ndim}-D")
+            m.flags.writeable = False
         object.__setattr__(self, "matrix", m)
         if self.client_ids is not None:
             ids = tuple(self.client_ids)
@@ -108,18 +117,36 @@ class Assignment:
         return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
 
     @property
+    def is_sparse(self) -> bool:
+        """True when ``matrix`` is a CSR array (the answer to a SparseProblem)."""
+        return _issparse(self.matrix)
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of assigned (client, expert) pairs."""
+        return int(self.matrix.nnz) if self.is_sparse else int(self.matrix.sum())
+
+    @property
     def pairs(self) -> np.ndarray:
         """(M, 2) int64 ``(client, expert)`` pairs, sorted by client then expert."""
+        if self.is_sparse:
+            m = self.matrix
+            rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+            return np.stack([rows, m.indices.astype(np.int64)], axis=1)
         return np.argwhere(self.matrix).astype(np.int64)
 
     @property
     def loads(self) -> np.ndarray:
         """(E,) int64: clients per expert."""
+        if self.is_sparse:
+            return np.bincount(self.matrix.indices, minlength=self.shape[1]).astype(np.int64)
         return self.matrix.sum(axis=0, dtype=np.int64)
 
     @property
     def counts(self) -> np.ndarray:
         """(N,) int64: experts per client."""
+        if self.is_sparse:
+            return np.diff(self.matrix.indptr).astype(np.int64)
         return self.matrix.sum(axis=1, dtype=np.int64)
 
     @property
@@ -129,16 +156,22 @@ class Assignment:
 
     def experts_of(self, client: int) -> np.ndarray:
         """Sorted expert indices client ``client`` trains."""
+        if self.is_sparse:
+            m = self.matrix
+            return m.indices[m.indptr[client] : m.indptr[client + 1]].astype(np.int64)
         return np.flatnonzero(self.matrix[client])
 
     def clients_of(self, expert: int) -> np.ndarray:
         """Sorted client indices that train expert ``expert``."""
+        if self.is_sparse:
+            pairs = self.pairs
+            return pairs[pairs[:, 1] == expert, 0]
         return np.flatnonzero(self.matrix[:, expert])
 
     def by_client(self) -> dict[Any, list[int]]:
         """``{client id: [experts]}`` for every row (ids from ``client_ids``, else row indices)."""
         ids = self.client_ids if self.client_ids is not None else range(self.shape[0])
-        return {cid: np.flatnonzero(row).tolist() for cid, row in zip(ids, self.matrix)}
+        return {cid: self.experts_of(i).tolist() for i, cid in enumerate(ids)}
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -198,7 +231,7 @@ class Assignment:
                 f"objective  {self.objective:.6g}"
                 + (f"   bound {self.bound:.6g}" if self.bound is not None else "")
                 + (f"   gap {self.gap:.3%}" if self.gap is not None and math.isfinite(self.gap) else ""),
-                f"pairs      {int(self.matrix.sum())} over {n} clients x {e} experts",
+                f"pairs      {self.n_pairs} over {n} clients x {e} experts",
                 f"loads      min {int(loads.min())}  mean {loads.mean():.2f}  max {int(loads.max())}"
                 f"  cv {self.load_cv:.3f}",
             ]
@@ -209,8 +242,13 @@ class Assignment:
         n, e = self.shape
         return (
             f"Assignment(status={self.status!r}, method={self.method!r}, objective={self.objective:.6g}, "
-            f"pairs={int(self.matrix.sum())}, shape=({n}, {e}))"
+            f"pairs={self.n_pairs}, shape=({n}, {e}))"
         )
+
+
+def _issparse(value: Any) -> bool:
+    # Without importing scipy.sparse for dense answers: only a scipy object can be sparse.
+    return type(value).__module__.startswith("scipy.sparse")
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -13,8 +13,12 @@ from .assignment import Assignment, relative_gap
 from .errors import InvalidProblemError
 from .problem import Problem
 from .solvers import METHODS, available_methods, get_backend, refuse_generalised
+from .sparse import SparseProblem
 
-__all__ = ["AUTO_EXACT_PAIRS", "choose_method", "solve"]
+__all__ = ["AUTO_EXACT_PAIRS", "SPARSE_METHODS", "choose_method", "solve"]
+
+#: Methods that solve a :class:`SparseProblem` on its candidate lists (no N x E array).
+SPARSE_METHODS = ("flow", "greedy")
 
 #: ``auto`` solves exactly (``flow``) up to this many allowed pairs, and with
 #: ``greedy`` beyond it. On this project's 2-core benchmark machine the flow takes
@@ -28,7 +32,7 @@ AUTO_CPSAT_PAIRS = 200_000
 AUTO_CPSAT_SECONDS = 10.0
 
 
-def choose_method(problem: Problem, *, time_limit: float | None = None) -> str:
+def choose_method(problem: Problem | SparseProblem, *, time_limit: float | None = None) -> str:
     """The method ``auto`` picks for ``problem``.
 
     Rule: the generalised variant goes to ``cpsat`` (exact, stopped at the time limit
@@ -38,7 +42,7 @@ def choose_method(problem: Problem, *, time_limit: float | None = None) -> str:
     ``time_limit`` million pairs per second of limit), else to ``greedy``.
     """
     installed = set(available_methods())
-    pairs = int(problem.allowed.sum())
+    pairs = problem.nnz if isinstance(problem, SparseProblem) else int(problem.allowed.sum())
     if problem.is_generalised:
         if pairs <= AUTO_CPSAT_PAIRS and "cpsat" in installed:
             return "cpsat"
@@ -50,7 +54,7 @@ def choose_method(problem: Problem, *, time_limit: float | None = None) -> str:
 
 
 def solve(
-    problem: Problem,
+    problem: Problem | SparseProblem,
     method: str = "auto",
     *,
     time_limit: float | None = None,
@@ -62,7 +66,10 @@ def solve(
 
     Parameters
     ----------
-    problem : Problem
+    problem : Problem or SparseProblem
+        A :class:`SparseProblem` (candidate lists) is solved by the methods in
+        :data:`SPARSE_METHODS` without any N x E array; its answer's ``matrix`` is a
+        ``scipy.sparse.csr_array``.
     method : str, default "auto"
         ``"flow"`` (exact), ``"greedy"`` (fast), ``"random"`` (quality floor) or
         ``"auto"`` (see :func:`choose_method`). :func:`available_methods` lists them.
@@ -92,10 +99,12 @@ def solve(
     MethodUnavailableError
         The method's optional dependency is missing; the message has the ``pip install``.
     """
-    if not isinstance(problem, Problem):
-        raise InvalidProblemError("problem", "must be an alignsolve.Problem", type(problem).__name__)
+    if not isinstance(problem, (Problem, SparseProblem)):
+        raise InvalidProblemError("problem", "must be an alignsolve.Problem or SparseProblem", type(problem).__name__)
     if not isinstance(method, str):
         raise InvalidProblemError("method", "must be a string", method)
+    if isinstance(problem, SparseProblem):
+        return _solve_sparse(problem, method, time_limit=time_limit, seed=seed, warm_start=warm_start, **options)
     limit = as_optional_positive_float("time_limit", time_limit)
     seed = as_seed("seed", seed)
     start_matrix = _warm_start_matrix(problem, warm_start)
@@ -162,3 +171,52 @@ def _warm_start_matrix(problem: Problem, warm_start: Any) -> np.ndarray | None:
             raise InvalidProblemError("warm_start", "must hold only 0/1 or booleans", matrix.dtype)
         matrix = matrix.astype(bool)
     return matrix
+
+
+def _solve_sparse(
+    problem: SparseProblem, method: str, *, time_limit: Any, seed: Any, warm_start: Any, **options: Any
+) -> Assignment:
+    limit = as_optional_positive_float("time_limit", time_limit)
+    seed = as_seed("seed", seed)
+    if warm_start is not None:
+        raise InvalidProblemError("warm_start", "is not supported for a SparseProblem", type(warm_start).__name__)
+    name = choose_method(problem, time_limit=limit) if method == "auto" else method
+    if name not in SPARSE_METHODS:
+        raise InvalidProblemError(
+            "method",
+            f"must be one of auto, {', '.join(SPARSE_METHODS)} for a SparseProblem "
+            "(the others need the dense form: problem.to_dense())",
+            repr(method),
+        )
+    start = time.perf_counter()
+    backend = get_backend(name)
+    raw = backend.solve_sparse(problem, time_limit=limit, seed=seed, **options)  # type: ignore[attr-defined]
+    wall = time.perf_counter() - start
+    stats = dict(raw.stats or {})
+    if method == "auto":
+        stats["auto_choice"] = name
+    if raw.matrix is None:
+        import scipy.sparse as sp
+
+        return Assignment(
+            status=raw.status,  # type: ignore[arg-type]
+            message=raw.message,
+            matrix=sp.csr_array(problem.shape, dtype=bool),
+            objective=-math.inf,
+            bound=raw.bound,
+            method=name,
+            wall_time=wall,
+            stats=stats,
+        )
+    objective = problem.objective(raw.matrix) if raw.objective is None else raw.objective
+    return Assignment(
+        status=raw.status,  # type: ignore[arg-type]
+        message=raw.message,
+        matrix=raw.matrix,
+        objective=objective,
+        bound=raw.bound,
+        gap=relative_gap(objective, raw.bound),
+        method=name,
+        wall_time=wall,
+        stats=stats,
+    )

@@ -15,7 +15,7 @@ from ._validation import as_nonneg_float, as_seed
 from .errors import InvalidProblemError
 from .problem import Problem
 
-__all__ = ["FAMILIES", "generate"]
+__all__ = ["FAMILIES", "SPARSE_BLOCK", "generate", "generate_sparse"]
 
 FAMILIES: dict[str, str] = {
     "uniform": "fitness i.i.d. uniform on [0, 1)",
@@ -189,3 +189,86 @@ def _infeasible(rng: np.random.Generator, n: int, e: int, k: int, load_penalty: 
         allowed[0, 0] = False
         emin[0] = n
     return Problem(fit, k, expert_min=emin, expert_max=np.maximum(emin, n), allowed=allowed, load_penalty=load_penalty)
+
+
+#: Rows per block of :func:`generate_sparse` (fixed: the instance depends on it through the random streams).
+SPARSE_BLOCK = 8192
+
+
+def generate_sparse(
+    n_clients: int,
+    n_experts: int,
+    capacity: int,
+    m: int,
+    *,
+    seed: int | None = 0,
+    domains: int = 16,
+    expert_min_frac: float = 0.0,
+    expert_max_slack: float = 0.1,
+    values_dtype: str = "float32",
+    dense: bool = False,
+):
+    """A large candidate-list instance, built block by block without an N x E matrix.
+
+    The fitness is the ``lowrank`` model with a fixed number of latent domains:
+    ``F = domains * theta @ phi.T + 0.05 * noise``, client mixtures ``theta`` and expert
+    specialities ``phi`` Dirichlet(0.3) over ``domains`` domains, so a client's mass sits on
+    the experts of its two or three domains. Each client keeps its ``m`` best experts.
+    Rows are drawn in blocks of :data:`SPARSE_BLOCK` from their own streams, so memory is
+    ``O(SPARSE_BLOCK * E + N m)``.
+
+    Parameters
+    ----------
+    n_clients, n_experts, capacity : int
+        N, E and k (bounds as in :func:`generate`).
+    m : int
+        Candidates per client, 1 <= m <= E.
+    dense : bool
+        Return the dense :class:`Problem` of the same fitness instead (every pair allowed;
+        needs N x E float64): the reference for measuring what the candidate lists lose.
+
+    Returns
+    -------
+    SparseProblem, or Problem when ``dense``
+    """
+    from .sparse import SparseProblem
+
+    for name, value in (("n_clients", n_clients), ("n_experts", n_experts), ("capacity", capacity), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidProblemError(name, "must be an integer >= 1", value)
+    n, e, k = int(n_clients), int(n_experts), int(capacity)
+    if m > e:
+        raise InvalidProblemError("m", f"must be <= n_experts ({e})", m)
+    if k > m:
+        raise InvalidProblemError("capacity", f"must be <= m ({m}): a client cannot hold more than it lists", k)
+    if isinstance(domains, bool) or not isinstance(domains, (int, np.integer)) or domains < 1:
+        raise InvalidProblemError("domains", "must be an integer >= 1", domains)
+    seed = as_seed("seed", seed)
+    emin, emax = _bounds(
+        n,
+        e,
+        k,
+        as_nonneg_float("expert_min_frac", expert_min_frac),
+        as_nonneg_float("expert_max_slack", expert_max_slack),
+    )
+    base = np.random.default_rng([0 if seed is None else seed, 0])
+    phi = base.dirichlet(np.full(domains, 0.3), size=e)
+    blocks = []
+    full = np.empty((n, e)) if dense else None
+    for b, lo in enumerate(range(0, n, SPARSE_BLOCK)):
+        hi = min(n, lo + SPARSE_BLOCK)
+        rng = np.random.default_rng([0 if seed is None else seed, 1, b])
+        theta = rng.dirichlet(np.full(domains, 0.3), size=hi - lo)
+        fit = domains * (theta @ phi.T) + 0.05 * rng.standard_normal((hi - lo, e))
+        if full is not None:
+            full[lo:hi] = fit
+            continue
+        top = np.argpartition(-fit, m - 1, axis=1)[:, :m] if m < e else np.broadcast_to(np.arange(e), (hi - lo, e))
+        top = np.sort(top, axis=1)
+        blocks.append((top.astype(np.int32), np.take_along_axis(fit, top, axis=1).astype(values_dtype)))
+    if full is not None:
+        return Problem(full, k, expert_min=emin, expert_max=emax)
+    indices = np.concatenate([t.reshape(-1) for t, _ in blocks])
+    values = np.concatenate([v.reshape(-1) for _, v in blocks])
+    indptr = np.arange(0, n * m + 1, m, dtype=np.int64)
+    return SparseProblem(indptr, indices, values, e, k, expert_min=emin, expert_max=emax, values_dtype=values_dtype)

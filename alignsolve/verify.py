@@ -45,8 +45,13 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
     InvalidProblemError
         When ``assignment`` is an :class:`Assignment` without a solution (infeasible).
     """
+    from .sparse import SparseProblem
+
+    if isinstance(problem, SparseProblem):
+        _verify_sparse(problem, assignment, objective_tol)
+        return
     if not isinstance(problem, Problem):
-        raise InvalidProblemError("problem", "must be an alignsolve.Problem", type(problem).__name__)
+        raise InvalidProblemError("problem", "must be an alignsolve.Problem or SparseProblem", type(problem).__name__)
     reported = None
     if isinstance(assignment, Assignment):
         if not assignment.has_solution:
@@ -75,18 +80,7 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
 
     counts = x.sum(axis=1, dtype=np.int64)
     loads = x.sum(axis=0, dtype=np.int64)
-    # (family, who, verb, noun, value, limit, upper): value must be <= limit when upper, else >=.
-    bounds = (
-        ("client_capacity", "client", "trains", "experts", counts, problem.client_capacity, True),
-        ("client_min", "client", "trains", "experts", counts, problem.client_min, False),
-        ("expert_max", "expert", "has", "clients", loads, problem.expert_max, True),
-        ("expert_min", "expert", "has", "clients", loads, problem.expert_min, False),
-    )
-    for family, who, verb, noun, value, limit, upper in bounds:
-        sign = ">" if upper else "<"
-        broken = np.flatnonzero(value > limit if upper else value < limit)
-        # report() calls describe before the next iteration, so the loop variables are current.
-        report(family, broken, lambda k: f"{who} {k} {verb} {value[k]} {noun} {sign} {family} {limit[k]}")  # noqa: B023
+    _check_bounds(problem, counts, loads, report)
 
     if problem.is_generalised:
         assert problem.cost is not None and problem.budget is not None  # narrowing for mypy
@@ -107,5 +101,53 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
         if not math.isclose(reported, actual, rel_tol=objective_tol, abs_tol=objective_tol):
             violations.append(f"reported objective {reported!r} differs from the recomputed {actual!r}")
 
+    if violations:
+        raise ConstraintViolation(violations)
+
+
+def _check_bounds(problem: Any, counts: np.ndarray, loads: np.ndarray, report: Any) -> None:
+    # (family, who, verb, noun, value, limit, upper): value must be <= limit when upper, else >=.
+    bounds = (
+        ("client_capacity", "client", "trains", "experts", counts, problem.client_capacity, True),
+        ("client_min", "client", "trains", "experts", counts, problem.client_min, False),
+        ("expert_max", "expert", "has", "clients", loads, problem.expert_max, True),
+        ("expert_min", "expert", "has", "clients", loads, problem.expert_min, False),
+    )
+    for family, who, verb, noun, value, limit, upper in bounds:
+        sign = ">" if upper else "<"
+        broken = np.flatnonzero(value > limit if upper else value < limit)
+        # report() calls describe before the next iteration, so the loop variables are current.
+        report(family, broken, lambda k: f"{who} {k} {verb} {value[k]} {noun} {sign} {family} {limit[k]}")  # noqa: B023
+
+
+def _verify_sparse(problem: Any, assignment: Any, objective_tol: float) -> None:
+    """:func:`verify` for a SparseProblem: the pairs must be candidates, then the same bounds and objective."""
+    reported = None
+    if isinstance(assignment, Assignment):
+        if not assignment.has_solution:
+            raise InvalidProblemError("assignment", "must hold a solution to verify", f"status {assignment.status!r}")
+        chosen, reported = assignment.matrix, assignment.objective
+    else:
+        chosen = assignment
+    try:
+        mask = problem.entry_mask(chosen)
+    except InvalidProblemError as exc:
+        raise ConstraintViolation([str(exc)]) from None
+    violations: list[str] = []
+
+    def report(family: str, idx: np.ndarray, describe: Any) -> None:
+        for k in idx[:_MAX_LISTED]:
+            violations.append(describe(k))
+        if idx.size > _MAX_LISTED:
+            violations.append(f"... and {idx.size - _MAX_LISTED} more {family} violations")
+
+    n, e = problem.shape
+    counts = np.bincount(problem.rows[mask], minlength=n).astype(np.int64)
+    loads = np.bincount(problem.indices[mask], minlength=e).astype(np.int64)
+    _check_bounds(problem, counts, loads, report)
+    if reported is not None:
+        actual = problem.objective(mask)
+        if not math.isclose(reported, actual, rel_tol=objective_tol, abs_tol=objective_tol):
+            violations.append(f"reported objective {reported!r} differs from the recomputed {actual!r}")
     if violations:
         raise ConstraintViolation(violations)
