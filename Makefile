@@ -25,6 +25,7 @@ lint: install
 	$(VENV)/bin/ruff format --check alignsolve
 
 bench: install
+	$(PY) benchmarks/run_targets.py
 	$(PY) benchmarks/run_solvers.py
 
 # The report from the committed results (seconds); paper-quick re-runs every benchmark small first (minutes).

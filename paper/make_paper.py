@@ -31,14 +31,25 @@ RESULTS = ROOT / "benchmarks" / "results"
 TEMPLATE = HERE / "report.template.md"
 
 QUICK_COMMANDS = [
-    ["benchmarks/run_solvers.py", "--quick", "--no-memory", "--seeds", "2"],
+    ["benchmarks/run_targets.py", "--quick", "--no-memory", "--seeds", "2"],
+    ["benchmarks/run_solvers.py", "--quick", "--seeds", "2", "--families", "skewed", "budget", "single"],
     ["benchmarks/run_relaxations.py", "--quick"],
+    ["benchmarks/run_scale.py", "--quick"],
     ["benchmarks/run_alignment.py", "--quick"],
     ["benchmarks/run_round.py", "--rounds", "3"],
     ["benchmarks/run_convergence.py", "--quick"],
 ]
 # Quick runs write these names instead of the full runs' ones.
-QUICK_NAMES = {"solvers.md": "solvers_quick.md", "relaxations.md": "relaxations_quick.md"}
+QUICK_NAMES = {
+    "solvers.md": "solvers_quick.md",
+    "targets.md": "targets_quick.md",
+    "relaxations.md": "relaxations_quick.md",
+    "scale.md": "scale_quick.md",
+    "scale.png": "scale_quick.png",
+    "solvers_time.png": "solvers_quick_time.png",
+    "solvers_pareto.png": "solvers_quick_pareto.png",
+    "solvers_memory.png": "solvers_quick_memory.png",
+}
 
 
 def _include(results: Path, name: str, quick: bool) -> str:
@@ -51,8 +62,8 @@ def _include(results: Path, name: str, quick: bool) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in lines).strip() + "\n"
 
 
-def _figure(results: Path, out_dir: Path, name: str, caption: str) -> str:
-    src = results / name
+def _figure(results: Path, out_dir: Path, name: str, caption: str, quick: bool) -> str:
+    src = results / (QUICK_NAMES.get(name, name) if quick else name)
     if not src.is_file():
         return f"> **Figure not available**: `{name}` was not produced by this run.\n"
     figures = out_dir / "figures"
@@ -73,7 +84,7 @@ def render(results: Path, out_dir: Path, *, quick: bool) -> Path:
     text = re.sub(r"\{\{include:([^}]+)\}\}", lambda m: _include(results, m.group(1).strip(), quick), text)
     text = re.sub(
         r"\{\{figure:([^|}]+)\|([^}]+)\}\}",
-        lambda m: _figure(results, out_dir, m.group(1).strip(), m.group(2).strip()),
+        lambda m: _figure(results, out_dir, m.group(1).strip(), m.group(2).strip(), quick),
         text,
     )
     out_dir.mkdir(parents=True, exist_ok=True)

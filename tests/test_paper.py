@@ -34,7 +34,7 @@ def test_report_renders_every_directive_from_the_committed_results(tmp_path):
 def test_missing_results_are_flagged_not_dropped(tmp_path):
     make_paper = load_make_paper()
     text = make_paper.render(tmp_path / "empty", tmp_path / "out", quick=False).read_text()
-    assert "Not measured" in text and "solvers.md" in text
+    assert "Not measured" in text and "solvers.md" in text and "targets.md" in text
 
 
 @pytest.mark.slow
