@@ -52,6 +52,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -298,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         csv_path.unlink()
     rows = load_rows(csv_path)
     command = "python benchmarks/run_solvers.py" + (" " + " ".join(argv) if argv else "")
+    if args.render:  # keep the command that measured the rows
+        md_old = csv_path.with_suffix(".md")
+        found = re.search(r"Command: `([^`]*)`", md_old.read_text()) if md_old.exists() else None
+        command = found.group(1) if found else "python benchmarks/run_solvers.py"
 
     if not args.render:
         warm_up()
@@ -426,10 +431,14 @@ def _float(value) -> float | None:
 def summarise(rows: list[dict], memory: dict[tuple, float] | None = None) -> dict[tuple, dict]:
     """Medians over seeds per (family, n, e, method): time, gap to the best assignment of the same instance;
     ``peak``: the fresh-process peak MB of seed 0 from ``memory`` (None where not measured)."""
+    # The reference of a gap: flow's exact optimum on the unit variant (no gap where flow did not run), the best
+    # assignment any method found on the budget family (flow does not apply there).
     best: dict[tuple, float] = {}
     for r in rows:
         obj = _float(r["objective"])
-        if r["kind"] == "assignment" and obj is not None:
+        if obj is None or r["kind"] != "assignment":
+            continue
+        if r["family"] == "budget" or r["method"] == "flow":
             inst = (r["family"], int(r["n_clients"]), int(r["n_experts"]), int(r["seed"]))
             best[inst] = max(best.get(inst, -math.inf), obj)
     groups: dict[tuple, list[dict]] = {}
@@ -499,10 +508,11 @@ def render_markdown(rows: list[dict], sizes, families, command: str, memory: dic
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {machine_line()}, alignsolve {als.__version__}; "
         f"one process, methods one after the other on the same instances. Command: `{command}`.",
         "",
-        "Medians over seeds. Gap: (best - objective) / best, where best is the best assignment any method found on "
-        "the same instance (on every family but `budget` that is `flow`'s exact optimum; on `budget` the best "
-        "found, which the exact methods may not have proven). Value rows (`ref_linprog`, `ref_cvxpy`) are LP "
-        "values, equal to the optimum on the unit variant; `ref_pot` is a plan without the box, timed only. "
+        "Medians over seeds. Gap: (reference - objective) / reference on the same instance, where the reference is "
+        "`flow`'s exact optimum (blank where `flow` did not run at that size), and on `budget`, where `flow` does "
+        "not apply, the best assignment any method found (which the exact methods may not have proven). "
+        "Value rows (`ref_linprog`, `ref_cvxpy`) are LP values, equal to the optimum on the unit variant; "
+        "`ref_pot` is a plan without the box, timed only. "
         "Largest: the largest N x E a method reached under the ladder rule (`run_solvers.py`'s docstring). "
         "Exponent: slope of log time on log(N E) over the sizes above 5 ms.",
         "",

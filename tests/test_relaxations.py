@@ -274,3 +274,13 @@ def test_ortools_and_cvxpy_work_in_one_process(order):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
     assert "undefined symbol" not in out.stderr
+
+
+@pytest.mark.slow
+def test_lp_rounding_flow_fits_ortools_cost_range():
+    # Regression: the flow on the LP support of this one-slot instance was refused by OR-Tools
+    # (BAD_COST_RANGE) when its costs were scaled to the bare int64 bounds; the scale keeps headroom now.
+    problem = als.generate("uniform", 3000, 64, 1, seed=0)
+    result = als.solve(problem, "lp")
+    als.verify(problem, result)
+    assert result.objective == pytest.approx(als.solve(problem, "flow").objective, rel=1e-12)

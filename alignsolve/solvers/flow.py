@@ -61,12 +61,14 @@ def _choose_scale(max_abs_cost: float, n_nodes: int, max_flow: int) -> float:
     """The largest power of two keeping every scaled cost safely inside int64.
 
     OR-Tools multiplies costs by the node count during cost scaling and sums
-    ``cost * flow``; both must stay below 2**63. Costs are kept <= 2**50 so that the
-    float -> int conversion is exact.
+    ``cost * flow``; both must stay below 2**63. A factor 4 of headroom is kept: at the
+    edge OR-Tools refused a graph (BAD_COST_RANGE) whose costs met the bare bounds (the
+    LP support graph of a 3000 x 64 one-slot instance, costs 2**50). Costs are kept
+    <= 2**48 so that the float -> int conversion is exact.
     """
     if max_abs_cost == 0:
         return 1.0
-    ceiling = min(_INT_LIMIT / (n_nodes + 1), _INT_LIMIT / (max_flow + 1), 2.0**50)
+    ceiling = min(_INT_LIMIT / (4 * (n_nodes + 1)), _INT_LIMIT / (4 * (max_flow + 1)), 2.0**48)
     return 2.0 ** math.floor(math.log2(ceiling / max_abs_cost))
 
 
