@@ -284,3 +284,11 @@ def test_lp_rounding_flow_fits_ortools_cost_range():
     result = als.solve(problem, "lp")
     als.verify(problem, result)
     assert result.objective == pytest.approx(als.solve(problem, "flow").objective, rel=1e-12)
+
+
+def test_flow_scale_fits_ortools_cost_range_on_large_one_slot_instances():
+    # Regression: OR-Tools refused this graph (BAD_COST_RANGE) at scale 2**47, inside the bare int64 bounds.
+    problem = als.generate("uniform", 30000, 256, 1, seed=0)
+    result = als.solve(problem, "flow")
+    assert result.status == "optimal"
+    als.verify(problem, result)

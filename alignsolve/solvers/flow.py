@@ -62,8 +62,9 @@ def _choose_scale(max_abs_cost: float, n_nodes: int, max_flow: int) -> float:
 
     OR-Tools multiplies costs by the node count during cost scaling and sums
     ``cost * flow``; both must stay below 2**63. A factor 4 of headroom is kept: at the
-    edge OR-Tools refused a graph (BAD_COST_RANGE) whose costs met the bare bounds (the
-    LP support graph of a 3000 x 64 one-slot instance, costs 2**50). Costs are kept
+    edge OR-Tools refused graphs (BAD_COST_RANGE) whose costs met the bare bounds (the
+    LP support graph of a 3000 x 64 one-slot instance at scale 2**50, and a 30000 x 256
+    one-slot instance at 2**47). Costs are kept
     <= 2**48 so that the float -> int conversion is exact.
     """
     if max_abs_cost == 0:
