@@ -10,7 +10,8 @@ warm-up call that compiles the numba kernels. Peak memory is measured separately
 seed 0, each method in a fresh process (so that memory an earlier call freed but the
 allocator kept cannot hide an allocation): the growth of the peak resident set during
 the call, over the resident set just before it (``/proc/self/clear_refs`` resets the
-peak; Linux only).
+peak; Linux only), with glibc's mmap threshold fixed in the child so that memory freed
+while building the instance cannot hide the call's allocations.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def measure_memory_in_child(n: int, e: int, k: int, frac: float, family: str, me
         f"p = als.generate({family!r}, {n}, {e}, {k}, seed=0, expert_min_frac={frac});"
         f"print(r.run_one(p, {method!r}, 0)[2])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # A fixed mmap threshold: glibc's dynamic one would let the solve reuse heap memory that building the
+    # instance freed, hiding allocations below 32 MB.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     value = out.stdout.strip().splitlines()[-1]
     return None if value == "None" else float(value)
 
