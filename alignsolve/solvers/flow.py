@@ -111,6 +111,25 @@ def _potentials(tails, heads, caps, costs, flows, n_nodes, towards):  # pragma: 
     return (-g if towards else g), False
 
 
+def _graph_setup(
+    problem: Any, options: dict[str, Any], per_expert: np.ndarray, max_fit: float, eligible: int
+) -> tuple[int, float, np.ndarray, int, float, dict[str, Any]]:
+    """Figures shared by every graph of one solve, dense or sparse: (candidates per client, pricing margin,
+    effective expert caps, max flow, integer scale, stats holding the scale)."""
+    n, e = problem.shape
+    m = int(options.get("candidates") or max(8, 2 * int(problem.client_capacity.max(initial=0))))
+    if m < 1:
+        raise InvalidProblemError("candidates", "must be a positive integer", m)
+    margin = float(options.get("margin", 0.02))
+    emin = problem.expert_min
+    emax = np.maximum(np.minimum(problem.expert_max, per_expert), emin)
+    max_flow = int(min(problem.client_capacity.sum(), emax.sum(), max(eligible, 1)))
+    lam = problem.load_penalty
+    pen_top = lam * (2.0 * float(emax.max(initial=0)) - 1.0) if lam > 0 else 0.0
+    scale = float(options.get("scale") or _choose_scale(max(max_fit, pen_top), n + e + 2, max_flow))
+    return m, margin, emax, max_flow, scale, {"scale": scale}
+
+
 def _eligible_rows(problem: Problem, lo: int, hi: int) -> np.ndarray:
     """(hi - lo, E) bool: pairs the flow may use (positive fitness only, when no lower bound could need others)."""
     mask = problem.allowed[lo:hi]
@@ -195,19 +214,10 @@ def solve(
     pricing = options.get("pricing")
     if pricing is None:
         pricing = eligible > PRICING_PAIRS
-    m = int(options.get("candidates") or max(8, 2 * int(problem.client_capacity.max(initial=0))))
-    if m < 1:
-        raise InvalidProblemError("candidates", "must be a positive integer", m)
-    margin = float(options.get("margin", 0.02))
     # Problem-wide figures come from the full eligible set, so that every candidate graph is
     # a restriction of the same dense graph (same scale, same load caps).
-    emin = problem.expert_min
-    emax = np.maximum(np.minimum(problem.expert_max, per_expert), emin)
-    max_flow = int(min(problem.client_capacity.sum(), emax.sum(), max(eligible, 1)))
-    lam = problem.load_penalty
-    pen_top = lam * (2.0 * float(emax.max(initial=0)) - 1.0) if lam > 0 else 0.0
-    scale = float(options.get("scale") or _choose_scale(max(max_fit, pen_top), n + e + 2, max_flow))
-    stats: dict[str, Any] = {"scale": scale, "pricing": bool(pricing)}
+    m, margin, emax, max_flow, scale, stats = _graph_setup(problem, options, per_expert, max_fit, eligible)
+    stats["pricing"] = bool(pricing)
     if time_limit is not None:
         stats["time_limit_ignored"] = True
 
@@ -403,17 +413,8 @@ def solve_sparse(
     eligible = int(per_expert.sum())
     max_fit = float(np.abs(vals[elig]).max(initial=0.0))
     pricing = bool(options.get("pricing") or False)
-    m = int(options.get("candidates") or max(8, 2 * int(problem.client_capacity.max(initial=0))))
-    if m < 1:
-        raise InvalidProblemError("candidates", "must be a positive integer", m)
-    margin = float(options.get("margin", 0.02))
-    emin = problem.expert_min
-    emax = np.maximum(np.minimum(problem.expert_max, per_expert), emin)
-    max_flow = int(min(problem.client_capacity.sum(), emax.sum(), max(eligible, 1)))
-    lam = problem.load_penalty
-    pen_top = lam * (2.0 * float(emax.max(initial=0)) - 1.0) if lam > 0 else 0.0
-    scale = float(options.get("scale") or _choose_scale(max(max_fit, pen_top), n + e + 2, max_flow))
-    stats: dict[str, Any] = {"scale": scale, "pricing": bool(pricing), "sparse": True, "eligible_pairs": eligible}
+    m, margin, emax, max_flow, scale, stats = _graph_setup(problem, options, per_expert, max_fit, eligible)
+    stats.update(pricing=pricing, sparse=True, eligible_pairs=eligible)
     if time_limit is not None:
         stats["time_limit_ignored"] = True
 
@@ -432,8 +433,8 @@ def solve_sparse(
     if not pricing:
         return run(elig, False)[0]
     cand = row_top(problem.indptr, vals, elig, m)
-    if emin.any():
-        cand |= elig & (emin[cols] > 0)
+    if problem.expert_min.any():
+        cand |= elig & (problem.expert_min[cols] > 0)
     rounds = 0
     while True:
         rounds += 1
