@@ -18,7 +18,7 @@ from .sparse import SparseProblem
 __all__ = ["AUTO_EXACT_PAIRS", "SPARSE_METHODS", "choose_method", "solve"]
 
 #: Methods that solve a :class:`SparseProblem` on its candidate lists (no N x E array).
-SPARSE_METHODS = ("flow", "greedy")
+SPARSE_METHODS = ("flow", "greedy", "sinkhorn")
 
 #: ``auto`` solves exactly (``flow``) up to this many allowed pairs, and with
 #: ``greedy`` beyond it. On this project's 2-core benchmark machine the flow takes

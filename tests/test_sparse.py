@@ -12,7 +12,7 @@ CASES = [("skewed", 0.0), ("lowrank", 0.5), ("tight", 0.0), ("uniform", 0.0), ("
 
 
 @pytest.mark.parametrize(("family", "frac"), CASES)
-@pytest.mark.parametrize("method", ["flow", "greedy"])
+@pytest.mark.parametrize("method", ["flow", "greedy", "sinkhorn"])
 def test_sparse_and_dense_agree_exactly_when_every_pair_is_listed(family, frac, method):
     problem = als.generate(family, 200, 12, 3, seed=2, expert_min_frac=frac)
     sparse = als.SparseProblem.from_dense(problem, problem.n_experts)
@@ -26,6 +26,8 @@ def test_sparse_and_dense_agree_exactly_when_every_pair_is_listed(family, frac, 
         return
     assert answer.objective == pytest.approx(dense.objective, rel=1e-12, abs=1e-12)
     assert np.array_equal(answer.pairs, dense.pairs)
+    if method == "sinkhorn":  # the same duals, hence the same bound
+        assert answer.bound == pytest.approx(dense.bound, rel=1e-9)
 
 
 @pytest.mark.parametrize(("family", "frac"), CASES)
@@ -177,3 +179,56 @@ def test_greedy_walk_in_many_chunks_equals_one_sorted_walk():
             loads[j] += 1
             value += v
     assert one.objective == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize(("family", "frac", "m"), [("skewed", 0.0, 4), ("lowrank", 0.5, 5), ("tight", 0.0, 6)])
+def test_sparse_sinkhorn_is_the_dense_sinkhorn_of_the_restricted_problem(family, frac, m):
+    problem = als.generate(family, 300, 16, 3, seed=6, expert_min_frac=frac)
+    sparse = als.SparseProblem.from_dense(problem, m)
+    answer = als.solve(sparse, "sinkhorn")
+    als.verify(sparse, answer)
+    restricted = als.solve(sparse.to_dense(), "sinkhorn")
+    optimum = als.solve(sparse, "flow").objective
+    assert answer.bound == pytest.approx(restricted.bound, rel=1e-9)
+    assert answer.bound >= optimum - 1e-9 >= answer.objective - 2e-9
+    assert answer.objective >= optimum * (1 - 0.01)
+    assert answer.stats["backend"] == "numpy" and answer.stats["rounding"].startswith("sparse greedy")
+
+
+def test_sparse_sinkhorn_on_torch_cpu_matches_numpy():
+    pytest.importorskip("torch", reason="torch is the optional [torch] extra")
+    sparse = als.generate_sparse(3000, 48, 3, 8, seed=1)
+    a = als.solve(sparse, "sinkhorn")
+    b = als.solve(sparse, "sinkhorn", device="cpu")
+    assert b.stats["backend"] == "torch" and a.stats["backend"] == "numpy"
+    assert b.objective == pytest.approx(a.objective, rel=1e-6)
+    assert b.bound == pytest.approx(a.bound, rel=1e-6)
+    als.verify(sparse, b)
+
+
+def test_sparse_sinkhorn_handles_empty_rows_closed_lines_and_infeasibility():
+    # client 1 lists nothing, client 3 has no capacity, expert 2 is closed (expert_max 0)
+    indptr, indices = [0, 2, 2, 5, 7, 9], [0, 2, 0, 1, 2, 1, 3, 0, 3]
+    values = [0.9, 0.8, 0.7, 0.6, 0.95, 0.5, 0.4, 0.3, 0.2]
+    sp = als.SparseProblem(indptr, indices, values, 4, [1, 1, 2, 0, 1], expert_max=[2, 2, 0, 2])
+    answer = als.solve(sp, "sinkhorn")
+    als.verify(sp, answer)
+    assert answer.objective == pytest.approx(als.solve(sp, "flow").objective)
+    assert answer.loads[2] == 0 and answer.counts[1] == answer.counts[3] == 0
+    # expert 3 needs three clients but only two list it: flow's repair reports why
+    hard = als.SparseProblem(indptr, indices, values, 4, [1, 1, 2, 1, 1], expert_min=[0, 0, 0, 3])
+    refused = als.solve(hard, "sinkhorn")
+    assert refused.status == "infeasible" and not refused.has_solution
+    with pytest.raises(InvalidProblemError, match="load_penalty"):
+        als.solve(als.SparseProblem([0, 1], [0], [1.0], 1, 1, load_penalty=0.1), "sinkhorn")
+
+
+def test_sparse_sinkhorn_on_cuda():
+    torch = pytest.importorskip("torch", reason="torch is the optional [torch] extra")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine (the CUDA path is benchmarked on a lent GPU)")
+    sparse = als.generate_sparse(20000, 128, 4, 16, seed=3)
+    gpu = als.solve(sparse, "sinkhorn", device="cuda")
+    als.verify(sparse, gpu)
+    assert gpu.stats["device"].startswith("cuda")
+    assert gpu.objective >= als.solve(sparse, "flow").objective * (1 - 1e-3)

@@ -401,25 +401,61 @@ def solve(
 def solve_sparse(problem: Any, *, time_limit: float | None = None, seed: int | None = None, **options: Any):
     """Greedy on candidate lists (:class:`~alignsolve.SparseProblem`): the same rule, over the listed entries.
 
-    Entries are walked in decreasing fitness a chunk at a time: a chunk is every entry
-    above a threshold taken from a fixed-seed sample of the values, the first sized to
-    1.5 times the total capacity, the second every entry left; entries of a full
-    client or a full expert are dropped before a chunk is sorted (room only shrinks), so
-    only ``O(N k)`` entries are sorted, not all ``nnz``. With lower bounds a first walk
-    takes entries that reduce an unmet minimum; if one is still unmet the answer comes
-    from ``flow`` on the same candidates (exact
+    The walk is :func:`walk_sparse` by fitness. With lower bounds, if the first walk
+    leaves a minimum unmet the answer comes from ``flow`` on the same candidates (exact
     repair; ``stats["repair"] = "flow"``), so the method stays feasible whenever the
     sparse problem is. A load penalty is not supported on this path (use ``flow``).
     """
-    from ._sparse_kernels import collect_entries, scan_entries, scan_lower_entries
-
     check_options("greedy", options, ("chunk",))
     if problem.load_penalty:
         raise InvalidProblemError(
             "load_penalty", "must be 0 for greedy on a SparseProblem (flow handles it)", problem.load_penalty
         )
+    taken, stats = walk_sparse(problem, problem.values, chunk=options.get("chunk"))
+    if taken is None:
+        return flow_repair(problem, stats, "greedy's lower-bound walk fell short")
+    x = problem.to_matrix(taken)
+    objective = problem.objective(taken)
+    bound = None if problem.has_lower_bounds else 2.0 * objective
+    if bound is not None:
+        stats["bound_kind"] = "1/2-approximation: optimum <= 2 * greedy"
+    return SolverResult("feasible", x, "feasible (greedy, sparse)", bound=bound, stats=stats, objective=objective)
+
+
+def flow_repair(problem: Any, stats: dict[str, Any], why: str) -> SolverResult:
+    """The answer of ``flow`` on a sparse problem whose lower bounds a walk could not meet."""
+    from . import flow
+
+    result = flow.solve_sparse(problem)
+    result.stats = {**stats, **(result.stats or {}), "repair": "flow"}
+    if result.status == "optimal":
+        result.status, result.message = "feasible", f"feasible ({why}; flow)"
+    return result
+
+
+def walk_sparse(
+    problem: Any, priority: np.ndarray, *, chunk: int | None = None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The greedy walk over a sparse problem's entries in decreasing ``priority`` (nnz,).
+
+    Entries are walked a chunk at a time: a chunk is every entry above a threshold taken
+    from a fixed-seed sample of the priorities, the first sized to 1.5 times the total
+    capacity, the second every entry left; entries of a full client or a full expert are
+    dropped before a chunk is sorted (room only shrinks), so only ``O(N k)`` entries are
+    sorted, not all ``nnz``. Entries of negative priority are never taken beyond the
+    lower bounds. With lower bounds a first walk takes entries that reduce an unmet
+    minimum.
+
+    Returns
+    -------
+    taken : ndarray of bool, shape (nnz,), or None
+        None when a lower bound is still unmet after the first walk.
+    stats : dict
+    """
+    from ._sparse_kernels import collect_entries, scan_entries, scan_lower_entries
+
     n, e = problem.shape
-    vals, rows, cols = problem.values, problem.rows, problem.indices
+    vals, rows, cols = priority, problem.rows, problem.indices
     cap, emax = problem.client_capacity, problem.expert_max
     taken = np.zeros(problem.nnz, dtype=bool)
     counts = np.zeros(n, np.int64)
@@ -433,15 +469,9 @@ def solve_sparse(problem: Any, *, time_limit: float | None = None, seed: int | N
         stats["lower_bound_pairs"] = int(took)
         del order
         if deficit > 0:
-            from . import flow
-
-            result = flow.solve_sparse(problem)
-            result.stats = {**(result.stats or {}), "repair": "flow"}
-            if result.status == "optimal":
-                result.status, result.message = "feasible", "feasible (greedy's lower-bound walk fell short; flow)"
-            return result
+            return None, stats
     room = int(min(cap.sum(), emax.sum()))
-    size = int(options.get("chunk") or room + room // 2 + 1024)
+    size = int(chunk or room + room // 2 + 1024)
     sample = vals[np.random.default_rng(0).integers(0, vals.size, size=min(65536, vals.size))] if vals.size else vals
     hi = np.inf
     buffer = np.empty(vals.size, dtype=np.int32 if vals.size < 2**31 else np.int64)
@@ -460,12 +490,7 @@ def solve_sparse(problem: Any, *, time_limit: float | None = None, seed: int | N
             break
         # After the first chunk the entries that still fit are few: take all of them at once.
         hi, size = lo, vals.size
-    x = problem.to_matrix(taken)
-    objective = problem.objective(taken)
-    bound = None if problem.has_lower_bounds else 2.0 * objective
-    if bound is not None:
-        stats["bound_kind"] = "1/2-approximation: optimum <= 2 * greedy"
-    return SolverResult("feasible", x, "feasible (greedy, sparse)", bound=bound, stats=stats, objective=objective)
+    return taken, stats
 
 
 def _descending(vals: np.ndarray, sel: np.ndarray) -> np.ndarray:
