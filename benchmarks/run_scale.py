@@ -13,9 +13,13 @@ freed while building the instance cannot hide the solve's allocations); "peak" t
 counts what the solve allocates, not the instance, whose own size is the "instance MB"
 column.
 
+Methods: ``greedy``, ``flow`` (the exact sparse optimum) and ``sinkhorn`` (numpy, one
+core); with ``--cuda`` also ``sinkhorn`` on the GPU (``sinkhorn_cuda``) at every size
+and at the GPU target's instance (N = 1e6, E = 4096, m = 64).
+
 Grid: N from 1e3 to 1e6 at E = 1024, m = 32; E from 64 to 4096 at N = 1e5, m = 32 (m = 64
-where it fits the row); m from 8 to 64 at N = 1e5, E = 1024. ``flow`` is measured where
-its previous size on the same axis took under ``--flow-cap`` seconds. Where the dense
+where it fits the row); m from 8 to 64 at N = 1e5, E = 1024. ``flow`` and ``sinkhorn``
+are measured where their previous size on the same axis took under ``--cap`` seconds. Where the dense
 problem still fits (N E <= 2.6e6), the dense optimum (``flow`` on the dense matrix of the
 same fitness) gives the gap of the sparse optimum and of sparse greedy.
 
@@ -52,23 +56,28 @@ GRID = (
     + [("gap", 10_000, 256, m) for m in (8, 32, 64)]
 )
 QUICK_GRID = [("N", n, 256, 16) for n in (1_000, 10_000)] + [("gap", 2_000, 64, m) for m in (8, 32)]
+GPU_POINT = ("gpu", 1_000_000, 4096, 64)  # the GPU target's instance (only with --cuda)
 DENSE_PAIRS = 2_600_000
 TARGETS = {"greedy": 5.0, "flow": 60.0}
+CAPPED = ("flow", "sinkhorn")  # methods measured only while their previous size on the axis stayed under --cap
 
 
 def child(n: int, e: int, m: int, method: str) -> dict:
     """One measurement (run in a fresh interpreter)."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    name, options = {"dense_flow": ("flow", {}), "sinkhorn_cuda": ("sinkhorn", {"device": "cuda"})}.get(
+        method, (method, {})
+    )
     warm = als.generate_sparse(200, 16, 2, 8, seed=1, dense=method == "dense_flow")
-    als.solve(warm, "flow" if method == "dense_flow" else method)
+    als.solve(warm, name, **options)
     if method == "dense_flow":
         problem = als.generate_sparse(n, e, K, m, seed=0, dense=True)
         result, seconds, peak = timed_peak(als.solve, problem, "flow")
         instance_mb = problem.fitness.nbytes / 2**20
     else:
         problem = als.generate_sparse(n, e, K, m, seed=0)
-        result, seconds, peak = timed_peak(als.solve, problem, method)
+        result, seconds, peak = timed_peak(als.solve, problem, name, **options)
         als.verify(problem, result)
         instance_mb = problem.nbytes / 2**20
     return dict(
@@ -79,6 +88,9 @@ def child(n: int, e: int, m: int, method: str) -> dict:
         instance_mb=instance_mb,
         pricing_rounds=result.stats.get("pricing_rounds"),
         arcs=result.stats.get("arcs"),
+        bound=result.bound,
+        sweeps=result.stats.get("sweeps"),
+        device=result.stats.get("device"),
     )
 
 
@@ -100,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--flow-cap", type=float, default=60.0)
+    ap.add_argument(
+        "--cap", "--flow-cap", type=float, default=60.0, help="seconds at the previous size that stop flow/sinkhorn"
+    )
     ap.add_argument("--timeout", type=float, default=600.0)
-    ap.add_argument("--methods", nargs="+", choices=["greedy", "flow", "dense_flow"], help="default: all")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["greedy", "flow", "sinkhorn", "sinkhorn_cuda", "dense_flow"],
+        help="default: all",
+    )
+    ap.add_argument("--cuda", action="store_true", help="add sinkhorn on the GPU (every size and the GPU target)")
     ap.add_argument("--render", action="store_true", help="only redraw the table and plot from the CSV")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -110,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         n, e, m, method = args.child
         print(json.dumps(child(int(n), int(e), int(m), method)))
         return 0
-    grid = QUICK_GRID if args.quick else GRID
+    grid = (QUICK_GRID if args.quick else GRID) + ([GPU_POINT] if args.cuda and not args.quick else [])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "scale_quick" if args.quick else "scale"
     # Rows of an earlier run stay unless this run measures the same point again (``--methods`` re-runs some).
@@ -123,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         plot(list(previous.values()), args.out / f"{stem}.png", command)
         return 0
     rows: list[dict] = []
-    last_flow: dict[str, float] = {}
+    last: dict[tuple[str, str], float] = {}
     for axis, n, e, m in grid:
-        methods = ["greedy", "flow"]
+        methods = ["greedy", "flow", "sinkhorn"] if axis != "gpu" else []
+        if args.cuda:
+            methods.append("sinkhorn_cuda")
         if n * e <= DENSE_PAIRS:
             methods.append("dense_flow")
         for method in methods:
@@ -133,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                 old = previous.get((axis, n, e, m, method))
                 if old is not None:
                     rows.append(old)
-                    if method == "flow" and "seconds" in old:
-                        last_flow[axis] = old["seconds"]
+                    if method in CAPPED and "seconds" in old:
+                        last[axis, method] = old["seconds"]
                 continue
-            if method == "flow" and last_flow.get(axis, 0.0) > args.flow_cap:
+            if method in CAPPED and last.get((axis, method), 0.0) > args.cap:
                 continue
             res = run_child(n, e, m, method, args.timeout)
-            if method == "flow" and "seconds" in res:
-                last_flow[axis] = res["seconds"]
+            if method in CAPPED and "seconds" in res:
+                last[axis, method] = res["seconds"]
             row = dict(axis=axis, n_clients=n, n_experts=e, m=m, capacity=K, method=method, **res)
             rows.append(row)
             print(
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     order = ["axis", "n_clients", "n_experts", "m", "capacity", "method", "status", "seconds", "peak_mb"]
-    order += ["objective", "instance_mb", "pricing_rounds", "arcs"]
+    order += ["objective", "bound", "instance_mb", "pricing_rounds", "arcs", "sweeps", "device"]
     fields = order + sorted({key for r in rows for key in r} - set(order))
     with open(args.out / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
@@ -174,9 +196,9 @@ def _load(path: Path) -> dict[tuple, dict]:
             for key, value in r.items():
                 if value == "":
                     continue
-                if key in ("n_clients", "n_experts", "m", "capacity", "arcs", "pricing_rounds"):
+                if key in ("n_clients", "n_experts", "m", "capacity", "arcs", "pricing_rounds", "sweeps"):
                     row[key] = int(float(value))
-                elif key in ("seconds", "peak_mb", "objective", "instance_mb"):
+                elif key in ("seconds", "peak_mb", "objective", "instance_mb", "bound"):
                     row[key] = float(value)
                 else:
                     row[key] = value
@@ -218,7 +240,7 @@ def render(rows: list[dict], command: str) -> str:
             f"{secs} | {peak} | {inst} | {gap} |"
         )
     lines += ["", "Fitted exponents of time against nnz = N m along the N axis (E = 1024, m = 32):", ""]
-    for method in ("greedy", "flow"):
+    for method in ("greedy", "flow", "sinkhorn", "sinkhorn_cuda"):
         pts = [(r["n_clients"] * r["m"], r.get("seconds")) for r in rows if r["axis"] == "N" and r["method"] == method]
         slope = _fit([p for p in pts if p[1] is not None])
         lines.append(f"- `{method}`: {'n/a' if slope is None else f'{slope:.2f}'}")
@@ -235,6 +257,15 @@ def render(rows: list[dict], command: str) -> str:
             f"- `{method}`: {r['seconds']:.2f} s, peak {r['peak_mb']:.0f} MB (target under {limit:.0f} s{extra}): "
             f"{'met' if ok else 'missed'}"
         )
+    gpu = [r for r in rows if r["axis"] == "gpu" and r["method"] == "sinkhorn_cuda"]
+    if gpu and "seconds" in gpu[0]:
+        r = gpu[0]
+        lines.append(
+            f"- `sinkhorn` on {r.get('device', 'cuda')} at N = 1,000,000, E = 4096, m = 64: {r['seconds']:.2f} s "
+            f"(target under 2 s): {'met' if r['seconds'] < 2 else 'missed'}"
+        )
+    else:
+        lines.append("- `sinkhorn` on a GPU at N = 1,000,000, E = 4096, m = 64: not measured (no GPU in this run)")
     return "\n".join(lines) + "\n"
 
 
@@ -247,7 +278,14 @@ def plot(rows: list[dict], path: Path, command: str) -> None:
     except ImportError:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for method, colour in (("greedy", "#2ca02c"), ("flow", "#1f77b4"), ("dense_flow", "#d62728")):
+    colours = (
+        ("greedy", "#2ca02c"),
+        ("flow", "#1f77b4"),
+        ("sinkhorn", "#9467bd"),
+        ("sinkhorn_cuda", "#ff7f0e"),
+        ("dense_flow", "#d62728"),
+    )
+    for method, colour in colours:
         pts = sorted(
             (r["n_clients"], r["seconds"], r.get("peak_mb"))
             for r in rows
