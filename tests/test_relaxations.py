@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,82 @@ def test_flow_scale_fits_ortools_cost_range_on_large_one_slot_instances():
     result = als.solve(problem, "flow")
     assert result.status == "optimal"
     als.verify(problem, result)
+
+
+@settings(max_examples=80)
+@given(st.integers(0, 10**6))
+def test_client_knapsack_matches_enumeration_and_its_cut_bound_stays_valid(seed):
+    from alignsolve.solvers._knapsack_kernels import client_knapsacks
+
+    rng = np.random.default_rng(seed)
+    n, e = 3, int(rng.integers(1, 9))
+    fit = np.round(rng.normal(0.5, 1.0, (n, e)), 2)
+    cost = np.round(rng.uniform(0, 3, (n, e)), 1)  # zero costs included
+    budget = np.round(rng.uniform(0, 6, n), 1)
+    cap = rng.integers(0, 4, n)
+    allowed = rng.random((n, e)) < 0.8
+    prices = np.round(rng.normal(0, 0.5, e), 2)
+    take, loads = np.zeros((n, e), bool), np.zeros(e, np.int64)
+    upper, found, cut = client_knapsacks(fit, cost, budget, cap, allowed, prices, 10**6, take, loads)
+    best_total = 0.0
+    for i in range(n):
+        best = 0.0
+        for bits in itertools.product((0, 1), repeat=e):
+            x = np.array(bits, bool)
+            if (x & ~allowed[i]).any() or x.sum() > cap[i] or cost[i] @ x > budget[i]:
+                continue
+            best = max(best, float((fit[i] - prices) @ x))
+        best_total += best
+        chosen = take[i]
+        assert chosen.sum() <= cap[i] and cost[i] @ chosen <= budget[i] and not (chosen & ~allowed[i]).any()
+    assert cut == 0
+    assert found == pytest.approx(best_total, abs=1e-9) and upper == pytest.approx(best_total, abs=1e-9)
+    np.testing.assert_array_equal(loads, take.sum(axis=0))
+    # A search stopped after one node falls back to its root bound: weaker, still an upper bound.
+    upper_cut, found_cut, _ = client_knapsacks(fit, cost, budget, cap, allowed, prices, 1, take, loads)
+    assert upper_cut >= best_total - 1e-9 >= found_cut - 2e-9
+
+
+@settings(max_examples=60)
+@given(budget_problems())
+def test_lagrangian_bound_is_above_the_optimum_and_its_answer_feasible(problem):
+    from alignsolve.solvers._lagrangian import lagrangian
+
+    problem = problem.replace(load_penalty=0.0, client_min=0)
+    optimum, _ = brute_force(problem)
+    lag = lagrangian(problem, time_limit=1.0, max_iterations=60)
+    assert lag is not None
+    if optimum is None:
+        assert lag.matrix is None
+        return
+    assert lag.bound >= optimum - 1e-7 * max(1.0, abs(optimum))
+    if lag.matrix is not None:
+        als.verify(problem, lag.matrix)
+        assert lag.objective <= optimum + 1e-9
+
+
+def test_lagrangian_is_tight_on_the_budget_family_and_declines_what_it_does_not_cover():
+    from alignsolve.solvers._lagrangian import lagrangian
+
+    problem = als.generate("budget", 300, 16, 3, seed=1)
+    lag = lagrangian(problem, time_limit=20.0)
+    als.verify(problem, lag.matrix)
+    lp = als.solve(problem, "lp")
+    # The LP lets every client fill its budget with a fraction of one more expert; the clients' knapsacks do not.
+    assert lag.bound < lp.bound
+    assert lag.bound - lag.objective <= 0.005 * lag.objective
+    assert lagrangian(problem.replace(load_penalty=0.1)) is None
+    assert lagrangian(problem.replace(client_min=1)) is None
+    assert lagrangian(als.generate("uniform", 30, 4, 2, seed=0)) is None
+
+
+def test_cpsat_uses_the_lagrangian_bound_and_can_switch_it_off():
+    problem = als.generate("budget", 200, 16, 3, seed=4)
+    with_lag = als.solve(problem, "cpsat", time_limit=6, workers=2)
+    without = als.solve(problem, "cpsat", time_limit=6, workers=2, lagrangian=False)
+    for res in (with_lag, without):
+        als.verify(problem, res)
+        assert res.bound >= max(with_lag.objective, without.objective) - 1e-7 * res.bound
+    assert "lagrangian_bound" in with_lag.stats and "lagrangian_bound" not in without.stats
+    assert with_lag.bound <= with_lag.stats["lagrangian_bound"] + 1e-12
+    assert with_lag.gap <= 0.005
