@@ -2,6 +2,7 @@
 
     python benchmarks/run_relaxations.py           # a few minutes on 2 cores
     python benchmarks/run_relaxations.py --quick   # small sizes, a smoke test
+    python benchmarks/run_relaxations.py --cuda    # on a GPU: sinkhorn at 1,000,000 x 256 (k = 8)
 
 Writes ``benchmarks/results/relaxations.csv`` and ``relaxations.md``. Every ratio is
 measured in this one run (the machine is shared and noisy):
@@ -80,6 +81,34 @@ def unit_rows(n: int, e: int, k: int, heavy: bool) -> list[dict]:
     return rows
 
 
+def cuda_rows(n: int, e: int, k: int) -> list[dict]:
+    """``sinkhorn`` on torch CUDA (float32) against ``flow`` on CPU, on one skewed instance."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--cuda needs a CUDA GPU, and torch sees none")
+    als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device="cuda")  # CUDA context, kernels
+    problem = als.generate("skewed", n, e, k, seed=0)
+    gpu, t_gpu = timed(als.solve, problem, "sinkhorn", device="cuda")
+    als.verify(problem, gpu)
+    flow, t_flow = timed(als.solve, problem, "flow")
+    size = f"{n}x{e}"
+    return [
+        dict(variant="unit", size=size, method="flow", objective=flow.objective, bound=flow.bound, seconds=t_flow),
+        dict(
+            variant="unit",
+            size=size,
+            method=f"sinkhorn[cuda: {torch.cuda.get_device_name(0)}]",
+            objective=gpu.objective,
+            bound=gpu.bound,
+            seconds=t_gpu,
+            gap_to_opt_pct=100 * (flow.objective - gpu.objective) / abs(flow.objective),
+            proven_gap_pct=None if gpu.gap is None else 100 * gpu.gap,
+            ratio_to_flow=t_gpu / t_flow,
+        ),
+    ]
+
+
 def pot_rows(n: int, e: int, k: int) -> list[dict]:
     problem = als.generate("skewed", n, e, k, seed=0)
     spread = float(problem.fitness.max() - problem.fitness.min())
@@ -141,11 +170,18 @@ def main() -> None:
     global RESULTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--cuda",
+        action="store_true",
+        help="only the GPU target: sinkhorn on CUDA at 1,000,000 x 256 (relaxations_cuda.*)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     args = ap.parse_args()
     RESULTS = args.out
     als.solve(als.generate("skewed", 50, 8, 2), "greedy")  # compile the numba kernels
-    if args.quick:
+    if args.cuda:
+        rows = cuda_rows(1_000_000, 256, 8)
+    elif args.quick:
         rows = unit_rows(500, 32, 4, heavy=True) + pot_rows(300, 16, 3) + generalised_rows(200, 16, 3, 5.0)
     else:
         rows = (
@@ -155,19 +191,20 @@ def main() -> None:
             + generalised_rows(1000, 64, 4, 30.0)
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "relaxations_quick" if args.quick else "relaxations"
+    stem = "relaxations_cuda" if args.cuda else "relaxations_quick" if args.quick else "relaxations"
     keys = sorted({k for r in rows for k in r})
     with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+    flag = " --quick" if args.quick else " --cuda" if args.cuda else ""
     cols = ["variant", "size", "method", "status", "objective", "bound", "gap_to_opt_pct", "gap_to_best_pct"]
     cols += ["proven_gap_pct", "seconds", "ratio_to_flow", "max_entry", "mass_above_one_pct", "pairs_above_one"]
     lines = [
         f"# Relaxation benchmark ({datetime.now(timezone.utc):%Y-%m-%d}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores)",
         "",
-        f"Command: `python benchmarks/run_relaxations.py{' --quick' if args.quick else ''}`. One run, seed 0.",
+        f"Command: `python benchmarks/run_relaxations.py{flag}`. One run, seed 0.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
