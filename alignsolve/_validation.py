@@ -16,6 +16,7 @@ from .errors import InvalidProblemError
 
 __all__ = [
     "as_bool_matrix",
+    "as_bounds",
     "as_float_array",
     "as_int_vector",
     "as_nonneg_float",
@@ -180,3 +181,30 @@ def as_seed(name: str, value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
         raise InvalidProblemError(name, "must be None or a non-negative integer", value)
     return int(value)
+
+
+def as_bounds(
+    client_capacity: Any, client_min: Any, expert_min: Any, expert_max: Any, n: int, e: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The client and expert bounds as int64 vectors, each lower bound at most its upper bound.
+
+    ``expert_max=None`` means ``n`` (no cap). Returns (client_capacity, client_min,
+    expert_min, expert_max) of shapes (n,), (n,), (e,), (e,).
+    """
+    cap = as_int_vector("client_capacity", client_capacity, n)
+    cmin = as_int_vector("client_min", client_min, n)
+    over = cmin > cap
+    if over.any():
+        i = int(np.argmax(over))
+        raise InvalidProblemError(
+            "client_min", "must be <= client_capacity", f"client_min[{i}] = {cmin[i]} > client_capacity[{i}] = {cap[i]}"
+        )
+    emin = as_int_vector("expert_min", expert_min, e)
+    emax = as_int_vector("expert_max", n if expert_max is None else expert_max, e)
+    over = emin > emax
+    if over.any():
+        j = int(np.argmax(over))
+        raise InvalidProblemError(
+            "expert_min", "must be <= expert_max", f"expert_min[{j}] = {emin[j]} > expert_max[{j}] = {emax[j]}"
+        )
+    return cap, cmin, emin, emax

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_bool_matrix, as_float_array, as_int_vector, as_nonneg_float
+from ._validation import as_bool_matrix, as_bounds, as_float_array, as_nonneg_float
 from .errors import InvalidProblemError
 
 __all__ = ["Problem"]
@@ -104,24 +104,7 @@ class Problem:
             raise InvalidProblemError(
                 "fitness", "must have at least one client (row) and one expert (column)", f"shape ({n}, {e})"
             )
-        cap = as_int_vector("client_capacity", client_capacity, n)
-        cmin = as_int_vector("client_min", client_min, n)
-        over = cmin > cap
-        if over.any():
-            i = int(np.argmax(over))
-            raise InvalidProblemError(
-                "client_min",
-                "must be <= client_capacity",
-                f"client_min[{i}] = {cmin[i]} > client_capacity[{i}] = {cap[i]}",
-            )
-        emin = as_int_vector("expert_min", expert_min, e)
-        emax = as_int_vector("expert_max", n if expert_max is None else expert_max, e)
-        over = emin > emax
-        if over.any():
-            j = int(np.argmax(over))
-            raise InvalidProblemError(
-                "expert_min", "must be <= expert_max", f"expert_min[{j}] = {emin[j]} > expert_max[{j}] = {emax[j]}"
-            )
+        cap, cmin, emin, emax = as_bounds(client_capacity, client_min, expert_min, expert_max, n, e)
         mask = as_bool_matrix("allowed", True if allowed is None else allowed, (n, e))
         lam = as_nonneg_float("load_penalty", load_penalty)
         if (cost is None) != (budget is None):

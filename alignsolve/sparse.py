@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_int_vector, as_nonneg_float
+from ._validation import as_bounds, as_nonneg_float
 from .errors import InvalidProblemError
 
 __all__ = ["SparseProblem"]
@@ -159,22 +159,7 @@ class SparseProblem:
                         "must list an expert at most once per client",
                         f"client {rows[k]} lists {idx[k]} twice",
                     )
-        cap = as_int_vector("client_capacity", client_capacity, n)
-        cmin = as_int_vector("client_min", client_min, n)
-        if (cmin > cap).any():
-            i = int(np.argmax(cmin > cap))
-            raise InvalidProblemError(
-                "client_min",
-                "must be <= client_capacity",
-                f"client_min[{i}] = {cmin[i]} > client_capacity[{i}] = {cap[i]}",
-            )
-        emin = as_int_vector("expert_min", expert_min, e)
-        emax = as_int_vector("expert_max", n if expert_max is None else expert_max, e)
-        if (emin > emax).any():
-            j = int(np.argmax(emin > emax))
-            raise InvalidProblemError(
-                "expert_min", "must be <= expert_max", f"expert_min[{j}] = {emin[j]} > expert_max[{j}] = {emax[j]}"
-            )
+        cap, cmin, emin, emax = as_bounds(client_capacity, client_min, expert_min, expert_max, n, e)
         for arr in (ptr64, idx, val, rows):
             arr.flags.writeable = False
         self._indptr, self._indices, self._values, self._rows = ptr64, idx, val, rows
