@@ -14,44 +14,42 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def scan_pairs(rows, cols, n_experts, x, counts, loads, cap, emax):  # pragma: no cover - compiled
-    """Accept pairs ``(rows[k], cols[k])`` in order while both sides have room.
+def _open(counts, cap):  # pragma: no cover - compiled
+    out = 0
+    for i in range(cap.shape[0]):
+        if counts[i] < cap[i]:
+            out += 1
+    return out
 
-    Parameters
-    ----------
-    rows, cols : int64 (K,)
-        Clients and experts of the pairs, in decreasing priority.
-    x : bool (N*E,)
-        The assignment, flattened; updated in place.
-    counts, loads : int64 (N,), (E,)
-        Experts per client and clients per expert; updated in place.
-    cap, emax : int64 (N,), (E,)
-        Upper bounds.
+
+@njit(cache=True, nogil=True)
+def scan_entries(ids, rows, cols, taken, counts, loads, cap, emax):  # pragma: no cover - compiled
+    """Take pairs in order while both their client and their expert have room.
+
+    Pair t is client ``rows[t]``, expert ``cols[t]``, and ``taken[ids[t]]`` marks it: on the
+    dense path ``taken`` is the flattened (N*E,) assignment and ``ids = rows * E + cols``; on
+    the sparse path it is the (nnz,) entry mask and ``ids`` are entry ids. (Rows and columns
+    are gathered beforehand: a vectorised gather overlaps its cache misses, this loop's
+    branches do not.) ``counts`` (N,) and ``loads`` (E,) are updated in place.
 
     Returns
     -------
     accepted : int
     exhausted : bool
-        True when no client or no expert has room left (later pairs cannot fit).
+        True once no client or no expert has room (later pairs cannot fit).
     """
-    open_clients = 0
-    for i in range(cap.shape[0]):
-        if counts[i] < cap[i]:
-            open_clients += 1
-    open_experts = 0
-    for j in range(emax.shape[0]):
-        if loads[j] < emax[j]:
-            open_experts += 1
+    open_clients = _open(counts, cap)
+    open_experts = _open(loads, emax)
     accepted = 0
     if open_clients == 0 or open_experts == 0:
         return accepted, True
-    for k in range(rows.shape[0]):
-        i = rows[k]
-        j = cols[k]
-        p = i * n_experts + j
-        if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+    for t in range(ids.shape[0]):
+        k = ids[t]
+        i = rows[t]
+        j = cols[t]
+        if taken[k] or counts[i] >= cap[i] or loads[j] >= emax[j]:
             continue
-        x[p] = True
+        taken[k] = True
         counts[i] += 1
         loads[j] += 1
         accepted += 1
@@ -78,20 +76,20 @@ def _deficit(counts, loads, cmin, emin):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def scan_lower(rows, cols, n_experts, x, counts, loads, cap, emax, cmin, emin):  # pragma: no cover
-    """Accept pairs ``(rows[k], cols[k])``, in order, that reduce a lower-bound deficit and fit the upper bounds.
+def scan_lower_entries(ids, rows, cols, taken, counts, loads, cap, emax, cmin, emin):  # pragma: no cover
+    """Take pairs, in order, that reduce an unmet client or expert minimum and fit the upper bounds.
 
-    Returns the number accepted and the deficit left (sum of unmet client and expert minima).
+    Pairs as in :func:`scan_entries`. Returns (pairs taken, deficit left: the sum of unmet minima).
     """
     deficit = _deficit(counts, loads, cmin, emin)
     accepted = 0
-    for k in range(rows.shape[0]):
+    for t in range(ids.shape[0]):
         if deficit == 0:
             break
-        i = rows[k]
-        j = cols[k]
-        p = i * n_experts + j
-        if x[p] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+        k = ids[t]
+        i = rows[t]
+        j = cols[t]
+        if taken[k] or counts[i] >= cap[i] or loads[j] >= emax[j]:
             continue
         helps = 0
         if counts[i] < cmin[i]:
@@ -100,7 +98,7 @@ def scan_lower(rows, cols, n_experts, x, counts, loads, cap, emax, cmin, emin): 
             helps += 1
         if helps == 0:
             continue
-        x[p] = True
+        taken[k] = True
         counts[i] += 1
         loads[j] += 1
         deficit -= helps

@@ -30,7 +30,14 @@ from ..errors import InvalidProblemError
 from ..feasibility import budget_relaxation, diagnose_generalised, find_feasible
 from ..problem import Problem
 from . import SolverResult, check_options
-from ._greedy_kernels import collect_pairs, local_swaps, penalised_greedy, scan_budget, scan_lower, scan_pairs
+from ._greedy_kernels import (
+    collect_pairs,
+    local_swaps,
+    penalised_greedy,
+    scan_budget,
+    scan_entries,
+    scan_lower_entries,
+)
 
 __all__ = ["budget_priority", "run_budget_greedy", "run_greedy", "solve", "solve_sparse", "trim"]
 
@@ -150,7 +157,8 @@ def run_greedy(
             chunk_ = pool.get(k, state)
             if chunk_ is None:
                 break
-            took, deficit = scan_lower(chunk_[0], chunk_[1], e, x, counts, loads, cap, emax, cmin, emin)
+            rows, cols = chunk_[0], chunk_[1]
+            took, deficit = scan_lower_entries(rows * e + cols, rows, cols, x, counts, loads, cap, emax, cmin, emin)
             stats["lower_bound_pairs"] += int(took)
             k += 1
         if deficit > 0:
@@ -191,7 +199,7 @@ def run_greedy(
             if skip_negative and vals.size and vals[-1] < 0:
                 keep = int(np.searchsorted(-vals, 0.0, side="right"))
                 rows, cols = rows[:keep], cols[:keep]
-            took, exhausted = scan_pairs(rows, cols, e, x, counts, loads, cap, emax)
+            took, exhausted = scan_entries(rows * e + cols, rows, cols, x, counts, loads, cap, emax)
             took_total += int(took)
             if exhausted or rows.size < vals.size:
                 break
@@ -452,7 +460,7 @@ def walk_sparse(
         None when a lower bound is still unmet after the first walk.
     stats : dict
     """
-    from ._sparse_kernels import collect_entries, scan_entries, scan_lower_entries
+    from ._sparse_kernels import collect_entries
 
     n, e = problem.shape
     vals, rows, cols = priority, problem.rows, problem.indices
@@ -464,7 +472,7 @@ def walk_sparse(
     if problem.has_lower_bounds:
         order = np.argsort(-vals, kind="stable")
         took, deficit = scan_lower_entries(
-            order, rows, cols, taken, counts, loads, cap, emax, problem.client_min, problem.expert_min
+            order, rows[order], cols[order], taken, counts, loads, cap, emax, problem.client_min, problem.expert_min
         )
         stats["lower_bound_pairs"] = int(took)
         del order
