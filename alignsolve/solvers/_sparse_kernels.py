@@ -55,3 +55,19 @@ def collect_entries(vals, rows, cols, lo, hi, counts, cap, loads, emax, out):  #
         out[t] = k
         t += ok
     return t
+
+
+@njit(cache=True, nogil=True)
+def group_order(ids, n_groups):  # pragma: no cover - compiled
+    """The stable order grouping entries by ``ids`` (values in [0, n_groups)): a counting sort, O(nnz)."""
+    starts = np.zeros(n_groups + 1, np.int64)
+    for t in range(ids.shape[0]):
+        starts[ids[t] + 1] += 1
+    for g in range(n_groups):
+        starts[g + 1] += starts[g]
+    order = np.empty(ids.shape[0], np.int64)
+    for t in range(ids.shape[0]):
+        g = ids[t]
+        order[starts[g]] = t
+        starts[g] += 1
+    return order
