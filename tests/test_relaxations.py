@@ -309,7 +309,7 @@ def test_client_knapsack_matches_enumeration_and_its_cut_bound_stays_valid(seed)
     allowed = rng.random((n, e)) < 0.8
     prices = np.round(rng.normal(0, 0.5, e), 2)
     take, loads = np.zeros((n, e), bool), np.zeros(e, np.int64)
-    upper, found, cut = client_knapsacks(fit, cost, budget, cap, allowed, prices, 10**6, take, loads)
+    upper, found, cut = client_knapsacks(fit, cost, budget, cap, allowed, prices, 10**6, 10**9, take, loads)
     best_total = 0.0
     for i in range(n):
         best = 0.0
@@ -325,7 +325,10 @@ def test_client_knapsack_matches_enumeration_and_its_cut_bound_stays_valid(seed)
     assert found == pytest.approx(best_total, abs=1e-9) and upper == pytest.approx(best_total, abs=1e-9)
     np.testing.assert_array_equal(loads, take.sum(axis=0))
     # A search stopped after one node falls back to its root bound: weaker, still an upper bound.
-    upper_cut, found_cut, _ = client_knapsacks(fit, cost, budget, cap, allowed, prices, 1, take, loads)
+    upper_cut, found_cut, _ = client_knapsacks(fit, cost, budget, cap, allowed, prices, 1, 10**9, take, loads)
+    # and so does a node budget spent after the first client
+    upper_budget, _, _ = client_knapsacks(fit, cost, budget, cap, allowed, prices, 10**6, 1, take, loads)
+    assert upper_budget >= best_total - 1e-9
     assert upper_cut >= best_total - 1e-9 >= found_cut - 2e-9
 
 

@@ -20,8 +20,8 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _remaining_bound(v, w, pos, room, left):  # pragma: no cover - compiled
-    """Upper bound on what items pos.. can add within ``room`` budget and ``left`` items."""
+def _remaining_bound(v, w, pos, room, left, top):  # pragma: no cover - compiled
+    """Upper bound on what items pos.. can add within ``room`` budget and ``left`` items (``top``: scratch)."""
     frac = 0.0
     rem = room
     for t in range(pos, v.size):
@@ -32,7 +32,8 @@ def _remaining_bound(v, w, pos, room, left):  # pragma: no cover - compiled
             frac += v[t] * rem / w[t]
             break
     # the `left` largest values among items pos.. (left is small: a client's capacity)
-    top = np.zeros(left)
+    for s in range(left):
+        top[s] = 0.0
     for t in range(pos, v.size):
         x = v[t]
         if left > 0 and x > top[left - 1]:
@@ -49,17 +50,18 @@ def _remaining_bound(v, w, pos, room, left):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _knapsack(v, w, W, k, node_limit, chosen):  # pragma: no cover - compiled
-    """Best value, an upper bound on it, and whether the search finished; ``chosen`` gets the best set.
+    """Best value, an upper bound on it, nodes searched; ``chosen`` gets the best set.
 
     Items are in decreasing ``v / w`` (all ``v > 0``). When ``node_limit`` nodes did not
-    finish the search the bound is the root bound.
+    finish the search the bound is the root bound (and nodes = node_limit + 1).
     """
     n = v.size
     for t in range(n):
         chosen[t] = False
     if n == 0 or k == 0:
-        return 0.0, 0.0, True
-    root = _remaining_bound(v, w, 0, W, k)
+        return 0.0, 0.0, 0
+    top = np.zeros(k)
+    root = _remaining_bound(v, w, 0, W, k, top)
     x = np.zeros(n, np.bool_)
     vals = np.zeros(n + 1)
     wts = np.zeros(n + 1)
@@ -78,11 +80,11 @@ def _knapsack(v, w, W, k, node_limit, chosen):  # pragma: no cover - compiled
             if pos == n or cnts[pos] == k:
                 pos -= 1
                 continue
-            if vals[pos] + _remaining_bound(v, w, pos, W - wts[pos], k - cnts[pos]) <= best:
+            if vals[pos] + _remaining_bound(v, w, pos, W - wts[pos], k - cnts[pos], top) <= best:
                 pos -= 1
                 continue
             if nodes > node_limit:
-                return best, max(root, best), False
+                return best, max(root, best), nodes
             state[pos] = 1
             if wts[pos] + w[pos] <= W:
                 x[pos] = True
@@ -104,17 +106,22 @@ def _knapsack(v, w, W, k, node_limit, chosen):  # pragma: no cover - compiled
         x[pos] = False
         state[pos] = 0
         pos -= 1
-    return best, best, True
+    return best, best, nodes
 
 
 @njit(cache=True, nogil=True)
-def client_knapsacks(fitness, cost, budget, cap, allowed, prices, node_limit, take, loads):  # pragma: no cover
+def client_knapsacks(
+    fitness, cost, budget, cap, allowed, prices, node_limit, node_budget, take, loads
+):  # pragma: no cover
     """Every client's knapsack at ``prices`` (see the module docstring).
 
-    Writes each client's best set into ``take`` (N, E) and the experts' loads into
-    ``loads`` (E,). Returns (sum of the clients' upper bounds, sum of their best values,
-    clients whose search hit ``node_limit``).
+    Each search stops after ``node_limit`` nodes, and once ``node_budget`` nodes are
+    spent over all clients the remaining ones get one node each (their root bound; what
+    keeps an iteration's time bounded on large instances). Writes each client's best set
+    into ``take`` (N, E) and the experts' loads into ``loads`` (E,). Returns (sum of the
+    clients' upper bounds, sum of their best values, clients whose search was cut).
     """
+    spent = 0
     n, e = fitness.shape
     upper = 0.0
     found = 0.0
@@ -145,10 +152,12 @@ def client_knapsacks(fitness, cost, budget, cap, allowed, prices, node_limit, ta
         w = w[order]
         idx = idx[order]
         chosen = np.zeros(m, np.bool_)
-        best, bound, done = _knapsack(v, w, budget[i], cap[i], node_limit, chosen)
+        limit = min(node_limit, max(1, node_budget - spent))
+        best, bound, nodes = _knapsack(v, w, budget[i], cap[i], limit, chosen)
+        spent += nodes
         upper += bound
         found += best
-        if not done:
+        if nodes > limit:
             cut += 1
         for t in range(m):
             if chosen[t]:

@@ -68,6 +68,7 @@ def lagrangian(
     max_iterations: int = 300,
     gap: float = 1e-6,
     node_limit: int = 20000,
+    node_budget: int = 2_000_000,
 ) -> LagrangianResult | None:
     """The Lagrangian bound and heuristic of the module docstring.
 
@@ -82,6 +83,10 @@ def lagrangian(
         Stop once ``(bound - objective) / max(1, |objective|)`` is at most this.
     node_limit : int
         Search nodes per client knapsack before its root bound is used instead.
+    node_budget : int
+        Search nodes per iteration over all clients; past it the remaining clients use
+        their root bound (still a valid bound, weaker), so an iteration stays short on
+        large instances.
     """
     from ._knapsack_kernels import client_knapsacks
     from .greedy import budget_priority, run_budget_greedy, trim
@@ -108,7 +113,7 @@ def lagrangian(
     best_obj = -np.inf
     theta, stall, cut, it, stop = 1.0, 0, 0, 0, "iterations"
     for it in range(1, max_iterations + 1):
-        upper, _, cut = client_knapsacks(fit, cost, loose, cap, allowed, prices, node_limit, take, loads)
+        upper, _, cut = client_knapsacks(fit, cost, loose, cap, allowed, prices, node_limit, node_budget, take, loads)
         bound = upper + float(np.maximum(prices, 0.0) @ emax - np.maximum(-prices, 0.0) @ emin)
         if bound < best_bound - 1e-12 * abs(bound):
             best_bound, best_prices, stall = bound, prices.copy(), 0
