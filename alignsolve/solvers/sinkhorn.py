@@ -94,7 +94,7 @@ class _Numpy:
     def clip(a: Any, lo: Any, hi: Any) -> Any:
         return np.minimum(np.maximum(a, lo), hi)
 
-    # Entries are grouped by line on numpy (see _entry_sides): reduceat over contiguous
+    # Entries are grouped by line on numpy (see entropic_duals_sparse): reduceat over contiguous
     # segments is about 5x faster than bincount over scattered ids.
     sorted_segments = True
 
@@ -257,8 +257,9 @@ class _EntrySide:
 
     ``K`` (nnz,) holds the entries' fitness, ``line`` (nnz,) the line of each entry on
     this side and ``other`` its line on the other side. On numpy the entries are grouped
-    by line (``starts`` of the non-empty lines, ``nonempty`` their ids) so that a line's
-    reductions are contiguous; on torch the order does not matter.
+    by line, given as ``counts`` per line (``starts`` of the non-empty lines, ``nonempty``
+    their ids), so that a line's reductions are contiguous and ``line`` is not needed
+    (None); on torch the order does not matter and ``line`` drives the reductions.
     """
 
     def __init__(self, ops: Any, K: Any, line: Any, other: Any, n_lines: int, counts: np.ndarray | None = None) -> None:
@@ -372,15 +373,17 @@ def _schedule(
     violation = math.inf
     while True:
         stages += 1
+        last = eps <= final * (1 + 1e-12)
+        # Stages before the last only warm-start the next one: a loose tolerance there
+        # cut the sweeps 4.4x (2000x64 skewed) with the same rounded answer.
+        stage_end = tol if last else max(tol, stage_tol)
         for _ in range(max_sweeps):
             sweeps += 1
             f, violation = _solve_lines(ops, rows, rows.with_other(g), f, r_lo, r_hi, 0.0, eps, line_iters, tol)
             g, _ = _solve_lines(ops, cols, cols.with_other(f), g, c_lo, c_hi, load_penalty, eps, line_iters, tol)
-            # Stages before the last only warm-start the next one: a loose tolerance there
-            # cut the sweeps 4.4x (2000x64 skewed) with the same rounded answer.
-            if violation <= (tol if eps <= final * (1 + 1e-12) else max(tol, stage_tol)):
+            if violation <= stage_end:
                 break
-        if eps <= final * (1 + 1e-12):
+        if last:
             break
         eps = max(eps * eps_decay, final)
     info = {
@@ -392,6 +395,14 @@ def _schedule(
         "device": str(getattr(ops, "device", "cpu")),
     }
     return ops.to_numpy(f), ops.to_numpy(g), info
+
+
+_SCHEDULE = ("load_penalty", "eps_final", "eps_start", "eps_decay", "max_sweeps", "tol", "stage_tol", "line_iters")
+
+
+def _schedule_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The schedule's keyword arguments out of a public function's parameters (its ``locals()``)."""
+    return {name: params[name] for name in _SCHEDULE}
 
 
 def entropic_duals(
@@ -446,6 +457,7 @@ def entropic_duals(
         ``sweeps``, ``stages``, ``eps`` (final, absolute), ``violation`` (final
         relative row violation), ``backend``, ``device``.
     """
+    schedule = _schedule_kwargs(locals())
     ops = _ops_for(fitness, device, dtype)
     F = ops.asarray(fitness)
     mask = ops.mask(allowed)
@@ -454,16 +466,6 @@ def entropic_duals(
     top = ops.total_max(K)
     spread = top + ops.total_max(ops.where(mask, -F, -math.inf)) if top > -math.inf else 1.0
     spread = spread if spread > 0 else max(1.0, ops.total_max(abs(F)))
-    schedule = {
-        "load_penalty": load_penalty,
-        "eps_final": eps_final,
-        "eps_start": eps_start,
-        "eps_decay": eps_decay,
-        "max_sweeps": max_sweeps,
-        "tol": tol,
-        "stage_tol": stage_tol,
-        "line_iters": line_iters,
-    }
     bounds = (row_lo, row_hi, col_lo, col_hi)
     return _schedule(ops, _DenseSide(ops, K, 1), _DenseSide(ops, K, 0), spread, bounds, **schedule)
 
@@ -518,6 +520,7 @@ def entropic_duals_sparse(
     info : dict
         As in :func:`entropic_duals`.
     """
+    schedule = _schedule_kwargs(locals())
     ops = _ops_for(values, device, dtype)
     n, e = int(np.asarray(indptr).size - 1), int(n_experts)
     counts_r = np.diff(np.asarray(indptr, dtype=np.int64))
@@ -538,43 +541,36 @@ def entropic_duals_sparse(
         # A second copy of the entries grouped by expert (a counting sort).
         order = group_order(cols, e)
         counts_c = np.bincount(cols, minlength=e)
-        row_side = _EntrySide(ops, ops.asarray(vals), rows, cols, n, counts_r)
-        col_side = _EntrySide(ops, ops.asarray(vals[order]), cols[order], rows[order], e, counts_c)
+        row_side = _EntrySide(ops, ops.asarray(vals), None, cols, n, counts_r)
+        col_side = _EntrySide(ops, ops.asarray(vals[order]), None, rows[order], e, counts_c)
         del order
     else:
         K, r, c = ops.asarray(vals), ops.ids(rows), ops.ids(cols)
         row_side, col_side = _EntrySide(ops, K, r, c, n), _EntrySide(ops, K, c, r, e)
     del vals
-    schedule = {
-        "load_penalty": load_penalty,
-        "eps_final": eps_final,
-        "eps_start": eps_start,
-        "eps_decay": eps_decay,
-        "max_sweeps": max_sweeps,
-        "tol": tol,
-        "stage_tol": stage_tol,
-        "line_iters": line_iters,
-    }
     with np.errstate(divide="ignore"):  # log(0) of a line whose entries are all out of play
         return _schedule(ops, row_side, col_side, spread, (row_lo, row_hi, col_lo, col_hi), **schedule)
 
 
-def lagrangian_bound(problem: Any, f: np.ndarray, g: np.ndarray) -> float:
+def lagrangian_bound(problem: Any, f: np.ndarray, g: np.ndarray, reduced: np.ndarray | None = None) -> float:
     """The weak-duality bound of the module docstring for any duals ``f`` (N,), ``g`` (E,).
 
     ``problem`` is a :class:`~alignsolve.Problem` or a :class:`~alignsolve.SparseProblem`
-    (then the sum runs over the listed entries only).
+    (then the sum runs over the listed entries only). ``reduced`` may pass the pair
+    scores ``F + f + g`` already computed: shape (N, E), or (nnz,) for the sparse form.
     """
     if isinstance(problem, Problem):
         allowed = problem.allowed
-        reduced = np.where(allowed, problem.fitness + f[:, None] + g[None, :], 0.0)
+        if reduced is None:
+            reduced = problem.fitness + f[:, None] + g[None, :]
+        pairs = np.where(allowed, reduced, 0.0)
         per_row, per_col = allowed.sum(axis=1), allowed.sum(axis=0)
     else:
-        reduced = problem.values + f[problem.rows] + g[problem.indices]
+        pairs = problem.values + f[problem.rows] + g[problem.indices] if reduced is None else reduced
         per_row = np.diff(problem.indptr)
         per_col = np.bincount(problem.indices, minlength=problem.n_experts)
-    total = float(np.maximum(reduced, 0.0).sum())
-    del reduced
+    total = float(np.maximum(pairs, 0.0).sum())
+    del pairs
     # Row and column sums can never exceed the allowed pairs of the line.
     r_lo, r_hi = problem.client_min, np.minimum(problem.client_capacity, per_row)
     c_lo, c_hi = problem.expert_min, np.minimum(problem.expert_max, per_col)
@@ -604,10 +600,9 @@ def _priority(fitness: np.ndarray, reduced: np.ndarray) -> np.ndarray:
     return prio
 
 
-def _round(problem: Problem, f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any], str]:
-    """Greedy phases on the reduced scores ``F + f + g`` (see the module docstring)."""
+def _round(problem: Problem, reduced: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any], str]:
+    """Greedy phases on the reduced scores ``F + f + g`` (N, E) (see the module docstring)."""
     fit = problem.fitness
-    reduced = fit + f[:, None] + g[None, :]
     if problem.load_penalty > 0:
         # The penalised greedy walks by fitness minus the marginal penalty; restricting
         # it to the plan's support keeps the relaxation's choice of pairs.
@@ -661,8 +656,10 @@ def solve(
         **schedule,
     )
     relax_time = time.perf_counter() - start
-    bound = lagrangian_bound(problem, f, g)
-    x, stats, message = _round(problem, f, g)
+    reduced = problem.fitness + f[:, None] + g[None, :]
+    bound = lagrangian_bound(problem, f, g, reduced)
+    x, stats, message = _round(problem, reduced)
+    del reduced
     stats.update(info, relaxation_time=relax_time)
     if x is None:
         return SolverResult("infeasible", None, message, bound=bound, stats=stats)
@@ -706,10 +703,12 @@ def solve_sparse(
     )
     del keep
     relax_time = time.perf_counter() - start
-    bound = lagrangian_bound(problem, f, g)
+    reduced = vals + f[rows] + g[cols]
+    bound = lagrangian_bound(problem, f, g, reduced)
     # float32 resolution (6e-8 relative) is far finer than the duals' tolerance, and lets the
     # walk sort packed 64-bit keys: 16x faster than a stable float64 argsort at 32M entries.
-    priority = _priority(vals, vals + f[rows] + g[cols]).astype(np.float32)
+    priority = _priority(vals, reduced).astype(np.float32)
+    del reduced
     taken, stats = walk_sparse(problem, priority)
     stats.update(info, relaxation_time=relax_time, rounding="sparse greedy walk by reduced score")
     if taken is None:
