@@ -81,7 +81,7 @@ def solve(
     if problem.is_generalised and options.get("lagrangian", True):
         share = 10.0 if time_limit is None else min(10.0, time_limit / 3.0)
         lag = lagrangian(problem, time_limit=share, gap=1e-9)
-    if lag is not None and lag.matrix is not None and lag.bound - lag.objective <= 1e-9 * max(1.0, abs(lag.objective)):
+    if lag is not None and lag.matrix is not None and _closed(lag.bound, lag.objective):
         stats0 = _lagrangian_stats(lag)
         return SolverResult(
             "optimal", lag.matrix, "optimal (proven by the Lagrangian bound)", bound=lag.bound, stats=stats0
@@ -182,14 +182,19 @@ def solve(
     if lag is not None:
         # Both bounds are proven; the Lagrangian heuristic's answer may beat what CP-SAT found in time.
         bound = min(bound, lag.bound)
-        if lag.matrix is not None and (x is None or lag.objective > problem.objective(x)):
-            x, stats["answer_from"] = lag.matrix, "lagrangian heuristic"
-        if x is not None:
-            proven = proven or bound - problem.objective(x) <= 1e-9 * max(1.0, abs(problem.objective(x)))
+        value = -math.inf if x is None else problem.objective(x)
+        if lag.matrix is not None and lag.objective > value:
+            x, value, stats["answer_from"] = lag.matrix, lag.objective, "lagrangian heuristic"
+        proven = proven or (x is not None and _closed(bound, value))
     if x is None:
         return SolverResult("time_limit", None, "CP-SAT stopped before finding an assignment", bound=bound, stats=stats)
     status = "optimal" if proven else "time_limit"
     return SolverResult(status, x, f"{status} (CP-SAT)", bound=bound, stats=stats)
+
+
+def _closed(bound: float, value: float) -> bool:
+    """Whether a proven bound meets an assignment's value (then it is optimal)."""
+    return bound - value <= 1e-9 * max(1.0, abs(value))
 
 
 def _lagrangian_stats(lag: LagrangianResult) -> dict[str, Any]:

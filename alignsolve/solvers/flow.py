@@ -195,14 +195,24 @@ def _price(
         hi = min(n, lo + _CHUNK)
         cost = -np.rint(problem.fitness[lo:hi] * scale).astype(np.int64)
         reduced = cost + d_client[lo:hi, None] - d_expert[None, :]
-        open_ = _eligible_rows(problem, lo, hi) & ~cand[lo:hi]
-        neg = int(((reduced < 0) & open_).sum())
-        if neg:
-            take = (reduced < margin) & open_
-            cand[lo:hi] |= take
-            negative += neg
-            added += int(take.sum())
+        neg, took = _price_in(reduced, _eligible_rows(problem, lo, hi) & ~cand[lo:hi], margin, cand[lo:hi])
+        negative += neg
+        added += took
     return negative, added
+
+
+def _price_in(reduced: np.ndarray, open_: np.ndarray, threshold: float, cand: np.ndarray) -> tuple[int, int]:
+    """Add to ``cand`` (a view, updated in place) the open pairs of reduced cost below ``threshold``.
+
+    ``reduced`` and ``open_`` have ``cand``'s shape. Returns (open pairs of negative reduced
+    cost, pairs added); nothing is added when no open pair is negative (the graph is optimal).
+    """
+    negative = int(((reduced < 0) & open_).sum())
+    if not negative:
+        return 0, 0
+    take = (reduced < threshold) & open_
+    cand |= take
+    return negative, int(take.sum())
 
 
 def solve(
@@ -457,14 +467,10 @@ def solve_sparse(
         threshold = margin * scale * max_fit
         for lo in range(0, problem.nnz, step):
             hi = min(problem.nnz, lo + step)
-            open_ = elig[lo:hi] & ~cand[lo:hi]
             reduced = -np.rint(vals[lo:hi] * scale) + d_client[rows[lo:hi]] - d_expert[cols[lo:hi]]
-            neg = int(((reduced < 0) & open_).sum())
-            if neg:
-                take = (reduced < threshold) & open_
-                cand[lo:hi] |= take
-                negative += neg
-                added += int(take.sum())
+            neg, took = _price_in(reduced, elig[lo:hi] & ~cand[lo:hi], threshold, cand[lo:hi])
+            negative += neg
+            added += took
         stats.setdefault("priced_in", []).append(added)
         if negative == 0:
             break
