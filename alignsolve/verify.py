@@ -92,7 +92,7 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
             assert problem.cost is not None and problem.budget is not None  # narrowing for mypy
             used = (problem.cost * x).sum(axis=1)
             budget = problem.budget
-            slack = 1e-9 * np.maximum(1.0, budget)
+            slack = budget_slack(budget)
             report(
                 "budget",
                 np.flatnonzero(used > budget + slack),
@@ -109,6 +109,11 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
         violations.append(f"reported objective {reported!r} differs from the recomputed {actual!r}")
     if violations:
         raise ConstraintViolation(violations)
+
+
+def budget_slack(budget: np.ndarray) -> np.ndarray:
+    """How far (N,) a client's spend may exceed its budget and still pass :func:`verify`: 1e-9 relative."""
+    return 1e-9 * np.maximum(1.0, budget)
 
 
 def _check_bounds(problem: Any, counts: np.ndarray, loads: np.ndarray, report: Any) -> None:

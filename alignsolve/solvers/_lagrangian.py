@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..problem import Problem
+from ..verify import budget_slack
 
 __all__ = ["LagrangianResult", "lagrangian"]
 
@@ -98,8 +99,8 @@ def lagrangian(
     fit = np.ascontiguousarray(problem.fitness, dtype=np.float64)
     cost = np.ascontiguousarray(problem.cost, dtype=np.float64)
     budget = np.asarray(problem.budget, dtype=np.float64)
-    # verify() accepts a budget exceeded by 1e-9 relative: the bound covers those assignments too.
-    loose = budget + 1e-9 * np.maximum(1.0, budget)
+    # verify() accepts a budget exceeded by its slack: the bound covers those assignments too.
+    loose = budget + budget_slack(budget)
     cap = problem.client_capacity.astype(np.int64)
     allowed = np.ascontiguousarray(problem.allowed)
     emax = np.minimum(problem.expert_max, n).astype(np.float64)

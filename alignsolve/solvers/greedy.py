@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..feasibility import budget_relaxation, diagnose_generalised, find_feasible
 from ..problem import Problem
+from ..verify import budget_slack
 from . import SolverResult, check_options
 from ._greedy_kernels import (
     collect_pairs,
@@ -338,7 +339,7 @@ def run_budget_greedy(
                 stats["certificate"] = cert.to_dict()
                 stats["proven_infeasible"] = True
                 return None, stats, cert.message
-            over = (cost * fixed).sum(axis=1) > budget + 1e-9 * np.maximum(1.0, budget)
+            over = (cost * fixed).sum(axis=1) > budget + budget_slack(budget)
             if over.any():
                 stats["proven_infeasible"] = False
                 return (
