@@ -20,8 +20,10 @@ float objective may be from the true optimum (0 when the scaling is exact).
 allowed pair, and OR-Tools stores about 60 bytes per arc: 6.4 million pairs cost some
 400 MB. With ``pricing`` on, the flow is first solved on a candidate graph: each client's
 ``candidates`` best pairs by fitness, and each expert's ``2 * expert_min`` best clients.
-Node potentials of that optimum (shortest-path distances in its residual graph, by
-Bellman-Ford) price every left-out pair: a pair whose reduced cost
+Node potentials of that optimum price every left-out pair (shortest-path distances by
+Bellman-Ford, on a graph of the E experts plus source and sink from which the clients
+are eliminated: see :mod:`._flow_kernels`; it was the whole residual graph, whose
+sweeps cost O(pairs) each and whose paths alternate clients and experts): a pair whose reduced cost
 ``cost_ij + pi(client i) - pi(expert j)`` is negative could improve the flow and joins
 the graph, which is solved again. When no left-out pair has a negative reduced cost, the
 potentials prove the candidate optimum optimal for the full graph (complementary
@@ -29,7 +31,9 @@ slackness: left-out pairs carry no flow). A candidate graph that is infeasible g
 (candidates doubled) and, at worst, becomes the dense graph, so feasibility is decided
 on the full problem. ``pricing=None`` (default) turns it on above
 :data:`PRICING_PAIRS` eligible pairs. Pricing runs over the fitness matrix in row chunks,
-so no dense copy is made.
+so no dense copy is made. Above :data:`_EXPERT_GRAPH_MAX` experts there are no
+potentials, and the flow is solved on the dense graph (``stats["pricing_fallback"]``).
+The sparse form chooses its first graph by sampled expert prices (:func:`solve_sparse`).
 
 ``time_limit`` is not supported by SimpleMinCostFlow (it cannot be interrupted); the
 option is accepted and ignored, and ``stats["time_limit_ignored"]`` says so.
@@ -38,10 +42,10 @@ option is accepted and ignored, and ``stats["time_limit_ignored"]`` says so.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from ..errors import InvalidProblemError
 from ..feasibility import diagnose
@@ -53,7 +57,6 @@ __all__ = ["PRICING_PAIRS", "solve", "solve_sparse"]
 _INT_LIMIT = 2**62
 #: ``pricing=None`` solves on a candidate graph (with pricing) above this many eligible pairs.
 PRICING_PAIRS = 1_000_000
-_TOWARDS = True
 _CHUNK = 8192  # rows per pricing chunk: 8192 x E float64 at a time
 
 
@@ -71,44 +74,6 @@ def _choose_scale(max_abs_cost: float, n_nodes: int, max_flow: int) -> float:
         return 1.0
     ceiling = min(_INT_LIMIT / (4 * (n_nodes + 1)), _INT_LIMIT / (4 * (max_flow + 1)), 2.0**48)
     return 2.0 ** math.floor(math.log2(ceiling / max_abs_cost))
-
-
-@njit(cache=True, nogil=True)
-def _potentials(tails, heads, caps, costs, flows, n_nodes, towards):  # pragma: no cover - compiled
-    """Node potentials of an optimal flow by Bellman-Ford on its residual graph.
-
-    ``towards=False``: ``d[v]`` = shortest distance from a virtual root (0-cost arcs to
-    every node); ``towards=True``: ``d[u]`` = minus the shortest distance from ``u`` to a
-    virtual root (0-cost arcs from every node). Both satisfy ``cost + d[u] - d[v] >= 0``
-    on every residual arc u->v; the second keeps the potentials as high as possible,
-    which certifies more left-out pairs at once. Returns (d, converged); an optimal
-    flow has no negative residual cycle, so it converges.
-    """
-    g = np.zeros(n_nodes, np.int64)
-    for _ in range(n_nodes + 1):
-        changed = False
-        for a in range(tails.shape[0]):
-            u = tails[a]
-            v = heads[a]
-            c = costs[a]
-            if towards:
-                # g = distance to the root: g[u] <= c + g[v] on residual u->v.
-                if flows[a] < caps[a] and c + g[v] < g[u]:
-                    g[u] = c + g[v]
-                    changed = True
-                if flows[a] > 0 and g[u] - c < g[v]:
-                    g[v] = g[u] - c
-                    changed = True
-            else:
-                if flows[a] < caps[a] and g[u] + c < g[v]:
-                    g[v] = g[u] + c
-                    changed = True
-                if flows[a] > 0 and g[v] - c < g[u]:
-                    g[u] = g[v] - c
-                    changed = True
-        if not changed:
-            return (-g if towards else g), True
-    return (-g if towards else g), False
 
 
 def _graph_setup(
@@ -255,7 +220,7 @@ def solve(
             stats["candidates_grown_to"] = m
             continue
         if potentials is None:  # Bellman-Ford did not converge: finish on the dense graph
-            stats["pricing_fallback"] = "potentials did not converge; solved on the dense graph"
+            stats["pricing_fallback"] = _NO_POTENTIALS + "; solved on the dense graph"
             ai, aj = _nonzero_eligible(problem)
             result = _solve_graph(problem, ai, aj, emax, max_flow, scale, stats, need_potentials=False)[0]
             break
@@ -376,8 +341,9 @@ def _flow_core(
     smcf = min_cost_flow.SimpleMinCostFlow()
     arcs = smcf.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
     smcf.set_nodes_supplies(np.arange(n + e + 2, dtype=np.int64), supplies)
+    del tails, heads, caps
     if not need_potentials:
-        del tails, heads, caps, costs
+        del costs
     status = smcf.solve()
     stats.update(
         rounding_error_bound=rounding_bound,
@@ -387,16 +353,68 @@ def _flow_core(
     )
     if status == smcf.OPTIMAL:
         used = smcf.flows(arcs[n : n + len(ai)]) > 0
+        del smcf
         potentials = None
         if need_potentials:
-            flows = smcf.flows(arcs)
-            del smcf
-            d, converged = _potentials(tails, heads, caps, costs, flows, n + e + 2, _TOWARDS)
-            potentials = d if converged else None
+            potentials = _optimal_potentials(problem, ai, aj, costs[n : n + len(ai)], used, emax, scale)
         return "optimal", used, potentials, rounding_bound
     if status == smcf.INFEASIBLE:
         return "infeasible", None, None, rounding_bound
     raise RuntimeError(f"OR-Tools SimpleMinCostFlow returned {status.name} (scale {scale}); please report this")
+
+
+_NO_POTENTIALS = "no potentials to price with (more than 4096 experts, or Bellman-Ford did not converge)"
+#: Above this many experts the expert graph ((E + 2)^2 int64) is too large; Bellman-Ford runs on the whole graph.
+_EXPERT_GRAPH_MAX = 4096
+
+
+def _optimal_potentials(
+    problem: Any,
+    ai: np.ndarray,
+    aj: np.ndarray,
+    costs: np.ndarray,
+    used: np.ndarray,
+    emax: np.ndarray,
+    scale: float,
+) -> np.ndarray | None:
+    """(N + E + 2,) potentials of an optimal flow on the pairs (ai, aj), nodes in graph order
+    (source, clients, experts, sink); None where Bellman-Ford did not converge.
+
+    The pairs must be grouped by client (row-major). Experts, source and sink get
+    shortest-path distances in the expert graph (:mod:`._flow_kernels`); each client the
+    highest potential its residual arcs allow. None also above :data:`_EXPERT_GRAPH_MAX` experts.
+    """
+    from ._flow_kernels import client_potentials, expert_potentials
+
+    n, e = problem.shape
+    if e > _EXPERT_GRAPH_MAX:
+        return None
+    cap, cmin, emin = problem.client_capacity, problem.client_min, problem.expert_min
+    counts = np.bincount(ai[used], minlength=n)
+    loads = np.bincount(aj[used], minlength=e)
+    starts = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(ai, minlength=n), out=starts[1:])
+    lam = problem.load_penalty
+
+    def unit_cost(k: np.ndarray) -> np.ndarray:  # the cost of an expert's k-th unit of load, k > expert_min
+        return np.rint(lam * (2.0 * k - 1.0) * scale).astype(np.int64) if lam > 0 else np.zeros(e, np.int64)
+
+    d, converged = expert_potentials(
+        starts, aj, costs, used, np.ones(len(ai), np.bool_), counts, cap, cmin, loads, emin, emax,
+        unit_cost(loads + 1), unit_cost(loads), bool(counts.any()),
+    )  # fmt: skip
+    if not converged:
+        return None
+    d_client = client_potentials(starts, aj, costs, used, counts, cap, d)
+    return np.concatenate([d[e : e + 1], d_client, d[:e], d[e + 1 :]])
+
+
+#: The smallest price sample: sparse pricing is on by default from ten times this many clients.
+SAMPLE_CLIENTS = 20_000
+_SAMPLE_FRACTION = 10  # one client in this many forms the price sample
+#: The sparse path's default ``margin``: with sampled prices few pairs lie near zero, and a wider
+#: margin only makes the graphs larger.
+SPARSE_MARGIN = 0.002
 
 
 def solve_sparse(
@@ -405,28 +423,41 @@ def solve_sparse(
     """The exact optimum of a :class:`~alignsolve.SparseProblem`: the same circulation on the listed pairs.
 
     The answer's ``matrix`` is a ``scipy.sparse.csr_array``. ``pricing=True`` prices as on
-    the dense path, over entries instead of matrix rows: the first graph holds each
-    client's ``candidates`` best entries (and, for experts with a lower bound, every entry
-    of theirs), the potentials of its optimum price the other entries, and those with a
-    negative reduced cost join until none is left. It is off by default here: the lists are
-    already short, and on ``generate_sparse`` instances (m = 32, k = 4) pricing took 2.1x
-    the time at N = 1e5 and 2.7x at N = 1e6 (259 s against 95 s), for about the same
-    peak memory (``benchmarks/run_scale.py``).
+    the dense path, over entries instead of matrix rows, with a first graph chosen by
+    expert prices: one client in ten (drawn with a fixed seed) forms a smaller problem of
+    the same shape (expert bounds scaled), whose exact optimum, itself priced the same way,
+    gives expert prices ``p_j`` (its potentials). The first graph then holds each client's
+    ``candidates`` best entries by ``F_ij - p_j`` (by ``F_ij`` alone below
+    :data:`SAMPLE_CLIENTS` x 10 clients, plus every entry of an expert with a lower bound),
+    the potentials of its optimum price the other entries, and those with a negative
+    reduced cost join until none is left.
     """
+    check_options("flow", options, ("scale", "pricing", "candidates", "margin"))
+    stats: dict[str, Any] = {}
+    if time_limit is not None:
+        stats["time_limit_ignored"] = True
+    return _sparse_optimum(problem, options, stats, want_potentials=False)[0]
+
+
+def _sparse_optimum(
+    problem: Any, options: dict[str, Any], stats: dict[str, Any], *, want_potentials: bool
+) -> tuple[SolverResult, np.ndarray | None, float]:
+    """(result, potentials of its optimum when asked and available, the integer scale used)."""
     from ._sparse_kernels import row_top
 
-    check_options("flow", options, ("scale", "pricing", "candidates", "margin"))
     n, e = problem.shape
     vals, rows, cols = problem.values, problem.rows, problem.indices
     elig = np.ones(problem.nnz, dtype=bool) if problem.has_lower_bounds else vals > 0
     per_expert = np.bincount(cols[elig], minlength=e).astype(np.int64)
     eligible = int(per_expert.sum())
     max_fit = float(np.abs(vals[elig]).max(initial=0.0))
-    pricing = bool(options.get("pricing") or False)
-    m, margin, emax, max_flow, scale, stats = _graph_setup(problem, options, per_expert, max_fit, eligible)
-    stats.update(pricing=pricing, sparse=True, eligible_pairs=eligible)
-    if time_limit is not None:
-        stats["time_limit_ignored"] = True
+    pricing = options.get("pricing")
+    if pricing is None:
+        pricing = n >= _SAMPLE_FRACTION * SAMPLE_CLIENTS
+    options = dict(options)
+    options.setdefault("margin", SPARSE_MARGIN)
+    m, margin, emax, max_flow, scale, setup = _graph_setup(problem, options, per_expert, max_fit, eligible)
+    stats.update(setup, pricing=bool(pricing), sparse=True, eligible_pairs=eligible)
 
     def run(mask: np.ndarray, potentials: bool):
         idx = np.flatnonzero(mask)
@@ -437,43 +468,99 @@ def solve_sparse(
             return _not_optimal(problem, status, potentials, stats), None
         taken = np.zeros(problem.nnz, dtype=bool)
         taken[idx[used]] = True
-        objective = problem.objective(taken)
-        return _optimal(problem.to_matrix(taken), objective, bound, stats), pot
+        return _optimal(problem.to_matrix(taken), problem.objective(taken), bound, stats), pot
 
     if not pricing:
-        return run(elig, False)[0]
-    cand = row_top(problem.indptr, vals, elig, m)
-    if problem.expert_min.any():
-        cand |= elig & (problem.expert_min[cols] > 0)
+        result, pot = run(elig, want_potentials)
+        return result, pot, scale
+    prices = _sample_prices(problem, emax, options, stats)
+    if prices is None:
+        cand = row_top(problem.indptr, vals, elig, m)
+        if problem.expert_min.any():
+            cand |= elig & (problem.expert_min[cols] > 0)
+    else:
+        if not options.get("candidates"):
+            m = int(problem.client_capacity.max(initial=0)) + 2
+        cand = row_top(problem.indptr, vals - prices[cols], elig, m)
     rounds = 0
     while True:
         rounds += 1
         result, pot = run(cand, True)
         if result.status == "infeasible":
             if int(cand.sum()) >= eligible:
-                result = run(elig, False)[0]  # the full graph decides (and explains) infeasibility
+                result, pot = run(elig, want_potentials)  # the full graph decides (and explains) infeasibility
                 break
             m *= 2
             cand |= row_top(problem.indptr, vals, elig, m)
             stats["candidates_grown_to"] = m
             continue
         if pot is None:
-            stats["pricing_fallback"] = "potentials did not converge; solved on every entry"
-            result = run(elig, False)[0]
+            stats["pricing_fallback"] = _NO_POTENTIALS + "; solved on every entry"
+            result, pot = run(elig, want_potentials)
             break
         d_client, d_expert = pot[1 : n + 1], pot[n + 1 : n + e + 1]
-        negative = added = 0
+        negative = 0
+        added = np.zeros(problem.nnz, dtype=bool)
         step = 1 << 22
         threshold = margin * scale * max_fit
         for lo in range(0, problem.nnz, step):
             hi = min(problem.nnz, lo + step)
             reduced = -np.rint(vals[lo:hi] * scale) + d_client[rows[lo:hi]] - d_expert[cols[lo:hi]]
-            neg, took = _price_in(reduced, elig[lo:hi] & ~cand[lo:hi], threshold, cand[lo:hi])
-            negative += neg
-            added += took
-        stats.setdefault("priced_in", []).append(added)
+            negative += _price_in(reduced, elig[lo:hi] & ~cand[lo:hi], threshold, added[lo:hi])[0]
+        stats.setdefault("priced_in", []).append(int(added.sum()) if negative else 0)
         if negative == 0:
             break
+        cand |= added
     stats["pricing_rounds"] = rounds
     stats["candidate_pairs"] = int(cand.sum())
-    return result
+    return result, pot, scale
+
+
+def _sample_prices(problem: Any, emax: np.ndarray, options: dict[str, Any], stats: dict[str, Any]) -> np.ndarray | None:
+    """(E,) expert prices in fitness units from the exact optimum of a one-in-ten client sample, or None.
+
+    None below :data:`SAMPLE_CLIENTS` x 10 clients, or when the sample is infeasible or
+    yields no potentials. The sample keeps the clients' bounds and scales the experts'
+    (``expert_min`` down, ``expert_max`` up, the load penalty by the inverse fraction, so
+    that a unit of load costs the same at the sample's loads).
+    """
+    from ..sparse import SparseProblem
+
+    n, e = problem.shape
+    size = n // _SAMPLE_FRACTION
+    if size < SAMPLE_CLIENTS:
+        return None
+    start = time.perf_counter()
+    chosen = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+    lengths = np.diff(problem.indptr)[chosen]
+    indptr = np.zeros(size + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    entries = np.repeat(problem.indptr[chosen] - indptr[:-1], lengths) + np.arange(indptr[-1])
+    fraction = size / n
+    sample = SparseProblem(
+        indptr,
+        problem.indices[entries],
+        problem.values[entries],
+        e,
+        problem.client_capacity[chosen],
+        client_min=problem.client_min[chosen],
+        expert_min=np.floor(problem.expert_min * fraction).astype(np.int64),
+        expert_max=np.ceil(emax * fraction).astype(np.int64),
+        load_penalty=problem.load_penalty / fraction,
+        values_dtype=problem.values.dtype.name,
+    )
+    del entries
+    sub_stats: dict[str, Any] = {}
+    sub_options = {k: v for k, v in options.items() if k in ("candidates", "margin")}
+    result, pot, scale = _sparse_optimum(sample, sub_options, sub_stats, want_potentials=True)
+    stats["price_sample"] = {
+        "clients": size,
+        "status": result.status,
+        "seconds": time.perf_counter() - start,
+        "pricing_rounds": sub_stats.get("pricing_rounds"),
+    }
+    if pot is None:
+        return None
+    # A client takes expert j when F_ij s + pi_j beats its own potential, which is at most pi_S
+    # while it has room: the price of j is (pi_S - pi_j) / s.
+    return (pot[0] - pot[sample.n_clients + 1 : sample.n_clients + e + 1]) / scale

@@ -1,0 +1,107 @@
+"""The flow method's pricing certificate: node potentials from the expert graph.
+
+Checked against the definition, arc by arc, on the full residual graph rebuilt here
+(``cost + d[u] - d[v] >= 0`` on every residual arc), not against the solver's own code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import alignsolve as als
+from alignsolve.solvers import _flow_kernels, flow
+from tests.test_properties import problems
+
+
+def _residual_violations(problem, ai, aj, costs, used, emax, scale, d):
+    """Reduced costs below zero on the residual graph of the flow ``used`` (an empty list when d certifies it)."""
+    n, e = problem.shape
+    src, sink = 0, n + e + 1
+    counts = np.bincount(ai[used], minlength=n)
+    loads = np.bincount(aj[used], minlength=e)
+    lam = problem.load_penalty
+    bad = []
+
+    def check(u, v, cost, what):
+        if cost + d[u] - d[v] < 0:
+            bad.append((what, u, v, int(cost + d[u] - d[v])))
+
+    for i in range(n):
+        if counts[i] < problem.client_capacity[i]:
+            check(src, 1 + i, 0, "source->client")
+        if counts[i] > problem.client_min[i]:
+            check(1 + i, src, 0, "client->source")
+    for t in range(len(ai)):
+        u, v = 1 + int(ai[t]), n + 1 + int(aj[t])
+        if used[t]:
+            check(v, u, -int(costs[t]), "expert->client")
+        else:
+            check(u, v, int(costs[t]), "client->expert")
+    for j in range(e):
+        unit = (lambda k: int(np.rint(lam * (2 * k - 1) * scale))) if lam > 0 else (lambda k: 0)
+        if loads[j] < emax[j]:
+            check(n + 1 + j, sink, unit(loads[j] + 1), "expert->sink")
+        if loads[j] > problem.expert_min[j]:
+            check(sink, n + 1 + j, -unit(loads[j]), "sink->expert")
+    check(sink, src, 0, "sink->source")
+    if counts.sum() > 0:
+        check(src, sink, 0, "source->sink")
+    return bad
+
+
+@given(problems(penalty=True))
+def test_potentials_of_an_optimal_flow_certify_it_on_every_residual_arc(problem):
+    n, e = problem.shape
+    elig = problem.allowed if problem.has_lower_bounds else problem.allowed & (problem.fitness > 0)
+    per_expert, max_fit, eligible = flow._dense_figures(problem)
+    _, _, emax, max_flow, scale, stats = flow._graph_setup(problem, {}, per_expert, max_fit, eligible)
+    ai, aj = np.nonzero(elig)
+    status, used, d, _ = flow._flow_core(problem, ai, aj, problem.fitness[ai, aj], emax, max_flow, scale, stats, True)
+    if status != "optimal":
+        return
+    assert d is not None and d.shape == (n + e + 2,)
+    costs = -np.rint(problem.fitness[ai, aj] * scale).astype(np.int64)
+    assert _residual_violations(problem, ai, aj, costs, used, emax, scale, d) == []
+
+
+def test_a_flow_with_an_improving_cycle_has_no_potentials():
+    # Two clients, two experts, one slot each; the flow takes the worse diagonal (1 + 1 < 5 + 5).
+    starts = np.array([0, 2, 4])
+    cols = np.array([0, 1, 0, 1])
+    costs = -np.array([1, 5, 5, 1], np.int64)
+    taken = np.array([True, False, False, True])
+    ones = np.ones(2, np.int64)
+    zeros = np.zeros(2, np.int64)
+    args = (starts, cols, costs, taken, np.ones(4, np.bool_), ones, ones, zeros, ones, zeros, ones, zeros, zeros, True)
+    _, converged = _flow_kernels.expert_potentials(*args)
+    assert not converged
+    # The better diagonal is optimal, and its potentials converge.
+    _, converged = _flow_kernels.expert_potentials(*args[:3], ~taken, *args[4:])
+    assert converged
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_pricing_without_potentials_falls_back_to_the_full_graph(monkeypatch, sparse):
+    monkeypatch.setattr(flow, "_EXPERT_GRAPH_MAX", 0)  # as if E were too large for the expert graph
+    problem = als.generate("skewed", 200, 12, 3, seed=2)
+    if sparse:
+        problem = als.SparseProblem.from_dense(problem, 6)
+    plain = als.solve(problem, "flow", pricing=False)
+    priced = als.solve(problem, "flow", pricing=True, candidates=2)
+    assert "no potentials" in priced.stats["pricing_fallback"]
+    assert priced.objective == pytest.approx(plain.objective, rel=1e-12)
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_sampled_prices_give_the_same_sparse_optimum(seed):
+    problem = als.generate_sparse(400, 24, 3, 8, seed=seed)
+    plain = als.solve(problem, "flow", pricing=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flow, "SAMPLE_CLIENTS", 4)  # 400 clients, a sample of 40 and its own sample of 4
+        priced = als.solve(problem, "flow")
+    assert priced.stats["pricing"] and priced.stats["price_sample"]["clients"] == 40
+    assert priced.objective == pytest.approx(plain.objective, rel=1e-12)
+    als.verify(problem, priced)
