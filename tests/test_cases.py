@@ -168,3 +168,37 @@ def test_chunked_walk_equals_a_full_sort():
     many = als.solve(problem, "greedy", chunk=1)
     assert many.stats["chunks"] > 1
     assert one.objective == pytest.approx(many.objective)
+
+
+@pytest.mark.parametrize("chunk", [1, 50, None])
+def test_greedy_equals_a_plain_sorted_walk(chunk):
+    # Distinct fitness (no ties), no lower bounds: the answer is fixed by the definition.
+    rng = np.random.default_rng(4)
+    fit = rng.normal(size=(300, 20))
+    allowed = rng.random((300, 20)) < 0.8
+    problem = als.Problem(fit, rng.integers(0, 4, 300), expert_max=rng.integers(0, 60, 20), allowed=allowed)
+    want = np.zeros(problem.shape, bool)
+    counts, loads = np.zeros(300, int), np.zeros(20, int)
+    for flat in np.argsort(-fit, axis=None):
+        i, j = divmod(int(flat), 20)
+        if fit[i, j] < 0:
+            break
+        if allowed[i, j] and counts[i] < problem.client_capacity[i] and loads[j] < problem.expert_max[j]:
+            want[i, j] = True
+            counts[i] += 1
+            loads[j] += 1
+    assert np.array_equal(als.solve(problem, "greedy", chunk=chunk).matrix, want)
+
+
+def test_collect_pairs_recounts_when_the_estimate_is_short():
+    from alignsolve.solvers._greedy_kernels import collect_pairs
+
+    problem = als.generate("skewed", 200, 16, 3, seed=2)
+    n, e = problem.shape
+    state = (np.zeros(n * e, bool), np.zeros(n, np.int64), np.zeros(e, np.int64))
+    args = (problem.fitness, problem.allowed, 0.5, np.inf, True, *state, problem.client_capacity, problem.expert_max)
+    short = collect_pairs(*args, 1)
+    exact = collect_pairs(*args, n * e)
+    assert len(short[0]) > 16  # more than the smallest buffer: the recount ran
+    for got, want in zip(short, exact, strict=True):
+        assert np.array_equal(got, want)

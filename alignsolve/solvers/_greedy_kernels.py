@@ -23,7 +23,7 @@ def _open(counts, cap):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def scan_entries(ids, rows, cols, taken, counts, loads, cap, emax):  # pragma: no cover - compiled
+def scan_entries(ids, rows, cols, taken, counts, loads, cap, emax, check_taken=True):  # pragma: no cover
     """Take pairs in order while both their client and their expert have room.
 
     Pair t is client ``rows[t]``, expert ``cols[t]``, and ``taken[ids[t]]`` marks it: on the
@@ -31,6 +31,7 @@ def scan_entries(ids, rows, cols, taken, counts, loads, cap, emax):  # pragma: n
     the sparse path it is the (nnz,) entry mask and ``ids`` are entry ids. (Rows and columns
     are gathered beforehand: a vectorised gather overlaps its cache misses, this loop's
     branches do not.) ``counts`` (N,) and ``loads`` (E,) are updated in place.
+    ``check_taken=False`` when no pair can be taken already (skips a random read per pair).
 
     Returns
     -------
@@ -47,7 +48,7 @@ def scan_entries(ids, rows, cols, taken, counts, loads, cap, emax):  # pragma: n
         k = ids[t]
         i = rows[t]
         j = cols[t]
-        if taken[k] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+        if counts[i] >= cap[i] or loads[j] >= emax[j] or (check_taken and taken[k]):
             continue
         taken[k] = True
         counts[i] += 1
@@ -157,48 +158,46 @@ def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, la
 
 
 @njit(cache=True, nogil=True)
-def _keep(v, allowed, lo, hi, nonneg_only):  # pragma: no cover - compiled
-    return allowed and v >= lo and v < hi and (not nonneg_only or v >= 0.0)
-
-
-@njit(cache=True, nogil=True)
 def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, hint):  # pragma: no cover
     """The pairs with ``lo <= priority < hi`` that are allowed and can still be taken.
 
     Walks the (N, E) matrices row by row, skipping clients that are full, so no flat
-    index is ever divided. One pass into buffers of ``hint`` entries (the caller's
-    estimate); a second, counting pass only when the estimate was short. Returns rows,
-    cols (int64) and priorities, unsorted.
+    index is ever divided. Branch-free inside a row (the value test passes for a small,
+    unpredictable fraction of pairs; a mispredicted branch cost more than the write):
+    every pair is written at the cursor, which moves only when the pair qualifies. One
+    pass into buffers of ``hint`` entries (the caller's estimate); when that was short, a
+    counting pass and a second fill. Returns rows, cols (int32: half the bytes to gather
+    when the chunk is sorted) and priorities, unsorted.
     """
     n, e = priority.shape
     size = max(hint, 16)
-    rows = np.empty(size, np.int64)
-    cols = np.empty(size, np.int64)
-    vals = np.empty(size, np.float64)
+    rows = np.empty(size + 1, np.int32)  # one spare slot for the unconditional write
+    cols = np.empty(size + 1, np.int32)
+    vals = np.empty(size + 1, np.float64)
+    floor = max(lo, 0.0) if nonneg_only else lo
     m = 0
     for i in range(n):
         if counts[i] >= cap[i]:
             continue
+        base = i * e
         for j in range(e):
-            if loads[j] < emax[j] and not x[i * e + j] and _keep(priority[i, j], allowed[i, j], lo, hi, nonneg_only):
-                if m == size:
-                    # The estimate was short: count exactly, then fill again.
-                    total = 0
-                    for i2 in range(n):
-                        if counts[i2] >= cap[i2]:
-                            continue
-                        for j2 in range(e):
-                            if (
-                                loads[j2] < emax[j2]
-                                and not x[i2 * e + j2]
-                                and _keep(priority[i2, j2], allowed[i2, j2], lo, hi, nonneg_only)
-                            ):
-                                total += 1
-                    return collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, total)
-                rows[m] = i
-                cols[m] = j
-                vals[m] = priority[i, j]
-                m += 1
+            v = priority[i, j]
+            ok = (v >= floor) & (v < hi) & allowed[i, j] & (loads[j] < emax[j]) & (not x[base + j])
+            rows[m] = i
+            cols[m] = j
+            vals[m] = v
+            m += ok
+            if m > size:  # the estimate was short: count exactly, then fill again
+                total = 0
+                for i2 in range(n):
+                    if counts[i2] >= cap[i2]:
+                        continue
+                    for j2 in range(e):
+                        v2 = priority[i2, j2]
+                        total += (
+                            (v2 >= floor) & (v2 < hi) & allowed[i2, j2] & (loads[j2] < emax[j2]) & (not x[i2 * e + j2])
+                        )
+                return collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, total)
     return rows[:m], cols[:m], vals[:m]
 
 
