@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import alignsolve as als
 from tests.cases import CASES, build
@@ -202,3 +204,12 @@ def test_collect_pairs_recounts_when_the_estimate_is_short():
     assert len(short[0]) > 16  # more than the smallest buffer: the recount ran
     for got, want in zip(short, exact, strict=True):
         assert np.array_equal(got, want)
+
+
+@given(st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(allow_nan=False, allow_infinity=False))))
+def test_descending_order_is_a_stable_argsort(values):
+    # Ties, both zeros, subnormals and values beyond float32's range included.
+    from alignsolve.solvers.greedy import descending_order
+
+    vals = np.array(values, dtype=np.float64)
+    assert np.array_equal(descending_order(vals), np.argsort(-vals, kind="stable"))

@@ -77,27 +77,30 @@ def _deficit(counts, loads, cmin, emin):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def scan_lower_entries(ids, rows, cols, taken, counts, loads, cap, emax, cmin, emin):  # pragma: no cover
+def scan_lower_entries(  # pragma: no cover - compiled
+    ids, rows, cols, taken, counts, loads, cap, emax, cmin, emin, check_taken=True
+):
     """Take pairs, in order, that reduce an unmet client or expert minimum and fit the upper bounds.
 
-    Pairs as in :func:`scan_entries`. Returns (pairs taken, deficit left: the sum of unmet minima).
+    Pairs and ``check_taken`` as in :func:`scan_entries`. Returns (pairs taken, deficit
+    left: the sum of unmet minima).
     """
     deficit = _deficit(counts, loads, cmin, emin)
     accepted = 0
     for t in range(ids.shape[0]):
         if deficit == 0:
             break
-        k = ids[t]
         i = rows[t]
         j = cols[t]
-        if taken[k] or counts[i] >= cap[i] or loads[j] >= emax[j]:
+        if counts[i] >= cap[i] or loads[j] >= emax[j]:
             continue
         helps = 0
         if counts[i] < cmin[i]:
             helps += 1
         if loads[j] < emin[j]:
             helps += 1
-        if helps == 0:
+        k = ids[t]
+        if helps == 0 or (check_taken and taken[k]):  # the random read last: most pairs stop before it
             continue
         taken[k] = True
         counts[i] += 1
@@ -293,3 +296,29 @@ def local_swaps(fitness, allowed, x, loads, emin, emax, cost, left, lam, max_pas
         if not improved:
             break
     return moves
+
+
+@njit(cache=True, nogil=True)
+def refine_runs(keys, order, vals):  # pragma: no cover - compiled
+    """Re-order runs of ``order`` whose sorted ``keys`` share their high 32 bits by decreasing ``vals``.
+
+    ``keys`` are sorted, their high half a coarse (float32) image of the values and their
+    low half the index held in ``order``; within a run the indices ascend. Insertion sort
+    (runs are short), stable, so equal values keep index order. ``order`` is updated in
+    place.
+    """
+    m = keys.shape[0]
+    t = 0
+    while t < m:
+        high = keys[t] >> np.uint64(32)
+        end = t + 1
+        while end < m and keys[end] >> np.uint64(32) == high:
+            end += 1
+        for a in range(t + 1, end):
+            o = order[a]
+            b = a
+            while b > t and vals[order[b - 1]] < vals[o]:
+                order[b] = order[b - 1]
+                b -= 1
+            order[b] = o
+        t = end

@@ -35,6 +35,7 @@ from ._greedy_kernels import (
     collect_pairs,
     local_swaps,
     penalised_greedy,
+    refine_runs,
     scan_budget,
     scan_entries,
     scan_lower_entries,
@@ -99,7 +100,7 @@ class _PairOrder:
             self._size *= 2
             if vals.size == 0:
                 continue
-            order = np.argsort(-vals)
+            order = descending_order(vals)
             self.chunks.append((rows[order], cols[order], vals[order]))
         return self.chunks[k]
 
@@ -164,7 +165,8 @@ def run_greedy(
                 break
             rows, cols = chunk_[0], chunk_[1]
             ids = rows.astype(np.int64) * e + cols
-            took, deficit = scan_lower_entries(ids, rows, cols, x, counts, loads, cap, emax, cmin, emin)
+            # The lower-bound walk is the first over each chunk, and a chunk is collected untaken.
+            took, deficit = scan_lower_entries(ids, rows, cols, x, counts, loads, cap, emax, cmin, emin, False)
             stats["lower_bound_pairs"] += int(took)
             k += 1
         if deficit > 0:
@@ -508,6 +510,32 @@ def walk_sparse(
         # After the first chunk the entries that still fit are few: take all of them at once.
         hi, size = lo, vals.size
     return taken, stats
+
+
+def descending_order(vals: np.ndarray) -> np.ndarray:
+    """(m,) int64: the indices of ``vals`` (float64, finite) by decreasing value, ties by index.
+
+    Exactly ``np.argsort(-vals, kind="stable")``, about twice as fast: each value's float32
+    image, mapped to an order-preserving unsigned integer, goes above its index in one
+    uint64 key, and a direct sort of the keys (numpy's vectorised sort; an argsort is an
+    indirect, slower one) orders by that image. Rounding to float32 is monotone, so only
+    runs of equal images can be out of order, and a compiled pass sorts those by the
+    exact values.
+    """
+    m = vals.size
+    if m >= 2**32:
+        return np.argsort(-vals, kind="stable")
+    with np.errstate(over="ignore"):  # beyond float32's range the image is +-inf: still monotone
+        bits = (vals.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
+    if m and vals.min() < 0:
+        # Non-negative floats' bits grow with the value; a negative one's shrink: flip them.
+        bits = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000))
+    keys = (~bits).astype(np.uint64) << np.uint64(32)  # inverted: ascending keys, decreasing values
+    keys |= np.arange(m, dtype=np.uint64)
+    keys.sort()
+    order = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    refine_runs(keys, order, vals)
+    return order
 
 
 def _descending(vals: np.ndarray, sel: np.ndarray) -> np.ndarray:
