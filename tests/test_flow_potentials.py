@@ -98,7 +98,8 @@ def test_pricing_without_potentials_falls_back_to_the_full_graph(monkeypatch, sp
 @given(st.integers(0, 2**31 - 1))
 def test_sampled_prices_give_the_same_sparse_optimum(seed):
     problem = als.generate_sparse(400, 24, 3, 8, seed=seed)
-    plain = als.solve(problem, "flow", pricing=False)
+    plain = als.solve(problem, "flow")
+    assert plain.stats["pricing"] is False  # below ten times SAMPLE_CLIENTS clients the default is the plain graph
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(flow, "SAMPLE_CLIENTS", 4)  # 400 clients, a sample of 40 and its own sample of 4
         priced = als.solve(problem, "flow")
