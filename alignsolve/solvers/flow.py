@@ -364,7 +364,8 @@ def _flow_core(
 
 
 _NO_POTENTIALS = "no potentials to price with (more than 4096 experts, or Bellman-Ford did not converge)"
-#: Above this many experts the expert graph ((E + 2)^2 int64) is too large; Bellman-Ford runs on the whole graph.
+#: Above this many experts the expert graph ((E + 2)^2 int64: 134 MB at 4096) is not built; pricing then has no
+#: potentials and the flow is solved on the full graph.
 _EXPERT_GRAPH_MAX = 4096
 
 
