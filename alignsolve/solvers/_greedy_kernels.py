@@ -160,6 +160,13 @@ def penalised_greedy(ptr, rows, vals, n_experts, x, counts, loads, cap, emax, la
     return accepted
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _qualifies(priority, allowed, x, loads, emax, i, j, floor, hi):  # pragma: no cover - compiled
+    """Pair (i, j) lies in ``[floor, hi)``, is allowed, untaken, and its expert has room (a bool, no branch)."""
+    v = priority[i, j]
+    return (v >= floor) & (v < hi) & allowed[i, j] & (loads[j] < emax[j]) & (not x[i * priority.shape[1] + j])
+
+
 @njit(cache=True, nogil=True)
 def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, hint):  # pragma: no cover
     """The pairs with ``lo <= priority < hi`` that are allowed and can still be taken.
@@ -182,24 +189,17 @@ def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap,
     for i in range(n):
         if counts[i] >= cap[i]:
             continue
-        base = i * e
         for j in range(e):
-            v = priority[i, j]
-            ok = (v >= floor) & (v < hi) & allowed[i, j] & (loads[j] < emax[j]) & (not x[base + j])
             rows[m] = i
             cols[m] = j
-            vals[m] = v
-            m += ok
+            vals[m] = priority[i, j]
+            m += _qualifies(priority, allowed, x, loads, emax, i, j, floor, hi)
             if m > size:  # the estimate was short: count exactly, then fill again
                 total = 0
                 for i2 in range(n):
-                    if counts[i2] >= cap[i2]:
-                        continue
-                    for j2 in range(e):
-                        v2 = priority[i2, j2]
-                        total += (
-                            (v2 >= floor) & (v2 < hi) & allowed[i2, j2] & (loads[j2] < emax[j2]) & (not x[i2 * e + j2])
-                        )
+                    if counts[i2] < cap[i2]:
+                        for j2 in range(e):
+                            total += _qualifies(priority, allowed, x, loads, emax, i2, j2, floor, hi)
                 return collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, total)
     return rows[:m], cols[:m], vals[:m]
 

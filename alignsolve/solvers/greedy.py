@@ -53,7 +53,7 @@ class _PairOrder:
     clients and experts) and only the chunk is sorted, so when the first chunk
     suffices the cost is O(NE) plus the sort of a few times the total capacity.
     Value ranges are disjoint, so the concatenated chunks are in decreasing order;
-    ties inside a chunk fall in a fixed, input-determined order.
+    ties inside a chunk keep their row-major order (:func:`descending_order` is a stable sort).
     """
 
     _SAMPLE = 16384
