@@ -75,7 +75,7 @@ def test_a_flow_with_an_improving_cycle_has_no_potentials():
     taken = np.array([True, False, False, True])
     ones = np.ones(2, np.int64)
     zeros = np.zeros(2, np.int64)
-    args = (starts, cols, costs, taken, np.ones(4, np.bool_), ones, ones, zeros, ones, zeros, ones, zeros, zeros, True)
+    args = (starts, cols, costs, taken, ones, ones, zeros, ones, zeros, ones, zeros, zeros, True)
     _, converged = _flow_kernels.expert_potentials(*args)
     assert not converged
     # The better diagonal is optimal, and its potentials converge.

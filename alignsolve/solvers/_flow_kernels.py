@@ -1,9 +1,8 @@
-"""Compiled loops for the flow method's pricing (numba): potentials of an optimal flow, and pricing.
+"""Compiled loops for the flow method's pricing (numba): the node potentials of an optimal flow.
 
-Both work on the pairs of a graph grouped by client: pair ``t`` of client ``i`` lies in
-``starts[i]:starts[i+1]``, goes to expert ``cols[t]`` at integer cost ``costs[t]``
-(``-round(F * scale)``), ``taken[t]`` says whether it carries flow and ``inset[t]``
-whether it belongs to the graph that was solved (left-out pairs carry no flow).
+Both work on the pairs of the graph that was solved, grouped by client: pair ``t`` of
+client ``i`` lies in ``starts[i]:starts[i+1]``, goes to expert ``cols[t]`` at integer
+cost ``costs[t]`` (``-round(F * scale)``), and ``taken[t]`` says whether it carries flow.
 
 Potentials follow the flow module's convention: ``cost + d[u] - d[v] >= 0`` on every
 residual arc ``u -> v``. Client nodes are eliminated: with the expert potentials fixed, a
@@ -39,14 +38,14 @@ INF = np.int64(2**62)
 
 @njit(cache=True, nogil=True)
 def expert_potentials(
-    starts, cols, costs, taken, inset, counts, cap, cmin, loads, emin, emax, pen_next, pen_last, flow_positive
+    starts, cols, costs, taken, counts, cap, cmin, loads, emin, emax, pen_next, pen_last, flow_positive
 ):  # pragma: no cover - compiled
     """Potentials (E + 2,) of the experts, S (index E) and T (index E + 1), and whether they converged.
 
     ``pen_next[j]`` / ``pen_last[j]``: the cost of expert j's next unit of load and of its
     last one (0 without a load penalty). The potentials are shortest distances from a
     virtual root joined to every node at cost 0. Not converging within E + 3 sweeps means
-    a negative cycle: the flow is not optimal on the pairs in ``inset``.
+    a negative cycle: the flow is not optimal on these pairs.
     """
     e = emax.shape[0]
     s, t = e, e + 1
@@ -58,14 +57,14 @@ def expert_potentials(
         can_add = counts[i] < cap[i]
         for a in range(lo, hi):
             if not taken[a]:
-                if can_add and inset[a] and costs[a] < w[s, cols[a]]:
+                if can_add and costs[a] < w[s, cols[a]]:
                     w[s, cols[a]] = costs[a]
                 continue
             ja, ca = cols[a], costs[a]
             if can_drop and -ca < w[ja, s]:
                 w[ja, s] = -ca
             for u in range(lo, hi):
-                if taken[u] or not inset[u]:
+                if taken[u]:
                     continue
                 cu = costs[u] - ca
                 if cu < w[ja, cols[u]]:

@@ -219,7 +219,7 @@ def solve(
             cand |= _candidates(problem, m)
             stats["candidates_grown_to"] = m
             continue
-        if potentials is None:  # Bellman-Ford did not converge: finish on the dense graph
+        if potentials is None:  # no potentials (see _optimal_potentials): finish on the dense graph
             stats["pricing_fallback"] = _NO_POTENTIALS + "; solved on the dense graph"
             ai, aj = _nonzero_eligible(problem)
             result = _solve_graph(problem, ai, aj, emax, max_flow, scale, stats, need_potentials=False)[0]
@@ -401,7 +401,7 @@ def _optimal_potentials(
         return np.rint(lam * (2.0 * k - 1.0) * scale).astype(np.int64) if lam > 0 else np.zeros(e, np.int64)
 
     d, converged = expert_potentials(
-        starts, aj, costs, used, np.ones(len(ai), np.bool_), counts, cap, cmin, loads, emin, emax,
+        starts, aj, costs, used, counts, cap, cmin, loads, emin, emax,
         unit_cost(loads + 1), unit_cost(loads), bool(counts.any()),
     )  # fmt: skip
     if not converged:
