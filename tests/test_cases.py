@@ -213,3 +213,8 @@ def test_descending_order_is_a_stable_argsort(values):
 
     vals = np.array(values, dtype=np.float64)
     assert np.array_equal(descending_order(vals), np.argsort(-vals, kind="stable"))
+    # With entry ids carried along (float64: gathered after; float32: inside the keys).
+    ids = 3 * np.arange(vals.size) + 7
+    single = np.where(np.abs(vals) < 3e38, vals, 0.0).astype(np.float32)  # finite in float32
+    for v in (vals, single):
+        assert np.array_equal(descending_order(v, ids), ids[np.argsort(-v, kind="stable")])
