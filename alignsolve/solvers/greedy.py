@@ -73,7 +73,7 @@ class _PairOrder:
             ok &= sample >= 0
         self._sample = np.sort(sample[ok])
         self._per_sample = n * e / pos.size  # pairs represented by one sample point
-        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def _next_threshold(self) -> float:
         below = self._sample[: np.searchsorted(self._sample, self._hi, side="left")]
@@ -87,8 +87,13 @@ class _PairOrder:
         inside = np.searchsorted(self._sample, self._hi, side="left") - np.searchsorted(self._sample, lo, side="left")
         return float(inside) * self._per_sample
 
-    def get(self, k: int, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Chunk ``k`` as (rows, cols, priorities) sorted by decreasing priority, or None."""
+    def get(
+        self, k: int, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Chunk ``k`` as (flat ids ``rows * E + cols``, rows, cols, priorities) by decreasing priority, or None.
+
+        The ids are computed once per chunk: with lower bounds a chunk is walked twice.
+        """
         while len(self.chunks) <= k:
             if self._done:
                 return None
@@ -101,7 +106,8 @@ class _PairOrder:
             if vals.size == 0:
                 continue
             order = descending_order(vals)
-            self.chunks.append((rows[order], cols[order], vals[order]))
+            rows, cols = rows[order], cols[order]
+            self.chunks.append((rows.astype(np.int64) * self._priority.shape[1] + cols, rows, cols, vals[order]))
         return self.chunks[k]
 
 
@@ -163,8 +169,7 @@ def run_greedy(
             chunk_ = pool.get(k, state)
             if chunk_ is None:
                 break
-            rows, cols = chunk_[0], chunk_[1]
-            ids = rows.astype(np.int64) * e + cols
+            ids, rows, cols = chunk_[:3]
             # The lower-bound walk is the first over each chunk, and a chunk is collected untaken.
             took, deficit = scan_lower_entries(ids, rows, cols, x, counts, loads, cap, emax, cmin, emin, False)
             stats["lower_bound_pairs"] += int(took)
@@ -203,13 +208,12 @@ def run_greedy(
             chunk_ = pool.get(k, state)
             if chunk_ is None:
                 break
-            rows, cols, vals = chunk_
+            ids, rows, cols, vals = chunk_
             if skip_negative and vals.size and vals[-1] < 0:
                 keep = int(np.searchsorted(-vals, 0.0, side="right"))
-                rows, cols = rows[:keep], cols[:keep]
+                ids, rows, cols = ids[:keep], rows[:keep], cols[:keep]
             # A chunk holds each pair once, collected while untaken; only the lower-bound phase's
             # chunks are walked twice.
-            ids = rows.astype(np.int64) * e + cols
             took, exhausted = scan_entries(ids, rows, cols, x, counts, loads, cap, emax, problem.has_lower_bounds)
             took_total += int(took)
             if exhausted or rows.size < vals.size:
