@@ -106,3 +106,93 @@ def test_sampled_prices_give_the_same_sparse_optimum(seed):
     assert priced.stats["pricing"] and priced.stats["price_sample"]["clients"] == 40
     assert priced.objective == pytest.approx(plain.objective, rel=1e-12)
     als.verify(problem, priced)
+
+
+def _brute_gap(worth, taken, count, cap, cmin):
+    """A client's gap by its definition: the smallest margin of the conditions that apply."""
+    margins = [lo - hi for lo in worth[taken] for hi in worth[~taken]]
+    if count > cmin:
+        margins += list(worth[taken])  # it may drop an entry for nothing
+    if count < cap:
+        margins += [-w for w in worth[~taken]]  # it may add one
+    return min(margins) if margins else int(_flow_kernels.INF)
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_client_gaps_match_their_definition(seed):
+    rng = np.random.default_rng(seed)
+    n, e = 30, 6
+    lengths = rng.integers(0, e + 1, n)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    cols = np.concatenate([np.sort(rng.choice(e, size, replace=False)) for size in lengths]).astype(np.int32)
+    vals = rng.choice([-1.0, 0.25, 0.5, 1.0, 2.0], len(cols))  # ties included
+    eligible = rng.random(len(cols)) < 0.9
+    taken = eligible & (rng.random(len(cols)) < 0.4)
+    cap = rng.integers(0, 4, n)
+    cmin = np.minimum(rng.integers(0, 2, n), cap)
+    scale = 4.0
+    d_expert = rng.integers(-8, 9, e).astype(np.int64)
+    d_source = int(rng.integers(-4, 5))
+    gaps = _flow_kernels.client_gaps(indptr, cols, vals, scale, eligible, taken, d_expert, d_source, cap, cmin)
+    for i in range(n):
+        sl = slice(indptr[i], indptr[i + 1])
+        ok = eligible[sl]
+        worth = (d_expert[cols[sl]] + np.rint(vals[sl] * scale).astype(np.int64) - d_source)[ok]
+        tk = taken[sl][ok]
+        assert gaps[i] == _brute_gap(worth, tk, int(tk.sum()), cap[i], cmin[i])
+
+
+def _repaired(problem, mp, **extra):
+    mp.setattr(flow, "SAMPLE_CLIENTS", 4)  # 400 clients: a price sample of 40, so pricing and repair run
+    for name, value in extra.items():
+        mp.setattr(flow, name, value)
+    stats = {}
+    result, pot, scale = flow._sparse_optimum(problem, {}, stats, want_potentials=True)
+    return result, pot, scale, stats
+
+
+@pytest.mark.parametrize("expert_min_frac", [0.0, 0.5])
+def test_repair_reaches_the_optimum_and_its_potentials_certify_it(expert_min_frac):
+    problem = als.generate_sparse(400, 24, 3, 8, seed=3, expert_min_frac=expert_min_frac)
+    plain = als.solve(problem, "flow", pricing=False)
+    with pytest.MonkeyPatch.context() as mp:
+        result, pot, scale, stats = _repaired(problem, mp)
+    assert stats["pricing_rounds"] == 1 and stats["repair"]["tries"][-1]["violating"] == 0
+    assert result.objective == pytest.approx(plain.objective, rel=1e-12)
+    # The potentials the repair returns certify the flow on every residual arc of the full graph.
+    elig = np.ones(problem.nnz, bool) if problem.has_lower_bounds else problem.values > 0
+    taken = problem.entry_mask(result.matrix)
+    ai, aj = problem.rows[elig], problem.indices[elig]
+    costs = -np.rint(problem.values[elig].astype(np.float64) * scale).astype(np.int64)
+    emax = np.maximum(np.minimum(problem.expert_max, np.bincount(aj, minlength=problem.n_experts)), problem.expert_min)
+    assert _residual_violations(problem, ai, aj, costs, taken[elig], emax, scale, pot) == []
+    loads = np.bincount(problem.indices[taken], minlength=problem.n_experts)
+    counts = np.bincount(problem.rows[taken], minlength=problem.n_clients)
+    assert np.all((problem.expert_min <= loads) & (loads <= problem.expert_max))
+    assert np.all((problem.client_min <= counts) & (counts <= problem.client_capacity))
+
+
+def test_an_unsettled_repair_falls_back_to_the_grown_graph():
+    problem = als.generate_sparse(400, 24, 3, 8, seed=3)
+    plain = als.solve(problem, "flow", pricing=False)
+    with pytest.MonkeyPatch.context() as mp:
+        full, *_ = _repaired(problem, mp)
+        assert len(full.stats["repair"]["tries"]) > 1  # the case needs more than one re-solve
+        result, _, _, stats = _repaired(problem, mp, _REPAIR_ROUNDS=1)
+    assert stats["pricing_rounds"] == 2 and len(stats["repair"]["tries"]) == 1
+    assert result.objective == pytest.approx(plain.objective, rel=1e-12)
+
+
+def test_certificate_checks_the_load_and_circulation_arcs():
+    problem = als.generate_sparse(40, 6, 2, 4, seed=0)
+    elig = problem.values > 0
+    taken = problem.entry_mask(als.solve(problem, "flow").matrix)
+    emax = np.minimum(problem.expert_max, np.bincount(problem.indices, minlength=6))
+    d = np.zeros(6, np.int64)
+    assert flow._certificate(problem, elig, taken, emax, 1.0, d, 0, 0, False) is None
+    # The sink above the source breaks the arc T -> S; an expert with room below the sink, j -> T.
+    assert flow._certificate(problem, elig, taken, emax, 1.0, d, 0, 1, False) is False
+    loads = np.bincount(problem.indices[taken], minlength=6)
+    room = int(np.flatnonzero(loads < emax)[0])
+    d[room] = -1
+    assert flow._certificate(problem, elig, taken, emax, 1.0, d, 0, 0, False) is False

@@ -121,3 +121,43 @@ def client_potentials(starts, cols, costs, taken, counts, cap, d):  # pragma: no
                     top = limit
         out[i] = INF // 2 if top == INF else top
     return out
+
+
+@njit(cache=True, nogil=True)
+def client_gaps(indptr, cols, vals, scale, eligible, taken, d_expert, d_source, cap, cmin):  # pragma: no cover
+    """(N,) int64: how far each client is from changing its choice under the expert potentials.
+
+    Under potentials ``d``, entry ``a`` of client i is worth ``w_a = d[j] + round(F_a * scale)``
+    against the null option's ``d[S]`` (the residual-arc conditions of the module docstring):
+    a taken entry must be worth at least every entry it could swap for and, while the client
+    may drop it, at least ``d[S]``; an untaken one, while the client has room, at most ``d[S]``.
+    The gap is the smallest margin of these conditions (least taken minus most untaken, least
+    taken minus ``d[S]``, ``d[S]`` minus most untaken, each where it applies), negative where
+    one fails, ``INF`` where none applies. A client with a large gap keeps its choice under
+    any small change of the potentials.
+    """
+    n = indptr.shape[0] - 1
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        count = 0
+        low = INF
+        high = -INF
+        for a in range(indptr[i], indptr[i + 1]):
+            if not eligible[a]:
+                continue
+            w = d_expert[cols[a]] + np.int64(np.rint(vals[a] * scale)) - d_source
+            if taken[a]:
+                count += 1
+                if w < low:
+                    low = w
+            elif w > high:
+                high = w
+        gap = INF
+        if low < INF and high > -INF:
+            gap = low - high
+        if count > cmin[i] and low < gap:  # it may drop its least entry
+            gap = low
+        if count < cap[i] and -high < gap:  # it may add its best untaken one
+            gap = -high
+        out[i] = gap
+    return out
