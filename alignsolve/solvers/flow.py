@@ -468,10 +468,10 @@ def _sparse_optimum(
     m, margin, emax, max_flow, scale, setup = _graph_setup(problem, options, per_expert, max_fit, eligible)
     stats.update(setup, pricing=bool(pricing), sparse=True, eligible_pairs=eligible)
 
-    def run(mask: np.ndarray, potentials: bool):
+    def run(mask: np.ndarray, potentials: bool, at: float = scale):
         idx = np.flatnonzero(mask)
         status, used, pot, bound = _flow_core(
-            problem, rows[idx], cols[idx], vals[idx], emax, max_flow, scale, stats, potentials
+            problem, rows[idx], cols[idx], vals[idx], emax, max_flow, at, stats, potentials
         )
         if status != "optimal":
             return _not_optimal(problem, status, potentials, stats), None, None
@@ -494,10 +494,17 @@ def _sparse_optimum(
             # instead of 50 at a million clients; its repair re-solves some 7% of the clients).
             m = int(problem.client_capacity.max(initial=0)) + (1 if repairable else 2)
         cand = row_top(problem.indptr, vals - prices[cols], elig, m)
+    # With a repair to follow, the first graph is solved with coarse integer costs (OR-Tools' cost
+    # scaling then takes fewer phases: 15-20% less time at a million clients); its potentials,
+    # rescaled, only choose what the repair re-solves, and the repair certifies at the full scale.
+    first_scale = scale
+    if repairable and not options.get("scale") and max_fit > 0:
+        first_scale = min(scale, 2.0 ** math.floor(math.log2(_COARSE_COSTS / max_fit)))
+        stats["first_graph_scale"] = first_scale
     rounds = 0
     while True:
         rounds += 1
-        result, pot, taken = run(cand, True)
+        result, pot, taken = run(cand, True, first_scale if rounds == 1 else scale)
         if result.status == "infeasible":
             if int(cand.sum()) >= eligible:
                 result, pot, _ = run(elig, want_potentials)  # the full graph decides (and explains) infeasibility
@@ -510,6 +517,8 @@ def _sparse_optimum(
             stats["pricing_fallback"] = _NO_POTENTIALS + "; solved on every entry"
             result, pot, _ = run(elig, want_potentials)
             break
+        if rounds == 1 and first_scale != scale:
+            pot = np.where(np.abs(pot) < _INT_LIMIT // 8, pot * int(scale // first_scale), pot)
         d_client, d_expert = pot[1 : n + 1], pot[n + 1 : n + e + 1]
         negative = 0
         added = np.zeros(problem.nnz, dtype=bool)
@@ -520,7 +529,7 @@ def _sparse_optimum(
             reduced = -np.rint(vals[lo:hi] * scale) + d_client[rows[lo:hi]] - d_expert[cols[lo:hi]]
             negative += _price_in(reduced, elig[lo:hi] & ~cand[lo:hi], threshold, added[lo:hi])[0]
         stats.setdefault("priced_in", []).append(int(added.sum()) if negative else 0)
-        if negative == 0:
+        if negative == 0 and (rounds > 1 or first_scale == scale):  # coarse potentials certify nothing
             break
         if rounds == 1 and repairable:
             repaired = _repair(problem, elig, taken, pot, scale, emax, max_flow, max_fit, stats, want_potentials)
@@ -612,6 +621,8 @@ def _subproblem(
     return sub, entries
 
 
+#: The largest integer cost of the coarse first graph (see :func:`_sparse_optimum`).
+_COARSE_COSTS = 2.0**20
 #: Repair's gap threshold, a fraction of the largest |fitness|: clients within this of changing their
 #: choice are re-solved.
 _REPAIR_TAU = 1e-4
