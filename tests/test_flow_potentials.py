@@ -151,9 +151,15 @@ def _repaired(problem, mp, **extra):
     return result, pot, scale, stats
 
 
-@pytest.mark.parametrize("expert_min_frac", [0.0, 0.5])
-def test_repair_reaches_the_optimum_and_its_potentials_certify_it(expert_min_frac):
-    problem = als.generate_sparse(400, 24, 3, 8, seed=3, expert_min_frac=expert_min_frac)
+@pytest.mark.parametrize("bounds", ["none", "expert_min", "client_min"])
+def test_repair_reaches_the_optimum_and_its_potentials_certify_it(bounds):
+    problem = als.generate_sparse(400, 24, 3, 8, seed=3, expert_min_frac=0.5 if bounds == "expert_min" else 0.0)
+    if bounds == "client_min":  # every client must train at least one expert
+        p = problem
+        problem = als.SparseProblem(
+            p.indptr, p.indices, p.values, p.n_experts, p.client_capacity,
+            client_min=np.ones(p.n_clients, np.int64), expert_max=p.expert_max,
+        )  # fmt: skip
     plain = als.solve(problem, "flow", pricing=False)
     with pytest.MonkeyPatch.context() as mp:
         result, pot, scale, stats = _repaired(problem, mp)
