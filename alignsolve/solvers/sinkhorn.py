@@ -51,7 +51,13 @@ __all__ = ["entropic_duals", "entropic_duals_sparse", "lagrangian_bound", "solve
 
 
 class _Numpy:
-    """The array operations of the algorithm, on numpy."""
+    """The array operations of the algorithm, on numpy.
+
+    numpy always works on grouped entries (a dense problem's allowed pairs become entries,
+    see :func:`entropic_duals`), whose block update is the compiled per-line kernel; the
+    element-wise and segment operations here run the lockstep :func:`_solve_lines` on the
+    same entries, the reference the kernel is tested against.
+    """
 
     name = "numpy"
 
@@ -61,9 +67,6 @@ class _Numpy:
     def asarray(self, a: Any) -> Any:
         return np.asarray(a, dtype=self.dtype)
 
-    def mask(self, a: Any) -> Any:
-        return np.asarray(a, dtype=bool)
-
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)
 
@@ -72,25 +75,6 @@ class _Numpy:
     where = staticmethod(np.where)
     minimum = staticmethod(np.minimum)
     maximum = staticmethod(np.maximum)
-
-    @staticmethod
-    def sum(a: Any, axis: int) -> Any:
-        return a.sum(axis=axis)
-
-    @staticmethod
-    def amin(a: Any, axis: int) -> Any:
-        return a.min(axis=axis)
-
-    @staticmethod
-    def total_max(a: Any) -> float:
-        return float(a.max()) if a.size else -math.inf
-
-    @staticmethod
-    def logsumexp(a: Any, axis: int) -> Any:
-        top = a.max(axis=axis, keepdims=True)
-        top = np.where(np.isfinite(top), top, 0.0)
-        with np.errstate(divide="ignore"):
-            return np.log(np.exp(a - top).sum(axis=axis)) + np.squeeze(top, axis=axis)
 
     @staticmethod
     def clip(a: Any, lo: Any, hi: Any) -> Any:
@@ -230,7 +214,8 @@ def _ops_for(fitness: Any, device: str | None, dtype: str | None) -> _Numpy | _T
 
 
 class _DenseSide:
-    """The lines of one side of a dense (N, E) array: client rows (``axis=1``) or expert columns (``axis=0``)."""
+    """The lines of one side of a dense (N, E) array (torch; numpy turns the pairs into entries): client rows
+    (``axis=1``) or expert columns (``axis=0``)."""
 
     def __init__(self, ops: Any, K: Any, axis: int) -> None:
         self.ops, self.K, self.axis = ops, K, axis
@@ -495,7 +480,7 @@ def entropic_duals(
     """
     schedule = _schedule_kwargs(locals())
     ops = _ops_for(fitness, device, dtype)
-    if ops.sorted_segments:
+    if isinstance(ops, _Numpy):
         # numpy: the allowed pairs as entries grouped by client, for the compiled per-line
         # update (no (N, E) temporaries per Newton step): 4.5-5.2x faster on skewed 10000 x 256, k = 8,
         # with the same sweeps and answer.
