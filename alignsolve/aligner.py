@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from ._files import parse_json
+from ._validation import as_optional_positive_float
 from .assignment import Assignment
 from .dispatch import solve
 from .errors import InvalidProblemError, InvalidReportError
@@ -53,6 +55,7 @@ from .monitor import LoadMonitor
 from .problem import Problem
 from .profiling import ClientProfile, ExpertSpec, plan_capacity
 from .scoring import FitnessScorer
+from .solvers import METHODS, check_options
 from .verify import verify
 
 __all__ = ["Aligner", "ClientOutcome", "ClientReport"]
@@ -178,6 +181,65 @@ class _Parsed:
     held: np.ndarray | None
 
 
+def _held_from_state(value: Any, n_experts: int) -> dict[str | int, list[int]]:
+    if not isinstance(value, list):
+        raise InvalidProblemError("held", "must be a list of [client_id, [experts]]", type(value).__name__)
+    held: dict[str | int, list[int]] = {}
+    for entry in value:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[1], list):
+            raise InvalidProblemError("held", "must be a list of [client_id, [experts]]", entry)
+        cid = _check_id(entry[0], "held client_id")
+        held[cid] = [_expert_id("held", j, n_experts) for j in entry[1]]
+    return held
+
+
+def _pending_from_state(value: Any, n_experts: int) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"round", "client_ids", "pairs", "n_samples"}:
+        raise InvalidProblemError("pending", "must be null or an object of round, client_ids, pairs, n_samples", value)
+    ids = value["client_ids"]
+    if not isinstance(ids, list):
+        raise InvalidProblemError("pending", "client_ids must be a list", type(ids).__name__)
+    ids = [_check_id(c, "pending client_id") for c in ids]
+    samples = value["n_samples"]
+    if not isinstance(samples, list) or len(samples) != len(ids):
+        raise InvalidProblemError("pending", "n_samples must hold one count per client", samples)
+    samples = [_int_at_least("pending n_samples", s, 0) for s in samples]
+    pairs = value["pairs"]
+    if not isinstance(pairs, list) or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in pairs):
+        raise InvalidProblemError("pending", "pairs must be a list of [row, expert]", pairs)
+    rows = [_int_at_least("pending row", i, 0) for i, _ in pairs]
+    if rows and max(rows) >= len(ids):
+        raise InvalidProblemError("pending", f"pairs must name rows below {len(ids)}", max(rows))
+    pairs = [[i, _expert_id("pending", j, n_experts)] for i, (_, j) in zip(rows, pairs)]
+    return {
+        "round": _int_at_least("pending round", value["round"], 0),
+        "client_ids": ids,
+        "pairs": pairs,
+        "n_samples": samples,
+    }
+
+
+def _expert_id(where: str, value: Any, n_experts: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < n_experts:
+        raise InvalidProblemError(where, f"must name experts in [0, {n_experts})", value)
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidProblemError(name, "must be True or False", value)
+    return bool(value)
+
+
+def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
+    """The methods ``solve`` may run for this aligner (``auto`` chooses by size and variant)."""
+    if method != "auto":
+        return (method,)
+    return ("cpsat", "greedy") if budget_mode else ("flow", "greedy")
+
+
 def _int_at_least(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidProblemError(name, f"must be an integer >= {minimum}", value)
@@ -251,8 +313,8 @@ class Aligner:
         if isinstance(deadline, bool) or not isinstance(deadline, numbers.Real) or not 0 < deadline < math.inf:
             raise InvalidProblemError("deadline", "must be a finite number of seconds > 0", deadline)
         self.deadline = float(deadline)
-        if not isinstance(method, str):
-            raise InvalidProblemError("method", "must be a method name", type(method).__name__)
+        if not isinstance(method, str) or (method != "auto" and method not in METHODS):
+            raise InvalidProblemError("method", f"must be one of auto, {', '.join(METHODS)}", method)
         self.method = method
         if scorer is not None and not isinstance(scorer, FitnessScorer):
             raise InvalidProblemError("scorer", "must be a FitnessScorer", type(scorer).__name__)
@@ -263,13 +325,18 @@ class Aligner:
         self.balance_tolerance = float(t)
         self.min_cohort = _int_at_least("min_cohort", min_cohort, 0)
         self.local_epochs = _int_at_least("local_epochs", local_epochs, 1)
-        self.budget_mode = bool(budget_mode)
+        self.budget_mode = _flag("budget_mode", budget_mode)
         self.max_experts = None if max_experts is None else _int_at_least("max_experts", max_experts, 1)
-        self.enforce_cohort = bool(enforce_cohort)
+        self.enforce_cohort = _flag("enforce_cohort", enforce_cohort)
         self.seed = _int_at_least("seed", seed, 0)
-        self.time_limit = time_limit
-        self.strict = bool(strict)
+        self.time_limit = as_optional_positive_float("time_limit", time_limit)
+        self.strict = _flag("strict", strict)
+        if solver_options is not None and not isinstance(solver_options, Mapping):
+            raise InvalidProblemError("solver_options", "must be a mapping of option names to values", solver_options)
         self.solver_options = dict(solver_options or {})
+        # Every method this aligner may call must take the options: checked now, not at the first round.
+        for name in _methods_for(method, self.budget_mode):
+            check_options(name, self.solver_options)
         self.monitor = LoadMonitor(self.n_experts, smoothing=smoothing)
         self.held: dict[str | int, list[int]] = {}
         self.last_round: int | None = None
@@ -425,13 +492,18 @@ class Aligner:
             if short.size:
                 matrix[:, short] = False
                 info["below_cohort"] = short.tolist()
+                if problem.client_min.any():
+                    # The removed pairs leave their clients' slots empty: that relaxes client_min.
+                    problem = problem.replace(client_min=0)
+                    if "client_min" not in steps:
+                        steps.append("client_min")
                 answer = dataclasses.replace(
                     answer,
                     matrix=matrix,
                     objective=problem.objective(matrix),
                     status="feasible",
-                    message=answer.message
-                    + f"; removed experts {short.tolist()} below the cohort of {self.min_cohort}",
+                    message=f"feasible: experts {short.tolist()} removed below the cohort of {self.min_cohort} "
+                    f"from the solver's answer ({answer.message})",
                     bound=None,
                     gap=None,
                 )
@@ -618,19 +690,48 @@ class Aligner:
 
     @classmethod
     def from_state(cls, doc: Mapping[str, Any] | str | bytes) -> Aligner:
-        """Rebuild an aligner from :meth:`state_dict` (or its JSON)."""
-        state = json.loads(doc) if isinstance(doc, (str, bytes)) else dict(doc)
+        """Rebuild an aligner from :meth:`state_dict` (or its JSON).
+
+        A tampered or damaged state (missing keys, wrong types, expert ids out of range,
+        NaN averages, a pending round that names unknown clients, an unknown version)
+        raises :class:`InvalidProblemError` here, not later in a round.
+        """
+        state = parse_json(doc, "state") if isinstance(doc, (str, bytes)) else doc
+        if not isinstance(state, Mapping):
+            raise InvalidProblemError("state", "must be a JSON object", type(state).__name__)
         if state.get("format") != FORMAT:
             raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(state.get("format")))
-        cfg = dict(state["config"])
-        cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
-        cfg["scorer"] = FitnessScorer.from_dict(cfg["scorer"])
-        aligner = cls(**cfg)
-        aligner.monitor = LoadMonitor.from_dict(state["monitor"])
-        aligner.held = {cid: list(map(int, experts)) for cid, experts in state["held"]}
-        aligner.last_round = state["last_round"]
-        aligner.pending = state["pending"]
-        aligner.history = list(state["history"])
+        if state.get("version") != 1 or isinstance(state.get("version"), bool):
+            raise InvalidProblemError(
+                "version", "must be 1 (a later one is a newer alignsolve's)", state.get("version")
+            )
+        missing = [k for k in ("config", "monitor", "held", "last_round", "pending", "history") if k not in state]
+        if missing:
+            raise InvalidProblemError("state", "must hold config, monitor, held, last_round, pending, history", missing)
+        try:
+            cfg = dict(state["config"])
+            cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
+            cfg["scorer"] = FitnessScorer.from_dict(cfg["scorer"])
+            aligner = cls(**cfg)
+            monitor = LoadMonitor.from_dict(state["monitor"])
+        except InvalidProblemError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidProblemError("state", "must hold a valid configuration and load monitor", repr(exc)) from None
+        e = aligner.n_experts
+        if monitor.n_experts != e:
+            raise InvalidProblemError("monitor", f"must track n_experts = {e} experts", monitor.n_experts)
+        aligner.monitor = monitor
+        aligner.held = _held_from_state(state["held"], e)
+        last = state["last_round"]
+        if last is not None:
+            last = _int_at_least("last_round", last, 0)
+        aligner.last_round = last
+        aligner.pending = _pending_from_state(state["pending"], e)
+        history = state["history"]
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise InvalidProblemError("history", "must be a list of round records (objects)", type(history).__name__)
+        aligner.history = list(history)
         return aligner
 
     from_json = from_state

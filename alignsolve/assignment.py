@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._files import parse_json
+from ._validation import frozen
 from .errors import InvalidProblemError
 from .monitor import coefficient_of_variation
 
@@ -89,15 +91,17 @@ class Assignment:
         if _issparse(self.matrix):
             import scipy.sparse as sp
 
-            m = sp.csr_array(self.matrix, dtype=bool)
+            m = sp.csr_array(self.matrix, dtype=bool, copy=True)
             m.eliminate_zeros()
             m.sort_indices()
+            m.data, m.indices, m.indptr = frozen(m.data), frozen(m.indices), frozen(m.indptr)
         else:
             m = np.array(self.matrix, dtype=bool, copy=True)
             if m.ndim != 2:
                 raise InvalidProblemError("matrix", "must be 2-D (N, E)", f"{m.ndim}-D")
-            m.flags.writeable = False
+            m = frozen(m)
         object.__setattr__(self, "matrix", m)
+        self._check_consistent(int(m.nnz) if _issparse(m) else int(m.sum()))
         if self.client_ids is not None:
             ids = tuple(self.client_ids)
             if len(ids) != m.shape[0]:
@@ -105,6 +109,28 @@ class Assignment:
             if len(set(ids)) != len(ids):
                 raise InvalidProblemError("client_ids", "must be unique", "duplicate ids")
             object.__setattr__(self, "client_ids", ids)
+
+    def _check_consistent(self, pairs: int) -> None:
+        """The fields must tell one story: a status is a promise about the rest."""
+        for name in ("objective", "bound", "gap", "wall_time"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+                raise InvalidProblemError(name, "must be a number", value)
+        if math.isnan(self.objective) or self.objective == math.inf:
+            raise InvalidProblemError("objective", "must be finite, or -inf when there is no solution", self.objective)
+        if self.status in ("optimal", "feasible") and not math.isfinite(self.objective):
+            raise InvalidProblemError("objective", f"must be finite for status {self.status!r}", self.objective)
+        if self.status in ("infeasible", "unknown") and (pairs or math.isfinite(self.objective)):
+            raise InvalidProblemError(
+                "matrix", f"must hold no pairs and objective -inf for status {self.status!r}", f"{pairs} pairs"
+            )
+        if self.bound is not None:
+            if math.isnan(self.bound):
+                raise InvalidProblemError("bound", "must be a number or None", self.bound)
+            if math.isfinite(self.objective) and self.bound < self.objective - 1e-9 * max(1.0, abs(self.objective)):
+                raise InvalidProblemError(
+                    "bound", "must be at least the objective (an upper bound on the optimum)", self.bound
+                )
 
     # -- derived views -------------------------------------------------------------
     @property
@@ -198,27 +224,55 @@ class Assignment:
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Assignment:
-        doc = dict(text) if isinstance(text, Mapping) else json.loads(text)
+        """Parse what :meth:`to_json` wrote; anything else raises :class:`InvalidProblemError`.
+
+        The pairs must be a list of ``[client, expert]`` integer pairs inside the stated
+        shape, listed once each; the status, objective and bound must agree (``optimal``
+        and ``feasible`` have a finite objective, ``infeasible`` and ``unknown`` no pairs,
+        a bound is at least the objective). Above ``DENSE_LIMIT`` cells the matrix is
+        built sparse, so a file's stated shape never allocates N x E.
+        """
+        doc = dict(text) if isinstance(text, Mapping) else parse_json(text, "text")
+        if not isinstance(doc, dict):
+            raise InvalidProblemError("text", "must be a JSON object", type(doc).__name__)
         if doc.get("format") != FORMAT:
             raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(doc.get("format")))
-        n, e = int(doc["n_clients"]), int(doc["n_experts"])
-        matrix = np.zeros((n, e), dtype=bool)
-        pairs = np.asarray(doc.get("pairs", []), dtype=np.int64).reshape(-1, 2)
-        if pairs.size and (pairs.min() < 0 or pairs[:, 0].max() >= n or pairs[:, 1].max() >= e):
-            raise InvalidProblemError("pairs", f"must index a ({n}, {e}) matrix", "out-of-range pair")
-        matrix[pairs[:, 0], pairs[:, 1]] = True
-        objective = doc.get("objective")
+        if doc.get("version", 1) != 1 or isinstance(doc.get("version"), bool):
+            raise InvalidProblemError("version", "must be 1 (a later one is a newer alignsolve's)", doc.get("version"))
+        n, e = (_count(doc, key) for key in ("n_clients", "n_experts"))
+        pairs = _pair_array(doc.get("pairs", []), n, e)
+        if n * e > DENSE_LIMIT:
+            import scipy.sparse as sp
+
+            matrix: Any = sp.csr_array(
+                (np.ones(len(pairs), bool), (pairs[:, 0], pairs[:, 1])), shape=(n, e), dtype=bool
+            )
+        else:
+            matrix = np.zeros((n, e), dtype=bool)
+            matrix[pairs[:, 0], pairs[:, 1]] = True
+        stats = doc.get("stats", {})
+        if not isinstance(stats, dict):
+            raise InvalidProblemError("stats", "must be a JSON object", type(stats).__name__)
+        ids = doc.get("client_ids")
+        if ids is not None and (
+            not isinstance(ids, list) or any(isinstance(c, bool) or not isinstance(c, (str, int)) for c in ids)
+        ):
+            raise InvalidProblemError("client_ids", "must be a list of strings or integers", _short(ids))
+        for key in ("message", "method"):
+            if not isinstance(doc.get(key, ""), str):
+                raise InvalidProblemError(key, "must be a string", doc.get(key))
+        objective = _number(doc, "objective")
         return cls(
-            status=doc["status"],
+            status=doc.get("status"),  # type: ignore[arg-type]
             message=doc.get("message", ""),
             matrix=matrix,
-            objective=-math.inf if objective is None else float(objective),
-            bound=None if doc.get("bound") is None else float(doc["bound"]),
-            gap=None if doc.get("gap") is None else float(doc["gap"]),
+            objective=-math.inf if objective is None else objective,
+            bound=_number(doc, "bound"),
+            gap=_number(doc, "gap"),
             method=doc.get("method", ""),
-            wall_time=float(doc.get("wall_time", 0.0)),
-            stats=dict(doc.get("stats", {})),
-            client_ids=None if doc.get("client_ids") is None else tuple(doc["client_ids"]),
+            wall_time=_number(doc, "wall_time") or 0.0,
+            stats=stats,
+            client_ids=None if ids is None else tuple(ids),
         )
 
     def summary(self) -> str:
@@ -244,6 +298,47 @@ class Assignment:
             f"Assignment(status={self.status!r}, method={self.method!r}, objective={self.objective:.6g}, "
             f"pairs={self.n_pairs}, shape=({n}, {e}))"
         )
+
+
+#: ``from_json`` builds a dense matrix up to this many cells (N x E), a CSR array above.
+DENSE_LIMIT = 10**8
+
+
+def _count(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**40:
+        raise InvalidProblemError(key, "must be an integer from 0 to 2**40", value)
+    return value
+
+
+def _number(doc: Mapping[str, Any], key: str) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise InvalidProblemError(key, "must be a finite number or null", value)
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _pair_array(value: Any, n: int, e: int) -> np.ndarray:
+    """(M, 2) int64 pairs from a JSON list of [client, expert] integer pairs, each in range and listed once."""
+    if not isinstance(value, list) or any(
+        not isinstance(p, list) or len(p) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in p)
+        for p in value
+    ):
+        raise InvalidProblemError("pairs", "must be a list of [client, expert] integer pairs", _short(value))
+    pairs = np.array(value, dtype=object).reshape(-1, 2)
+    if pairs.size and (pairs.min() < 0 or pairs[:, 0].max() >= n or pairs[:, 1].max() >= e):
+        raise InvalidProblemError("pairs", f"must index a ({n}, {e}) matrix", "out-of-range pair")
+    pairs = pairs.astype(np.int64)
+    if len(np.unique(pairs[:, 0] * max(e, 1) + pairs[:, 1])) != len(pairs):
+        raise InvalidProblemError("pairs", "must list each pair once", "a repeated pair")
+    return pairs
 
 
 def _issparse(value: Any) -> bool:

@@ -1,6 +1,7 @@
 """The ``alignsolve`` command line.
 
-Exit codes: 0 solved, 2 bad input (message on stderr), 3 infeasible.
+Exit codes: 0 solved, 2 bad input (one line on stderr), 3 infeasible, 1 an internal error
+(one line on stderr: a bug to report). No path prints a traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .problem import Problem
 from .solvers import method_info
 from .verify import verify
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 2, 3
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,8 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (AlignsolveError, OSError) as exc:  # InvalidProblemError is an AlignsolveError
-        print(f"alignsolve: error: {exc}", file=sys.stderr)
+        print(f"alignsolve: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MemoryError:
+        print("alignsolve: error: out of memory (the instance is too large for this machine)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug: one line, not a traceback, and a distinct status
+        print(f"alignsolve: internal error (please report it): {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -11,11 +12,24 @@ import numpy as np
 from ._validation import as_optional_positive_float, as_seed
 from .assignment import Assignment, relative_gap
 from .errors import InvalidProblemError
+from .feasibility import diagnose_generalised
 from .problem import Problem
-from .solvers import METHODS, available_methods, get_backend, refuse_generalised
+from .solvers import METHODS, SolverResult, available_methods, check_options, get_backend, refuse_generalised
 from .sparse import SparseProblem
 
 __all__ = ["AUTO_EXACT_PAIRS", "SPARSE_METHODS", "choose_method", "solve"]
+
+log = logging.getLogger("alignsolve.solve")
+
+#: Methods see fitness (and load_penalty) rescaled by a power of two, exactly, when the
+#: largest coefficient lies outside [2**-_SAFE_EXPONENT, 2**_SAFE_EXPONENT]: integer
+#: scalings (flow, cpsat) and solver tolerances (HiGHS, cvxpy) are made for values near 1.
+_SAFE_EXPONENT = 16
+
+#: ``optimal`` promises the optimum within this fraction of the objective (absolute below 1):
+#: integer-scaled methods (flow, cpsat) whose ``stats["rounding_error_bound"]`` exceeds it
+#: report ``feasible`` instead, with their (valid) bound.
+OPTIMAL_TOL = 1e-6
 
 #: Methods that solve a :class:`SparseProblem` on its candidate lists (no N x E array).
 SPARSE_METHODS = ("flow", "greedy", "sinkhorn")
@@ -119,7 +133,11 @@ def solve(
         limit = AUTO_CPSAT_SECONDS
     if start_matrix is not None and not spec.warm_start:
         options = {**options, "warm_start": start_matrix}
-    raw = backend.solve(problem, time_limit=limit, seed=seed, **options)
+    options = check_options(name, options)
+    scaled, shift = _normalised(problem)
+    raw = backend.solve(scaled, time_limit=limit, seed=seed, **options)
+    _unscale(raw, shift)
+    raw = _certified(problem, raw)
     wall = time.perf_counter() - start
     stats = dict(raw.stats or {})
     if start_matrix is not None and spec.warm_start:
@@ -139,14 +157,15 @@ def solve(
             wall_time=wall,
             stats=stats,
         )
-    objective = problem.objective(raw.matrix) if raw.objective is None else raw.objective
+    objective = problem.objective(raw.matrix) if raw.objective is None or shift else raw.objective
+    status, bound = _checked_bound(raw.status, objective, raw.bound, stats, name)
     return Assignment(
-        status=raw.status,
+        status=status,
         message=raw.message,
         matrix=raw.matrix,
         objective=objective,  # type: ignore[arg-type]
-        bound=raw.bound,
-        gap=relative_gap(objective, raw.bound),
+        bound=bound,
+        gap=relative_gap(objective, bound),
         method=name,
         wall_time=wall,
         stats=stats,
@@ -190,7 +209,11 @@ def _solve_sparse(
         )
     start = time.perf_counter()
     backend = get_backend(name)
-    raw = backend.solve_sparse(problem, time_limit=limit, seed=seed, **options)  # type: ignore[attr-defined]
+    options = check_options(name, options)
+    scaled, shift = _normalised(problem)
+    raw = backend.solve_sparse(scaled, time_limit=limit, seed=seed, **options)  # type: ignore[attr-defined]
+    _unscale(raw, shift)
+    raw = _certified(problem, raw)
     wall = time.perf_counter() - start
     stats = dict(raw.stats or {})
     if method == "auto":
@@ -208,15 +231,104 @@ def _solve_sparse(
             wall_time=wall,
             stats=stats,
         )
-    objective = problem.objective(raw.matrix) if raw.objective is None else raw.objective
+    objective = problem.objective(raw.matrix) if raw.objective is None or shift else raw.objective
+    status, bound = _checked_bound(raw.status, objective, raw.bound, stats, name)
     return Assignment(
-        status=raw.status,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
         message=raw.message,
         matrix=raw.matrix,
         objective=objective,
-        bound=raw.bound,
-        gap=relative_gap(objective, raw.bound),
+        bound=bound,
+        gap=relative_gap(objective, bound),
         method=name,
         wall_time=wall,
         stats=stats,
     )
+
+
+def _normalised(problem: Problem | SparseProblem) -> tuple[Problem | SparseProblem, int]:
+    """``problem`` with fitness and load_penalty multiplied by ``2**-shift``, and ``shift``.
+
+    The largest objective coefficient (``|F|``, or the load penalty's last increment
+    ``lambda (2 load_max - 1)``) lands in [0.5, 1). Scaling by a power of two is exact, so
+    the optimal assignments are the same; only entries more than 2**1000 below the
+    largest can flush to zero, far below any solver's resolution. ``shift = 0``: unchanged.
+    """
+    values = problem.values if isinstance(problem, SparseProblem) else problem.fitness
+    top = float(np.abs(values).max(initial=0.0))
+    lam = problem.load_penalty
+    if lam:
+        top = max(top, lam * (2.0 * float(min(problem.n_clients, int(problem.expert_max.max(initial=0)))) - 1.0))
+    if top == 0.0:
+        return problem, 0
+    shift = math.frexp(top)[1]
+    if abs(shift) <= _SAFE_EXPONENT:
+        return problem, 0
+    lam2 = math.ldexp(lam, -shift)
+    if isinstance(problem, SparseProblem):
+        scaled = SparseProblem(
+            problem.indptr,
+            problem.indices,
+            np.ldexp(problem.values, -shift),
+            problem.n_experts,
+            problem.client_capacity,
+            client_min=problem.client_min,
+            expert_min=problem.expert_min,
+            expert_max=problem.expert_max,
+            load_penalty=lam2,
+            values_dtype=str(problem.values.dtype),
+        )
+        return scaled, shift
+    return problem.replace(fitness=np.ldexp(problem.fitness, -shift), load_penalty=lam2), shift
+
+
+def _unscale(raw: SolverResult, shift: int) -> None:
+    """Bring a result of the normalised problem back to the caller's units (in place)."""
+    if not shift:
+        return
+    raw.objective = None  # recomputed on the caller's problem
+    if raw.bound is not None:
+        raw.bound = math.ldexp(raw.bound, shift)
+    stats = dict(raw.stats or {})
+    for key in ("rounding_error_bound", "lagrangian_bound", "lagrangian_objective", "lp_value"):
+        if isinstance(stats.get(key), float):
+            stats[key] = math.ldexp(stats[key], shift)
+    stats["fitness_scaled_by"] = f"2**{-shift}"
+    raw.stats = stats
+
+
+def _certified(problem: Problem | SparseProblem, raw: SolverResult) -> SolverResult:
+    """Every ``infeasible`` answer carries a certificate when a cheap one exists (any method)."""
+    if raw.status != "infeasible" or (raw.stats or {}).get("certificate") is not None:
+        return raw
+    cert = diagnose_generalised(problem)  # type: ignore[arg-type]
+    if cert is not None:
+        raw.stats = {**(raw.stats or {}), "certificate": cert.to_dict()}
+    return raw
+
+
+def _checked_bound(
+    status: str, objective: float, bound: float | None, stats: dict[str, Any], name: str
+) -> tuple[str, float | None]:
+    """The status and bound to report: a bound below the answer's own value is no bound.
+
+    A valid upper bound is never below an assignment's objective. Should a method ever
+    return one, it is dropped (``stats["bound_dropped"]``, logged) and an ``optimal`` that
+    rested on it becomes ``feasible``: a status is a promise, and a broken bound cannot
+    keep it.
+    """
+    rounding = stats.get("rounding_error_bound")
+    if status == "optimal" and isinstance(rounding, float) and rounding > OPTIMAL_TOL * max(1.0, abs(objective)):
+        # Optimal for the integer-rounded scores only: too coarse a scale to promise the real optimum.
+        stats["not_optimal"] = (
+            f"optimal for the integer-scaled scores; rounding may hide up to {rounding:.3g} "
+            f"(more than {OPTIMAL_TOL:g} of the objective)"
+        )
+        status = "feasible"
+    if bound is None or not math.isfinite(objective):
+        return status, bound
+    if bound >= objective - 1e-9 * max(1.0, abs(objective)) and math.isfinite(bound):
+        return status, bound
+    stats["bound_dropped"] = f"{name} reported bound {bound!r} below its objective {objective!r}"
+    log.warning("solve: %s", stats["bound_dropped"])
+    return ("feasible" if status == "optimal" else status), None

@@ -37,9 +37,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
+from ._validation import budget_slack
 from .problem import Problem
 
-__all__ = ["Certificate", "budget_relaxation", "diagnose", "diagnose_generalised", "find_feasible"]
+__all__ = ["Certificate", "budget_relaxation", "diagnose", "diagnose_generalised", "diagnose_sparse", "find_feasible"]
 
 _LIST_AT_MOST = 8
 
@@ -74,12 +75,30 @@ def _ids(label: str, idx: np.ndarray | list[int]) -> str:
     return f"{len(idx)} {label}s {idx[:_LIST_AT_MOST]}..."
 
 
+def _is_sparse(problem: Any) -> bool:
+    return hasattr(problem, "indptr")
+
+
+def _pairs_between(problem: Any, clients: np.ndarray, experts: np.ndarray) -> int:
+    """Allowed (listed) pairs from the clients in mask ``clients`` to the experts in mask ``experts``."""
+    if _is_sparse(problem):
+        return int(np.count_nonzero(clients[problem.rows] & experts[problem.indices]))
+    return int(problem.allowed[np.ix_(clients, experts)].sum())
+
+
+def _allowed_counts(problem: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed pairs per client (N,), per expert (E,))."""
+    e = problem.shape[1]
+    if _is_sparse(problem):
+        return np.diff(problem.indptr), np.bincount(problem.indices, minlength=e)
+    return problem.allowed.sum(axis=1), problem.allowed.sum(axis=0)
+
+
 def _experts_undersupplied(problem: Problem, clients_full: np.ndarray, experts: np.ndarray) -> Certificate:
     """Experts B (bool mask) with clients A (bool mask) counted at full capacity."""
-    allowed = problem.allowed
     required = int(problem.expert_min[experts].sum())
     cap_part = int(problem.client_capacity[clients_full].sum())
-    pair_part = int(allowed[np.ix_(~clients_full, experts)].sum())
+    pair_part = _pairs_between(problem, ~clients_full, experts)
     available = cap_part + pair_part
     b = np.flatnonzero(experts)
     a = np.flatnonzero(clients_full)
@@ -98,10 +117,9 @@ def _experts_undersupplied(problem: Problem, clients_full: np.ndarray, experts: 
 
 def _clients_overdemanding(problem: Problem, clients: np.ndarray, experts_full: np.ndarray) -> Certificate:
     """Clients A (bool mask) with experts B (bool mask) counted at full expert_max."""
-    allowed = problem.allowed
     required = int(problem.client_min[clients].sum())
     cap_part = int(problem.expert_max[experts_full].sum())
-    pair_part = int(allowed[np.ix_(clients, ~experts_full)].sum())
+    pair_part = _pairs_between(problem, clients, ~experts_full)
     available = cap_part + pair_part
     a = np.flatnonzero(clients)
     b = np.flatnonzero(experts_full)
@@ -129,11 +147,12 @@ def _quick_certificate(problem: Problem) -> Certificate | None:
     cert = _clients_overdemanding(problem, all_c, all_e)
     if cert.required > cert.available:
         return cert
-    per_expert = problem.allowed.sum(axis=0) - problem.expert_min
+    by_client, by_expert = _allowed_counts(problem)
+    per_expert = by_expert - problem.expert_min
     if (per_expert < 0).any():
         j = int(np.argmin(per_expert))
         return _experts_undersupplied(problem, no_c, np.arange(e) == j)
-    per_client = problem.allowed.sum(axis=1) - problem.client_min
+    per_client = by_client - problem.client_min
     if (per_client < 0).any():
         i = int(np.argmin(per_client))
         return _clients_overdemanding(problem, np.arange(n) == i, no_e)
@@ -168,17 +187,34 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     """
     n, e = problem.shape
     x = np.zeros((n, e), dtype=bool) if start is None else np.array(start, dtype=bool, copy=True)
+    ai, aj = np.nonzero(problem.allowed)
+    xa = x[ai, aj]
+    delta, cert = _circulation(problem, ai, aj, xa, x.sum(axis=1, dtype=np.int64), x.sum(axis=0, dtype=np.int64))
+    if cert is not None:
+        return None, cert
+    if delta is not None:
+        x[ai, aj] = xa + delta > 0
+    return x, None
+
+
+def _circulation(
+    problem: Any, ai: np.ndarray, aj: np.ndarray, xa: np.ndarray, r: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray | None, Certificate | None]:
+    """The repair max-flow on pairs (ai, aj), of which those in ``xa`` are taken.
+
+    ``r`` and ``c`` are the taken pairs per client and per expert. Returns (the flow
+    added on each pair, or None when nothing was missing; None) or (None, certificate).
+    """
+    n, e = problem.shape
     cap, cmin = problem.client_capacity, problem.client_min
     emin, emax = problem.expert_min, problem.expert_max
-    r = x.sum(axis=1, dtype=np.int64)
-    c = x.sum(axis=0, dtype=np.int64)
     fs = np.maximum(r, cmin)
     ft = np.maximum(c, emin)
     d_client = fs - r
     d_expert = ft - c
     need = int(d_client.sum() + d_expert.sum())
     if need == 0:
-        return x, None
+        return None, None
     quick = _quick_certificate(problem)
     if quick is not None:
         return None, quick
@@ -188,10 +224,9 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     S, T = n + e + 2, n + e + 3
     cl = np.arange(1, n + 1)
     ex = np.arange(n + 1, n + e + 1)
-    total = int(x.sum())
-    big = int(cap.sum() + cmin.sum() + emin.sum() + 1)
-    ai, aj = np.nonzero(problem.allowed)
-    xa = x[ai, aj]
+    total = int(xa.sum())
+    # No arc needs more than every pair: capacities stay inside scipy's int32 however large the bounds.
+    big = int(min(cap.sum() + cmin.sum() + emin.sum(), len(ai)) + 1)
     tails = [np.full(n, s), cl, cl[ai], ex[aj], ex, np.full(e, t), [t, s], np.full(n, S), [s], ex, [S]]
     heads = [cl, np.full(n, s), ex[aj], cl[ai], np.full(e, t), ex, [s, t], cl, [T], np.full(e, T), [t]]
     caps = [
@@ -209,7 +244,7 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     ]
     tail = np.concatenate([np.asarray(v, dtype=np.int64) for v in tails])
     head = np.concatenate([np.asarray(v, dtype=np.int64) for v in heads])
-    capv = np.concatenate([np.asarray(v, dtype=np.int64) for v in caps])
+    capv = np.minimum(np.concatenate([np.asarray(v, dtype=np.int64) for v in caps]), big)
     keep = capv > 0
     graph = sp.csr_array(
         (capv[keep].astype(np.int32), (tail[keep].astype(np.int32), head[keep].astype(np.int32))),
@@ -219,9 +254,7 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     result = maximum_flow(graph, S, T, method="dinic")
     if result.flow_value == need:
         flow = sp.csr_array(result.flow)
-        delta = np.asarray(flow[cl[ai], ex[aj]]).ravel()
-        x[ai, aj] = xa + delta > 0
-        return x, None
+        return np.asarray(flow[cl[ai], ex[aj]]).ravel(), None
     return None, _cut_certificate(problem, graph, sp.csr_array(result.flow), S, n, e)
 
 
@@ -251,10 +284,27 @@ def _cut_certificate(
     return Certificate("unknown", [], [], 0, 0, "the lower bounds cannot all be met (max-flow did not saturate)")
 
 
-def diagnose(problem: Problem) -> Certificate | None:
-    """None when the bound constraints are feasible, else a certificate of why not."""
+def diagnose(problem: Any) -> Certificate | None:
+    """None when the bound constraints are feasible, else a certificate of why not.
+
+    Takes a :class:`~alignsolve.Problem` (budgets ignored: see
+    :func:`diagnose_generalised`) or a :class:`~alignsolve.SparseProblem`.
+    """
+    if _is_sparse(problem):
+        return diagnose_sparse(problem)
     matrix, cert = find_feasible(problem)
     return cert if matrix is None else None
+
+
+def diagnose_sparse(problem: Any) -> Certificate | None:
+    """:func:`diagnose` for a :class:`~alignsolve.SparseProblem`: the same max-flow on its listed pairs.
+
+    No N x E array is made: the graph has one arc per listed pair.
+    """
+    n, e = problem.shape
+    zeros = np.zeros(problem.nnz, dtype=bool)
+    _, cert = _circulation(problem, problem.rows, problem.indices, zeros, np.zeros(n, np.int64), np.zeros(e, np.int64))
+    return cert
 
 
 def budget_relaxation(problem: Problem) -> Problem:
@@ -267,7 +317,7 @@ def budget_relaxation(problem: Problem) -> Problem:
         return problem
     cost, budget = problem.cost, problem.budget
     assert cost is not None and budget is not None
-    affordable = cost <= (budget + 1e-9 * np.maximum(1.0, budget))[:, None]
+    affordable = cost <= (budget + budget_slack(budget))[:, None]
     return problem.replace(allowed=problem.allowed & affordable, cost=None, budget=None)
 
 
@@ -281,7 +331,7 @@ def _client_budget_certificate(problem: Problem) -> Certificate | None:
     priced = np.where(problem.allowed[rows], cost[rows], np.inf)
     priced.sort(axis=1)
     spent = np.cumsum(priced, axis=1)
-    limit = (budget + 1e-9 * np.maximum(1.0, budget))[rows, None]
+    limit = (budget + budget_slack(budget))[rows, None]
     affordable = (spent <= limit).sum(axis=1)  # the most experts each budget can pay for
     short = np.flatnonzero(affordable < need[rows])
     if short.size == 0:
@@ -302,6 +352,8 @@ def diagnose_generalised(problem: Problem, *, quick: bool = False) -> Certificat
     variant None only means that the cheap necessary conditions hold. ``quick``
     skips the max-flow and checks the O(N E) conditions only.
     """
+    if _is_sparse(problem):
+        return _quick_certificate(problem) if quick else diagnose_sparse(problem)
     if problem.is_generalised:
         cert = _client_budget_certificate(problem)
         if cert is not None:

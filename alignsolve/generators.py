@@ -37,6 +37,10 @@ def _bounds(n: int, e: int, k: int, expert_min_frac: float, expert_max_slack: fl
     return emin, emax
 
 
+#: Largest dense instance :func:`generate` makes (N x E cells; 1.6 GB of float64 fitness).
+MAX_DENSE_CELLS = 200_000_000
+
+
 def generate(
     family: str,
     n_clients: int,
@@ -77,6 +81,12 @@ def generate(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InvalidProblemError(name, f"must be an integer >= {low}", value)
     n, e, k = int(n_clients), int(n_experts), int(capacity)
+    if n * e > MAX_DENSE_CELLS:
+        raise InvalidProblemError(
+            "n_clients * n_experts",
+            f"must be at most {MAX_DENSE_CELLS:.0e} for a dense instance (use generate_sparse beyond)",
+            f"{n} x {e} = {n * e:.3g}",
+        )
     if k > e:
         raise InvalidProblemError("capacity", f"must be <= n_experts ({e})", k)
     frac = as_nonneg_float("expert_min_frac", expert_min_frac)

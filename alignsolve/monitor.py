@@ -234,6 +234,13 @@ class LoadMonitor:
         ):
             if getattr(m, name).shape != (m.n_experts,):
                 raise InvalidProblemError(name, f"must have {m.n_experts} entries", len(getattr(m, name)))
+            values = getattr(m, name)
+            finite = np.isfinite(values) | (np.isnan(values) if name == "loss_ema" else False)
+            if not finite.all() or (values[~np.isnan(values)] < (-1 if name == "last_round" else 0)).any():
+                rule = "must be finite and >= 0" + (" (NaN: no loss yet)" if name == "loss_ema" else "")
+                raise InvalidProblemError(name, rule, values[~finite][0] if (~finite).any() else values.min())
+        if m.rounds < 0:
+            raise InvalidProblemError("rounds", "must be >= 0", m.rounds)
         return m
 
     @classmethod

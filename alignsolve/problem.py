@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._validation import as_bool_matrix, as_bounds, as_float_array, as_nonneg_float
+from ._files import MAX_FILE_BYTES, parse_json, read_npz
+from ._validation import MAX_MAGNITUDE, as_bool_matrix, as_bounds, as_float_array, as_nonneg_float
 from .errors import InvalidProblemError
 
 __all__ = ["Problem"]
@@ -106,7 +106,7 @@ class Problem:
             )
         cap, cmin, emin, emax = as_bounds(client_capacity, client_min, expert_min, expert_max, n, e)
         mask = as_bool_matrix("allowed", True if allowed is None else allowed, (n, e))
-        lam = as_nonneg_float("load_penalty", load_penalty)
+        lam = as_nonneg_float("load_penalty", load_penalty, maximum=MAX_MAGNITUDE)
         if (cost is None) != (budget is None):
             given, missing = ("cost", "budget") if budget is None else ("budget", "cost")
             raise InvalidProblemError(
@@ -250,14 +250,12 @@ class Problem:
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Problem:
-        """Parse what :meth:`to_json` wrote (a str, bytes or an already-parsed dict)."""
-        if isinstance(text, Mapping):
-            doc = dict(text)
-        else:
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InvalidProblemError("text", "must be valid JSON", f"parse error: {exc}") from None
+        """Parse what :meth:`to_json` wrote (a str, bytes or an already-parsed dict).
+
+        Hostile text (not UTF-8, not JSON, nested too deeply, numbers too long, counts
+        that disagree with the arrays) raises :class:`InvalidProblemError`.
+        """
+        doc = dict(text) if isinstance(text, Mapping) else parse_json(text, "text")
         if not isinstance(doc, dict):
             raise InvalidProblemError("text", "must be a JSON object", type(doc).__name__)
         return cls._from_fields(doc, "JSON document")
@@ -267,11 +265,27 @@ class Problem:
         fmt = doc.get("format", FORMAT)
         if fmt != FORMAT:
             raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(fmt))
-        version = int(doc.get("version", FORMAT_VERSION))
-        if version > FORMAT_VERSION:
+        version = doc.get("version", FORMAT_VERSION)
+        if isinstance(version, np.ndarray) and version.ndim == 0:
+            version = version.item()
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, (int, np.integer))
+            or not 1 <= version <= FORMAT_VERSION
+        ):
             raise InvalidProblemError(
-                "version", f"must be <= {FORMAT_VERSION} (written by a newer alignsolve)", version
+                "version",
+                f"must be an integer from 1 to {FORMAT_VERSION} (a later one is a newer alignsolve's)",
+                version,
             )
+        for key, axis in (("n_clients", 0), ("n_experts", 1)):
+            if key in doc:
+                count, fitness = doc[key], doc.get("fitness")
+                shape = np.shape(fitness) if isinstance(fitness, np.ndarray) else _list_shape(fitness)
+                if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+                    raise InvalidProblemError(key, "must be an integer", count)
+                if shape is not None and len(shape) == 2 and shape[axis] != count:
+                    raise InvalidProblemError(key, f"must match the fitness array's shape {shape}", count)
         unknown = set(doc) - set(_FIELDS) - {"format", "version", "n_clients", "n_experts"}
         if unknown:
             raise InvalidProblemError(
@@ -305,30 +319,23 @@ class Problem:
         return p
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Problem:
-        """Read a ``.json`` or ``.npz`` file written by :meth:`save`. Never unpickles."""
+    def load(cls, path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> Problem:
+        """Read a ``.json`` or ``.npz`` file written by :meth:`save`. Never unpickles.
+
+        Every array's declared size is checked against its stored size and against
+        ``max_bytes`` before anything is allocated; a damaged or hostile file raises
+        :class:`InvalidProblemError` naming ``path``.
+        """
         p = Path(path)
         suffix = p.suffix.lower()
         if not p.is_file():
             raise InvalidProblemError("path", "must be an existing file", str(p))
         if suffix == ".json":
-            return cls.from_json(p.read_text())
+            if p.stat().st_size > max_bytes:
+                raise InvalidProblemError("path", f"must be at most max_bytes = {max_bytes} bytes", p.stat().st_size)
+            return cls.from_json(p.read_bytes())
         if suffix == ".npz":
-            if not zipfile.is_zipfile(p):  # np.load would otherwise try to read it as a pickle
-                raise InvalidProblemError("path", "must be a readable .npz archive (a zip file)", str(p))
-            try:
-                with np.load(p, allow_pickle=False) as data:
-                    doc = {k: data[k] for k in data.files}
-            except ValueError as exc:
-                if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                    raise InvalidProblemError(
-                        "path", "must hold only numeric and boolean arrays (alignsolve never unpickles objects)", str(p)
-                    ) from None
-                raise InvalidProblemError("path", "must be a readable .npz archive", f"{p} ({exc})") from None
-            except (OSError, EOFError) as exc:
-                raise InvalidProblemError("path", "must be a readable .npz archive", f"{p} ({exc})") from None
-            doc.pop("version", None)
-            return cls._from_fields(doc, "npz archive")
+            return cls._from_fields(read_npz(p, max_bytes), "npz archive")
         raise InvalidProblemError("path", "must end in .json or .npz", str(p))
 
     # -- misc -------------------------------------------------------------------------
@@ -347,3 +354,11 @@ class Problem:
         return self._load_penalty == other._load_penalty
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _list_shape(value: Any) -> tuple[int, ...] | None:
+    """(rows, columns) of a list of lists, without converting it; None when it is not one."""
+    if not isinstance(value, list):
+        return None
+    first = value[0] if value else []
+    return (len(value), len(first)) if isinstance(first, list) else (len(value),)

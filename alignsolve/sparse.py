@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_bounds, as_nonneg_float
+from ._validation import MAX_MAGNITUDE, as_bounds, as_nonneg_float, frozen
 from .errors import InvalidProblemError
 
 __all__ = ["SparseProblem"]
@@ -125,10 +125,17 @@ class SparseProblem:
             raise InvalidProblemError("values", f"must be 1-D with one value per index ({idx.size})", val.shape)
         if val.dtype == bool or (val.size and not np.issubdtype(val.dtype, np.number)):
             raise InvalidProblemError("values", "must be numeric", f"dtype {val.dtype}")
+        if np.iscomplexobj(val):
+            raise InvalidProblemError("values", "must be real", f"dtype {val.dtype}")
         val = np.array(val, dtype=values_dtype, copy=True)
         if not np.isfinite(val).all():
             k = int(np.flatnonzero(~np.isfinite(val))[0])
             raise InvalidProblemError("values", "must be finite", f"{val[k]} at entry {k}")
+        if val.size and float(np.abs(val).max()) > MAX_MAGNITUDE:
+            k = int(np.argmax(np.abs(val)))
+            raise InvalidProblemError(
+                "values", f"must be at most {MAX_MAGNITUDE:g} in magnitude (objectives must stay finite)", val[k]
+            )
         if ptr[0] != 0 or ptr[-1] != idx.size:
             raise InvalidProblemError(
                 "indptr", f"must start at 0 and end at len(indices) = {idx.size}", f"[{ptr[0]}, ..., {ptr[-1]}]"
@@ -160,13 +167,11 @@ class SparseProblem:
                         f"client {rows[k]} lists {idx[k]} twice",
                     )
         cap, cmin, emin, emax = as_bounds(client_capacity, client_min, expert_min, expert_max, n, e)
-        for arr in (ptr64, idx, val, rows):
-            arr.flags.writeable = False
-        self._indptr, self._indices, self._values, self._rows = ptr64, idx, val, rows
+        self._indptr, self._indices, self._values, self._rows = (frozen(a) for a in (ptr64, idx, val, rows))
         self._n_experts = e
         self._client_capacity, self._client_min = cap, cmin
         self._expert_min, self._expert_max = emin, emax
-        self._load_penalty = as_nonneg_float("load_penalty", load_penalty)
+        self._load_penalty = as_nonneg_float("load_penalty", load_penalty, maximum=MAX_MAGNITUDE)
         self._frozen = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -241,7 +246,7 @@ class SparseProblem:
         if isinstance(chosen, np.ndarray) and chosen.dtype == bool and chosen.shape == (self.nnz,):
             return chosen
         if sp.issparse(chosen):
-            csr = sp.csr_array(chosen)
+            csr = sp.csr_array(chosen, copy=True)
             if csr.shape != self.shape:
                 raise InvalidProblemError("matrix", f"must have shape {self.shape}", f"shape {csr.shape}")
             csr.eliminate_zeros()

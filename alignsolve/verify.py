@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import budget_slack
 from .assignment import Assignment
 from .errors import ConstraintViolation, InvalidProblemError
 from .problem import Problem
 
-__all__ = ["verify"]
+__all__ = ["budget_slack", "verify"]
 
 _MAX_LISTED = 5  # per constraint family, so that a huge failure stays readable
 
@@ -109,11 +110,6 @@ def verify(problem: Problem, assignment: Assignment | Any, *, objective_tol: flo
         violations.append(f"reported objective {reported!r} differs from the recomputed {actual!r}")
     if violations:
         raise ConstraintViolation(violations)
-
-
-def budget_slack(budget: np.ndarray) -> np.ndarray:
-    """How far (N,) a client's spend may exceed its budget and still pass :func:`verify`: 1e-9 relative."""
-    return 1e-9 * np.maximum(1.0, budget)
 
 
 def _check_bounds(problem: Any, counts: np.ndarray, loads: np.ndarray, report: Any) -> None:

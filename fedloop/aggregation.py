@@ -7,7 +7,14 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["aggregate_experts", "aggregate_shared", "screen_updates", "update_norm", "weighted_average"]
+__all__ = [
+    "aggregate_experts",
+    "aggregate_shared",
+    "screen_updates",
+    "state_norm",
+    "update_norm",
+    "weighted_average",
+]
 
 State = Mapping[str, torch.Tensor]
 
@@ -75,20 +82,39 @@ def update_norm(before: State, after: State) -> float:
     return math.sqrt(total)
 
 
-def screen_updates(norms: Mapping[str, float], *, factor: float = 10.0) -> dict[str, str]:
-    """Reasons to reject updates: non-finite, or a norm above ``factor`` times the round's median.
+def state_norm(state: State) -> float:
+    """L2 norm of every tensor of ``state`` together."""
+    return math.sqrt(sum(float((value.double() ** 2).sum()) for value in state.values()))
+
+
+def screen_updates(
+    norms: Mapping[str, float],
+    *,
+    factor: float = 10.0,
+    reference: Mapping[str, float] | None = None,
+) -> dict[str, str]:
+    """Reasons to reject updates: non-finite, far larger than the model, or far above the round's median.
 
     Parameters
     ----------
     norms : {client id: update norm}
     factor : float
-        The median rule needs at least 3 finite norms; with fewer only non-finite ones go.
+        Both rules' multiple.
+    reference : {client id: norm of the global weights the client was sent}, optional
+        An update whose norm exceeds ``factor`` times the norm of the weights it updates is
+        rejected whatever the other clients sent: this rule needs no other update, so one
+        client's blown-up update is caught even in a round where it is the only one. (A
+        model at zero has no scale: then only the median rule applies.)
 
     Returns
     -------
-    {client id: reason} for the rejected ones.
+    {client id: reason} for the rejected ones. The median rule needs at least 3 finite norms.
     """
     rejected = {cid: "update has NaN or Inf values" for cid, v in norms.items() if not math.isfinite(v)}
+    for cid, v in norms.items():
+        ref = None if reference is None else reference.get(cid)
+        if cid not in rejected and ref is not None and ref > 0 and v > factor * ref:
+            rejected[cid] = f"update norm {v:.3g} > {factor:g} x the norm {ref:.3g} of the weights it updates"
     finite = sorted(v for cid, v in norms.items() if cid not in rejected)
     if len(finite) >= 3:
         median = (

@@ -69,9 +69,21 @@ def _progress(total: int, desc: str, disable: bool):
     return bar, on_round
 
 
+def _out_dir(value: str) -> Path:
+    """``--out`` as a folder that exists or can be made; checked before any work."""
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: must be a folder (or a path to create one); got the file {str(out)!r}")
+    parent = next((p for p in (out, *out.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ConfigError(f"--out: must be inside an existing folder; got {str(out)!r}")
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, args.policy, args.seed)
-    out = Path(args.out)
+    config.validate()
+    out = _out_dir(args.out)
     bar, on_round = _progress(config.rounds, f"{config.policy} seed {config.seed}", args.no_progress)
     try:
         history = run(config, out_dir=out, resume=args.resume, on_round=on_round)
@@ -98,10 +110,16 @@ def _fmt(values: list[float], scale: float = 1.0, spec: str = ".1f") -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise ConfigError(f"--policies: must name at least one policy; got {args.policies!r}")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: must be an integer >= 1; got {args.seeds}")
+    if args.target is not None and not (math.isfinite(args.target) and 0 < args.target <= 1):
+        raise ConfigError(f"--target: must be an accuracy in (0, 1]; got {args.target}")
     seeds = list(range(args.seed, args.seed + args.seeds))
     for policy in policies:  # every configuration is checked before any training
         _config(args, policy, seeds[0]).validate()
-    out = Path(args.out)
+    out = _out_dir(args.out)
     runs: dict[str, list[History]] = {}
     for policy in policies:
         for seed in seeds:
@@ -165,8 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return cmd_run(args) if args.command == "run" else cmd_compare(args)
     except (ConfigError, CheckpointError, FileNotFoundError) as exc:
-        print(f"fedloop: error: {exc}", file=sys.stderr)
+        print(f"fedloop: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fedloop: interrupted (the last checkpoint in --out resumes the run with --resume)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line, not a traceback, and a distinct status
+        text = " ".join(str(exc).split())
+        print(f"fedloop: internal error (please report it): {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ a held-out test set, and the clients' natural ids where the data has them.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,25 +243,46 @@ _IDX_TYPES = {
 }
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (the MNIST format; ``.gz`` is decompressed).
+#: Largest IDX body :func:`read_idx` reads (MNIST's training images are 47 MB).
+IDX_MAX_BYTES = 2**31
+
+
+def read_idx(path: str | Path, *, max_bytes: int = IDX_MAX_BYTES) -> np.ndarray:
+    """Read one IDX file (the MNIST format; ``.gz`` is decompressed as it is read).
 
     Layout: two zero bytes, a type code (0x08 uint8 ... 0x0E float64), the number of
-    dimensions, then each dimension as a big-endian uint32, then the data.
+    dimensions (1 to 8), then each dimension as a big-endian uint32, then the data. The
+    header is checked before the body is read: a wrong magic number, a truncated file,
+    a body longer or shorter than the header promises, or a declared size above
+    ``max_bytes`` raises ValueError naming the file and the rule (nothing is allocated
+    from the declared size alone).
     """
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise ValueError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    body = raw[4 + 4 * ndim :]
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+                raise ValueError(f"{path}: not an IDX file (bad magic number {head[:4].hex()})")
+            ndim = head[3]
+            if not 1 <= ndim <= 8:
+                raise ValueError(f"{path}: an IDX file must have 1 to 8 dimensions; the header says {ndim}")
+            dims = fh.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path}: truncated IDX header")
+            shape = struct.unpack(f">{ndim}I", dims)
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            expected = math.prod(shape) * dtype.itemsize
+            if expected > max_bytes:
+                raise ValueError(
+                    f"{path}: the IDX header declares {expected} bytes of data (shape {shape}), "
+                    f"more than max_bytes = {max_bytes}"
+                )
+            body = fh.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: unreadable IDX file ({exc})") from None
     if len(body) != expected:
-        raise ValueError(f"{path}: IDX body has {len(body)} bytes, the header promises {expected}")
+        what = "more than" if len(body) > expected else f"{len(body)} bytes, fewer than"
+        raise ValueError(f"{path}: IDX body has {what} the {expected} bytes the header promises")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 

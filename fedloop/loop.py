@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 import alignsolve as als
 
-from .aggregation import aggregate_experts, aggregate_shared, screen_updates, update_norm
+from .aggregation import aggregate_experts, aggregate_shared, screen_updates, state_norm, update_norm
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .client import LocalResult, client_statistics, train_local
 from .data import DATASETS, FederatedData, load_dataset
@@ -137,8 +137,31 @@ class FedConfig:
             raise bad("top_k", f"must be <= n_experts = {self.n_experts}")
         if self.deadline is not None and not (self.deadline > 0 and math.isfinite(self.deadline)):
             raise bad("deadline", "must be None (calibrated) or a number of seconds > 0")
-        if not self.lr > 0:
-            raise bad("lr", "must be > 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise bad("seed", "must be an integer >= 0")
+        for name in ("hidden", "expert_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "must be an integer >= 1")
+        if isinstance(self.min_cohort, bool) or not isinstance(self.min_cohort, int) or self.min_cohort < 0:
+            raise bad("min_cohort", "must be an integer >= 0")
+        for name, low, strict in (("lr", 0.0, True), ("aux_weight", 0.0, False), ("balance_tolerance", 0.0, False)):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < low
+                or (strict and value == low)
+            ):
+                raise bad(name, f"must be a finite number {'>' if strict else '>='} {low:g}")
+        if isinstance(self.reject_factor, bool) or not isinstance(self.reject_factor, (int, float)) or not (
+            math.isfinite(self.reject_factor) and self.reject_factor > 1
+        ):
+            raise bad("reject_factor", "must be a finite number > 1")
+        for name in ("deadline_mode", "capacity_profiling"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be True or False")
         try:
             dev = torch.device(self.device)
         except (RuntimeError, TypeError):
@@ -368,7 +391,7 @@ def finish_round(
     bytes_up = sum(size for size, cid in zip(sizes, rp.ids) if cid in results)
 
     agg_start = time.perf_counter()
-    norms = {}
+    norms, sent = {}, {}
     for cid, res in results.items():
         before = dict(shared_now)
         after = dict(res.shared)
@@ -376,7 +399,8 @@ def finish_round(
             before.update(experts_now[j])
             after.update(state)
         norms[cid] = update_norm(before, after)
-    rejected = screen_updates(norms, factor=cfg.reject_factor)
+        sent[cid] = state_norm({key: before[key] for key in after})
+    rejected = screen_updates(norms, factor=cfg.reject_factor, reference=sent)
     for cid, reason in rejected.items():
         log.warning("round %d: rejected the update of %s: %s", r, cid, reason)
     accepted = {cid: res for cid, res in results.items() if cid not in rejected}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,6 @@ def test_missing_results_are_flagged_not_dropped(tmp_path):
 @pytest.mark.slow
 def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     make_paper = load_make_paper()
-    start = time.monotonic()
     assert make_paper.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     missing = re.findall(r"Not measured\*\*: `[^`]*?([a-z_]+\.md)` is missing", text)
@@ -49,4 +47,3 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     assert set(missing) <= allowed, missing
     assert "not available" not in text
     assert "quick runs" in text
-    assert time.monotonic() - start < 600

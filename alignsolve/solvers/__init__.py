@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from .._validation import Option
 from ..errors import InvalidProblemError, MethodUnavailableError
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
@@ -51,6 +53,7 @@ class MethodSpec:
     generalised: bool  # solves the budget variant
     summary: str
     warm_start: str = ""  # "" when the method uses ``warm_start``, else why it cannot
+    options: Mapping[str, Option] = field(default_factory=dict)  # name -> rule of each method option
 
     def missing(self) -> list[str]:
         return [pkg for pkg in self.requires if importlib.util.find_spec(pkg) is None]
@@ -62,6 +65,32 @@ class MethodSpec:
             self.requires
         )
 
+
+def _any_start(name: str, value: Any) -> Any:
+    # The matrix itself is validated against the problem by solve() (shape, 0/1).
+    return value
+
+
+def _device(name: str, value: Any) -> Any:
+    if isinstance(value, str) or type(value).__name__ == "device":
+        return value
+    raise InvalidProblemError(name, "must be None or a torch device such as 'cpu' or 'cuda'", value)
+
+
+def _dtype(name: str, value: Any) -> Any:
+    if value in ("float32", "float64") or type(value).__name__ == "dtype":
+        return value
+    raise InvalidProblemError(name, "must be None, 'float32' or 'float64' (or a torch dtype)", value)
+
+
+_POSITIVE = Option("float", low=0.0, low_open=True)
+_START = Option("any", none=True, check=_any_start)
+_FLOW_OPTIONS = {
+    "scale": Option("float", low=0.0, low_open=True, none=True),
+    "pricing": Option("bool", none=True),
+    "candidates": Option("int", low=1, high=2**31 - 1, none=True),
+    "margin": Option("float", low=0.0),
+}
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
@@ -75,6 +104,7 @@ METHODS: dict[str, MethodSpec] = {
             False,
             "min-cost flow (OR-Tools SimpleMinCostFlow); exact, convex load penalty included",
             "SimpleMinCostFlow takes no initial flow",
+            _FLOW_OPTIONS,
         ),
         MethodSpec(
             "greedy",
@@ -85,6 +115,14 @@ METHODS: dict[str, MethodSpec] = {
             True,
             "fitness-score greedy with augmenting-path repair (fitness per budget share on the generalised "
             "variant); 1/2-approximation without lower bounds",
+            "",
+            {
+                "chunk": Option("int", low=1, high=2**40, none=True),
+                "warm_start": _START,
+                "local_search": Option(
+                    "int", low=0, high=10**6, none=True, text="must be a number of passes from 0 to 10**6 (or None)"
+                ),
+            },
         ),
         MethodSpec(
             "random",
@@ -104,6 +142,14 @@ METHODS: dict[str, MethodSpec] = {
             "exact",
             True,
             "OR-Tools CP-SAT on the integer-scaled model; proven bound and gap, time_limit, workers",
+            "",
+            {
+                "workers": Option("int", low=1, high=256, none=True),
+                "scale": Option("float", low=0.0, low_open=True, none=True),
+                "hint": Option("bool"),
+                "warm_start": _START,
+                "lagrangian": Option("bool"),
+            },
         ),
         MethodSpec(
             "milp",
@@ -114,6 +160,7 @@ METHODS: dict[str, MethodSpec] = {
             True,
             "scipy.optimize.milp (scipy's bundled HiGHS); proven dual bound, time_limit",
             "scipy.optimize.milp takes no initial solution",
+            {"mip_rel_gap": Option("float", low=0.0, high=1.0)},
         ),
         MethodSpec(
             "lp",
@@ -124,6 +171,13 @@ METHODS: dict[str, MethodSpec] = {
             True,
             "LP relaxation through cvxpy (CLARABEL or SCIPY), rounded and repaired; integral on the unit variant",
             "cvxpy's CLARABEL and SCIPY interfaces take no initial point",
+            {
+                "solver": Option(
+                    "choice",
+                    choices=("CLARABEL", "SCIPY"),
+                    text="must be 'CLARABEL' or 'SCIPY' (cvxpy's HIGHS loads highspy, which clashes with OR-Tools)",
+                )
+            },
         ),
         MethodSpec(
             "sinkhorn",
@@ -135,6 +189,17 @@ METHODS: dict[str, MethodSpec] = {
             "entropic relaxation (log-domain Bregman projections, epsilon schedule) on numpy or torch, rounded "
             "and repaired; Lagrangian bound",
             "its iterate is a pair of dual vectors, not an assignment",
+            {
+                "eps": _POSITIVE,
+                "eps_start": _POSITIVE,
+                "eps_decay": Option("float", low=0.0, high=1.0, low_open=True, high_open=True),
+                "max_sweeps": Option("int", low=1, high=10**7),
+                "tol": _POSITIVE,
+                "stage_tol": _POSITIVE,
+                "line_iters": Option("int", low=1, high=10**4),
+                "device": Option("any", none=True, check=_device),
+                "dtype": Option("any", none=True, check=_dtype),
+            },
         ),
     )
 }
@@ -199,9 +264,18 @@ def refuse_generalised(name: str) -> None:
     )
 
 
-def check_options(name: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:
-    """Refuse options a method does not know (a typo must not pass silently)."""
-    unknown = sorted(set(options) - set(accepted))
+def check_options(name: str, options: Mapping[str, Any], accepted: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The method's options, each checked against its rule in :data:`METHODS`.
+
+    An unknown option (a typo must not pass silently), a wrong type or a value out of
+    range raises :class:`~alignsolve.InvalidProblemError` naming the option. ``accepted``
+    narrows the names further (a path of the method that takes fewer options).
+    Returns the options with their values normalised (ints, floats, bools).
+    """
+    rules = METHODS[name].options
+    names = tuple(rules) if accepted is None else accepted
+    unknown = sorted(set(options) - set(names))
     if unknown:
-        rule = f"method {name!r} accepts " + (", ".join(accepted) if accepted else "no extra options")
+        rule = f"method {name!r} accepts " + (", ".join(names) if names else "no extra options")
         raise InvalidProblemError(unknown[0], rule, f"unknown option(s) {', '.join(unknown)}")
+    return {key: rules[key](key, value) for key, value in options.items()}

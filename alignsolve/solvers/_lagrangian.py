@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import budget_slack
 from ..problem import Problem
-from ..verify import budget_slack
 
 __all__ = ["LagrangianResult", "lagrangian"]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import budget_slack
 from ..problem import Problem
 from . import SolverResult
 
@@ -45,6 +46,8 @@ class LinearModel:
         ``-inf`` / ``inf`` where a side is absent.
     n_pairs : int
         P; the remaining Q variables are the penalty's load units.
+    budget_scale : ndarray, shape (N,), or None
+        The power of two each budget row (the last N rows) was multiplied by.
     """
 
     rows: np.ndarray
@@ -54,6 +57,7 @@ class LinearModel:
     lower: np.ndarray
     upper: np.ndarray
     n_pairs: int
+    budget_scale: np.ndarray | None = None
 
     @property
     def integrality(self) -> np.ndarray:
@@ -108,11 +112,18 @@ def linear_model(problem: Problem, *, forbid_over_budget: bool = True) -> Linear
         blocks.append(link)
         lower.append(np.zeros(e))
         upper.append(np.zeros(e))
+    budget_scale = None
     if problem.is_generalised:
-        w = sp.csr_array((problem.cost[rows, cols], (rows, pair)), shape=(n, p))  # type: ignore[index]
+        # Each budget row is scaled by a power of two (exact) so that its largest entry lies in
+        # [0.5, 1): solvers treat magnitudes from about 1e20 on as infinite, and tolerances are absolute.
+        cost = problem.cost[rows, cols]  # type: ignore[index]
+        top = np.array(problem.budget, dtype=float)
+        np.maximum.at(top, rows, cost)
+        budget_scale = np.where(top > 0, np.ldexp(1.0, -np.frexp(top)[1]), 1.0)
+        w = sp.csr_array((cost * budget_scale[rows], (rows, pair)), shape=(n, p))
         blocks.append(sp.hstack([w, sp.csr_array((n, q))], format="csr") if q else w)
         lower.append(np.full(n, -np.inf))
-        upper.append(problem.budget.astype(float))  # type: ignore[union-attr]
+        upper.append(problem.budget.astype(float) * budget_scale)  # type: ignore[union-attr]
     return LinearModel(
         rows=rows,
         cols=cols,
@@ -121,6 +132,7 @@ def linear_model(problem: Problem, *, forbid_over_budget: bool = True) -> Linear
         lower=np.concatenate(lower),
         upper=np.concatenate(upper),
         n_pairs=p,
+        budget_scale=budget_scale,
     )
 
 
@@ -128,7 +140,7 @@ def _budget_with_slack(problem: Problem) -> np.ndarray:
     """The budget plus the tolerance :func:`alignsolve.verify` grants (1e-9 relative)."""
     b = problem.budget
     assert b is not None
-    return b + 1e-9 * np.maximum(1.0, b)
+    return b + budget_slack(b)
 
 
 def lagrangian_bound(model: LinearModel, multipliers: np.ndarray) -> float:

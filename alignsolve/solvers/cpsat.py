@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import budget_slack
+from ..errors import ConstraintViolation, InvalidProblemError
 from ..feasibility import budget_relaxation, diagnose_generalised
 from ..problem import Problem
 from . import SolverResult, check_options, quick_infeasibility
@@ -58,19 +60,20 @@ def _fitness_scale(max_abs: float) -> float:
 
 def _integer_budgets(cost: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-client scaled integer costs (N, E) and budgets (N,) (see the module docstring)."""
-    top = np.maximum(budget, cost.max(axis=1, initial=0.0))
-    exponent = np.where(top > 0, _BUDGET_BITS - np.ceil(np.log2(np.maximum(top, 1e-300))), 0.0)
-    row_scale = np.exp2(exponent)
-    icost = np.rint(cost * row_scale[:, None]).astype(np.int64)
-    slack = 0.5e-9 * np.maximum(1.0, budget)
-    ibudget = np.floor((budget + slack) * row_scale).astype(np.int64)
+    slack = 0.5 * budget_slack(budget)
+    top = np.maximum(budget + slack, cost.max(axis=1, initial=0.0))
+    # Exponents as integers and ldexp, not exp2: a cost of 1e-300 needs a factor 2**1037,
+    # beyond a double, while the scaled costs themselves are ordinary numbers.
+    exponent = (_BUDGET_BITS - np.frexp(top)[1]).astype(np.int64)
+    icost = np.rint(np.ldexp(cost, exponent[:, None])).astype(np.int64)
+    ibudget = np.floor(np.ldexp(budget + slack, exponent)).astype(np.int64)
     return icost, ibudget
 
 
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("cpsat", options, ("workers", "scale", "hint", "warm_start", "lagrangian"))
+    options = check_options("cpsat", options)
     from ortools.sat.python import cp_model
 
     refused = quick_infeasibility(problem)
@@ -90,10 +93,28 @@ def solve(
     relaxed = budget_relaxation(problem)
     rows, cols = np.nonzero(relaxed.allowed)
     fit = problem.fitness[rows, cols]
-    scale = float(options.get("scale") or _fitness_scale(float(np.abs(fit).max(initial=0.0))))
+    top = float(np.abs(fit).max(initial=0.0))
+    scale = float(options.get("scale") or _fitness_scale(top))
+    # Every coefficient and every sum of them must be exact in int64 (and in a double on the way there).
+    ceiling = min(2.0**53, 2.0**62 / max(1, len(rows)))
+    if max(top, problem.load_penalty * float(n) ** 2) * scale > ceiling:
+        raise InvalidProblemError(
+            "scale",
+            f"must keep max|fitness| * scale below {ceiling:g} (and lambda * N^2 * scale) so that CP-SAT's "
+            f"integer model stays exact; at most {ceiling / max(top, 1e-300):g} here",
+            scale,
+        )
     ifit = np.rint(fit * scale).astype(np.int64)
     lam = problem.load_penalty
     ilam = round(lam * scale)
+    stats: dict[str, Any] = {"variables": len(rows), "scale": scale}
+    if lag is not None:
+        stats.update(_lagrangian_stats(lag))
+    hint = _hint(problem, options, lag)
+
+    def out_of_time() -> bool:
+        # Building the model is Python work over every pair; past the limit, CP-SAT is not started.
+        return time_limit is not None and time.perf_counter() - clock >= time_limit
 
     model = cp_model.CpModel()
     xs = [model.new_bool_var(f"x{i}_{j}") for i, j in zip(rows.tolist(), cols.tolist())]
@@ -117,6 +138,8 @@ def solve(
             loads.append((load, top))
         elif by_expert[j] and (emin[j] > 0 or emax[j] < len(by_expert[j])):
             model.add_linear_constraint(expr, emin[j], emax[j])
+    if out_of_time():
+        return _best_known(problem, hint, lag, stats)
     if problem.is_generalised:
         icost, ibudget = _integer_budgets(problem.cost, problem.budget)  # type: ignore[arg-type]
         for i in range(n):
@@ -134,11 +157,8 @@ def solve(
             squares.append(sq)
         objective = objective - ilam * sum(squares)
     model.maximize(objective)
-
-    stats: dict[str, Any] = {"variables": len(xs), "scale": scale}
-    if lag is not None:
-        stats.update(_lagrangian_stats(lag))
-    hint = _hint(problem, options, lag)
+    if out_of_time():
+        return _best_known(problem, hint, lag, stats)
     if hint is not None and options.get("hint", True):
         for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist())):
             model.add_hint(xs[p], bool(hint[i, j]))
@@ -172,29 +192,67 @@ def solve(
         np.square(np.minimum(problem.expert_max, n)).sum()
     )
     stats["rounding_error_bound"] = err
-    bound = solver.best_objective_bound / scale + err
+    # CP-SAT's objective bound means something only once it has finished its presolve and
+    # reported a status with a solution; stopped earlier (UNKNOWN) the field holds no proof.
+    bound = solver.best_objective_bound / scale + err if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else math.inf
     x = None
+    value = -math.inf
     if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         values = np.fromiter((solver.boolean_value(v) for v in xs), bool, len(xs))
         x = np.zeros((n, e), bool)
         x[rows, cols] = values
+        value = problem.objective(x)
     proven = code == cp_model.OPTIMAL
     if lag is not None:
         # Both bounds are proven; the Lagrangian heuristic's answer may beat what CP-SAT found in time.
         bound = min(bound, lag.bound)
-        value = -math.inf if x is None else problem.objective(x)
         if lag.matrix is not None and lag.objective > value:
             x, value, stats["answer_from"] = lag.matrix, lag.objective, "lagrangian heuristic"
-        proven = proven or (x is not None and _closed(bound, value))
+    if hint is not None and _feasible(problem, hint):
+        # Never less than the hint: CP-SAT stopped early may hold nothing, or something worse.
+        hinted = problem.objective(hint)
+        if hinted > value:
+            x, value, stats["answer_from"] = hint, hinted, "hint"
+    if not math.isfinite(bound):
+        bound = None
+    proven = proven or (x is not None and bound is not None and _closed(bound, value))
     if x is None:
         return SolverResult("time_limit", None, "CP-SAT stopped before finding an assignment", bound=bound, stats=stats)
     status = "optimal" if proven else "time_limit"
     return SolverResult(status, x, f"{status} (CP-SAT)", bound=bound, stats=stats)
 
 
+def _best_known(problem: Problem, hint: np.ndarray | None, lag: LagrangianResult | None, stats: dict[str, Any]):
+    """The answer when the time limit passed before CP-SAT could start: the hint or the Lagrangian's."""
+    stats["cp_status"] = "not started (time limit reached while building the model)"
+    x, value = None, -math.inf
+    if lag is not None and lag.matrix is not None:
+        x, value, stats["answer_from"] = lag.matrix, lag.objective, "lagrangian heuristic"
+    if hint is not None and _feasible(problem, hint) and problem.objective(hint) > value:
+        x, stats["answer_from"] = hint, "hint"
+    bound = None if lag is None else lag.bound
+    message = "time_limit (CP-SAT not started: the limit passed while building its model)"
+    return SolverResult("time_limit", x, message, bound=bound, stats=stats)
+
+
+def _feasible(problem: Problem, x: np.ndarray) -> bool:
+    from ..verify import verify
+
+    try:
+        verify(problem, x)
+    except (ConstraintViolation, InvalidProblemError):
+        return False
+    return True
+
+
 def _closed(bound: float, value: float) -> bool:
-    """Whether a proven bound meets an assignment's value (then it is optimal)."""
-    return bound - value <= 1e-9 * max(1.0, abs(value))
+    """Whether a proven bound meets an assignment's value (then it is optimal).
+
+    A bound below the value by more than the tolerance is no proof of anything (it
+    cannot be valid), so it does not close the gap either.
+    """
+    tol = 1e-9 * max(1.0, abs(value))
+    return math.isfinite(value) and -tol <= bound - value <= tol
 
 
 def _lagrangian_stats(lag: LagrangianResult) -> dict[str, Any]:

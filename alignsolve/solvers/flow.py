@@ -84,15 +84,20 @@ def _graph_setup(
     effective expert caps, max flow, integer scale, stats holding the scale)."""
     n, e = problem.shape
     m = int(options.get("candidates") or max(8, 2 * int(problem.client_capacity.max(initial=0))))
-    if m < 1:
-        raise InvalidProblemError("candidates", "must be a positive integer", m)
     margin = float(options.get("margin", 0.02))
     emin = problem.expert_min
     emax = np.maximum(np.minimum(problem.expert_max, per_expert), emin)
     max_flow = int(min(problem.client_capacity.sum(), emax.sum(), max(eligible, 1)))
     lam = problem.load_penalty
     pen_top = lam * (2.0 * float(emax.max(initial=0)) - 1.0) if lam > 0 else 0.0
-    scale = float(options.get("scale") or _choose_scale(max(max_fit, pen_top), n + e + 2, max_flow))
+    safe = _choose_scale(max(max_fit, pen_top), n + e + 2, max_flow)
+    scale = float(options.get("scale") or safe)
+    if scale > safe:
+        raise InvalidProblemError(
+            "scale",
+            f"must be at most {safe:g} for this problem (larger scaled costs overflow OR-Tools' int64 arithmetic)",
+            scale,
+        )
     return m, margin, emax, max_flow, scale, {"scale": scale}
 
 
@@ -184,7 +189,7 @@ def _price_in(reduced: np.ndarray, open_: np.ndarray, threshold: float, cand: np
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("flow", options, ("scale", "pricing", "candidates", "margin"))
+    options = check_options("flow", options)
     n, e = problem.shape
     per_expert, max_fit, eligible = _dense_figures(problem)
     pricing = options.get("pricing")
@@ -441,7 +446,7 @@ def solve_sparse(
     falls back to the grown graph when they do not within :data:`_REPAIR_ROUNDS` re-solves.
     ``stats["repair"]`` lists its re-solves.
     """
-    check_options("flow", options, ("scale", "pricing", "candidates", "margin"))
+    options = check_options("flow", options)
     stats: dict[str, Any] = {}
     if time_limit is not None:
         stats["time_limit_ignored"] = True

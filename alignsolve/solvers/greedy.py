@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import budget_slack
 from ..errors import InvalidProblemError
 from ..feasibility import budget_relaxation, diagnose_generalised, find_feasible
 from ..problem import Problem
-from ..verify import budget_slack
 from . import SolverResult, check_options
 from ._greedy_kernels import (
     collect_pairs,
@@ -376,7 +376,7 @@ def run_budget_greedy(
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("greedy", options, ("chunk", "warm_start", "local_search"))
+    options = check_options("greedy", options)
     start = options.get("warm_start")
     polish = options.get("local_search")
     # By default the local search runs only from a warm start (its moves adapt the
@@ -429,7 +429,7 @@ def solve_sparse(problem: Any, *, time_limit: float | None = None, seed: int | N
     repair; ``stats["repair"] = "flow"``), so the method stays feasible whenever the
     sparse problem is. A load penalty is not supported on this path (use ``flow``).
     """
-    check_options("greedy", options, ("chunk",))
+    options = check_options("greedy", options, ("chunk",))
     if problem.load_penalty:
         raise InvalidProblemError(
             "load_penalty", "must be 0 for greedy on a SparseProblem (flow handles it)", problem.load_penalty

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidProblemError
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
 from . import SolverResult, check_options, quick_infeasibility
@@ -88,14 +87,7 @@ def _solve_lp(model: LinearModel, solver: str) -> tuple[str, float, np.ndarray |
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("lp", options, ("solver",))
-    solver = str(options.get("solver", "CLARABEL")).upper()
-    if solver not in SOLVERS:
-        raise InvalidProblemError(
-            "solver",
-            f"must be one of {', '.join(SOLVERS)} (cvxpy's HIGHS loads highspy, which clashes with OR-Tools)",
-            repr(options.get("solver")),
-        )
+    solver = check_options("lp", options).get("solver", "CLARABEL")
     refused = quick_infeasibility(problem)
     if refused is not None:
         return refused

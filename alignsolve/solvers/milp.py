@@ -18,10 +18,12 @@ model solved again (at most three times, ``stats["budget_tightenings"]``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
+from .._validation import budget_slack
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
 from . import SolverResult, check_options, quick_infeasibility
@@ -30,14 +32,85 @@ from ._model import empty_model_result, linear_model
 __all__ = ["solve"]
 
 _TIGHTEN_ROUNDS = 3
+#: HiGHS checks its time limit only between phases of its work and can overrun it by seconds
+#: (an LP solve at the root is not interrupted). With a ``time_limit`` it runs in a forked
+#: child that is stopped this many seconds after the limit.
+_GRACE = 0.25
+
+
+def _highs(objective: np.ndarray, constraints: Any, integrality: np.ndarray, options: dict[str, Any]) -> Any:
+    from scipy.optimize import Bounds, milp
+
+    return milp(objective, constraints=constraints, integrality=integrality, bounds=Bounds(0.0, 1.0), options=options)
+
+
+def _child(conn: Any, args: tuple[Any, ...]) -> None:
+    try:
+        res = _highs(*args)
+        conn.send(
+            {
+                "status": res.status,
+                "message": res.message,
+                "x": res.x,
+                "mip_dual_bound": getattr(res, "mip_dual_bound", None),
+                "mip_node_count": getattr(res, "mip_node_count", 0),
+            }
+        )
+    except BaseException as exc:  # reported to the parent, which raises it
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def _highs_within(args: tuple[Any, ...], seconds: float) -> Any:
+    """HiGHS in a forked child, stopped after ``seconds``; None when it was stopped.
+
+    Where fork is unavailable HiGHS runs in this process (its own limit only).
+    """
+    import multiprocessing as mp
+    from types import SimpleNamespace
+
+    if "fork" not in mp.get_all_start_methods():
+        return _highs(*args)
+    ctx = mp.get_context("fork")
+    here, there = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(there, args), daemon=True)
+    proc.start()
+    there.close()
+    try:
+        if not here.poll(max(seconds, 0.05)):
+            return None
+        got = here.recv()
+    except EOFError:
+        got = {"error": "the HiGHS child process ended without an answer"}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        here.close()
+    if "error" in got:
+        raise RuntimeError(f"scipy.optimize.milp failed: {got['error']}")
+    return SimpleNamespace(**got)
+
+
+def _fallback(problem: Problem, stats: dict[str, Any]) -> SolverResult:
+    """What to return if HiGHS has to be stopped before it hands over its incumbent: greedy's answer."""
+    from .greedy import solve as greedy_solve
+
+    got = greedy_solve(problem)
+    if got.matrix is None:
+        return SolverResult("time_limit", None, "HiGHS was stopped at the time limit", stats=stats)
+    stats = {**stats, "answer_from": "greedy (HiGHS was stopped at the time limit)"}
+    return SolverResult("time_limit", got.matrix, "time_limit (HiGHS stopped; greedy's answer)", stats=stats)
 
 
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("milp", options, ("mip_rel_gap",))
-    from scipy.optimize import Bounds, LinearConstraint, milp
+    options = check_options("milp", options)
+    from scipy.optimize import LinearConstraint
 
+    clock = time.perf_counter()
     refused = quick_infeasibility(problem)
     if refused is not None:
         return refused
@@ -56,16 +129,27 @@ def solve(
         "budget_tightenings": 0,
     }
     first_bound: float | None = None
+    fallback: SolverResult | None = None
     for attempt in range(_TIGHTEN_ROUNDS + 1):
-        res = milp(
-            -model.objective,
-            constraints=LinearConstraint(model.matrix, model.lower, upper),
-            integrality=model.integrality,
-            bounds=Bounds(0.0, 1.0),
-            options=hi_opts,
-        )
+        if time_limit is not None:
+            # The model's construction and earlier attempts count against the caller's limit.
+            hi_opts["time_limit"] = max(0.01, float(time_limit) - (time.perf_counter() - clock))
+        args = (-model.objective, LinearConstraint(model.matrix, model.lower, upper), model.integrality, hi_opts)
+        if time_limit is None:
+            res = _highs(*args)
+        else:
+            if fallback is None:  # ready before HiGHS starts, so that stopping it costs nothing more
+                fallback = _fallback(problem, stats)
+            res = _highs_within(args, float(time_limit) - (time.perf_counter() - clock) + _GRACE)
+            if res is None:
+                stats["highs_stopped"] = f"HiGHS overran its time limit by more than {_GRACE} s and was stopped"
+                fallback.bound = first_bound
+                return fallback
         stats["highs_status"] = int(res.status)
         stats["highs_message"] = str(res.message)
+        if res.status == 2 and "infeasible" not in str(res.message).lower():
+            # scipy reports some HiGHS failures (a model error) under the infeasible code: that proves nothing.
+            return SolverResult("unknown", None, f"HiGHS failed: {res.message}", stats=stats)
         if res.status == 2:
             full = diagnose_generalised(problem, quick=False)
             msg = full.message if full is not None else "HiGHS proved that no assignment satisfies every constraint"
@@ -78,23 +162,26 @@ def solve(
             first_bound = bound
         bound = first_bound
         if res.x is None:
+            # Status 1 is HiGHS's time or node limit; anything else without an answer (3: unbounded or
+            # numerical trouble, 4: other) proves nothing about feasibility.
             msg = f"HiGHS stopped without an assignment: {res.message}"
-            return SolverResult("time_limit" if res.status == 1 else "infeasible", None, msg, bound=bound, stats=stats)
+            return SolverResult("time_limit" if res.status == 1 else "unknown", None, msg, bound=bound, stats=stats)
         x = np.zeros((n, e), bool)
         x[model.rows, model.cols] = res.x[: model.n_pairs] > 0.5
         if budget_rows is None:
             break
         used = (problem.cost * x).sum(axis=1)  # type: ignore[operator]
-        excess = used - problem.budget - 1e-9 * np.maximum(1.0, problem.budget)  # type: ignore[operator]
+        excess = used - problem.budget - budget_slack(problem.budget)  # type: ignore[operator]
         if (excess <= 0).all():
             break
         if attempt == _TIGHTEN_ROUNDS:
             msg = "HiGHS's answers kept exceeding a budget by more than its tolerance after rounding"
             return SolverResult("unknown", None, msg, bound=bound, stats=stats)
         stats["budget_tightenings"] += 1
-        upper[budget_rows] -= np.maximum(excess, 0.0) + 1e-9 * np.maximum(1.0, problem.budget)  # type: ignore[operator]
+        shrink = np.maximum(excess, 0.0) + budget_slack(problem.budget)  # type: ignore[operator]
+        upper[budget_rows] -= shrink * model.budget_scale  # the rows are scaled (see linear_model)
     stats["nodes"] = int(getattr(res, "mip_node_count", 0) or 0)
-    status = "optimal" if res.status == 0 else "time_limit"
+    status = {0: "optimal", 1: "time_limit"}.get(int(res.status), "feasible")
     if status == "optimal" and stats["budget_tightenings"]:
         # Proven optimal for the tightened budgets only; optimal overall if it meets the first bound.
         obj = problem.objective(x)

@@ -30,7 +30,7 @@ _STREAM = 0x72616E646F6D  # "random": keeps this method's draws apart from other
 def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
-    check_options("random", options, ())
+    check_options("random", options)
     rng = np.random.default_rng(None if seed is None else [_STREAM, seed])
     priority = rng.random(problem.shape)
     x, stats, message = run_greedy(problem, priority, skip_negative=False, use_penalty=False)

@@ -652,12 +652,9 @@ def _round(problem: Problem, reduced: np.ndarray) -> tuple[np.ndarray | None, di
     return x, stats, message
 
 
-_ACCEPTED = ("eps", "eps_start", "eps_decay", "max_sweeps", "tol", "stage_tol", "line_iters", "device", "dtype")
-
-
 def _schedule_options(options: dict[str, Any]) -> dict[str, Any]:
     """The user's options as keyword arguments of :func:`entropic_duals`."""
-    check_options("sinkhorn", options, _ACCEPTED)
+    options = check_options("sinkhorn", options)
     return {
         "eps_final": float(options.get("eps", 1e-3)),
         "eps_start": float(options.get("eps_start", 1.0)),

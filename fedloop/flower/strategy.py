@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -175,11 +176,19 @@ class AlignedMoEStrategy(Strategy):
         self._pending = None
         by_client: dict[str, Message] = {}
         for reply in replies:
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                node = reply.metadata.src_node_id
                 log.warning("round %d: node %s replied with an error: %s", rp.round, node, reply.error)
                 continue
-            by_client[str(reply.content["info"]["client-id"])] = reply
+            try:
+                cid = str(reply.content["info"]["client-id"])
+            except Exception as exc:  # no record naming the client: nobody to credit, nothing to aggregate
+                log.warning("round %d: dropped a reply of node %s without a client id: %r", rp.round, node, exc)
+                continue
+            if cid in by_client:
+                log.warning("round %d: dropped a second reply for %s (node %s)", rp.round, cid, node)
+                continue
+            by_client[cid] = reply
         results: dict[str, LocalResult] = {}
         dropped: list[str] = []
         for m, cid in enumerate(rp.ids):
@@ -193,8 +202,8 @@ class AlignedMoEStrategy(Strategy):
                 dropped.append(cid)
                 continue
             try:
-                results[cid] = _local_result(reply, mine)
-            except (KeyError, ValueError) as exc:  # a malformed reply never reaches aggregation
+                results[cid] = _local_result(reply, mine, rp.global_state, self.config.n_experts)
+            except Exception as exc:  # a malformed reply (of any kind) never reaches aggregation: a dropout
                 log.warning("round %d: dropped the reply of %s: %s", rp.round, cid, exc)
                 dropped.append(cid)
         record = finish_round(self.setup, rp, results, dropped, time.perf_counter() - started)
@@ -221,18 +230,47 @@ class AlignedMoEStrategy(Strategy):
         return None
 
 
-def _local_result(reply: Message, experts: list[int]) -> LocalResult:
+def _local_result(reply: Message, experts: list[int], global_state: Any, n_experts: int) -> LocalResult:
+    """A train reply as a :class:`LocalResult`, or ValueError saying what is wrong with it.
+
+    The reply must carry exactly the shared tensors and the assigned experts' tensors of
+    the global model, each of its shape and dtype and finite or not (non-finite values are
+    screened later, as in the in-process loop); ``routed`` must hold E non-negative counts,
+    ``n-samples`` a positive integer, ``train-loss`` a number.
+    """
     state = reply.content["arrays"].to_torch_state_dict()
     shared, by_expert = split_state(state)
     missing = [j for j in experts if j not in by_expert]
     if missing or set(by_expert) - set(experts):
         raise ValueError(f"a reply must carry exactly the assigned experts {experts}; got {sorted(by_expert)}")
-    routed = reply.content["routed"].to_torch_state_dict()["routed"].numpy()
+    want_shared, want_experts = split_state(global_state)
+    if set(shared) != set(want_shared):
+        raise ValueError(f"shared tensors differ from the model's: {sorted(set(shared) ^ set(want_shared))[:3]}")
+    for j in experts:
+        if set(by_expert[j]) != set(want_experts[j]):
+            raise ValueError(f"expert {j}'s tensors differ from the model's")
+    for key, value in state.items():
+        want = global_state[key]
+        if tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
+            raise ValueError(
+                f"tensor {key} has shape {tuple(value.shape)} {value.dtype}, the model's is "
+                f"{tuple(want.shape)} {want.dtype}"
+            )
+    routed = np.asarray(reply.content["routed"].to_torch_state_dict()["routed"].numpy(), dtype=float)
+    if routed.shape != (n_experts,) or not np.isfinite(routed).all() or (routed < 0).any():
+        raise ValueError(f"routed must hold {n_experts} finite counts >= 0; got shape {routed.shape}")
     metrics = reply.content["metrics"]
+    n_samples, train_loss = metrics["n-samples"], metrics["train-loss"]
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, float)) or int(n_samples) != n_samples:
+        raise ValueError(f"n-samples must be an integer; got {n_samples!r}")
+    if n_samples < 1:
+        raise ValueError(f"n-samples must be >= 1; got {n_samples}")
+    if isinstance(train_loss, bool) or not isinstance(train_loss, (int, float)):
+        raise ValueError(f"train-loss must be a number; got {train_loss!r}")
     return LocalResult(
         shared=shared,
         experts=by_expert,
         routed=routed,
-        n_samples=int(metrics["n-samples"]),
-        train_loss=float(metrics["train-loss"]),
+        n_samples=int(n_samples),
+        train_loss=float(train_loss),
     )
