@@ -111,10 +111,6 @@ def screen_updates(
     {client id: reason} for the rejected ones. The median rule needs at least 3 finite norms.
     """
     rejected = {cid: "update has NaN or Inf values" for cid, v in norms.items() if not math.isfinite(v)}
-    for cid, v in norms.items():
-        ref = None if reference is None else reference.get(cid)
-        if cid not in rejected and ref is not None and ref > 0 and v > factor * ref:
-            rejected[cid] = f"update norm {v:.3g} > {factor:g} x the norm {ref:.3g} of the weights it updates"
     finite = sorted(v for cid, v in norms.items() if cid not in rejected)
     if len(finite) >= 3:
         median = (
@@ -126,4 +122,8 @@ def screen_updates(
             for cid, v in norms.items():
                 if cid not in rejected and v > factor * median:
                     rejected[cid] = f"update norm {v:.3g} > {factor:g} x the round's median {median:.3g}"
+    for cid, v in norms.items():
+        ref = None if reference is None else reference.get(cid)
+        if cid not in rejected and ref is not None and ref > 0 and v > factor * ref:
+            rejected[cid] = f"update norm {v:.3g} > {factor:g} x the norm {ref:.3g} of the weights it updates"
     return rejected

@@ -281,8 +281,8 @@ def read_idx(path: str | Path, *, max_bytes: int = IDX_MAX_BYTES) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"{path}: unreadable IDX file ({exc})") from None
     if len(body) != expected:
-        what = "more than" if len(body) > expected else f"{len(body)} bytes, fewer than"
-        raise ValueError(f"{path}: IDX body has {what} the {expected} bytes the header promises")
+        what = "more bytes than" if len(body) > expected else f"{len(body)} bytes, fewer than"
+        raise ValueError(f"{path}: IDX body has {what} the header promises {expected}")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -327,7 +327,7 @@ def load_idx_folder(
     return _package(x, y, xt, yt, parts, int(max(y.max(), yt.max())) + 1, info)
 
 
-DATASETS = ("synthetic", "digits", "idx")
+DATASETS = ("synthetic", "digits", "idx", "mnist", "fashion", "multidomain", "shakespeare")
 
 
 def load_dataset(
@@ -342,4 +342,13 @@ def load_dataset(
         if data_dir is None:
             raise ValueError("data_dir: the idx dataset needs the folder holding the IDX files")
         return load_idx_folder(data_dir, n_clients, seed=seed, **options)
+    # The real datasets read the fetch cache; data_dir, when given, is that cache.
+    from . import real_data
+
+    if name in ("mnist", "fashion"):
+        return real_data.load_image_dataset(name, n_clients, seed=seed, cache=data_dir, **options)
+    if name == "multidomain":
+        return real_data.load_multidomain(n_clients, seed=seed, cache=data_dir, **options)
+    if name == "shakespeare":
+        return real_data.load_shakespeare(n_clients, seed=seed, cache=data_dir, **options)
     raise ValueError(f"dataset: must be one of {', '.join(DATASETS)}; got {name!r}")

@@ -181,3 +181,68 @@ def test_profiles_travel_in_the_query_replies(monkeypatch):
     # The server planned with the profile the client sent, not its own table: client 0 has no slot.
     assert data.client_ids[0] not in strategy.assignments[0]
     assert strategy.setup.profiles[0].downlink_bps > 1.0
+
+
+def _tampered(reply, kind):
+    """A copy of a train reply broken in one way."""
+    from flwr.app import ArrayRecord, MetricRecord
+
+    content = RecordDict(dict(reply.content.items()))
+    state = content["arrays"].to_torch_state_dict()
+    key = next(k for k in state if k.startswith("experts."))
+    if kind == "shape":
+        state[key] = state[key].reshape(-1)[:-1].clone()
+    elif kind == "extra":
+        state["experts.99.w"] = state[key].clone()
+    elif kind == "missing":
+        del state[key]
+    elif kind == "shared_missing":
+        del state[next(k for k in state if k.startswith("head."))]
+    if kind in ("shape", "extra", "missing", "shared_missing"):
+        content["arrays"] = ArrayRecord(state)
+    elif kind == "no_metrics":
+        del content["metrics"]
+    elif kind == "routed":
+        import torch
+
+        content["routed"] = ArrayRecord({"routed": torch.zeros(1, dtype=torch.float64)})
+    elif kind == "negative":
+        content["metrics"] = MetricRecord({"n-samples": -5, "train-loss": 1.0})
+    elif kind == "no_info":
+        del content["info"]
+    return Message(content, reply_to=reply)
+
+
+class TamperingGrid(FakeGrid):
+    """Breaks the train reply of node ``victim`` in the way ``kind`` says."""
+
+    def __init__(self, config, victim, kind):
+        super().__init__(config)
+        self.victim, self.kind = victim, kind
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = super().send_and_receive(messages, timeout=timeout)
+        out = []
+        for msg, reply in zip(messages, replies):
+            train = msg.metadata.message_type != "query"
+            out.append(_tampered(reply, self.kind) if train and msg.metadata.dst_node_id == self.victim else reply)
+        return out
+
+
+@pytest.mark.parametrize(
+    "kind", ["shape", "extra", "missing", "shared_missing", "no_metrics", "routed", "negative", "no_info"]
+)
+def test_a_malformed_reply_is_that_clients_dropout_and_the_round_completes(kind, caplog):
+    cfg = small(rounds=1, per_round=6)
+    probe = AlignedMoEStrategy(cfg)
+    list(probe.configure_train(1, probe.initial_arrays(), None, FakeGrid(cfg)))
+    victim = next(iter(probe.assignments[0]))
+    node = 100 + fedloop.build(cfg).data.client_ids.index(victim)
+    strategy = AlignedMoEStrategy(cfg)
+    with caplog.at_level("WARNING"):
+        strategy.start(grid=TamperingGrid(cfg, node, kind), initial_arrays=strategy.initial_arrays(), num_rounds=1)
+    record = strategy.history.records[0]
+    assert victim in record.dropped and victim not in record.trained
+    assert record.trained  # the others were aggregated
+    assert np.isfinite(record.accuracy)
+    assert any("dropped" in r.message for r in caplog.records)

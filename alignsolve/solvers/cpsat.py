@@ -50,6 +50,8 @@ __all__ = ["solve"]
 
 _FITNESS_BITS = 24
 _BUDGET_BITS = 40
+#: Variables made between two looks at the clock while the model is built.
+_BUILD_STEP = 20_000
 
 
 def _fitness_scale(max_abs: float) -> float:
@@ -94,7 +96,8 @@ def solve(
     rows, cols = np.nonzero(relaxed.allowed)
     fit = problem.fitness[rows, cols]
     top = float(np.abs(fit).max(initial=0.0))
-    scale = float(options.get("scale") or _fitness_scale(top))
+    # The penalty's lambda sets the scale too: a zero fitness matrix must not leave lambda to be rounded to 0.
+    scale = float(options.get("scale") or _fitness_scale(max(top, problem.load_penalty)))
     # Every coefficient and every sum of them must be exact in int64 (and in a double on the way there).
     ceiling = min(2.0**53, 2.0**62 / max(1, len(rows)))
     if max(top, problem.load_penalty * float(n) ** 2) * scale > ceiling:
@@ -117,7 +120,12 @@ def solve(
         return time_limit is not None and time.perf_counter() - clock >= time_limit
 
     model = cp_model.CpModel()
-    xs = [model.new_bool_var(f"x{i}_{j}") for i, j in zip(rows.tolist(), cols.tolist())]
+    xs: list[Any] = []
+    names = [f"x{i}_{j}" for i, j in zip(rows.tolist(), cols.tolist())]
+    for lo in range(0, len(names), _BUILD_STEP):
+        xs.extend(model.new_bool_var(name) for name in names[lo : lo + _BUILD_STEP])
+        if out_of_time():
+            return _best_known(problem, hint, lag, stats)
     by_client: list[list[int]] = [[] for _ in range(n)]
     by_expert: list[list[int]] = [[] for _ in range(e)]
     for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist())):
@@ -185,12 +193,11 @@ def solve(
         return SolverResult("infeasible", None, msg, stats=stats)
     if code == cp_model.MODEL_INVALID:  # a bug of ours, not the user's input
         raise RuntimeError(f"CP-SAT rejected the model: {model.validate()}")
-    # Rounding each fitness hides at most 0.5/scale per taken pair, and rounding lambda
+    # Rounding each fitness hides at most its own rounding error per taken pair, and rounding lambda
     # at most |lambda*scale - ilam| / scale per unit of sum(load^2).
     taken = min(int(problem.client_capacity.sum()), int(problem.expert_max.sum()), len(xs))
-    err = 0.5 / scale * taken + abs(lam * scale - ilam) / scale * float(
-        np.square(np.minimum(problem.expert_max, n)).sum()
-    )
+    per_pair = float(np.abs(ifit - fit * scale).max(initial=0.0)) / scale  # at most 0.5 / scale
+    err = per_pair * taken + abs(lam * scale - ilam) / scale * float(np.square(np.minimum(problem.expert_max, n)).sum())
     stats["rounding_error_bound"] = err
     # CP-SAT's objective bound means something only once it has finished its presolve and
     # reported a status with a solution; stopped earlier (UNKNOWN) the field holds no proof.
