@@ -9,6 +9,7 @@ import torch
 
 __all__ = [
     "aggregate_experts",
+    "aggregate_rows",
     "aggregate_shared",
     "screen_updates",
     "state_norm",
@@ -69,6 +70,24 @@ def aggregate_experts(
             out[j] = weighted_average([s for s, _ in parts], [w for _, w in parts])
         else:
             out[j] = dict(state)
+    return out
+
+
+def aggregate_rows(current: torch.Tensor, parts: Mapping[int, Sequence[tuple[torch.Tensor, float]]]) -> torch.Tensor:
+    """Row j of ``current`` (first axis) replaced by the weighted average of its ``parts[j]``.
+
+    Parameters
+    ----------
+    current : Tensor, shape (E, ...)
+    parts : {row j: [(that row as a client sent it, weight), ...]}
+        Rows without a part of positive weight keep their values.
+    """
+    out = current.clone()
+    for j, items in parts.items():
+        items = [(t, w) for t, w in items if w > 0]
+        if items:
+            total = sum(w for _, w in items)
+            out[j] = (sum(w * t.double() for t, w in items) / total).to(current.dtype)
     return out
 
 

@@ -67,17 +67,25 @@ def train_local(
     batch_size: int = 32,
     aux_weight: float = 0.01,
     seed: int = 0,
+    route_all: bool = False,
 ) -> LocalResult:
-    """Train the shared part and the experts ``experts`` with the router masked to them.
+    """Train the shared part and the experts ``experts``.
 
-    ``model`` holds the global weights on entry (it is trained in place). The other experts
-    take no part in the forward pass and are not in the optimiser, so they stay
-    bit-identical; only the assigned ones are returned.
+    ``model`` holds the global weights on entry (it is trained in place). By default the
+    router is masked to the assigned experts and the others take no part in the forward
+    pass. With ``route_all`` the router chooses among all experts, as the deployed model
+    does, and the unassigned ones run frozen (no gradient, not in the optimiser). Either
+    way the other experts stay bit-identical and only the assigned ones are returned.
     """
     if not experts:
         raise ValueError("experts: a client must be given at least one expert to train")
-    mask = torch.zeros(model.n_experts, dtype=torch.bool, device=x.device)
-    mask[experts] = True
+    mask = None
+    if not route_all:
+        mask = torch.zeros(model.n_experts, dtype=torch.bool, device=x.device)
+        mask[experts] = True
+    frozen = [p for j in range(model.n_experts) if j not in experts for p in model.experts[j].parameters()]
+    for p in frozen:
+        p.requires_grad_(False)
     params = [p for name, p in model.named_parameters() if not name.startswith("experts.")]
     for j in experts:
         params += list(model.experts[j].parameters())
@@ -99,6 +107,8 @@ def train_local(
             routed += torch.bincount(out.top.reshape(-1), minlength=model.n_experts).double()
             total += float(loss.detach())
             batches += 1
+    for p in frozen:
+        p.requires_grad_(True)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     shared, by_expert = split_state(state)
     mine = {j: by_expert[j] for j in experts}

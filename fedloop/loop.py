@@ -18,7 +18,14 @@ from torch.nn import functional as F
 
 import alignsolve as als
 
-from .aggregation import aggregate_experts, aggregate_shared, screen_updates, state_norm, update_norm
+from .aggregation import (
+    aggregate_experts,
+    aggregate_rows,
+    aggregate_shared,
+    screen_updates,
+    state_norm,
+    update_norm,
+)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .client import LocalResult, client_statistics, train_local
 from .data import DATASETS, FederatedData, load_dataset
@@ -44,6 +51,9 @@ __all__ = [
 
 log = logging.getLogger("fedloop")
 CHECKPOINT = "checkpoint.pt"
+
+
+TESTBEDS = ("residual", "experts")
 
 
 class ConfigError(ValueError):
@@ -101,6 +111,12 @@ class FedConfig:
     capacity_profiling: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)
     faults: FaultPlan = field(default_factory=FaultPlan)
+    #: "residual": the first testbed (experts added to the encoder's features, router masked to the assigned
+    #: experts in local training, router averaged as a shared weight). "experts": experts carry the prediction
+    #: (no path around them), local training routes over all experts with the unassigned ones frozen (so
+    #: every expert's weights travel down, only the trained ones up), and router row j is averaged over the
+    #: clients that trained expert j.
+    testbed: str = "residual"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field, the rule and the value."""
@@ -173,6 +189,8 @@ class FedConfig:
         unknown = set(self.score_weights) - set(als.ScoringWeights.__dataclass_fields__)
         if unknown:
             raise bad("score_weights", f"keys must be fields of alignsolve.ScoringWeights, not {sorted(unknown)}")
+        if self.testbed not in TESTBEDS:
+            raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
         if self.heterogeneity not in als.HETEROGENEITY:
             raise bad("heterogeneity", f"must be one of {', '.join(als.HETEROGENEITY)}")
 
@@ -242,6 +260,7 @@ def _model(config: FedConfig, data: FederatedData) -> MoE:
         hidden=config.hidden,
         expert_hidden=config.expert_hidden,
         vocab=data.n_classes if data.info.get("tokens") else None,
+        residual=config.testbed == "residual",
     ).to(config.device)
 
 
@@ -388,7 +407,9 @@ def finish_round(
     expert_bytes = {j: _nbytes(s) for j, s in experts_now.items()}
     sizes = [shared_bytes + sum(expert_bytes[j] for j in rp.experts_of(m)) for m in range(len(rp.ids))]
     assigned = rp.matrix.any(axis=1)
-    bytes_down = sum(size for size, given in zip(sizes, assigned) if given)
+    # Routing over every expert needs every expert's weights on the client; only the trained ones return.
+    down = [shared_bytes + sum(expert_bytes.values())] * len(sizes) if cfg.testbed == "experts" else sizes
+    bytes_down = sum(size for size, given in zip(down, assigned) if given)
     bytes_up = sum(size for size, cid in zip(sizes, rp.ids) if cid in results)
 
     agg_start = time.perf_counter()
@@ -414,6 +435,15 @@ def finish_round(
             for j, state in res.experts.items():
                 contributions.setdefault(j, []).append((state, float(res.routed[j])))
         experts_new = aggregate_experts(experts_now, contributions)
+        if cfg.testbed == "experts":
+            # Router row j belongs to expert j: averaged over the clients that trained j, by the samples they
+            # routed to it; a row nobody trained keeps its weights.
+            for key in ("router.weight", "router.bias"):
+                rows = {
+                    j: [(res.shared[key][j], float(res.routed[j])) for res in accepted.values() if j in res.experts]
+                    for j in range(cfg.n_experts)
+                }
+                shared_new[key] = aggregate_rows(shared_now[key], rows)
         new_state = dict(shared_new)
         for state in experts_new.values():
             new_state.update(state)
@@ -485,6 +515,7 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
             batch_size=cfg.batch_size,
             aux_weight=cfg.aux_weight,
             seed=client_seed(cfg, r, c),
+            route_all=cfg.testbed == "experts",
         )
         if cfg.faults.hits("nan", r, cid):
             next(iter(res.shared.values())).fill_(float("nan"))

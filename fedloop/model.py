@@ -62,6 +62,10 @@ class MoE(nn.Module):
     expert_hidden : int, default 64
     vocab : int, optional
         Inputs are token ids (B, L) below ``vocab``: an embedding and 1-D convolution encoder.
+    residual : bool, default True
+        ``head(h + mixed)`` with a dense encoder; False: a convolution-only encoder whose features go to
+        the router and the experts, and ``head(mixed)``: no path around the experts, which hold most of the
+        parameters.
     """
 
     def __init__(
@@ -74,49 +78,73 @@ class MoE(nn.Module):
         hidden: int = 64,
         expert_hidden: int = 64,
         vocab: int | None = None,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if n_experts < 1 or top_k < 1:
             raise ValueError(f"n_experts, top_k: must be >= 1; got {n_experts}, {top_k}")
         self.n_experts = n_experts
         self.top_k = min(top_k, n_experts)
+        self.residual = residual
+        features = self._encoder(input_shape, hidden, vocab, dense=residual)
+        self.router = nn.Linear(features, n_experts)
+        # Residual: experts map the features back onto themselves (h + mixed). Otherwise the encoder is only
+        # convolutions (its flattened maps are the features) and the experts hold the dense capacity.
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(features, expert_hidden), nn.ReLU(), nn.Linear(expert_hidden, hidden))
+            for _ in range(n_experts)
+        )
+        self.head = nn.Linear(hidden, n_classes)
+
+    def _encoder(self, input_shape: tuple[int, ...], hidden: int, vocab: int | None, *, dense: bool) -> int:
+        """Build ``self.encoder``; returns the width of its output (``hidden`` when ``dense``)."""
+        tail: list[nn.Module] = []
         if vocab is not None:
             # Token sequences (L,) of ids < vocab: embedding, two convolutions, max over positions.
-            self.encoder = nn.Sequential(
+            body: list[nn.Module] = [
                 nn.Embedding(vocab, 16),
                 _Channels(),
                 nn.Conv1d(16, 64, 5, padding=2),
                 nn.ReLU(),
-                nn.Conv1d(64, 64, 5, padding=2, dilation=1),
+                nn.Conv1d(64, 64, 5, padding=2),
                 nn.ReLU(),
                 nn.AdaptiveMaxPool1d(1),
                 nn.Flatten(),
-                nn.Linear(64, hidden),
-                nn.ReLU(),
-            )
+            ]
+            width = 64
         elif len(input_shape) == 1:
-            self.encoder: nn.Module = nn.Sequential(nn.Linear(input_shape[0], hidden), nn.ReLU())
+            body, width = [], input_shape[0]
         elif len(input_shape) == 3:
             c, _h, _w = input_shape
-            self.encoder = nn.Sequential(
-                nn.Conv2d(c, 16, 3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(16, 32, 3, padding=1),
-                nn.ReLU(),
-                nn.AdaptiveAvgPool2d(2),
-                nn.Flatten(),
-                nn.Linear(32 * 4, hidden),
-                nn.ReLU(),
-            )
+            if dense:
+                body = [
+                    nn.Conv2d(c, 16, 3, padding=1),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                    nn.Conv2d(16, 32, 3, padding=1),
+                    nn.ReLU(),
+                    nn.AdaptiveAvgPool2d(2),
+                    nn.Flatten(),
+                ]
+                width = 32 * 4
+            else:
+                body = [
+                    nn.Conv2d(c, 8, 5, padding=2),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                    nn.Conv2d(8, 16, 5, padding=2),
+                    nn.ReLU(),
+                    nn.AdaptiveAvgPool2d(7),
+                    nn.Flatten(),
+                ]
+                width = 16 * 49
         else:
             raise ValueError(f"input_shape: must be (F,) or (C, H, W); got {input_shape}")
-        self.router = nn.Linear(hidden, n_experts)
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(hidden, expert_hidden), nn.ReLU(), nn.Linear(expert_hidden, hidden))
-            for _ in range(n_experts)
-        )
-        self.head = nn.Linear(hidden, n_classes)
+        if dense:
+            tail = [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.encoder = nn.Sequential(*body, *tail)
+        return width
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MoEOutput:
         """``mask`` (E,) bool: the experts the router may use (all when None)."""
@@ -129,12 +157,22 @@ class MoE(nn.Module):
         k = self.top_k if mask is None else min(self.top_k, int(mask.sum()))
         probs = F.softmax(scores, dim=-1)
         top_scores, top = scores.topk(k, dim=-1)
-        gates = F.softmax(top_scores, dim=-1)
-        mixed = torch.zeros_like(h)
+        # Residual: the top-k scores renormalised (with k = 1 the gate is 1 and the router learns from the balance
+        # loss alone). Otherwise each chosen expert's output counts in full (gate value 1) while the gradient of
+        # its full-softmax probability reaches the router: the task loss trains the router whatever k is, and
+        # the output's scale does not shrink as 1/E the way a Switch gate p_j * expert_j does at the start.
+        if self.residual:
+            gates = F.softmax(top_scores, dim=-1)
+        else:
+            chosen = probs.gather(1, top)
+            gates = chosen / chosen.detach()  # value 1, gradient of the probability: scale-free
+        mixed = h.new_zeros((h.shape[0], self.head.in_features))
         for j in top.unique().tolist():  # only the experts some sample uses run
             rows, slot = (top == j).nonzero(as_tuple=True)
             mixed = mixed.index_add(0, rows, gates[rows, slot, None] * self.experts[j](h[rows]))
-        logits = self.head(h + mixed)
+        # residual: the encoder's features reach the head around the experts (encoder + head alone is a
+        # complete model); otherwise every prediction passes through the routed experts.
+        logits = self.head(h + mixed if self.residual else mixed)
         # Switch-style balance loss: E * sum_j (share of top-1 picks) * (mean router probability).
         share = F.one_hot(top[:, 0], self.n_experts).float().mean(dim=0)
         aux = self.n_experts * (share * probs.mean(dim=0)).sum()

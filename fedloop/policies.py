@@ -7,6 +7,7 @@ in the reports' order.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,6 +148,20 @@ class TopKAffinityPolicy(Policy):
         return als.top_k_affinity(reports, capacity, allowed)
 
 
+class BottomKAffinityPolicy(Policy):
+    """Each client the experts its data are routed to *least*: the control of the federated sanity gate.
+
+    Every expert is then trained by clients whose data the router does not send to it. In a
+    testbed where experts matter this must lose clearly against ``topk_affinity``.
+    """
+
+    name = "bottomk_affinity"
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        inverted = [dataclasses.replace(rep, routing=-np.asarray(rep.routing, dtype=float)) for rep in reports]
+        return als.top_k_affinity(inverted, capacity, allowed)
+
+
 class AllExpertsPolicy(Policy):
     """Every client trains every expert, whatever its capacity: a reference whose bytes and latency count in full."""
 
@@ -157,7 +172,7 @@ class AllExpertsPolicy(Policy):
         return np.ones(allowed.shape, dtype=bool)
 
 
-POLICIES = ("aligned", "random", "round_robin", "topk_affinity", "all_experts")
+POLICIES = ("aligned", "random", "round_robin", "topk_affinity", "all_experts", "bottomk_affinity")
 
 
 def make_policy(name: str, *, aligner: als.Aligner | None = None) -> Policy:
@@ -168,6 +183,7 @@ def make_policy(name: str, *, aligner: als.Aligner | None = None) -> Policy:
         return AlignedPolicy(aligner)
     classes = {"random": RandomPolicy, "round_robin": RoundRobinPolicy, "topk_affinity": TopKAffinityPolicy}
     classes["all_experts"] = AllExpertsPolicy
+    classes["bottomk_affinity"] = BottomKAffinityPolicy
     if name not in classes:
         raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
     return classes[name]()

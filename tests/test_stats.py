@@ -1,0 +1,70 @@
+"""Censoring-aware statistics: hand-computed Kaplan-Meier cases, restricted means, paired bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedloop.stats import (
+    area_under_curve,
+    final_accuracy,
+    kaplan_meier,
+    km_median,
+    paired_bootstrap,
+    relative_reduction,
+    restricted_mean,
+    rounds_to_target,
+)
+
+
+def test_rounds_to_target_counts_rounds_and_censors_at_the_budget():
+    assert rounds_to_target([0.1, 0.5, 0.8, 0.9], 0.8) == (3, True)
+    assert rounds_to_target([0.1, 0.5], 0.8) == (2, False)
+
+
+def test_kaplan_meier_by_hand():
+    # times 2, 3+, 4, 4, 6+: S(2) = 4/5, S(4) = 4/5 * (1 - 2/3) = 4/15.
+    grid, survival = kaplan_meier([2, 3, 4, 4, 6], [True, False, True, True, False])
+    assert grid.tolist() == [2, 4]
+    assert survival == pytest.approx([0.8, 4 / 15])
+    assert km_median([2, 3, 4, 4, 6], [True, False, True, True, False]) == 4
+
+
+def test_median_not_reached_when_most_runs_are_censored():
+    assert km_median([5, 10, 10, 10], [True, False, False, False]) is None
+
+
+def test_restricted_mean_without_censoring_is_the_plain_mean():
+    times = [3, 5, 7, 9]
+    assert restricted_mean(times, [True] * 4, horizon=20) == pytest.approx(np.mean(times))
+
+
+@given(
+    times=st.lists(st.integers(1, 50), min_size=1, max_size=12),
+    budget=st.integers(1, 50),
+)
+@settings(max_examples=60, deadline=None)
+def test_restricted_mean_counts_censored_runs_at_the_budget(times, budget):
+    # Every run censored at a common budget: the RMST is the mean of min(time, budget).
+    clipped = [min(t, budget) for t in times]
+    events = [t <= budget for t in times]
+    assert restricted_mean(clipped, events, horizon=budget) == pytest.approx(np.mean(clipped))
+
+
+def test_relative_reduction_and_paired_bootstrap():
+    a = np.array([10, 12, 9, 11, 10])
+    b = np.array([20, 25, 18, 22, 30])
+    ev = np.ones(5, bool)
+    point = relative_reduction(a, ev, b, ev, horizon=40)
+    assert point == pytest.approx(1 - a.mean() / b.mean())
+    est, lo, hi = paired_bootstrap(lambda idx: relative_reduction(a[idx], ev[idx], b[idx], ev[idx], 40), 5, seed=1)
+    assert est == pytest.approx(point) and lo <= est <= hi and lo > 0
+    again = paired_bootstrap(lambda idx: relative_reduction(a[idx], ev[idx], b[idx], ev[idx], 40), 5, seed=1)
+    assert again == (est, lo, hi)
+
+
+def test_curve_summaries():
+    assert area_under_curve([0.0, 0.5, 1.0]) == pytest.approx(0.5)
+    assert final_accuracy(list(range(20)), last=10) == pytest.approx(14.5)

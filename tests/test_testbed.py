@@ -1,0 +1,91 @@
+"""The experts testbed: no path around the experts, routing over all of them (others frozen), router rows per expert."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fedloop
+from fedloop.aggregation import aggregate_rows
+from fedloop.client import train_local
+from fedloop.model import MoE
+from tests.test_fedloop import SMALL
+
+
+def test_without_the_residual_path_the_prediction_passes_through_the_experts():
+    torch.manual_seed(0)
+    model = MoE((1, 8, 8), 10, 4, top_k=1, residual=False)
+    x = torch.rand(5, 1, 8, 8)
+    for expert in model.experts:
+        for p in expert.parameters():
+            torch.nn.init.zeros_(p)
+    logits = model(x).logits
+    assert torch.allclose(logits, model.head.bias.expand_as(logits))  # nothing left but the head's bias
+    experts = sum(p.numel() for p in model.experts.parameters())
+    assert experts > 0.5 * sum(p.numel() for p in model.parameters())  # the experts hold most parameters
+
+
+def test_switch_gates_train_the_router_with_one_expert_per_sample():
+    torch.manual_seed(0)
+    model = MoE((6,), 3, 4, top_k=1, residual=False)
+    out = model(torch.rand(8, 6))
+    torch.nn.functional.cross_entropy(out.logits, torch.zeros(8, dtype=torch.long)).backward()
+    assert model.router.weight.grad is not None and model.router.weight.grad.abs().sum() > 0
+
+
+def test_routing_over_all_experts_keeps_the_unassigned_ones_frozen():
+    torch.manual_seed(0)
+    model = MoE((6,), 3, 5, top_k=2, residual=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(40, 6), torch.randint(0, 3, (40,))
+    res = train_local(model, x, y, [1, 3], epochs=2, lr=0.5, route_all=True)
+    after = model.state_dict()
+    for j in (0, 2, 4):
+        for key in [k for k in before if k.startswith(f"experts.{j}.")]:
+            assert torch.equal(before[key], after[key])
+    assert set(res.experts) == {1, 3}
+    assert res.routed.sum() > res.routed[[1, 3]].sum()  # samples also went to frozen experts
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
+
+
+def test_router_rows_average_over_each_experts_trainers():
+    current = torch.zeros(3, 2)
+    parts = {0: [(torch.tensor([1.0, 1.0]), 1.0), (torch.tensor([3.0, 3.0]), 3.0)], 1: [], 2: [(torch.ones(2), 0.0)]}
+    out = aggregate_rows(current, parts)
+    assert out[0].tolist() == [2.5, 2.5] and out[1].tolist() == [0.0, 0.0] and out[2].tolist() == [0.0, 0.0]
+
+
+def test_an_experts_testbed_round_sends_every_expert_down_and_only_the_trained_up():
+    base = SMALL | dict(rounds=1, policy="round_robin", max_experts=1)
+    residual = fedloop.run(fedloop.FedConfig(**base))
+    experts = fedloop.run(fedloop.FedConfig(**(base | {"testbed": "experts"})))
+    r0, e0 = residual.records[0], experts.records[0]
+    assert e0.bytes_down > e0.bytes_up
+    setup = fedloop.build(fedloop.FedConfig(**(base | {"testbed": "experts"})))
+    state = setup.model.state_dict()
+    per_client = sum(v.numel() * v.element_size() for v in state.values())
+    assert e0.bytes_down == per_client * e0.participants
+    assert r0.bytes_down == r0.bytes_up or r0.completed < r0.participants
+
+
+def test_router_rows_of_untrained_experts_keep_their_weights():
+    config = fedloop.FedConfig(**(SMALL | dict(rounds=1, policy="round_robin", max_experts=1, testbed="experts")))
+    from fedloop.loop import run_round
+
+    setup = fedloop.build(config)
+    before = setup.model.state_dict()["router.weight"].clone()
+    record = run_round(setup, 0, fedloop.build(config).model)
+    weight = setup.model.state_dict()["router.weight"]
+    assert 0 in record.loads and record.completed > 0
+    for j, load in enumerate(record.loads):
+        if load == 0:
+            assert torch.equal(weight[j], before[j])
+    assert not torch.equal(weight, before)
+
+
+def test_flower_refuses_the_experts_testbed():
+    pytest.importorskip("flwr", reason="the flower extra is not installed")
+    from fedloop.flower import AlignedMoEStrategy
+
+    with pytest.raises(fedloop.ConfigError, match="testbed"):
+        AlignedMoEStrategy(fedloop.FedConfig(**(SMALL | {"testbed": "experts"})))
