@@ -229,8 +229,9 @@ class Assignment:
         The pairs must be a list of ``[client, expert]`` integer pairs inside the stated
         shape, listed once each; the status, objective and bound must agree (``optimal``
         and ``feasible`` have a finite objective, ``infeasible`` and ``unknown`` no pairs,
-        a bound is at least the objective). Above ``DENSE_LIMIT`` cells the matrix is
-        built sparse, so a file's stated shape never allocates N x E.
+        a bound is at least the objective). ``n_clients`` and ``n_experts`` are at most
+        ``MAX_COUNT`` (10**7), and above ``DENSE_LIMIT`` (1e8) cells the matrix is built sparse,
+        so a file's stated shape never allocates N x E.
         """
         doc = dict(text) if isinstance(text, Mapping) else parse_json(text, "text")
         if not isinstance(doc, dict):
@@ -304,10 +305,15 @@ class Assignment:
 DENSE_LIMIT = 10**8
 
 
+#: Largest stated ``n_clients`` / ``n_experts`` a file may declare: even a CSR matrix allocates one row pointer per
+#: client, so a file must not be able to ask for billions of them.
+MAX_COUNT = 10**7
+
+
 def _count(doc: Mapping[str, Any], key: str) -> int:
     value = doc.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**40:
-        raise InvalidProblemError(key, "must be an integer from 0 to 2**40", value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_COUNT:
+        raise InvalidProblemError(key, f"must be an integer from 0 to {MAX_COUNT}", value)
     return value
 
 

@@ -396,9 +396,12 @@ def test_assignment_text_that_is_not_a_document_is_refused(text):
 
 
 def test_a_huge_stated_shape_does_not_allocate_n_by_e():
-    doc = _assignment_doc(n_clients=10**9, n_experts=10**5, pairs=[[5, 7]], status="feasible", bound=None, gap=None)
+    doc = _assignment_doc(n_clients=10**6, n_experts=10**5, pairs=[[5, 7]], status="feasible", bound=None, gap=None)
     answer = Assignment.from_json(json.dumps(doc))
-    assert answer.is_sparse and answer.shape == (10**9, 10**5) and answer.pairs.tolist() == [[5, 7]]
+    assert answer.is_sparse and answer.shape == (10**6, 10**5) and answer.pairs.tolist() == [[5, 7]]
+    with pytest.raises(InvalidProblemError) as info:
+        Assignment.from_json(json.dumps(doc | {"n_clients": 10**9}))
+    assert info.value.parameter == "n_clients"
 
 
 def test_assignment_round_trips():
