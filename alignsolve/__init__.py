@@ -15,7 +15,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .aligner import Aligner, ClientOutcome, ClientReport, top_k_affinity
 from .assignment import Assignment
-from .dispatch import choose_method, solve
 from .errors import (
     AlignsolveError,
     ConstraintViolation,
@@ -38,6 +37,7 @@ from .profiling import (
     sample_profiles,
 )
 from .scoring import FitnessScorer, Scores, ScoringWeights
+from .solve import choose_method, solve
 from .solvers import available_methods, method_info
 from .sparse import SparseProblem
 from .verify import verify

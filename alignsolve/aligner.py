@@ -48,13 +48,13 @@ import numpy as np
 from ._files import parse_json
 from ._validation import as_optional_positive_float
 from .assignment import Assignment
-from .dispatch import solve
 from .errors import InvalidProblemError, InvalidReportError
 from .feasibility import diagnose
 from .monitor import LoadMonitor
 from .problem import Problem
 from .profiling import ClientProfile, ExpertSpec, plan_capacity
 from .scoring import FitnessScorer
+from .solve import solve
 from .solvers import METHODS, check_options
 from .verify import verify
 

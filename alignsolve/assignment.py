@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .monitor import coefficient_of_variation
 __all__ = ["Assignment", "Status", "relative_gap"]
 
 Status = Literal["optimal", "feasible", "infeasible", "time_limit", "unknown"]
-STATUSES: tuple[str, ...] = ("optimal", "feasible", "infeasible", "time_limit", "unknown")
+STATUSES: tuple[str, ...] = get_args(Status)
 FORMAT = "alignsolve.assignment"
 
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .dispatch import solve
 from .errors import AlignsolveError
 from .generators import FAMILIES, generate
 from .problem import Problem
+from .solve import solve
 from .solvers import method_info
 from .verify import verify
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._validation import Option
+from ..assignment import Status
 from ..errors import InvalidProblemError, MethodUnavailableError
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
@@ -27,7 +28,7 @@ __all__ = ["METHODS", "MethodSpec", "SolverResult", "available_methods", "get_ba
 class SolverResult:
     """What a backend returns; :func:`alignsolve.solve` turns it into an Assignment."""
 
-    status: str
+    status: Status
     matrix: np.ndarray | None
     message: str
     bound: float | None = None
@@ -36,8 +37,14 @@ class SolverResult:
 
 
 class Backend(Protocol):
+    """A method's module: ``solve`` for a :class:`Problem`; ``solve_sparse`` too where ``MethodSpec.sparse``."""
+
     def solve(
         self, problem: Problem, *, time_limit: float | None, seed: int | None, **options: Any
+    ) -> SolverResult: ...
+
+    def solve_sparse(
+        self, problem: Any, *, time_limit: float | None, seed: int | None, **options: Any
     ) -> SolverResult: ...
 
 
@@ -54,6 +61,7 @@ class MethodSpec:
     summary: str
     warm_start: str = ""  # "" when the method uses ``warm_start``, else why it cannot
     options: Mapping[str, Option] = field(default_factory=dict)  # name -> rule of each method option
+    sparse: bool = False  # solves a SparseProblem on its candidate lists (the backend has solve_sparse)
 
     def missing(self) -> list[str]:
         return [pkg for pkg in self.requires if importlib.util.find_spec(pkg) is None]
@@ -105,6 +113,7 @@ METHODS: dict[str, MethodSpec] = {
             "min-cost flow (OR-Tools SimpleMinCostFlow); exact, convex load penalty included",
             "SimpleMinCostFlow takes no initial flow",
             _FLOW_OPTIONS,
+            sparse=True,
         ),
         MethodSpec(
             "greedy",
@@ -123,6 +132,7 @@ METHODS: dict[str, MethodSpec] = {
                     "int", low=0, high=10**6, none=True, text="must be a number of passes from 0 to 10**6 (or None)"
                 ),
             },
+            sparse=True,
         ),
         MethodSpec(
             "random",
@@ -200,6 +210,7 @@ METHODS: dict[str, MethodSpec] = {
                 "device": Option("any", none=True, check=_device),
                 "dtype": Option("any", none=True, check=_dtype),
             },
+            sparse=True,
         ),
     )
 }
@@ -240,11 +251,12 @@ def get_backend(name: str) -> Backend:
     return module
 
 
-def quick_infeasibility(problem: Problem) -> SolverResult | None:
-    """The ``"infeasible"`` result when an O(N E) necessary condition already fails, else None.
+def quick_infeasibility(problem: Any) -> SolverResult | None:
+    """The ``"infeasible"`` result when an O(N E) (or O(pairs)) necessary condition already fails, else None.
 
-    Every backend runs this first (:func:`alignsolve.feasibility.diagnose_generalised`
-    with ``quick=True``), so a hopeless problem never reaches a solver.
+    :func:`alignsolve.solve` runs this once, before any backend, for the dense and the
+    sparse form (:func:`alignsolve.feasibility.diagnose_generalised` with ``quick=True``), so
+    a hopeless problem never reaches a solver.
     """
     cert = diagnose_generalised(problem, quick=True)
     if cert is None:

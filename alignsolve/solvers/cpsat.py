@@ -43,7 +43,7 @@ from .._validation import budget_slack
 from ..errors import ConstraintViolation, InvalidProblemError
 from ..feasibility import budget_relaxation, diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options, quick_infeasibility
+from . import SolverResult, check_options
 from ._lagrangian import LagrangianResult, lagrangian
 
 __all__ = ["solve"]
@@ -78,9 +78,6 @@ def solve(
     options = check_options("cpsat", options)
     from ortools.sat.python import cp_model
 
-    refused = quick_infeasibility(problem)
-    if refused is not None:
-        return refused
     clock = time.perf_counter()
     lag = None
     if problem.is_generalised and options.get("lagrangian", True):

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options, quick_infeasibility
+from . import SolverResult, check_options
 from ._model import LinearModel, empty_model_result, lagrangian_bound, linear_model
 
 __all__ = ["import_cvxpy", "solve"]
@@ -88,9 +88,6 @@ def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
     solver = check_options("lp", options).get("solver", "CLARABEL")
-    refused = quick_infeasibility(problem)
-    if refused is not None:
-        return refused
     model = linear_model(problem)
     if model.objective.size == 0:
         return empty_model_result(problem)

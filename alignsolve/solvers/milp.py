@@ -26,7 +26,7 @@ import numpy as np
 from .._validation import budget_slack
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
-from . import SolverResult, check_options, quick_infeasibility
+from . import SolverResult, check_options
 from ._model import empty_model_result, linear_model
 
 __all__ = ["solve"]
@@ -111,9 +111,6 @@ def solve(
     from scipy.optimize import LinearConstraint
 
     clock = time.perf_counter()
-    refused = quick_infeasibility(problem)
-    if refused is not None:
-        return refused
     model = linear_model(problem)
     if model.objective.size == 0:
         return empty_model_result(problem)

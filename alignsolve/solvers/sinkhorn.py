@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import InvalidProblemError
 from ..problem import Problem
-from . import SolverResult, check_options, quick_infeasibility
+from . import SolverResult, check_options
 from .greedy import run_greedy
 
 __all__ = ["entropic_duals", "entropic_duals_sparse", "lagrangian_bound", "solve", "solve_sparse"]
@@ -672,9 +672,6 @@ def solve(
     problem: Problem, *, time_limit: float | None = None, seed: int | None = None, **options: Any
 ) -> SolverResult:
     schedule = _schedule_options(options)
-    refused = quick_infeasibility(problem)
-    if refused is not None:
-        return refused
     start = time.perf_counter()
     allowed = problem.allowed & (problem.client_capacity > 0)[:, None] & (problem.expert_max > 0)[None, :]
     f, g, info = entropic_duals(

@@ -1,4 +1,12 @@
-"""The one entry point: :func:`solve`."""
+"""The one entry point, :func:`solve`, and the pipeline every method runs through.
+
+``solve`` checks the arguments once, picks the method (``auto``), runs the cheap
+infeasibility pre-check once, rescales extreme fitness exactly, calls the backend, and
+builds the one result type for dense and sparse answers alike; on the way out it keeps
+the promises of :class:`~alignsolve.Assignment` (a bound below the answer is dropped, an
+``optimal`` that rounding could spoil is downgraded, an infeasible answer gets its
+certificate).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,15 @@ from .assignment import Assignment, relative_gap
 from .errors import InvalidProblemError
 from .feasibility import diagnose_generalised
 from .problem import Problem
-from .solvers import METHODS, SolverResult, available_methods, check_options, get_backend, refuse_generalised
+from .solvers import (
+    METHODS,
+    SolverResult,
+    available_methods,
+    check_options,
+    get_backend,
+    quick_infeasibility,
+    refuse_generalised,
+)
 from .sparse import SparseProblem
 
 __all__ = ["AUTO_EXACT_PAIRS", "SPARSE_METHODS", "choose_method", "solve"]
@@ -31,8 +47,8 @@ _SAFE_EXPONENT = 16
 #: report ``feasible`` instead, with their (valid) bound.
 OPTIMAL_TOL = 1e-6
 
-#: Methods that solve a :class:`SparseProblem` on its candidate lists (no N x E array).
-SPARSE_METHODS = ("flow", "greedy", "sinkhorn")
+#: Methods that solve a :class:`SparseProblem` on its candidate lists (no N x E array): ``MethodSpec.sparse``.
+SPARSE_METHODS = tuple(name for name, spec in METHODS.items() if spec.sparse)
 
 #: ``auto`` solves exactly (``flow``) up to this many allowed pairs, and with
 #: ``greedy`` beyond it. On this project's 2-core benchmark machine the flow takes
@@ -97,7 +113,7 @@ def solve(
         and improves the result by local search. The other methods cannot use one and
         say so in ``stats["warm_start_ignored"]``.
     **options
-        Method-specific options; an unknown one raises.
+        Method-specific options, each checked by name, type and range.
 
     Returns
     -------
@@ -109,7 +125,7 @@ def solve(
     ------
     InvalidProblemError
         Bad arguments (unknown method, bad time limit, a method that cannot solve
-        the generalised variant, unknown options).
+        the generalised variant or the sparse form, unknown or out-of-range options).
     MethodUnavailableError
         The method's optional dependency is missing; the message has the ``pip install``.
     """
@@ -117,114 +133,60 @@ def solve(
         raise InvalidProblemError("problem", "must be an alignsolve.Problem or SparseProblem", type(problem).__name__)
     if not isinstance(method, str):
         raise InvalidProblemError("method", "must be a string", method)
-    if isinstance(problem, SparseProblem):
-        return _solve_sparse(problem, method, time_limit=time_limit, seed=seed, warm_start=warm_start, **options)
+    sparse = isinstance(problem, SparseProblem)
     limit = as_optional_positive_float("time_limit", time_limit)
     seed = as_seed("seed", seed)
     start_matrix = _warm_start_matrix(problem, warm_start)
-    start = time.perf_counter()
     name = choose_method(problem, time_limit=limit) if method == "auto" else method
     spec = METHODS.get(name)
-    if spec is not None and problem.is_generalised and not spec.generalised:
-        refuse_generalised(name)
-    backend = get_backend(name)
-    assert spec is not None  # get_backend raised otherwise
-    if method == "auto" and name == "cpsat" and limit is None:
-        limit = AUTO_CPSAT_SECONDS
-    if start_matrix is not None and not spec.warm_start:
-        options = {**options, "warm_start": start_matrix}
-    options = check_options(name, options)
-    scaled, shift = _normalised(problem)
-    raw = backend.solve(scaled, time_limit=limit, seed=seed, **options)
-    _unscale(raw, shift)
-    raw = _certified(problem, raw)
-    wall = time.perf_counter() - start
-    stats = dict(raw.stats or {})
-    if start_matrix is not None and spec.warm_start:
-        stats["warm_start_ignored"] = spec.warm_start
-    if method == "auto":
-        stats["auto_choice"] = name
-    if raw.matrix is None:
-        n, e = problem.shape
-        return Assignment(
-            status=raw.status,
-            message=raw.message,
-            matrix=np.zeros((n, e), bool),  # type: ignore[arg-type]
-            objective=-math.inf,
-            bound=raw.bound,
-            gap=None,
-            method=name,
-            wall_time=wall,
-            stats=stats,
-        )
-    objective = problem.objective(raw.matrix) if raw.objective is None or shift else raw.objective
-    status, bound = _checked_bound(raw.status, objective, raw.bound, stats, name)
-    return Assignment(
-        status=status,
-        message=raw.message,
-        matrix=raw.matrix,
-        objective=objective,  # type: ignore[arg-type]
-        bound=bound,
-        gap=relative_gap(objective, bound),
-        method=name,
-        wall_time=wall,
-        stats=stats,
-    )
-
-
-def _warm_start_matrix(problem: Problem, warm_start: Any) -> np.ndarray | None:
-    """The (N, E) bool matrix of a warm start, validated; None when not given."""
-    if warm_start is None:
-        return None
-    if isinstance(warm_start, Assignment):
-        if not warm_start.has_solution:
-            raise InvalidProblemError(
-                "warm_start", "must hold a solution", f"an assignment with status {warm_start.status!r}"
-            )
-        warm_start = warm_start.matrix
-    matrix = np.asarray(warm_start)
-    if matrix.shape != problem.shape:
-        raise InvalidProblemError("warm_start", f"must have the problem's shape {problem.shape}", matrix.shape)
-    if matrix.dtype != bool:
-        if not np.isin(matrix, (0, 1)).all():
-            raise InvalidProblemError("warm_start", "must hold only 0/1 or booleans", matrix.dtype)
-        matrix = matrix.astype(bool)
-    return matrix
-
-
-def _solve_sparse(
-    problem: SparseProblem, method: str, *, time_limit: Any, seed: Any, warm_start: Any, **options: Any
-) -> Assignment:
-    limit = as_optional_positive_float("time_limit", time_limit)
-    seed = as_seed("seed", seed)
-    if warm_start is not None:
-        raise InvalidProblemError("warm_start", "is not supported for a SparseProblem", type(warm_start).__name__)
-    name = choose_method(problem, time_limit=limit) if method == "auto" else method
-    if name not in SPARSE_METHODS:
+    if spec is not None and sparse and not spec.sparse:
         raise InvalidProblemError(
             "method",
             f"must be one of auto, {', '.join(SPARSE_METHODS)} for a SparseProblem "
             "(the others need the dense form: problem.to_dense())",
             repr(method),
         )
-    start = time.perf_counter()
-    backend = get_backend(name)
+    if spec is not None and problem.is_generalised and not spec.generalised:
+        refuse_generalised(name)
+    backend = get_backend(name)  # raises for an unknown method or a missing extra
+    assert spec is not None
+    if method == "auto" and name == "cpsat" and limit is None:
+        limit = AUTO_CPSAT_SECONDS
+    if start_matrix is not None and not spec.warm_start:
+        options = {**options, "warm_start": start_matrix}
     options = check_options(name, options)
-    scaled, shift = _normalised(problem)
-    raw = backend.solve_sparse(scaled, time_limit=limit, seed=seed, **options)  # type: ignore[attr-defined]
-    _unscale(raw, shift)
+    start = time.perf_counter()
+    raw = quick_infeasibility(problem)  # the cheap necessary conditions, once, for every method
+    shift = 0
+    if raw is None:
+        scaled, shift = _normalised(problem)
+        run = backend.solve_sparse if sparse else backend.solve  # type: ignore[attr-defined]
+        raw = run(scaled, time_limit=limit, seed=seed, **options)
+        _unscale(raw, shift)
     raw = _certified(problem, raw)
-    wall = time.perf_counter() - start
     stats = dict(raw.stats or {})
+    if start_matrix is not None and spec.warm_start:
+        stats["warm_start_ignored"] = spec.warm_start
     if method == "auto":
         stats["auto_choice"] = name
-    if raw.matrix is None:
-        import scipy.sparse as sp
+    return _result(problem, raw, name, time.perf_counter() - start, stats, shift)
 
+
+def _result(
+    problem: Problem | SparseProblem, raw: SolverResult, name: str, wall: float, stats: dict[str, Any], shift: int
+) -> Assignment:
+    """The one result builder, for dense and sparse answers alike."""
+    if raw.matrix is None:
+        if isinstance(problem, SparseProblem):
+            import scipy.sparse as sp
+
+            empty: Any = sp.csr_array(problem.shape, dtype=bool)
+        else:
+            empty = np.zeros(problem.shape, bool)
         return Assignment(
             status=raw.status,  # type: ignore[arg-type]
             message=raw.message,
-            matrix=sp.csr_array(problem.shape, dtype=bool),
+            matrix=empty,
             objective=-math.inf,
             bound=raw.bound,
             method=name,
@@ -244,6 +206,28 @@ def _solve_sparse(
         wall_time=wall,
         stats=stats,
     )
+
+
+def _warm_start_matrix(problem: Problem | SparseProblem, warm_start: Any) -> np.ndarray | None:
+    """The (N, E) bool matrix of a warm start, validated; None when not given."""
+    if warm_start is None:
+        return None
+    if isinstance(problem, SparseProblem):
+        raise InvalidProblemError("warm_start", "is not supported for a SparseProblem", type(warm_start).__name__)
+    if isinstance(warm_start, Assignment):
+        if not warm_start.has_solution:
+            raise InvalidProblemError(
+                "warm_start", "must hold a solution", f"an assignment with status {warm_start.status!r}"
+            )
+        warm_start = warm_start.matrix
+    matrix = np.asarray(warm_start)
+    if matrix.shape != problem.shape:
+        raise InvalidProblemError("warm_start", f"must have the problem's shape {problem.shape}", matrix.shape)
+    if matrix.dtype != bool:
+        if not np.isin(matrix, (0, 1)).all():
+            raise InvalidProblemError("warm_start", "must hold only 0/1 or booleans", matrix.dtype)
+        matrix = matrix.astype(bool)
+    return matrix
 
 
 def _normalised(problem: Problem | SparseProblem) -> tuple[Problem | SparseProblem, int]:
