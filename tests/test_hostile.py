@@ -70,6 +70,16 @@ def test_cpsat_stopped_before_a_solution_returns_its_hint():
     assert answer.bound is None or answer.bound >= answer.objective
 
 
+@pytest.mark.parametrize("limit", [0.3, 1.0])
+def test_milp_cut_short_answers_at_least_greedy_and_keeps_a_valid_bound(limit):
+    problem = als.generate("budget", 1000, 32, 4, seed=0)
+    greedy = als.solve(problem, "greedy")
+    answer = als.solve(problem, "milp", time_limit=limit)
+    als.verify(problem, answer)
+    assert answer.objective >= greedy.objective
+    assert answer.bound is None or answer.bound >= answer.objective
+
+
 def test_milp_is_right_at_tiny_and_huge_scales():
     rng = np.random.default_rng(0)
     small = Problem(rng.random((4, 3)) * 1e-7, 1, expert_max=2)

@@ -165,14 +165,21 @@ def solve(
     if out_of_time():
         return _best_known(problem, hint, lag, stats)
     if hint is not None and options.get("hint", True):
-        for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist())):
-            model.add_hint(xs[p], bool(hint[i, j]))
+        values = hint[rows, cols].tolist()
+        for lo in range(0, len(xs), _BUILD_STEP):
+            for p in range(lo, min(lo + _BUILD_STEP, len(xs))):
+                model.add_hint(xs[p], values[p])
+            if out_of_time():
+                return _best_known(problem, hint, lag, stats)
         stats["hinted"] = True
 
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = int(options.get("workers") or os.cpu_count() or 1)
     if time_limit is not None:
-        solver.parameters.max_time_in_seconds = max(0.1, float(time_limit) - (time.perf_counter() - clock))
+        left = float(time_limit) - (time.perf_counter() - clock)
+        if left < 0.05:  # too little for CP-SAT to load the model and search
+            return _best_known(problem, hint, lag, stats)
+        solver.parameters.max_time_in_seconds = left
     if seed is not None:
         solver.parameters.random_seed = int(seed) % (2**31)
     code = solver.solve(model)
