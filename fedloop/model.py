@@ -41,6 +41,19 @@ def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     return shared, experts
 
 
+def _conv_stack(c: int, channels: tuple[int, int], kernel: int, side: int) -> list[nn.Module]:
+    """Two convolutions (``kernel``, same padding), a 2x2 max-pool between them, average-pooled to ``side``."""
+    return [
+        nn.Conv2d(c, channels[0], kernel, padding=kernel // 2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(channels[0], channels[1], kernel, padding=kernel // 2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(side),
+        nn.Flatten(),
+    ]
+
+
 class _Channels(nn.Module):
     """(B, L, C) -> (B, C, L), between an embedding and a 1-D convolution."""
 
@@ -115,29 +128,11 @@ class MoE(nn.Module):
         elif len(input_shape) == 1:
             body, width = [], input_shape[0]
         elif len(input_shape) == 3:
-            c, _h, _w = input_shape
-            if dense:
-                body = [
-                    nn.Conv2d(c, 16, 3, padding=1),
-                    nn.ReLU(),
-                    nn.MaxPool2d(2),
-                    nn.Conv2d(16, 32, 3, padding=1),
-                    nn.ReLU(),
-                    nn.AdaptiveAvgPool2d(2),
-                    nn.Flatten(),
-                ]
-                width = 32 * 4
-            else:
-                body = [
-                    nn.Conv2d(c, 8, 5, padding=2),
-                    nn.ReLU(),
-                    nn.MaxPool2d(2),
-                    nn.Conv2d(8, 16, 5, padding=2),
-                    nn.ReLU(),
-                    nn.AdaptiveAvgPool2d(7),
-                    nn.Flatten(),
-                ]
-                width = 16 * 49
+            # Dense: a small feature extractor before a dense layer. Otherwise the maps themselves (7 x 7 x 16)
+            # are the features, so that the experts, not the encoder, hold the dense capacity.
+            channels, kernel, side = ((16, 32), 3, 2) if dense else ((8, 16), 5, 7)
+            body = _conv_stack(input_shape[0], channels, kernel, side)
+            width = channels[1] * side * side
         else:
             raise ValueError(f"input_shape: must be (F,) or (C, H, W); got {input_shape}")
         if dense:
