@@ -41,16 +41,17 @@ class Problem:
     Parameters
     ----------
     fitness : array_like, shape (N, E)
-        Finite scores, higher is better. ``F[i, j]`` is the value of client ``i``
+        Finite scores, higher is better, at most 1e150 in magnitude. ``F[i, j]`` is the value of client ``i``
         training expert ``j`` this round.
     client_capacity : int or array_like of int, shape (N,)
-        Expert slots of each client (>= 0). A scalar applies to every client.
+        Expert slots of each client (>= 0). A scalar applies to every client. A value
+        above E cannot bind and is stored as E (``10**9`` means "no limit").
     client_min : int or array_like of int, shape (N,), default 0
         Minimum number of experts each client must train (<= ``client_capacity``).
     expert_min : int or array_like of int, shape (E,), default 0
         Minimum number of clients per expert (a secure-aggregation cohort size, say).
     expert_max : int or array_like of int, shape (E,), default N
-        Maximum number of clients per expert (>= ``expert_min``).
+        Maximum number of clients per expert (>= ``expert_min``); above N it is stored as N.
     allowed : array_like of bool, shape (N, E), default all True
         ``False`` forbids a pair (memory, policy). Must be boolean dtype.
     load_penalty : float, default 0
