@@ -299,7 +299,8 @@ def build(config: FedConfig) -> Setup:
             max_experts=config.max_experts,
             seed=config.seed,
         )
-    return Setup(config, data, profiles, model, spec, deadline, make_policy(config.policy, aligner=aligner))
+    policy = make_policy(config.policy, aligner=aligner, balance_tolerance=config.balance_tolerance)
+    return Setup(config, data, profiles, model, spec, deadline, policy)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ in the reports' order.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,6 +149,39 @@ class TopKAffinityPolicy(Policy):
         return als.top_k_affinity(reports, capacity, allowed)
 
 
+class TopKCappedPolicy(Policy):
+    """Top experts by routing share under the aligner's load cap: simple balancing without exact matching.
+
+    Clients are served in a random order; each takes its best allowed experts (by routing
+    share) among those still below ``expert_max = ceil((1 + balance_tolerance) * mean load)``,
+    the cap the aligner uses, with the mean load the slots offered divided by E. Set
+    against ``aligned``, it separates what the exact assignment adds from what capping the
+    loads alone does.
+    """
+
+    name = "topk_capped"
+
+    def __init__(self, balance_tolerance: float = 0.25) -> None:
+        self.balance_tolerance = balance_tolerance
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        n, e = allowed.shape
+        routing = np.stack([np.asarray(rep.routing, dtype=float) for rep in reports]) if n else np.zeros((0, e))
+        slots = float(np.minimum(capacity, allowed.sum(axis=1)).sum())
+        cap = max(1, math.ceil((1.0 + self.balance_tolerance) * slots / e - 1e-9))
+        loads = np.zeros(e, dtype=np.int64)
+        out = np.zeros((n, e), dtype=bool)
+        for m in rng.permutation(n):
+            order = np.argsort(-np.where(allowed[m], routing[m], -np.inf), kind="stable")
+            for j in order[: int(allowed[m].sum())]:
+                if out[m].sum() >= capacity[m]:
+                    break
+                if loads[j] < cap:
+                    out[m, j] = True
+                    loads[j] += 1
+        return out
+
+
 class BottomKAffinityPolicy(Policy):
     """Each client the experts its data are routed to *least*: the control of the federated sanity gate.
 
@@ -172,11 +206,11 @@ class AllExpertsPolicy(Policy):
         return np.ones(allowed.shape, dtype=bool)
 
 
-POLICIES = ("aligned", "random", "round_robin", "topk_affinity", "all_experts", "bottomk_affinity")
+POLICIES = ("aligned", "random", "round_robin", "topk_affinity", "topk_capped", "all_experts", "bottomk_affinity")
 
 
-def make_policy(name: str, *, aligner: als.Aligner | None = None) -> Policy:
-    """A policy by name (``aligned`` needs its aligner)."""
+def make_policy(name: str, *, aligner: als.Aligner | None = None, balance_tolerance: float = 0.25) -> Policy:
+    """A policy by name (``aligned`` needs its aligner; ``topk_capped`` uses ``balance_tolerance``)."""
     if name == "aligned":
         if aligner is None:
             raise ValueError("aligner: the aligned policy needs an alignsolve.Aligner")
@@ -184,6 +218,9 @@ def make_policy(name: str, *, aligner: als.Aligner | None = None) -> Policy:
     classes = {"random": RandomPolicy, "round_robin": RoundRobinPolicy, "topk_affinity": TopKAffinityPolicy}
     classes["all_experts"] = AllExpertsPolicy
     classes["bottomk_affinity"] = BottomKAffinityPolicy
+    classes["topk_capped"] = TopKCappedPolicy
     if name not in classes:
         raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
+    if name == "topk_capped":
+        return TopKCappedPolicy(balance_tolerance)
     return classes[name]()

@@ -144,6 +144,19 @@ def test_every_policy_respects_capacity_and_masks(name):
         make_policy("greedy_magic")
 
 
+def test_topk_capped_keeps_loads_under_the_aligners_cap():
+    rng = np.random.default_rng(1)
+    e, n = 4, 20
+    # Every client prefers expert 0: uncapped top-k would load it with all 20.
+    reports = [als.ClientReport(i, None, np.array([0.7, 0.1, 0.1, 0.1])) for i in range(n)]
+    capacity, allowed = np.ones(n, dtype=np.int64), np.ones((n, e), dtype=bool)
+    out = make_policy("topk_capped", balance_tolerance=0.25).assign(0, reports, capacity, allowed, rng)
+    cap = math.ceil(1.25 * n / e)
+    assert out.sum(axis=0).max() <= cap and out.sum(axis=0)[0] == cap
+    assert (out.sum(axis=1) == 1).all()  # nobody left without an expert while others have room
+    assert make_policy("topk_affinity").assign(0, reports, capacity, allowed, rng).sum(axis=0)[0] == n
+
+
 # -- data ------------------------------------------------------------------------------------------------------------
 
 
