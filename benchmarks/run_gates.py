@@ -48,7 +48,7 @@ TASKS = {
 }
 
 
-def federation(task: str, quick: bool) -> dict:
+def federation(task: str, quick: bool, expert_hidden: int = 4) -> dict:
     base = dict(
         n_clients=40 if quick else 100,
         per_round=4 if quick else 10,
@@ -56,7 +56,7 @@ def federation(task: str, quick: bool) -> dict:
         max_experts=2,
         top_k=1,
         hidden=64,
-        expert_hidden=32,
+        expert_hidden=expert_hidden,
         testbed="experts",
         deadline_mode=True,
         local_epochs=1,
@@ -65,9 +65,9 @@ def federation(task: str, quick: bool) -> dict:
     return base | TASKS[task]
 
 
-def central_accuracy(task: str, quick: bool, seed: int, n_experts: int, epochs: int) -> float:
+def central_accuracy(task: str, quick: bool, seed: int, n_experts: int, epochs: int, expert_hidden: int) -> float:
     """Test accuracy of the testbed's MoE trained centrally on every client's training data pooled."""
-    cfg = fedloop.FedConfig(**(federation(task, quick) | {"seed": seed}))
+    cfg = fedloop.FedConfig(**(federation(task, quick, expert_hidden) | {"seed": seed}))
     data = fedloop.build(cfg).data
     x = torch.cat([c[0] for c in data.clients])
     y = torch.cat([c[1] for c in data.clients])
@@ -99,18 +99,19 @@ def central_accuracy(task: str, quick: bool, seed: int, n_experts: int, epochs: 
         return float((model(data.test[0]).logits.argmax(1) == data.test[1]).float().mean())
 
 
-def federated_accuracy(task: str, quick: bool, seed: int, policy: str, rounds: int) -> float:
+def federated_accuracy(task: str, quick: bool, seed: int, policy: str, rounds: int, expert_hidden: int) -> float:
     """Mean test accuracy of the last 5 rounds of a run with ``policy``."""
-    cfg = fedloop.FedConfig(**(federation(task, quick) | {"seed": seed, "policy": policy, "rounds": rounds}))
+    settings = federation(task, quick, expert_hidden) | {"seed": seed, "policy": policy, "rounds": rounds}
+    cfg = fedloop.FedConfig(**settings)
     history = fedloop.run(cfg)
     return float(np.mean(history.column("accuracy")[-5:]))
 
 
-def _done(path: Path) -> dict[tuple[str, str, str, int], dict]:
+def _done(path: Path) -> dict[tuple[str, str, str, str, int], dict]:
     if not path.exists():
         return {}
     with open(path, newline="") as fh:
-        return {(r["task"], r["gate"], r["arm"], int(r["seed"])): r for r in csv.DictReader(fh)}
+        return {(r["task"], r["setting"], r["gate"], r["arm"], int(r["seed"])): r for r in csv.DictReader(fh)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5, help="central gate: epochs over the pooled data")
     parser.add_argument("--rounds", type=int, default=60, help="federated gate: rounds per run")
     parser.add_argument("--margin", type=float, default=0.02)
+    parser.add_argument(
+        "--expert-hidden", type=int, default=4, help="hidden units of each expert (small: experts hold the capacity)"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -129,21 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"gates{suffix}.csv"
     args.out.mkdir(parents=True, exist_ok=True)
     done = _done(path)
-    setting = f"epochs={args.epochs} rounds={args.rounds}"
+    eh = args.expert_hidden
+    setting = f"epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}"
+    n_experts = federation(args.task, args.quick)["n_experts"]
+    q = args.quick
     arms = [
-        (
-            "central",
-            "E experts",
-            lambda s: central_accuracy(
-                args.task, args.quick, s, federation(args.task, args.quick)["n_experts"], args.epochs
-            ),
-        )
+        ("central", "E experts", lambda s: central_accuracy(args.task, q, s, n_experts, args.epochs, eh)),
+        ("central", "1 expert", lambda s: central_accuracy(args.task, q, s, 1, args.epochs, eh)),
     ]
-    arms.append(("central", "1 expert", lambda s: central_accuracy(args.task, args.quick, s, 1, args.epochs)))
     for policy in ("topk_affinity", "bottomk_affinity"):
-        arms.append(
-            ("federated", policy, lambda s, p=policy: federated_accuracy(args.task, args.quick, s, p, args.rounds))
-        )
+        arms.append(("federated", policy, lambda s, p=policy: federated_accuracy(args.task, q, s, p, args.rounds, eh)))
     new = not path.exists()
     with open(path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
         for gate, arm, measure in arms:
             for seed in range(args.seeds):
-                if (args.task, gate, arm, seed) in done:
+                if (args.task, setting, gate, arm, seed) in done:
                     continue
                 start = time.perf_counter()
                 accuracy = measure(seed)
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 writer.writerow(row)
                 fh.flush()
-                done[(args.task, gate, arm, seed)] = row
+                done[(args.task, setting, gate, arm, seed)] = row
                 print(row, flush=True)
     write_report(
         path, args.out / f"gates{suffix}.md", args.margin, " ".join(["python benchmarks/run_gates.py", *sys.argv[1:]])
@@ -182,10 +181,10 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
         "",
         f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive.",
         "",
-        "| task | gate | arms (mean accuracy, n) | paired differences | mean | passes |",
-        "|---|---|---|---|---|---|",
+        "| task | setting | gate | arms (mean accuracy, n) | paired differences | mean | passes |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for task in sorted({r["task"] for r in rows}):
+    for task, setting in sorted({(r["task"], r["setting"]) for r in rows}):
         for gate, (good, bad) in (
             ("central", ("E experts", "1 expert")),
             ("federated", ("topk_affinity", "bottomk_affinity")),
@@ -193,12 +192,12 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
             a = {
                 int(r["seed"]): float(r["accuracy"])
                 for r in rows
-                if (r["task"], r["gate"], r["arm"]) == (task, gate, good)
+                if (r["task"], r["setting"], r["gate"], r["arm"]) == (task, setting, gate, good)
             }
             b = {
                 int(r["seed"]): float(r["accuracy"])
                 for r in rows
-                if (r["task"], r["gate"], r["arm"]) == (task, gate, bad)
+                if (r["task"], r["setting"], r["gate"], r["arm"]) == (task, setting, gate, bad)
             }
             seeds = sorted(set(a) & set(b))
             if not seeds:
@@ -211,7 +210,7 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
                 f"{bad} {statistics.fmean(b.values()):.3f} (n={len(b)})"
             )
             lines.append(
-                f"| {task} | {gate} | {arms} | {', '.join(f'{d:+.3f}' for d in diffs)} | {mean:+.3f} | "
+                f"| {task} | {setting} | {gate} | {arms} | {', '.join(f'{d:+.3f}' for d in diffs)} | {mean:+.3f} | "
                 f"{'**yes**' if ok else '**no**'} |"
             )
     md_path.write_text("\n".join(lines) + "\n")

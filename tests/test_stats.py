@@ -68,3 +68,22 @@ def test_relative_reduction_and_paired_bootstrap():
 def test_curve_summaries():
     assert area_under_curve([0.0, 0.5, 1.0]) == pytest.approx(0.5)
     assert final_accuracy(list(range(20)), last=10) == pytest.approx(14.5)
+
+
+def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_federated.py"
+    spec = importlib.util.spec_from_file_location("run_federated", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--task", "smoke", "--quick", "--seeds", "2", "--rounds", "2", "--out", str(tmp_path)]
+    assert module.main(args) == 0
+    report = (tmp_path / "federated_smoke.md").read_text()
+    assert "| aligned |" in report and "| dense |" in report and "/2 /" in report  # n reached / n always shown
+    saved = sorted((tmp_path / "federated" / "smoke").glob("*.json"))
+    assert len(saved) == 2 * len(module.POLICIES)
+    stamp = saved[0].stat().st_mtime_ns
+    assert module.main(args) == 0  # resumes: nothing is run again
+    assert saved[0].stat().st_mtime_ns == stamp
