@@ -177,7 +177,10 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     lines = [
-        f"# Sanity gates ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
+        f"# Sanity gates ({datetime.now(timezone.utc):%Y-%m-%d}, last run `{command}`)",
+        "",
+        "Each row's setting gives the options it ran with: `python benchmarks/run_gates.py --task TASK "
+        "--epochs E --rounds R --expert-hidden H` reproduces it.",
         "",
         f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive.",
         "",
