@@ -26,6 +26,7 @@ __all__ = [
     "as_seed",
     "budget_slack",
     "frozen",
+    "value_tolerance",
 ]
 
 #: Largest magnitude accepted for fitness, cost, budget and load_penalty. Objectives sum up to
@@ -46,6 +47,15 @@ def budget_slack(budget: Any) -> Any:
     same feasible assignments.
     """
     return 1e-9 * np.abs(budget)
+
+
+def value_tolerance(value: float) -> float:
+    """How far two objective values (a bound and an answer) may differ and still count as equal.
+
+    1e-9 of the magnitude, and absolute below 1: sums of the same terms in another order
+    differ by a few ulps, and nothing smaller than this is a real difference.
+    """
+    return 1e-9 * max(1.0, abs(value))
 
 
 def frozen(arr: np.ndarray) -> np.ndarray:

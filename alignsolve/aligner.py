@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ._files import parse_json
-from ._validation import as_optional_positive_float
+from ._validation import Option, as_optional_positive_float
 from .assignment import Assignment
 from .errors import InvalidProblemError, InvalidReportError
 from .feasibility import diagnose
@@ -61,6 +61,7 @@ from .verify import verify
 __all__ = ["Aligner", "ClientOutcome", "ClientReport"]
 
 log = logging.getLogger("alignsolve.aligner")
+_FLAG = Option("bool")
 FORMAT = "alignsolve.aligner"
 
 
@@ -227,12 +228,6 @@ def _expert_id(where: str, value: Any, n_experts: int) -> int:
     return int(value)
 
 
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidProblemError(name, "must be True or False", value)
-    return bool(value)
-
-
 def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
     """The methods ``solve`` may run for this aligner (``auto`` chooses by size and variant)."""
     if method != "auto":
@@ -325,12 +320,12 @@ class Aligner:
         self.balance_tolerance = float(t)
         self.min_cohort = _int_at_least("min_cohort", min_cohort, 0)
         self.local_epochs = _int_at_least("local_epochs", local_epochs, 1)
-        self.budget_mode = _flag("budget_mode", budget_mode)
+        self.budget_mode = _FLAG("budget_mode", budget_mode)
         self.max_experts = None if max_experts is None else _int_at_least("max_experts", max_experts, 1)
-        self.enforce_cohort = _flag("enforce_cohort", enforce_cohort)
+        self.enforce_cohort = _FLAG("enforce_cohort", enforce_cohort)
         self.seed = _int_at_least("seed", seed, 0)
         self.time_limit = as_optional_positive_float("time_limit", time_limit)
-        self.strict = _flag("strict", strict)
+        self.strict = _FLAG("strict", strict)
         if solver_options is not None and not isinstance(solver_options, Mapping):
             raise InvalidProblemError("solver_options", "must be a mapping of option names to values", solver_options)
         self.solver_options = dict(solver_options or {})

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ._files import parse_json
-from ._validation import frozen
+from ._validation import Option, frozen, value_tolerance
 from .errors import InvalidProblemError
 from .monitor import coefficient_of_variation
 
@@ -127,7 +127,7 @@ class Assignment:
         if self.bound is not None:
             if math.isnan(self.bound):
                 raise InvalidProblemError("bound", "must be a number or None", self.bound)
-            if math.isfinite(self.objective) and self.bound < self.objective - 1e-9 * max(1.0, abs(self.objective)):
+            if math.isfinite(self.objective) and self.bound < self.objective - value_tolerance(self.objective):
                 raise InvalidProblemError(
                     "bound", "must be at least the objective (an upper bound on the optimum)", self.bound
                 )
@@ -311,19 +311,11 @@ MAX_COUNT = 10**7
 
 
 def _count(doc: Mapping[str, Any], key: str) -> int:
-    value = doc.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_COUNT:
-        raise InvalidProblemError(key, f"must be an integer from 0 to {MAX_COUNT}", value)
-    return value
+    return Option("int", low=0, high=MAX_COUNT)(key, doc.get(key))
 
 
 def _number(doc: Mapping[str, Any], key: str) -> float | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise InvalidProblemError(key, "must be a finite number or null", value)
-    return float(value)
+    return Option("float", none=True)(key, doc.get(key))
 
 
 def _short(value: Any) -> str:

@@ -187,14 +187,22 @@ def find_feasible(problem: Problem, start: np.ndarray | None = None) -> tuple[np
     """
     n, e = problem.shape
     x = np.zeros((n, e), dtype=bool) if start is None else np.array(start, dtype=bool, copy=True)
+    r, c = x.sum(axis=1, dtype=np.int64), x.sum(axis=0, dtype=np.int64)
+    if _missing(problem, r, c) == 0:  # every lower bound holds: no pair list to build
+        return x, None
     ai, aj = np.nonzero(problem.allowed)
     xa = x[ai, aj]
-    delta, cert = _circulation(problem, ai, aj, xa, x.sum(axis=1, dtype=np.int64), x.sum(axis=0, dtype=np.int64))
+    delta, cert = _circulation(problem, ai, aj, xa, r, c)
     if cert is not None:
         return None, cert
     if delta is not None:
         x[ai, aj] = xa + delta > 0
     return x, None
+
+
+def _missing(problem: Any, r: np.ndarray, c: np.ndarray) -> int:
+    """Units of lower bound still unmet by ``r`` pairs per client and ``c`` per expert."""
+    return int((np.maximum(r, problem.client_min) - r).sum() + (np.maximum(c, problem.expert_min) - c).sum())
 
 
 def _circulation(
@@ -212,7 +220,7 @@ def _circulation(
     ft = np.maximum(c, emin)
     d_client = fs - r
     d_expert = ft - c
-    need = int(d_client.sum() + d_expert.sum())
+    need = _missing(problem, r, c)
     if need == 0:
         return None, None
     quick = _quick_certificate(problem)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_optional_positive_float, as_seed
+from ._validation import as_optional_positive_float, as_seed, value_tolerance
 from .assignment import Assignment, relative_gap
 from .errors import InvalidProblemError
 from .feasibility import diagnose_generalised
@@ -311,7 +311,7 @@ def _checked_bound(
         status = "feasible"
     if bound is None or not math.isfinite(objective):
         return status, bound
-    if bound >= objective - 1e-9 * max(1.0, abs(objective)) and math.isfinite(bound):
+    if bound >= objective - value_tolerance(objective) and math.isfinite(bound):
         return status, bound
     stats["bound_dropped"] = f"{name} reported bound {bound!r} below its objective {objective!r}"
     log.warning("solve: %s", stats["bound_dropped"])

