@@ -13,8 +13,11 @@ fetch command, when they are absent.
   :data:`DOMAINS`), clients dealt round-robin to domains, with Dirichlet label skew inside
   its domain. The ten labels are shared across domains, so the same output means a digit
   in one domain and a garment in another: what a client needs depends on its domain,
-  which is what experts can specialise on. The test set draws ``test_per_domain`` images
-  from each domain's test split.
+  which is what experts can specialise on. With ``relabel=True`` every domain but the
+  first also has its own labelling (a fixed permutation of the ten labels, the same on
+  every seed): the same digit needs a different answer in different domains, so one small
+  network cannot serve all domains at once and experts that split them can. The test set
+  draws ``test_per_domain`` images from each domain's test split.
 * ``shakespeare``: LEAF's next-character task, one client per (play, speaker) with at
   least ``min_chars`` characters of speech; each sample is ``seq_len`` characters
   (token ids) and the label the next character. Each client's last ``test_frac`` of its
@@ -37,6 +40,9 @@ __all__ = ["DOMAINS", "VOCAB", "load_image_dataset", "load_multidomain", "load_s
 
 #: Transformed variants of the two image datasets (the domain's name says the transform).
 DOMAINS = ("mnist", "mnist-rotated", "mnist-inverted", "fashion", "fashion-rotated", "fashion-inverted")
+
+#: Seed of the label permutations of ``relabel``: fixed, so the task is the same whatever the run's seed.
+RELABEL_SEED = 20261130
 
 #: The characters of the Shakespeare task; anything else maps to the last id (unknown).
 VOCAB = " !\"&'(),-.0123456789:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz\n"
@@ -91,6 +97,7 @@ def load_multidomain(
     alpha: float = 0.5,
     samples_per_client: int = 300,
     test_per_domain: int = 500,
+    relabel: bool = False,
     cache: str | Path | None = None,
 ) -> FederatedData:
     """One domain per client (round-robin), Dirichlet(``alpha``) label skew inside it.
@@ -98,8 +105,13 @@ def load_multidomain(
     Each client holds exactly ``samples_per_client`` training images of its domain, drawn
     without replacement from that domain's training split with label shares from a
     Dirichlet(``alpha``) draw of its own; ``client_ids`` are ``<domain>-<k>`` and
-    ``info["client_domain"]`` lists each client's domain.
+    ``info["client_domain"]`` lists each client's domain. ``relabel``: domain ``k >= 1``
+    answers ``maps[k][c]`` for an image of class ``c``, where ``maps[k]`` is a permutation of
+    the ten labels drawn from :data:`RELABEL_SEED` (``info["label_maps"]``; domain 0 keeps
+    the identity).
     """
+    if not isinstance(relabel, bool):
+        raise ValueError(f"relabel: must be a bool; got {relabel!r}")
     unknown = sorted(set(domains) - set(DOMAINS))
     if unknown or len(domains) < 1:
         raise ValueError(f"domains: must be names from {', '.join(DOMAINS)}; got {list(domains)}")
@@ -108,6 +120,7 @@ def load_multidomain(
     rng = np.random.default_rng(seed)
     bases = {name: _images(name, cache) for name in sorted({d.split("-")[0] for d in domains})}
     members = [[i for i in range(n_clients) if i % len(domains) == k] for k in range(len(domains))]
+    maps = _label_maps(len(domains), relabel)
     clients: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_clients
     test_x, test_y, client_domain = [], [], [""] * n_clients
     for k, domain in enumerate(domains):
@@ -118,12 +131,12 @@ def load_multidomain(
             idx = _label_skewed(unused, samples_per_client, alpha, rng)
             clients[i] = (
                 torch.from_numpy(_transform(x[idx], domain)[:, None].copy()),
-                torch.from_numpy(y[idx].copy()),
+                torch.from_numpy(maps[k][y[idx]]),
             )
             client_domain[i] = domain
         pick = rng.choice(len(yt), size=min(test_per_domain, len(yt)), replace=False)
         test_x.append(_transform(xt[pick], domain)[:, None])
-        test_y.append(yt[pick])
+        test_y.append(maps[k][yt[pick]])
     ids = [f"{client_domain[i]}-{i}" for i in range(n_clients)]
     info = dict(
         dataset="multidomain",
@@ -133,9 +146,18 @@ def load_multidomain(
         test_per_domain=test_per_domain,
         seed=seed,
         client_domain=client_domain,
+        relabel=relabel,
+        label_maps=[m.tolist() for m in maps],
     )
     test = (torch.from_numpy(np.concatenate(test_x)), torch.from_numpy(np.concatenate(test_y)))
     return FederatedData([c for c in clients if c is not None], test, 10, (1, 28, 28), ids, info)
+
+
+def _label_maps(n_domains: int, relabel: bool) -> list[np.ndarray]:
+    """Per domain, the label each class is answered with: the identity, or (``relabel``) a fixed permutation."""
+    rng = np.random.default_rng(RELABEL_SEED)
+    identity = np.arange(10, dtype=np.int64)
+    return [identity] + [rng.permutation(10).astype(np.int64) if relabel else identity for _ in range(n_domains - 1)]
 
 
 def _label_skewed(unused: list[list[int]], size: int, alpha: float, rng: np.random.Generator) -> np.ndarray:

@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 import fedloop
 from fedloop import cli
@@ -186,6 +187,26 @@ def test_multidomain_gives_each_client_one_transformed_domain(cache):
     assert all(float(x.min()) >= 0 and float(x.max()) <= 1 for x in inverted)
     with pytest.raises(ValueError, match="domains"):
         load_multidomain(4, domains=("mnist", "svhn"), cache=cache)
+
+
+def test_relabel_gives_each_domain_a_fixed_labelling(cache):
+    domains = ("mnist", "mnist-rotated", "fashion")
+    plain = load_multidomain(6, domains=domains, samples_per_client=5, test_per_domain=4, cache=cache, seed=3)
+    other = load_multidomain(
+        6, domains=domains, samples_per_client=5, test_per_domain=4, cache=cache, seed=3, relabel=True
+    )
+    maps = [np.asarray(m) for m in other.info["label_maps"]]
+    assert maps[0].tolist() == list(range(10)) and all(sorted(m.tolist()) == list(range(10)) for m in maps)
+    assert any((m != maps[0]).any() for m in maps[1:])
+    for k, ((x, y), (x2, y2)) in enumerate(zip(plain.clients, other.clients)):
+        assert torch.equal(x, x2) and np.array_equal(maps[k % 3][y.numpy()], y2.numpy())
+    blocks = np.repeat(np.arange(3), 4)
+    assert np.array_equal([maps[d][c] for d, c in zip(blocks, plain.test[1].numpy())], other.test[1].numpy())
+    # The labelling is the task's, not the seed's.
+    again = load_multidomain(6, domains=domains, samples_per_client=5, test_per_domain=4, cache=cache, relabel=True)
+    assert again.info["label_maps"] == other.info["label_maps"]
+    with pytest.raises(ValueError, match="relabel"):
+        load_multidomain(3, domains=domains, cache=cache, relabel="yes")
 
 
 def test_shakespeare_windows_and_next_characters(cache):
