@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import alignsolve as als
+from alignsolve.testing import brute_force
 from tests.cases import CASES, build
-from tests.oracle import brute_force
 
 METHODS = ["flow", "greedy", "random", "auto", "cpsat", "milp", "lp", "sinkhorn"]
 EXACT = {"flow", "auto", "cpsat", "milp"}  # auto picks flow (cpsat when generalised) on small instances

@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import alignsolve as als
-from tests.oracle import brute_force, milp_optimum
+from alignsolve.testing import brute_force, milp_optimum
 
 ALL_METHODS = ("flow", "greedy", "random")
 

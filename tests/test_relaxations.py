@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import alignsolve as als
-from tests.oracle import brute_force
+from alignsolve.testing import brute_force
 from tests.test_properties import problems
 
 EXACT = ("cpsat", "milp")

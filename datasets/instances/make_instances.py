@@ -5,20 +5,18 @@
 Each instance comes from :func:`alignsolve.generate` with the arguments stored in
 ``manifest.json``; its optimum is solved by the ``flow`` method and, for the
 instances without a load penalty, cross-checked against ``scipy.optimize.milp`` (the test suite's oracle,
-``tests/oracle.py``).
+:func:`alignsolve.testing.milp_optimum`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import alignsolve as als
+from alignsolve.testing import milp_optimum
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for the test suite's MILP oracle
-from tests.oracle import milp_optimum  # noqa: E402
 
 SPECS = [
     dict(name="uniform_30x6_k2", family="uniform", n_clients=30, n_experts=6, capacity=2, seed=1),

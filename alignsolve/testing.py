@@ -1,4 +1,10 @@
-"""Reference optima computed independently of alignsolve's solvers (test-side only)."""
+"""Reference optima computed independently of alignsolve's solvers, to cross-check them.
+
+The test suite and the regression instances (``datasets/instances/make_instances.py``) use
+these as oracles; so can a user checking a solver on their own small instances. Neither
+calls any of alignsolve's methods: :func:`milp_optimum` states the unit variant as an
+integer program for scipy's HiGHS MILP, :func:`brute_force` enumerates every 0/1 matrix.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,18 @@ import itertools
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-import alignsolve as als
+from .problem import Problem
+
+__all__ = ["brute_force", "milp_optimum"]
 
 
-def milp_optimum(problem: als.Problem) -> float | None:
+def milp_optimum(problem: Problem) -> float | None:
     """Optimum of the unit variant (no load penalty) by scipy's MILP (HiGHS); None if infeasible."""
-    assert problem.load_penalty == 0 and not problem.is_generalised
+    if problem.load_penalty != 0 or problem.is_generalised:
+        raise ValueError(
+            "problem: milp_optimum takes the unit variant (load_penalty 0, no budgets); got "
+            f"load_penalty={problem.load_penalty}, budgets={'yes' if problem.is_generalised else 'no'}"
+        )
     n, e = problem.shape
     ai, aj = np.nonzero(problem.allowed)
     p = len(ai)
@@ -30,14 +42,16 @@ def milp_optimum(problem: als.Problem) -> float | None:
     res = milp(-problem.fitness[ai, aj], constraints=cons, integrality=np.ones(p), bounds=Bounds(0, 1))
     if res.status == 2:
         return None
-    assert res.status == 0, res.message
+    if res.status != 0:
+        raise RuntimeError(f"scipy.optimize.milp did not solve the oracle's program: {res.message}")
     return float(-res.fun)
 
 
-def brute_force(problem: als.Problem) -> tuple[float | None, np.ndarray | None]:
+def brute_force(problem: Problem) -> tuple[float | None, np.ndarray | None]:
     """Optimum by enumerating every 0/1 matrix on the allowed pairs (tiny instances only)."""
     ai, aj = np.nonzero(problem.allowed)
-    assert len(ai) <= 14, "brute force is for tiny instances"
+    if len(ai) > 14:
+        raise ValueError(f"problem: brute_force enumerates 2^pairs, so at most 14 allowed pairs; got {len(ai)}")
     best, best_x = None, None
     for bits in itertools.product((False, True), repeat=len(ai)):
         x = np.zeros(problem.shape, dtype=bool)
