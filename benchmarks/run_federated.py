@@ -6,7 +6,7 @@
 
 Every policy sees the same partition, participation, profiles and initialisation on a
 seed (the seed fixes them all), so policies are compared per seed. Each run's history is
-saved as JSON under ``benchmarks/results/federated/<task>/`` as soon as it ends; a
+saved as JSON under ``benchmarks/results/federated/<task>-<version>/`` as soon as it ends; a
 rerun skips the runs already there (one task per process: run two tasks on two cores).
 
 Targets are 70%, 80% and 90% of the *central accuracy*: the testbed's MoE trained
@@ -34,10 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fedloop
-from fedloop import stats
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_gates, for the shared task settings and central run
-import run_gates
+from fedloop import stats, tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = ("aligned", "aligned_greedy", "random", "round_robin", "topk_affinity", "topk_capped", "dense")
@@ -50,7 +47,7 @@ def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedlo
         base = dict(dataset="synthetic", n_clients=12, per_round=4, n_experts=4, max_experts=2, top_k=1, hidden=16)
         base |= dict(expert_hidden=8, testbed="experts", data_options={"samples_per_client": 40, "test_size": 200})
     else:
-        base = run_gates.federation(task, quick)
+        base = tasks.federation(task, quick)
     base = base | {"seed": seed, "rounds": rounds}
     if policy == "aligned_greedy":
         return fedloop.FedConfig(**(base | {"policy": "aligned", "method": "greedy"}))
@@ -59,18 +56,18 @@ def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedlo
     return fedloop.FedConfig(**(base | {"policy": policy}))
 
 
-def run_all(task: str, seeds: int, rounds: int, quick: bool, out: Path) -> None:
-    folder = out / "federated" / task
+def run_all(
+    task: str, seeds: list[int], rounds: int, quick: bool, out: Path, policies: tuple[str, ...] = POLICIES
+) -> None:
+    folder = run_folder(out, task)
     folder.mkdir(parents=True, exist_ok=True)
     central = folder / "central.json"
     if not central.exists() and task != "smoke":
-        n_experts = run_gates.federation(task, quick)["n_experts"]
-        acc = run_gates.central_accuracy(
-            task, quick, 0, n_experts, 5, run_gates.federation(task, quick)["expert_hidden"]
-        )
-        central.write_text(json.dumps({"accuracy": acc, "seed": 0, "epochs": 5}))
-    for seed in range(seeds):
-        for policy in POLICIES:
+        epochs = 2 if quick else tasks.CENTRAL_EPOCHS
+        acc = tasks.central_accuracy(task, quick=quick, seed=0, epochs=epochs)
+        central.write_text(json.dumps({"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.VERSION}))
+    for seed in seeds:
+        for policy in policies:
             path = folder / f"{policy}-seed{seed}.json"
             if path.exists():
                 continue
@@ -90,6 +87,11 @@ def run_all(task: str, seeds: int, rounds: int, quick: bool, out: Path) -> None:
             print(f"{task} {policy} seed {seed}: final {record['accuracy'][-1]:.3f}", flush=True)
 
 
+def run_folder(out: Path, task: str) -> Path:
+    """Where a task's runs live: one folder per task definition (:data:`fedloop.tasks.VERSION`), never mixed."""
+    return out / "federated" / f"{task}-{tasks.VERSION}"
+
+
 def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted(folder.glob("*-seed*.json")):
@@ -99,7 +101,7 @@ def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
 
 
 def render(task: str, out: Path, command: str) -> Path:
-    folder = out / "federated" / task
+    folder = run_folder(out, task)
     runs = load_runs(folder)
     central_file = folder / "central.json"
     central = json.loads(central_file.read_text())["accuracy"] if central_file.exists() else None
@@ -174,17 +176,33 @@ def render(task: str, out: Path, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=[*sorted(run_gates.TASKS), "smoke"], default="multidomain")
+    parser.add_argument("--task", choices=[*sorted(tasks.TASKS), "smoke"], default="multidomain")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="2 seeds, 6 rounds")
+    parser.add_argument(
+        "--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}"
+    )
+    parser.add_argument(
+        "--shard", default="0/1", help="K/M: run only the seeds s with s %% M == K (M processes share a task)"
+    )
     parser.add_argument("--render", action="store_true", help="only render the saved runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.rounds = min(args.seeds, 2), min(args.rounds, 6)
+    policies = tuple(p for p in args.policies.split(",") if p)
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown or "aligned" not in policies:
+        parser.error(f"--policies: must name 'aligned' and only {', '.join(POLICIES)}; got {args.policies!r}")
+    try:
+        k, m = (int(v) for v in args.shard.split("/"))
+        if not 0 <= k < m:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard: must be K/M with 0 <= K < M; got {args.shard!r}")
     if not args.render:
-        run_all(args.task, args.seeds, args.rounds, args.quick, args.out)
+        run_all(args.task, [s for s in range(args.seeds) if s % m == k], args.rounds, args.quick, args.out, policies)
     command = " ".join(["python benchmarks/run_federated.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"written {render(args.task, args.out, command)}")
     return 0

@@ -24,12 +24,9 @@ import argparse
 import csv
 import os
 import platform
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from references import cvxpy_textbook, pot_sinkhorn, scipy_milp_textbook
 

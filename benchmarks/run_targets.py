@@ -29,8 +29,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from measure import timed_peak
 from references import bare_min_cost_flow
 
@@ -78,23 +76,31 @@ def run_one(problem: als.Problem, method: str, seed: int) -> tuple[float, float,
 
 def measure_memory_in_child(n: int, e: int, k: int, frac: float, family: str, method: str) -> float | None:
     """Peak MB of one solve in a fresh interpreter (see the module docstring)."""
-    here = str(Path(__file__).resolve().parent)
-    code = (
-        f"import sys; sys.path.insert(0, {here!r}); import run_targets as r, alignsolve as als;"
-        "w = als.generate('uniform', 30, 6, 2, expert_min_frac=0.5); "
-        "[als.solve(w, m, seed=0) for m in ('greedy', 'random', 'flow')]; als.solve(w, 'flow', pricing=True);"
-        f"p = als.generate({family!r}, {n}, {e}, {k}, seed=0, expert_min_frac={frac});"
-        f"print(r.run_one(p, {method!r}, 0)[2])"
-    )
     # A fixed mmap threshold: glibc's dynamic one would let the solve reuse heap memory that building the
     # instance freed, hiding allocations below 32 MB.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    cmd = [sys.executable, __file__, "--memory-child", family, str(n), str(e), str(k), str(frac), method]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     value = out.stdout.strip().splitlines()[-1]
     return None if value == "None" else float(value)
 
 
+def memory_child(family: str, n: int, e: int, k: int, frac: float, method: str) -> None:
+    """In the fresh interpreter: warm the compiled kernels and imports on a tiny instance, then print the peak."""
+    warm = als.generate("uniform", 30, 6, 2, expert_min_frac=0.5)
+    for m in ("greedy", "random", "flow"):
+        als.solve(warm, m, seed=0)
+    als.solve(warm, "flow", pricing=True)
+    problem = als.generate(family, n, e, k, seed=0, expert_min_frac=frac)
+    print(run_one(problem, method, 0)[2])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--memory-child"]:
+        family, n, e, k, frac, method = argv[1:7]
+        memory_child(family, int(n), int(e), int(k), float(frac), method)
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only")
     ap.add_argument("--seeds", type=int, default=3)

@@ -8,15 +8,10 @@ bare OR-Tools reference and by alignsolve's methods in the same process run.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from references import bare_min_cost_flow
 
 import alignsolve as als
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from references import bare_min_cost_flow
 
 SIZES = {"1000x64k4": (1000, 64, 4), "10000x256k8": (10000, 256, 8)}
 

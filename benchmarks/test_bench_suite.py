@@ -10,15 +10,10 @@ candidate-list form at 100000 x 1024, m = 32.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from run_solvers import FAMILIES, METHODS, make_problem, warm_up
 
 import alignsolve as als
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_solvers import FAMILIES, METHODS, make_problem, warm_up
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))

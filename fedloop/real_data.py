@@ -39,7 +39,11 @@ from .fetch import idx_folder, shakespeare_file
 __all__ = ["DOMAINS", "VOCAB", "load_image_dataset", "load_multidomain", "load_shakespeare"]
 
 #: Transformed variants of the two image datasets (the domain's name says the transform).
-DOMAINS = ("mnist", "mnist-rotated", "mnist-inverted", "fashion", "fashion-rotated", "fashion-inverted")
+DOMAINS = tuple(
+    f"{base}{variant}"
+    for base in ("mnist", "fashion")
+    for variant in ("", "-rotated", "-inverted", "-rotated180", "-rotated270", "-flipped")
+)
 
 #: Seed of the label permutations of ``relabel``: fixed, so the task is the same whatever the run's seed.
 RELABEL_SEED = 20261130
@@ -82,10 +86,15 @@ def load_image_dataset(
 
 
 def _transform(images: np.ndarray, domain: str) -> np.ndarray:
-    if domain.endswith("-rotated"):
-        return np.ascontiguousarray(np.rot90(images, k=1, axes=(-2, -1)))
-    if domain.endswith("-inverted"):
+    """The domain's variant of ``images`` (..., H, W) in [0, 1]: rotated by 90/180/270 degrees, inverted, mirrored."""
+    variant = domain.partition("-")[2]
+    turns = {"rotated": 1, "rotated180": 2, "rotated270": 3}
+    if variant in turns:
+        return np.ascontiguousarray(np.rot90(images, k=turns[variant], axes=(-2, -1)))
+    if variant == "inverted":
         return 1.0 - images
+    if variant == "flipped":
+        return np.ascontiguousarray(images[..., ::-1])
     return images
 
 
