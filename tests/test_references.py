@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,18 @@ import pytest
 
 import alignsolve as als
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from references import linprog_textbook, lsa_slot_expanded
+
+def _references():
+    """benchmarks/references.py, loaded from its file (the benchmarks folder is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "references.py"
+    spec = importlib.util.spec_from_file_location("references", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_refs = _references()
+linprog_textbook, lsa_slot_expanded = _refs.linprog_textbook, _refs.lsa_slot_expanded
 
 
 @pytest.mark.parametrize("seed", range(6))
