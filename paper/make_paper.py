@@ -7,6 +7,12 @@ The report's prose lives in ``paper/report.template.md``. Directives in it are r
 
 * ``{{include:NAME}}`` - the results file ``NAME`` (markdown), its H1 title dropped and its headings demoted;
 * ``{{figure:NAME|CAPTION}}`` - the image ``NAME`` from the results folder, copied next to the report;
+* ``{{cell:NAME|SECTION|ROW|COLUMN}}`` and ``{{cell:NAME|SECTION|ROW|COLUMN|FORMAT}}`` - one
+  number of the prose, taken from a table of the results file ``NAME``: the first table
+  after the first heading that contains ``SECTION`` (empty: from the top) with a column
+  headed ``COLUMN``, in its first row whose leading cells are ``ROW`` (cells joined by
+  `` & ``); ``FORMAT`` (a Python format spec such as ``.1f``) re-formats a numeric cell.
+  The prose never types a measured figure: it names where the figure lives;
 * ``{{source}}`` - where the numbers come from (the results folder, quick or full).
 
 A directive whose file is missing becomes a visible "not measured" note: the report never
@@ -62,6 +68,47 @@ def _include(results: Path, name: str, quick: bool) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in lines).strip() + "\n"
 
 
+def _table_cell(text: str, section: str, row: str, column: str) -> str | None:
+    """The cell of ``column`` in the first matching row of the first table after ``section`` (None: not there)."""
+    lines = text.splitlines()
+    start = 0
+    if section:
+        heads = [i for i, line in enumerate(lines) if line.startswith("#") and section in line]
+        if not heads:
+            return None
+        start = heads[0]
+    key = [cell.strip() for cell in row.split("&")]
+    header: list[str] | None = None  # the current table's header; None outside a table
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif header and column in header and cells[: len(key)] == key:
+            index = header.index(column)
+            return cells[index] if index < len(cells) else None
+    return None
+
+
+def _cell(results: Path, spec: str, quick: bool) -> str:
+    parts = [part.strip() for part in spec.split("|")]
+    if len(parts) not in (4, 5):
+        raise ValueError(f"cell directive: needs NAME|SECTION|ROW|COLUMN[|FORMAT]; got {spec!r}")
+    name, section, row, column = parts[:4]
+    path = results / (QUICK_NAMES.get(name, name) if quick else name)
+    value = _table_cell(path.read_text(), section, row, column) if path.is_file() else None
+    if value is None:
+        return f"**[not measured: {name} | {section} | {row} | {column}]**"
+    if len(parts) == 5:
+        try:
+            return format(float(value), parts[4])
+        except ValueError:
+            return value
+    return value
+
+
 def _figure(results: Path, out_dir: Path, name: str, caption: str, quick: bool) -> str:
     src = results / (QUICK_NAMES.get(name, name) if quick else name)
     if not src.is_file():
@@ -82,6 +129,7 @@ def render(results: Path, out_dir: Path, *, quick: bool) -> Path:
     )
     text = text.replace("{{source}}", source)
     text = re.sub(r"\{\{include:([^}]+)\}\}", lambda m: _include(results, m.group(1).strip(), quick), text)
+    text = re.sub(r"\{\{cell:([^}]+)\}\}", lambda m: _cell(results, m.group(1), quick), text)
     text = re.sub(
         r"\{\{figure:([^|}]+)\|([^}]+)\}\}",
         lambda m: _figure(results, out_dir, m.group(1).strip(), m.group(2).strip(), quick),
