@@ -118,8 +118,8 @@ def render(task: str, out: Path, command: str) -> Path:
         "",
         "| policy | "
         + " | ".join(f"reached {int(f * 100)}% (n) / KM median / RMST" for f in FRACTIONS)
-        + " | AUC | final accuracy | MB to 80% (n) | load CV | dead experts |",
-        "|---|" + "---|" * (len(FRACTIONS) + 5),
+        + " | AUC | final accuracy | MB to 80% (n) | simulated s to 80% (n) | load CV | dead experts |",
+        "|---|" + "---|" * (len(FRACTIONS) + 6),
     ]
     summary = {}
     for policy, by_seed in runs.items():
@@ -136,16 +136,20 @@ def render(task: str, out: Path, command: str) -> Path:
             summary[(policy, f)] = (np.array(t), np.array(e))
         auc = statistics.fmean(stats.area_under_curve(r["accuracy"]) for r in recs)
         final = statistics.fmean(stats.final_accuracy(r["accuracy"]) for r in recs)
-        mb = []
+        mb, secs = [], []
         for r in recs:
             k, hit = stats.rounds_to_target(r["accuracy"], 0.8 * reference)
             if hit:
                 mb.append(sum(r["bytes"][:k]) / 1e6)
+                secs.append(sum(r["latency"][:k]))
         cv = statistics.fmean(statistics.fmean(r["load_cv"]) for r in recs)
         dead = statistics.fmean(int((np.asarray(r["loads"][-10:]).sum(axis=0) == 0).sum()) for r in recs)
         mb_text = f"{statistics.fmean(mb):.1f} ({len(mb)})" if mb else "- (0)"
+        secs_text = f"{statistics.fmean(secs):.1f} ({len(secs)})" if secs else "- (0)"
         lines.append(
-            f"| {policy} | " + " | ".join(cells) + f" | {auc:.4f} | {final:.4f} | {mb_text} | {cv:.3f} | {dead:.1f} |"
+            f"| {policy} | "
+            + " | ".join(cells)
+            + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} |"
         )
     lines += [
         "",
@@ -167,11 +171,36 @@ def render(task: str, out: Path, command: str) -> Path:
             point, lo, hi = stats.paired_bootstrap(reduction, len(seeds))
             cells.append(f"{point:+.0%} [{lo:+.0%}, {hi:+.0%}]")
         lines.append(f"| {base} | " + " | ".join(cells) + " |")
+    figure = plot_curves(runs, seeds, reference, out / f"federated_{task}.png")
+    lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over the paired seeds, band from min to max)."]
     gates = out / "gates.md"
     lines += ["", "Sanity gates: see `gates.md`." if gates.exists() else "Sanity gates: not measured."]
     report = out / f"federated_{task}.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: float, path: Path) -> Path:
+    """Test accuracy against rounds per policy: mean over ``seeds``, band from min to max; the targets dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for policy, by_seed in runs.items():
+        acc = np.array([by_seed[s]["accuracy"] for s in seeds])
+        rounds = np.arange(1, acc.shape[1] + 1)
+        (line,) = ax.plot(rounds, acc.mean(axis=0), label=f"{policy} (n={len(seeds)})")
+        ax.fill_between(rounds, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.15)
+    for f in FRACTIONS:
+        ax.axhline(f * reference, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="round", ylabel="test accuracy", title="accuracy against rounds (targets: 70/80/90% of central)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

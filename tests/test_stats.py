@@ -82,6 +82,7 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     assert module.main(args) == 0
     report = (tmp_path / "federated_smoke.md").read_text()
     assert "| aligned |" in report and "| dense |" in report and "/2 /" in report  # n reached / n always shown
+    assert (tmp_path / "federated_smoke.png").is_file()  # curves with bands
     saved = sorted(module.run_folder(tmp_path, "smoke").glob("*.json"))
     assert len(saved) == 2 * len(module.POLICIES)
     stamp = saved[0].stat().st_mtime_ns
