@@ -51,8 +51,8 @@ OPTIMAL_TOL = 1e-6
 SPARSE_METHODS = tuple(name for name, spec in METHODS.items() if spec.sparse)
 
 #: ``auto`` solves exactly (``flow``) up to this many allowed pairs, and with
-#: ``greedy`` beyond it. On this project's 2-core benchmark machine the flow takes
-#: about 1 s per million pairs (see the README's benchmark table).
+#: ``greedy`` beyond it: a time rule, from the flow's seconds per million pairs in
+#: ``benchmarks/results/targets.md``.
 AUTO_EXACT_PAIRS = 2_000_000
 
 #: On the generalised variant ``auto`` runs ``cpsat`` up to this many allowed pairs

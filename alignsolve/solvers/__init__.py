@@ -2,7 +2,7 @@
 
 Availability is checked with :func:`importlib.util.find_spec`, which looks for a
 package without importing it (importing ortools and highspy in one process clashes,
-see the README).
+see docs/contributing.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Exact method: the MIP of :mod:`alignsolve.solvers._model` through ``scipy.optimize.milp``.
 
 scipy bundles its own HiGHS, so this backend never loads the ``highspy`` package
-(which clashes with OR-Tools' copy of HiGHS in one process, see the README).
+(which clashes with OR-Tools' copy of HiGHS in one process, see docs/contributing.md).
 
 * Unit and generalised variants, load penalty included (continuous load units).
 * ``time_limit`` is passed to HiGHS; stopped early with an incumbent the status is

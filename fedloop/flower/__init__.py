@@ -1,7 +1,7 @@
 """fedloop on Flower (extra ``flower``): the aligner as a Message-API strategy, a ClientApp, a local simulation.
 
 ``pip install "alignsolve[flower]"``. See ``examples/flower_app/`` for an app folder that
-``flwr run`` starts, and the README for running it across machines.
+``flwr run`` starts, and docs/flower.md for running it across machines.
 """
 
 from __future__ import annotations
