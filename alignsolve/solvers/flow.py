@@ -22,8 +22,8 @@ allowed pair, and OR-Tools stores about 60 bytes per arc: 6.4 million pairs cost
 ``candidates`` best pairs by fitness, and each expert's ``2 * expert_min`` best clients.
 Node potentials of that optimum price every left-out pair (shortest-path distances by
 Bellman-Ford, on a graph of the E experts plus source and sink from which the clients
-are eliminated: see :mod:`._flow_kernels`; it was the whole residual graph, whose
-sweeps cost O(pairs) each and whose paths alternate clients and experts): a pair whose reduced cost
+are eliminated: see :mod:`._flow_kernels`; on the whole residual graph each sweep would cost
+O(pairs) and paths would alternate clients and experts): a pair whose reduced cost
 ``cost_ij + pi(client i) - pi(expert j)`` is negative could improve the flow and joins
 the graph, which is solved again. When no left-out pair has a negative reduced cost, the
 potentials prove the candidate optimum optimal for the full graph (complementary
@@ -441,8 +441,8 @@ def solve_sparse(
 
     With sampled prices and no load penalty, the first graph holds ``capacity + 1`` entries
     per client (not ``+ 2``), and when pricing finds improving entries the graph is not solved
-    again whole: :func:`_repair` re-solves only the clients near a change of choice (some 7%
-    at a million clients) until the potentials of that re-solve certify the whole flow, and
+    again whole: :func:`_repair` re-solves only the clients near a change of choice (a small
+    share of them) until the potentials of that re-solve certify the whole flow, and
     falls back to the grown graph when they do not within :data:`_REPAIR_ROUNDS` re-solves.
     ``stats["repair"]`` lists its re-solves.
     """
@@ -495,12 +495,12 @@ def _sparse_optimum(
             cand |= elig & (problem.expert_min[cols] > 0)
     else:
         if not options.get("candidates"):
-            # One spare entry per client when a repair can follow (the graph solves in about 30 s
-            # instead of 50 at a million clients; its repair re-solves some 7% of the clients).
+            # One spare entry per client when a repair can follow: OR-Tools' time follows the arcs
+            # per client, and the repair re-solves the few clients that need more.
             m = int(problem.client_capacity.max(initial=0)) + (1 if repairable else 2)
         cand = row_top(problem.indptr, vals - prices[cols], elig, m)
     # With a repair to follow, the first graph is solved with coarse integer costs (OR-Tools' cost
-    # scaling then takes fewer phases: 15-20% less time at a million clients); its potentials,
+    # scaling then takes fewer phases); its potentials,
     # rescaled, only choose what the repair re-solves, and the repair certifies at the full scale.
     first_scale = scale
     if repairable and not options.get("scale") and max_fit > 0:
