@@ -210,7 +210,7 @@ def test_collect_pairs_recounts_when_the_estimate_is_short():
 @given(st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(allow_nan=False, allow_infinity=False))))
 def test_descending_order_is_a_stable_argsort(values):
     # Ties, both zeros, subnormals and values beyond float32's range included.
-    from alignsolve.solvers.greedy import descending_order
+    from alignsolve.solvers.rounding import descending_order
 
     vals = np.array(values, dtype=np.float64)
     assert np.array_equal(descending_order(vals), np.argsort(-vals, kind="stable"))

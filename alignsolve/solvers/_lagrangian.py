@@ -16,7 +16,7 @@ prices is within a few hundredths of a percent of it.
 
 The prices come from a projected subgradient method with Polyak steps towards the best
 assignment found; every few steps the clients' sets are turned into an assignment
-(:func:`~alignsolve.solvers.greedy.trim` drops pairs over an expert's cap, worst first,
+(:func:`~alignsolve.solvers.rounding.trim` drops pairs over an expert's cap, worst first,
 then the budget greedy fills and meets lower bounds), which gives that target and the
 heuristic's answer. Not covered: client minimums (a client's set would have to include
 negative-value pairs) and a load penalty; :func:`lagrangian` returns None for those.
@@ -90,7 +90,7 @@ def lagrangian(
         large instances.
     """
     from ._knapsack_kernels import client_knapsacks
-    from .greedy import budget_priority, run_budget_greedy, trim
+    from .rounding import budget_priority, run_budget_greedy, trim
 
     if not problem.is_generalised or problem.client_min.any() or problem.load_penalty > 0:
         return None

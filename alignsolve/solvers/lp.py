@@ -107,7 +107,7 @@ def solve(
     stats["plan"] = [[int(i), int(j), float(plan[i, j])] for i, j in nz]
     stats["fractional_pairs"] = int(((plan > 1e-6) & (plan < 1 - 1e-6)).sum())
     if problem.is_generalised:
-        from .greedy import _polish, budget_priority, run_budget_greedy
+        from .rounding import budget_priority, local_search, run_budget_greedy
 
         tie = budget_priority(problem)
         ranks = np.argsort(np.argsort(tie, axis=None)).reshape(problem.shape) / tie.size
@@ -115,7 +115,7 @@ def solve(
         if x is None:
             status_ = "infeasible" if gstats.get("proven_infeasible") else "unknown"
             return SolverResult(status_, None, message, bound=bound, stats={**stats, **gstats})
-        stats["moves"] = _polish(problem, x, 10)
+        stats["moves"] = local_search(problem, x, 10)
         stats["rounding"] = "budget greedy by LP value, then local search"
         return SolverResult("feasible", x, "feasible (LP relaxation, rounded)", bound=bound, stats=stats)
     x = _support_flow(problem, plan)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..problem import Problem
 from . import SolverResult, check_options
-from .greedy import run_greedy
+from .rounding import run_greedy
 
 __all__ = ["solve"]
 

@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import InvalidProblemError
 from ..problem import Problem
 from . import SolverResult, check_options
-from .greedy import run_greedy
+from .rounding import run_greedy
 
 __all__ = ["entropic_duals", "entropic_duals_sparse", "lagrangian_bound", "solve", "solve_sparse"]
 
@@ -701,11 +701,11 @@ def solve_sparse(
 
     The duals come from :func:`entropic_duals_sparse` (numpy, or torch with ``device``),
     the bound is :func:`lagrangian_bound` over the listed entries, and the rounding is
-    :func:`~alignsolve.solvers.greedy.walk_sparse` in decreasing reduced score. A lower
+    :func:`~alignsolve.solvers.rounding.walk_sparse` in decreasing reduced score. A lower
     bound the walk cannot meet is repaired by ``flow`` on the same candidates (which also
     decides infeasibility). A load penalty is not supported on this path (use ``flow``).
     """
-    from .greedy import flow_repair, walk_sparse
+    from .rounding import flow_repair, walk_sparse
 
     schedule = _schedule_options(options)
     if problem.load_penalty:
