@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .aligner import Aligner, ClientOutcome, ClientReport, top_k_affinity
 from .assignment import Assignment
+from .balance import coefficient_of_variation, gini
 from .errors import (
     AlignsolveError,
     ConstraintViolation,
@@ -23,11 +23,8 @@ from .errors import (
     MethodUnavailableError,
 )
 from .feasibility import Certificate, diagnose, diagnose_generalised
-from .generators import FAMILIES, generate, generate_sparse
-from .monitor import LoadMonitor, coefficient_of_variation, gini
-from .privacy import GaussianMechanism, PrivateStatistics, gaussian_sigma
-from .problem import Problem
-from .profiling import (
+from .federated.aligner import Aligner, ClientOutcome, ClientReport, top_k_affinity
+from .federated.capacity import (
     HETEROGENEITY,
     CapacityPlan,
     ClientProfile,
@@ -36,7 +33,11 @@ from .profiling import (
     plan_capacity,
     sample_profiles,
 )
-from .scoring import FitnessScorer, Scores, ScoringWeights
+from .federated.monitor import LoadMonitor
+from .federated.privacy import GaussianMechanism, PrivateStatistics, gaussian_sigma
+from .federated.scoring import FitnessScorer, Scores, ScoringWeights
+from .generators import FAMILIES, generate, generate_sparse
+from .problem import Problem
 from .solve import choose_method, solve
 from .solvers import available_methods, method_info
 from .sparse import SparseProblem

@@ -12,8 +12,8 @@ import numpy as np
 
 from ._files import parse_json
 from ._validation import Option, frozen, value_tolerance
+from .balance import coefficient_of_variation
 from .errors import InvalidProblemError
-from .monitor import coefficient_of_variation
 
 __all__ = ["Assignment", "Status", "relative_gap"]
 

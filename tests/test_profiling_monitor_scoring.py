@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import alignsolve as als
-from alignsolve.privacy import _delta_of
+from alignsolve.federated.privacy import _delta_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "data" / "device-traces"

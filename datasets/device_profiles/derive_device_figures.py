@@ -9,7 +9,7 @@ from the FLASH benchmark (github.com/PKU-Chengxu/FLASH, commit 55cbede0, BSD-2-C
 
 The traces are not copied into the project: only figures derived from them are written
 (quantile tables and rank correlations), which is all
-:func:`alignsolve.profiling.sample_profiles` needs:
+:func:`alignsolve.federated.capacity.sample_profiles` needs:
 
 - ``compute``: quantiles of the phones' CPU floating-point AI score (``CPU_F_AI_Score``,
   the benchmark's measure of float inference on the CPU, which is where on-device

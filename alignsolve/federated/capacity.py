@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from .errors import InvalidProblemError, InvalidReportError
+from ..errors import InvalidProblemError, InvalidReportError
 
 __all__ = [
     "HETEROGENEITY",

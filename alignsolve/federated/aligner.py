@@ -45,18 +45,18 @@ from typing import Any
 
 import numpy as np
 
-from ._files import parse_json
-from ._validation import Option, as_optional_positive_float
-from .assignment import Assignment
-from .errors import InvalidProblemError, InvalidReportError
-from .feasibility import diagnose
+from .._files import parse_json
+from .._validation import Option, as_optional_positive_float
+from ..assignment import Assignment
+from ..errors import InvalidProblemError, InvalidReportError
+from ..feasibility import diagnose
+from ..problem import Problem
+from ..solve import solve
+from ..solvers import METHODS, check_options
+from ..verify import verify
+from .capacity import ClientProfile, ExpertSpec, plan_capacity
 from .monitor import LoadMonitor
-from .problem import Problem
-from .profiling import ClientProfile, ExpertSpec, plan_capacity
 from .scoring import FitnessScorer
-from .solve import solve
-from .solvers import METHODS, check_options
-from .verify import verify
 
 __all__ = ["Aligner", "ClientOutcome", "ClientReport"]
 
@@ -255,7 +255,7 @@ class Aligner:
     method : str, default "auto"
         Any :func:`alignsolve.solve` method.
     scorer : FitnessScorer, optional
-        Default weights when omitted (see :mod:`alignsolve.scoring`).
+        Default weights when omitted (see :mod:`alignsolve.federated.scoring`).
     balance_tolerance : float >= 0, default 0.25
         ``t`` in ``expert_max = ceil((1 + t) * mean load)``.
     min_cohort : int >= 0, default 1

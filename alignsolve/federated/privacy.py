@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
-from .errors import InvalidProblemError
+from ..errors import InvalidProblemError
 
 __all__ = ["GaussianMechanism", "PrivateStatistics", "clip_l2", "gaussian_sigma"]
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidProblemError
+from ..errors import InvalidProblemError
 
 __all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
 
