@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import alignsolve as als
-from alignsolve.solvers import _flow_kernels, flow
+from alignsolve.solvers.flow import core, dense, sparse
+from alignsolve.solvers.flow import kernels as _flow_kernels
 from tests.test_properties import problems
 
 
@@ -56,10 +57,10 @@ def _residual_violations(problem, ai, aj, costs, used, emax, scale, d):
 def test_potentials_of_an_optimal_flow_certify_it_on_every_residual_arc(problem):
     n, e = problem.shape
     elig = problem.allowed if problem.has_lower_bounds else problem.allowed & (problem.fitness > 0)
-    per_expert, max_fit, eligible = flow._dense_figures(problem)
-    _, _, emax, max_flow, scale, stats = flow._graph_setup(problem, {}, per_expert, max_fit, eligible)
+    per_expert, max_fit, eligible = dense._dense_figures(problem)
+    _, _, emax, max_flow, scale, stats = core._graph_setup(problem, {}, per_expert, max_fit, eligible)
     ai, aj = np.nonzero(elig)
-    status, used, d, _ = flow._flow_core(problem, ai, aj, problem.fitness[ai, aj], emax, max_flow, scale, stats, True)
+    status, used, d, _ = core._flow_core(problem, ai, aj, problem.fitness[ai, aj], emax, max_flow, scale, stats, True)
     if status != "optimal":
         return
     assert d is not None and d.shape == (n + e + 2,)
@@ -85,7 +86,7 @@ def test_a_flow_with_an_improving_cycle_has_no_potentials():
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_pricing_without_potentials_falls_back_to_the_full_graph(monkeypatch, sparse):
-    monkeypatch.setattr(flow, "_EXPERT_GRAPH_MAX", 0)  # as if E were too large for the expert graph
+    monkeypatch.setattr(core, "_EXPERT_GRAPH_MAX", 0)  # as if E were too large for the expert graph
     problem = als.generate("skewed", 200, 12, 3, seed=2)
     if sparse:
         problem = als.SparseProblem.from_dense(problem, 6)
@@ -101,7 +102,7 @@ def test_sampled_prices_give_the_same_sparse_optimum(seed):
     plain = als.solve(problem, "flow")
     assert plain.stats["pricing"] is False  # below ten times SAMPLE_CLIENTS clients the default is the plain graph
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(flow, "SAMPLE_CLIENTS", 4)  # 400 clients, a sample of 40 and its own sample of 4
+        mp.setattr(sparse, "SAMPLE_CLIENTS", 4)  # 400 clients, a sample of 40 and its own sample of 4
         priced = als.solve(problem, "flow")
     assert priced.stats["pricing"] and priced.stats["price_sample"]["clients"] == 40
     assert priced.objective == pytest.approx(plain.objective, rel=1e-12)
@@ -143,11 +144,11 @@ def test_client_gaps_match_their_definition(seed):
 
 
 def _repaired(problem, mp, **extra):
-    mp.setattr(flow, "SAMPLE_CLIENTS", 4)  # 400 clients: a price sample of 40, so pricing and repair run
+    mp.setattr(sparse, "SAMPLE_CLIENTS", 4)  # 400 clients: a price sample of 40, so pricing and repair run
     for name, value in extra.items():
-        mp.setattr(flow, name, value)
+        mp.setattr(sparse, name, value)
     stats = {}
-    result, pot, scale = flow._sparse_optimum(problem, {}, stats, want_potentials=True)
+    result, pot, scale = sparse._sparse_optimum(problem, {}, stats, want_potentials=True)
     return result, pot, scale, stats
 
 
@@ -195,10 +196,10 @@ def test_certificate_checks_the_load_and_circulation_arcs():
     taken = problem.entry_mask(als.solve(problem, "flow").matrix)
     emax = np.minimum(problem.expert_max, np.bincount(problem.indices, minlength=6))
     d = np.zeros(6, np.int64)
-    assert flow._certificate(problem, elig, taken, emax, 1.0, d, 0, 0, False) is None
+    assert sparse._certificate(problem, elig, taken, emax, 1.0, d, 0, 0, False) is None
     # The sink above the source breaks the arc T -> S; an expert with room below the sink, j -> T.
-    assert flow._certificate(problem, elig, taken, emax, 1.0, d, 0, 1, False) is False
+    assert sparse._certificate(problem, elig, taken, emax, 1.0, d, 0, 1, False) is False
     loads = np.bincount(problem.indices[taken], minlength=6)
     room = int(np.flatnonzero(loads < emax)[0])
     d[room] = -1
-    assert flow._certificate(problem, elig, taken, emax, 1.0, d, 0, 0, False) is False
+    assert sparse._certificate(problem, elig, taken, emax, 1.0, d, 0, 0, False) is False
