@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignsolve.solvers import sinkhorn as sk
+from alignsolve.solvers.sinkhorn import ops as sk_ops
+from alignsolve.solvers.sinkhorn import sides
 
 
 def _grouped_lines(rng, n_lines, n_other, spread):
@@ -27,8 +28,8 @@ def test_compiled_update_matches_the_vectorised_one(seed, lam, eps, spread):
     rng = np.random.default_rng(seed)
     n_lines, n_other = 300, 40
     counts, values, other = _grouped_lines(rng, n_lines, n_other, spread)
-    ops = sk._Numpy()
-    side = sk._EntrySide(ops, values, None, other, n_lines, counts)
+    ops = sk_ops._Numpy()
+    side = sides._EntrySide(ops, values, None, other, n_lines, counts)
     live = np.bincount(np.repeat(np.arange(n_lines), counts)[np.isfinite(values)], minlength=n_lines)
     hi = np.minimum(rng.integers(0, 6, size=n_lines), live).astype(float)  # hi = 0 closes a line
     lo = np.minimum(rng.integers(0, 3, size=n_lines), hi).astype(float)
@@ -37,7 +38,7 @@ def test_compiled_update_matches_the_vectorised_one(seed, lam, eps, spread):
     # Enough Newton steps for every line to reach its root, so both forms stop on the same
     # equation rather than on the same iteration count.
     args = (lo, hi, lam, eps, 200, 1e-11)
-    expected, worst_expected = sk._solve_lines(ops, side, side.with_other(other_dual), d_prev, *args)
+    expected, worst_expected = sides._solve_lines(ops, side, side.with_other(other_dual), d_prev, *args)
     got, worst = side.update(d_prev, other_dual, *args)
     assert np.all(got[hi == 0] == 0.0)
     # The vectorised form takes the uncapped mass as R minus the capped count, which loses
@@ -51,13 +52,13 @@ def test_compiled_update_keeps_the_vectorised_iteration_count():
     # With few Newton steps neither form converges: the same steps give the same duals.
     rng = np.random.default_rng(11)
     counts, values, other = _grouped_lines(rng, 200, 30, 1.0)
-    ops = sk._Numpy()
-    side = sk._EntrySide(ops, values, None, other, 200, counts)
+    ops = sk_ops._Numpy()
+    side = sides._EntrySide(ops, values, None, other, 200, counts)
     hi = np.minimum(3.0, counts).astype(float)
     lo = np.zeros(200)
     other_dual, d_prev = rng.normal(scale=0.3, size=30), rng.normal(scale=0.3, size=200)
     for iters in (0, 1, 3):
         args = (lo, hi, 0.0, 0.02, iters, 1e-12)
-        expected, _ = sk._solve_lines(ops, side, side.with_other(other_dual), d_prev, *args)
+        expected, _ = sides._solve_lines(ops, side, side.with_other(other_dual), d_prev, *args)
         got, _ = side.update(d_prev, other_dual, *args)
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-4 * 0.02)

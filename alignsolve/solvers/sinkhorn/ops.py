@@ -1,0 +1,181 @@
+"""The few array operations the entropic updates need, on numpy or torch (CPU or CUDA).
+
+:class:`_Numpy` and :class:`_Torch` give one implementation of the updates both
+backends; :func:`_ops_for` picks one from the input (a tensor or a ``device`` selects
+torch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...errors import InvalidProblemError
+
+if TYPE_CHECKING:
+    from .sides import _EntrySide
+
+
+class _Numpy:
+    """The array operations of the algorithm, on numpy.
+
+    numpy always works on grouped entries (a dense problem's allowed pairs become entries,
+    see :func:`entropic_duals`), whose block update is the compiled per-line kernel; the
+    element-wise and segment operations here run the lockstep :func:`_solve_lines` on the
+    same entries, the reference the kernel is tested against.
+    """
+
+    name = "numpy"
+
+    def __init__(self, dtype: Any = np.float64) -> None:
+        self.dtype = dtype
+
+    def asarray(self, a: Any) -> Any:
+        return np.asarray(a, dtype=self.dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(a, dtype=np.float64)
+
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    where = staticmethod(np.where)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+
+    @staticmethod
+    def clip(a: Any, lo: Any, hi: Any) -> Any:
+        return np.minimum(np.maximum(a, lo), hi)
+
+    # Entries are grouped by line on numpy (see entropic_duals_sparse): reduceat reads contiguous
+    # segments, where bincount would scatter over ids.
+    sorted_segments = True
+
+    @staticmethod
+    def ids(a: np.ndarray) -> Any:
+        return np.asarray(a)
+
+    @staticmethod
+    def take(d: Any, ids: Any) -> Any:
+        return d[ids]
+
+    def segment_sum(self, a: Any, side: _EntrySide) -> Any:
+        out = np.zeros(side.n_lines, dtype=self.dtype)
+        if side.starts.size:
+            out[side.nonempty] = np.add.reduceat(a, side.starts)
+        return out
+
+    def segment_max(self, a: Any, side: _EntrySide) -> Any:
+        out = np.full(side.n_lines, -np.inf, dtype=self.dtype)
+        if side.starts.size:
+            out[side.nonempty] = np.maximum.reduceat(a, side.starts)
+        return out
+
+    def isfinite(self, a: Any) -> Any:
+        return np.isfinite(a)
+
+
+class _Torch:
+    """The same operations on torch tensors (any device)."""
+
+    name = "torch"
+
+    def __init__(self, device: Any, dtype: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    def asarray(self, a: Any) -> Any:
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            a = a.copy()  # a Problem's arrays are read-only; torch warns on sharing those
+        return self.torch.as_tensor(a, dtype=self.dtype, device=self.device)
+
+    def mask(self, a: Any) -> Any:
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            a = a.copy()
+        return self.torch.as_tensor(a, dtype=self.torch.bool, device=self.device)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return a.detach().to("cpu", self.torch.float64).numpy()
+
+    def exp(self, a: Any) -> Any:
+        return self.torch.exp(a)
+
+    def log(self, a: Any) -> Any:
+        return self.torch.log(a)
+
+    def where(self, c: Any, a: Any, b: Any) -> Any:
+        return self.torch.where(c, a, b)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return self.torch.minimum(a, self.asarray(b)) if not self.torch.is_tensor(b) else self.torch.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return self.torch.maximum(a, self.asarray(b)) if not self.torch.is_tensor(b) else self.torch.maximum(a, b)
+
+    def sum(self, a: Any, axis: int) -> Any:
+        return a.sum(dim=axis)
+
+    def amin(self, a: Any, axis: int) -> Any:
+        return a.amin(dim=axis)
+
+    def total_max(self, a: Any) -> float:
+        return float(a.max()) if a.numel() else -math.inf
+
+    def logsumexp(self, a: Any, axis: int) -> Any:
+        return self.torch.logsumexp(a, dim=axis)
+
+    def clip(self, a: Any, lo: Any, hi: Any) -> Any:
+        return self.torch.minimum(self.torch.maximum(a, lo), hi)
+
+    # index_add_ and scatter_reduce_ take entries in any order: one layout serves both sides.
+    sorted_segments = False
+
+    def ids(self, a: np.ndarray) -> Any:
+        return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
+
+    @staticmethod
+    def take(d: Any, ids: Any) -> Any:
+        return d[ids]
+
+    def segment_sum(self, a: Any, side: _EntrySide) -> Any:
+        out = self.torch.zeros(side.n_lines, dtype=self.dtype, device=self.device)
+        return out.index_add_(0, side.line, a.to(self.dtype))
+
+    def segment_max(self, a: Any, side: _EntrySide) -> Any:
+        out = self.torch.full((side.n_lines,), -math.inf, dtype=self.dtype, device=self.device)
+        return out.scatter_reduce_(0, side.line, a, "amax", include_self=True)
+
+    def isfinite(self, a: Any) -> Any:
+        return self.torch.isfinite(a)
+
+
+def _ops_for(fitness: Any, device: str | None, dtype: str | None) -> _Numpy | _Torch:
+    """numpy for numpy input without ``device``; torch for a tensor or a ``device``."""
+    is_tensor = type(fitness).__module__.startswith("torch")
+    if device is None and not is_tensor:
+        if dtype not in (None, "float64", "float32"):
+            raise InvalidProblemError("dtype", "must be 'float32' or 'float64'", repr(dtype))
+        return _Numpy(np.float32 if dtype == "float32" else np.float64)
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from ...errors import MethodUnavailableError
+
+        raise MethodUnavailableError('sinkhorn on torch needs torch; run: pip install "alignsolve[torch]"') from exc
+    if device is None:
+        device = str(fitness.device)
+    if dtype not in (None, "float64", "float32"):
+        raise InvalidProblemError("dtype", "must be 'float32' or 'float64'", repr(dtype))
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidProblemError("device", "must be a torch device such as 'cpu' or 'cuda'", repr(device)) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidProblemError("device", "needs a CUDA GPU, and torch sees none", repr(device))
+    # float32 is the GPU's fast path; CPU defaults to float64 like numpy.
+    chosen = dtype or ("float32" if dev.type == "cuda" else "float64")
+    return _Torch(dev, torch.float32 if chosen == "float32" else torch.float64)
