@@ -39,13 +39,11 @@ import json
 import logging
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from .._files import parse_json
 from .._validation import Option, as_optional_positive_float
 from ..assignment import Assignment
 from ..errors import InvalidProblemError, InvalidReportError
@@ -56,176 +54,26 @@ from ..solvers import METHODS, check_options
 from ..verify import verify
 from .capacity import ClientProfile, ExpertSpec, plan_capacity
 from .monitor import LoadMonitor
+from .reports import (
+    ClientOutcome,
+    ClientReport,
+    _check_id,
+    _key_of,
+    _Parsed,
+    _vector,
+    expert_totals,
+    outcome_figures,
+    top_k_affinity,
+)
 from .scoring import FitnessScorer
+from .state import COUNT, checked_state, restored_rounds
 
-__all__ = ["Aligner", "ClientOutcome", "ClientReport"]
+__all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
 
 log = logging.getLogger("alignsolve.aligner")
 _FLAG = Option("bool")
+_POSITIVE = Option("int", low=1)
 FORMAT = "alignsolve.aligner"
-
-
-def _check_id(value: Any, where: str) -> str | int:
-    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
-        raise InvalidReportError(where, "must be a str or an int (JSON-serialisable)", type(value).__name__)
-    return value if isinstance(value, str) else int(value)
-
-
-def _vector(name: str, value: Any, n_experts: int, *, allow_nan: bool = False) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InvalidReportError(name, "must be a vector of numbers", type(value).__name__) from None
-    if arr.shape != (n_experts,):
-        raise InvalidReportError(name, f"must have length n_experts = {n_experts}", f"shape {arr.shape}")
-    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
-    if bad.any():
-        rule = "must be finite or NaN" if allow_nan else "must be finite (no NaN or inf)"
-        raise InvalidReportError(name, rule, f"{arr[int(np.argmax(bad))]} at index {int(np.argmax(bad))}")
-    return arr
-
-
-def _key_of(item: Any, fallback: str) -> Any:
-    """The client id a bad report or outcome claims, for the rejection log."""
-    cid = item.get("client_id") if isinstance(item, Mapping) else getattr(item, "client_id", None)
-    return fallback if cid is None else cid
-
-
-@dataclass(frozen=True)
-class ClientReport:
-    """What one client tells the server before a round.
-
-    Attributes
-    ----------
-    client_id : str or int
-    profile : ClientProfile
-    routing : sequence of float, shape (E,)
-        Share (or count) of the client's samples the current router sends to each expert;
-        possibly noised by :class:`~alignsolve.GaussianMechanism`.
-    loss : sequence of float, shape (E,), optional
-        The client's loss on each expert's samples (NaN where it has none).
-    held : sequence of int, optional
-        Experts the client already holds; None lets the aligner use its own record.
-    """
-
-    client_id: str | int
-    profile: ClientProfile
-    routing: Any
-    loss: Any = None
-    held: Any = None
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> ClientReport:
-        """Build from JSON-like data (the profile as a dict); a bad field raises :class:`InvalidReportError`."""
-        if not isinstance(doc, Mapping):
-            raise InvalidReportError("report", "must be a ClientReport or a mapping", type(doc).__name__)
-        unknown = set(doc) - {"client_id", "profile", "routing", "loss", "held"}
-        if unknown:
-            raise InvalidReportError("report", "unknown field(s)", ", ".join(sorted(map(str, unknown))))
-        for name in ("client_id", "profile", "routing"):
-            if name not in doc:
-                raise InvalidReportError(f"report.{name}", "is required", "missing")
-        profile = doc["profile"]
-        if isinstance(profile, Mapping):
-            profile = ClientProfile.from_dict(profile)
-        return cls(doc["client_id"], profile, doc["routing"], doc.get("loss"), doc.get("held"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "client_id": self.client_id,
-            "profile": self.profile.to_dict(),
-            "routing": np.asarray(self.routing, dtype=float).tolist(),
-            "loss": None if self.loss is None else np.asarray(self.loss, dtype=float).tolist(),
-            "held": None if self.held is None else [int(j) for j in self.held],
-        }
-
-
-@dataclass(frozen=True)
-class ClientOutcome:
-    """What one client reports after a round.
-
-    Attributes
-    ----------
-    client_id : str or int
-    completed : bool, default True
-        False for a client that dropped out.
-    samples : sequence of float, shape (E,), optional
-        Samples the client trained each expert on (0 for experts it was not given);
-        None means its ``n_samples`` for every expert it was given.
-    loss : sequence of float, shape (E,), optional
-        Its final training loss per expert (NaN for experts it was not given).
-    """
-
-    client_id: str | int
-    completed: bool = True
-    samples: Any = None
-    loss: Any = None
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> ClientOutcome:
-        if not isinstance(doc, Mapping):
-            raise InvalidReportError("outcome", "must be a ClientOutcome or a mapping", type(doc).__name__)
-        unknown = set(doc) - {"client_id", "completed", "samples", "loss"}
-        if unknown:
-            raise InvalidReportError("outcome", "unknown field(s)", ", ".join(sorted(map(str, unknown))))
-        if "client_id" not in doc:
-            raise InvalidReportError("outcome.client_id", "is required", "missing")
-        return cls(doc["client_id"], bool(doc.get("completed", True)), doc.get("samples"), doc.get("loss"))
-
-
-@dataclass(frozen=True)
-class _Parsed:
-    client_id: str | int
-    profile: ClientProfile
-    routing: np.ndarray
-    loss: np.ndarray | None
-    held: np.ndarray | None
-
-
-def _held_from_state(value: Any, n_experts: int) -> dict[str | int, list[int]]:
-    if not isinstance(value, list):
-        raise InvalidProblemError("held", "must be a list of [client_id, [experts]]", type(value).__name__)
-    held: dict[str | int, list[int]] = {}
-    for entry in value:
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[1], list):
-            raise InvalidProblemError("held", "must be a list of [client_id, [experts]]", entry)
-        cid = _check_id(entry[0], "held client_id")
-        held[cid] = [_expert_id("held", j, n_experts) for j in entry[1]]
-    return held
-
-
-def _pending_from_state(value: Any, n_experts: int) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) != {"round", "client_ids", "pairs", "n_samples"}:
-        raise InvalidProblemError("pending", "must be null or an object of round, client_ids, pairs, n_samples", value)
-    ids = value["client_ids"]
-    if not isinstance(ids, list):
-        raise InvalidProblemError("pending", "client_ids must be a list", type(ids).__name__)
-    ids = [_check_id(c, "pending client_id") for c in ids]
-    samples = value["n_samples"]
-    if not isinstance(samples, list) or len(samples) != len(ids):
-        raise InvalidProblemError("pending", "n_samples must hold one count per client", samples)
-    samples = [_int_at_least("pending n_samples", s, 0) for s in samples]
-    pairs = value["pairs"]
-    if not isinstance(pairs, list) or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in pairs):
-        raise InvalidProblemError("pending", "pairs must be a list of [row, expert]", pairs)
-    rows = [_int_at_least("pending row", i, 0) for i, _ in pairs]
-    if rows and max(rows) >= len(ids):
-        raise InvalidProblemError("pending", f"pairs must name rows below {len(ids)}", max(rows))
-    pairs = [[i, _expert_id("pending", j, n_experts)] for i, (_, j) in zip(rows, pairs)]
-    return {
-        "round": _int_at_least("pending round", value["round"], 0),
-        "client_ids": ids,
-        "pairs": pairs,
-        "n_samples": samples,
-    }
-
-
-def _expert_id(where: str, value: Any, n_experts: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < n_experts:
-        raise InvalidProblemError(where, f"must name experts in [0, {n_experts})", value)
-    return int(value)
 
 
 def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
@@ -233,12 +81,6 @@ def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
     if method != "auto":
         return (method,)
     return ("cpsat", "greedy") if budget_mode else ("flow", "greedy")
-
-
-def _int_at_least(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidProblemError(name, f"must be an integer >= {minimum}", value)
-    return int(value)
 
 
 class Aligner:
@@ -300,7 +142,7 @@ class Aligner:
         strict: bool = False,
         solver_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.n_experts = _int_at_least("n_experts", n_experts, 1)
+        self.n_experts = _POSITIVE("n_experts", n_experts)
         if not isinstance(expert_spec, ExpertSpec):
             raise InvalidProblemError("expert_spec", "must be an ExpertSpec", type(expert_spec).__name__)
         expert_spec.per_expert(self.n_experts)  # its per-expert sequences must match E
@@ -318,12 +160,12 @@ class Aligner:
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t < math.inf:
             raise InvalidProblemError("balance_tolerance", "must be a finite number >= 0", balance_tolerance)
         self.balance_tolerance = float(t)
-        self.min_cohort = _int_at_least("min_cohort", min_cohort, 0)
-        self.local_epochs = _int_at_least("local_epochs", local_epochs, 1)
+        self.min_cohort = COUNT("min_cohort", min_cohort)
+        self.local_epochs = _POSITIVE("local_epochs", local_epochs)
         self.budget_mode = _FLAG("budget_mode", budget_mode)
-        self.max_experts = None if max_experts is None else _int_at_least("max_experts", max_experts, 1)
+        self.max_experts = None if max_experts is None else _POSITIVE("max_experts", max_experts)
         self.enforce_cohort = _FLAG("enforce_cohort", enforce_cohort)
-        self.seed = _int_at_least("seed", seed, 0)
+        self.seed = COUNT("seed", seed)
         self.time_limit = as_optional_positive_float("time_limit", time_limit)
         self.strict = _FLAG("strict", strict)
         if solver_options is not None and not isinstance(solver_options, Mapping):
@@ -384,7 +226,7 @@ class Aligner:
             ``{id: [experts]}``). ``stats["aligner"]`` holds the rejected reports and
             ineligible clients with reasons, the relaxations, the bounds and the weights.
         """
-        r = _int_at_least("round", round, 0)
+        r = COUNT("round", round)
         if self.last_round is not None and r <= self.last_round:
             raise InvalidProblemError("round", f"must be after the last assigned round {self.last_round}", round)
         if self.pending is not None:
@@ -595,40 +437,13 @@ class Aligner:
                 if not o.completed:
                     dropped.add(cid)
                     continue
-                if o.samples is None:
-                    samples = np.where(given[i], float(pend["n_samples"][i]), 0.0)
-                else:
-                    samples = _vector("samples", o.samples, self.n_experts)
-                    if np.any(samples < 0):
-                        raise InvalidReportError("samples", "must be >= 0", o.samples)
-                    if np.any((samples > 0) & ~given[i]):
-                        extra = np.flatnonzero((samples > 0) & ~given[i]).tolist()
-                        raise InvalidReportError("samples", "must be 0 on experts the client was not given", extra)
-                loss = None
-                if o.loss is not None:
-                    loss = _vector("loss", o.loss, self.n_experts, allow_nan=True)
-                    if np.any(loss[given[i]] < 0) or np.any(np.isnan(loss[given[i]])):
-                        raise InvalidReportError(
-                            "loss", "must be a number >= 0 on every expert the client trained", o.loss
-                        )
-                done[cid] = (samples, loss)
+                done[cid] = outcome_figures(o, given[i], pend["n_samples"][i])
             except InvalidReportError as exc:
                 self._reject(rejected, _key_of(outcome, f"outcome[{k}]"), str(exc), exc)
         dropped |= {cid for cid in ids if cid not in done}
 
-        clients = np.zeros(self.n_experts)
-        samples = np.zeros(self.n_experts)
-        loss_sum = np.zeros(self.n_experts)
-        loss_weight = np.zeros(self.n_experts)
-        for cid, (s, ell) in done.items():
-            g = given[row[cid]]
-            clients += g
-            samples += s
-            if ell is not None:
-                w = np.where(g, np.maximum(s, 1.0), 0.0)
-                loss_sum += np.where(g, ell, 0.0) * w
-                loss_weight += w
-        mean_loss = np.where(loss_weight > 0, loss_sum / np.where(loss_weight > 0, loss_weight, 1.0), np.nan)
+        figures = [(given[row[cid]], *done[cid]) for cid in done]
+        clients, samples, mean_loss = expert_totals(figures, self.n_experts)
         self.monitor.update(pend["round"], clients, samples, mean_loss)
         for cid in done:
             self.held[cid] = np.flatnonzero(given[row[cid]]).tolist()
@@ -691,18 +506,7 @@ class Aligner:
         NaN averages, a pending round that names unknown clients, an unknown version)
         raises :class:`InvalidProblemError` here, not later in a round.
         """
-        state = parse_json(doc, "state") if isinstance(doc, (str, bytes)) else doc
-        if not isinstance(state, Mapping):
-            raise InvalidProblemError("state", "must be a JSON object", type(state).__name__)
-        if state.get("format") != FORMAT:
-            raise InvalidProblemError("format", f"must be {FORMAT!r}", repr(state.get("format")))
-        if state.get("version") != 1 or isinstance(state.get("version"), bool):
-            raise InvalidProblemError(
-                "version", "must be 1 (a later one is a newer alignsolve's)", state.get("version")
-            )
-        missing = [k for k in ("config", "monitor", "held", "last_round", "pending", "history") if k not in state]
-        if missing:
-            raise InvalidProblemError("state", "must hold config, monitor, held, last_round, pending, history", missing)
+        state = checked_state(doc, FORMAT)
         try:
             cfg = dict(state["config"])
             cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
@@ -717,16 +521,7 @@ class Aligner:
         if monitor.n_experts != e:
             raise InvalidProblemError("monitor", f"must track n_experts = {e} experts", monitor.n_experts)
         aligner.monitor = monitor
-        aligner.held = _held_from_state(state["held"], e)
-        last = state["last_round"]
-        if last is not None:
-            last = _int_at_least("last_round", last, 0)
-        aligner.last_round = last
-        aligner.pending = _pending_from_state(state["pending"], e)
-        history = state["history"]
-        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-            raise InvalidProblemError("history", "must be a list of round records (objects)", type(history).__name__)
-        aligner.history = list(history)
+        aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
         return aligner
 
     from_json = from_state
@@ -736,28 +531,3 @@ class Aligner:
             f"Aligner(n_experts={self.n_experts}, deadline={self.deadline}, method={self.method!r}, "
             f"balance_tolerance={self.balance_tolerance}, min_cohort={self.min_cohort}, rounds={self.monitor.rounds})"
         )
-
-
-def top_k_affinity(reports: Sequence[ClientReport], capacity: Sequence[int], allowed: Any = None) -> np.ndarray:
-    """The common heuristic to compare against: each client its top experts by routing share.
-
-    Parameters
-    ----------
-    reports : sequence of ClientReport, length N
-    capacity : sequence of int, length N
-        Slots per client.
-    allowed : array_like of bool, shape (N, E), optional
-        Experts each client may take (all when omitted); a client takes at most its
-        allowed count.
-
-    Returns
-    -------
-    ndarray of bool, shape (N, E)
-    """
-    routing = np.stack([np.asarray(rep.routing, dtype=float) for rep in reports])
-    mask = np.ones(routing.shape, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
-    order = np.argsort(-np.where(mask, routing, -np.inf), axis=1, kind="stable")
-    out = np.zeros(routing.shape, dtype=bool)
-    for i, k in enumerate(capacity):
-        out[i, order[i, : min(int(k), int(mask[i].sum()))]] = True
-    return out

@@ -1,0 +1,89 @@
+"""The parts of an :class:`~alignsolve.Aligner`'s saved state that need checking when read back."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from .._files import parse_json
+from .._validation import Option
+from ..errors import InvalidProblemError
+from .reports import _check_id
+
+#: Counts and indices of the saved state: integers >= 0.
+COUNT = Option("int", low=0)
+
+
+def _held_from_state(value: Any, n_experts: int) -> dict[str | int, list[int]]:
+    if not isinstance(value, list):
+        raise InvalidProblemError("held", "must be a list of [client_id, [experts]]", type(value).__name__)
+    held: dict[str | int, list[int]] = {}
+    for entry in value:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[1], list):
+            raise InvalidProblemError("held", "must be a list of [client_id, [experts]]", entry)
+        cid = _check_id(entry[0], "held client_id")
+        held[cid] = [_expert_id("held", j, n_experts) for j in entry[1]]
+    return held
+
+
+def _pending_from_state(value: Any, n_experts: int) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"round", "client_ids", "pairs", "n_samples"}:
+        raise InvalidProblemError("pending", "must be null or an object of round, client_ids, pairs, n_samples", value)
+    ids = value["client_ids"]
+    if not isinstance(ids, list):
+        raise InvalidProblemError("pending", "client_ids must be a list", type(ids).__name__)
+    ids = [_check_id(c, "pending client_id") for c in ids]
+    samples = value["n_samples"]
+    if not isinstance(samples, list) or len(samples) != len(ids):
+        raise InvalidProblemError("pending", "n_samples must hold one count per client", samples)
+    samples = [COUNT("pending n_samples", s) for s in samples]
+    pairs = value["pairs"]
+    if not isinstance(pairs, list) or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in pairs):
+        raise InvalidProblemError("pending", "pairs must be a list of [row, expert]", pairs)
+    rows = [COUNT("pending row", i) for i, _ in pairs]
+    if rows and max(rows) >= len(ids):
+        raise InvalidProblemError("pending", f"pairs must name rows below {len(ids)}", max(rows))
+    pairs = [[i, _expert_id("pending", j, n_experts)] for i, (_, j) in zip(rows, pairs)]
+    return {
+        "round": COUNT("pending round", value["round"]),
+        "client_ids": ids,
+        "pairs": pairs,
+        "n_samples": samples,
+    }
+
+
+def _expert_id(where: str, value: Any, n_experts: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < n_experts:
+        raise InvalidProblemError(where, f"must name experts in [0, {n_experts})", value)
+    return int(value)
+
+
+def checked_state(doc: Mapping[str, Any] | str | bytes, fmt: str) -> Mapping[str, Any]:
+    """The saved state ``doc`` (or its JSON) once its format, version and keys are checked."""
+    state = parse_json(doc, "state") if isinstance(doc, (str, bytes)) else doc
+    if not isinstance(state, Mapping):
+        raise InvalidProblemError("state", "must be a JSON object", type(state).__name__)
+    if state.get("format") != fmt:
+        raise InvalidProblemError("format", f"must be {fmt!r}", repr(state.get("format")))
+    if state.get("version") != 1 or isinstance(state.get("version"), bool):
+        raise InvalidProblemError("version", "must be 1 (a later one is a newer alignsolve's)", state.get("version"))
+    missing = [k for k in ("config", "monitor", "held", "last_round", "pending", "history") if k not in state]
+    if missing:
+        raise InvalidProblemError("state", "must hold config, monitor, held, last_round, pending, history", missing)
+    return state
+
+
+def restored_rounds(state: Mapping[str, Any], n_experts: int) -> tuple[dict, int | None, dict | None, list]:
+    """``held``, ``last_round``, ``pending`` and ``history`` of a checked state, each checked in turn."""
+    held = _held_from_state(state["held"], n_experts)
+    last = state["last_round"]
+    if last is not None:
+        last = COUNT("last_round", last)
+    pending = _pending_from_state(state["pending"], n_experts)
+    history = state["history"]
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise InvalidProblemError("history", "must be a list of round records (objects)", type(history).__name__)
+    return held, last, pending, list(history)
