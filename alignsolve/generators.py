@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._validation import as_nonneg_float, as_seed
+from ._validation import Option, as_nonneg_float, as_seed
 from .errors import InvalidProblemError
 from .problem import Problem
 
@@ -28,6 +28,8 @@ FAMILIES: dict[str, str] = {
     "budget": "generalised variant: lowrank fitness, cost = expert size / client speed (log-normal, "
     "sigma 0.3 and 0.5), budget = k experts of average cost for an average client, 2k slots",
 }
+
+_AT_LEAST_ONE = Option("int", low=1)
 
 
 def _bounds(n: int, e: int, k: int, expert_min_frac: float, expert_max_slack: float) -> tuple[int, int]:
@@ -77,10 +79,10 @@ def generate(
     """
     if family not in FAMILIES:
         raise InvalidProblemError("family", f"must be one of {', '.join(FAMILIES)}", repr(family))
-    for name, value, low in (("n_clients", n_clients, 1), ("n_experts", n_experts, 1), ("capacity", capacity, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InvalidProblemError(name, f"must be an integer >= {low}", value)
-    n, e, k = int(n_clients), int(n_experts), int(capacity)
+    n, e, k = (
+        _AT_LEAST_ONE(name, v)
+        for name, v in (("n_clients", n_clients), ("n_experts", n_experts), ("capacity", capacity))
+    )
     if n * e > MAX_DENSE_CELLS:
         raise InvalidProblemError(
             "n_clients * n_experts",
@@ -243,16 +245,15 @@ def generate_sparse(
     """
     from .sparse import SparseProblem
 
-    for name, value in (("n_clients", n_clients), ("n_experts", n_experts), ("capacity", capacity), ("m", m)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidProblemError(name, "must be an integer >= 1", value)
-    n, e, k = int(n_clients), int(n_experts), int(capacity)
+    n, e, k, m = (
+        _AT_LEAST_ONE(name, v)
+        for name, v in (("n_clients", n_clients), ("n_experts", n_experts), ("capacity", capacity), ("m", m))
+    )
     if m > e:
         raise InvalidProblemError("m", f"must be <= n_experts ({e})", m)
     if k > m:
         raise InvalidProblemError("capacity", f"must be <= m ({m}): a client cannot hold more than it lists", k)
-    if isinstance(domains, bool) or not isinstance(domains, (int, np.integer)) or domains < 1:
-        raise InvalidProblemError("domains", "must be an integer >= 1", domains)
+    domains = _AT_LEAST_ONE("domains", domains)
     seed = as_seed("seed", seed)
     emin, emax = _bounds(
         n,

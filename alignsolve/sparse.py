@@ -43,10 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import MAX_MAGNITUDE, as_bounds, as_nonneg_float, frozen
+from ._validation import MAX_MAGNITUDE, Option, as_bounds, as_nonneg_float, frozen
 from .errors import InvalidProblemError
 
 __all__ = ["SparseProblem"]
+
+_AT_LEAST_ONE = Option("int", low=1)
 
 
 def _int_array(name: str, value: Any) -> np.ndarray:
@@ -111,9 +113,7 @@ class SparseProblem:
         load_penalty: float = 0.0,
         values_dtype: str = "float64",
     ) -> None:
-        if isinstance(n_experts, bool) or not isinstance(n_experts, (int, np.integer)) or int(n_experts) < 1:
-            raise InvalidProblemError("n_experts", "must be an integer >= 1", n_experts)
-        e = int(n_experts)
+        e = _AT_LEAST_ONE("n_experts", n_experts)
         ptr = _int_array("indptr", indptr)
         if ptr.size < 2:
             raise InvalidProblemError("indptr", "must have N + 1 >= 2 entries (at least one client)", ptr.size)
@@ -320,8 +320,7 @@ class SparseProblem:
             raise InvalidProblemError(
                 "problem", "must be the unit variant (the sparse form has no budgets)", "cost given"
             )
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise InvalidProblemError("m", "must be an integer >= 1", m)
+        m = _AT_LEAST_ONE("m", m)
         n, e = problem.shape
         keep = np.zeros((n, e), dtype=bool) if m < e else problem.allowed.copy()
         if m < e:

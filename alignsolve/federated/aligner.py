@@ -38,7 +38,6 @@ import dataclasses
 import json
 import logging
 import math
-import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -73,6 +72,7 @@ __all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
 log = logging.getLogger("alignsolve.aligner")
 _FLAG = Option("bool")
 _POSITIVE = Option("int", low=1)
+_DEADLINE = Option("float", low=0.0, low_open=True, text="must be a finite number of seconds > 0")
 FORMAT = "alignsolve.aligner"
 
 
@@ -147,19 +147,14 @@ class Aligner:
             raise InvalidProblemError("expert_spec", "must be an ExpertSpec", type(expert_spec).__name__)
         expert_spec.per_expert(self.n_experts)  # its per-expert sequences must match E
         self.expert_spec = expert_spec
-        if isinstance(deadline, bool) or not isinstance(deadline, numbers.Real) or not 0 < deadline < math.inf:
-            raise InvalidProblemError("deadline", "must be a finite number of seconds > 0", deadline)
-        self.deadline = float(deadline)
+        self.deadline = _DEADLINE("deadline", deadline)
         if not isinstance(method, str) or (method != "auto" and method not in METHODS):
             raise InvalidProblemError("method", f"must be one of auto, {', '.join(METHODS)}", method)
         self.method = method
         if scorer is not None and not isinstance(scorer, FitnessScorer):
             raise InvalidProblemError("scorer", "must be a FitnessScorer", type(scorer).__name__)
         self.scorer = scorer or FitnessScorer()
-        t = balance_tolerance
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t < math.inf:
-            raise InvalidProblemError("balance_tolerance", "must be a finite number >= 0", balance_tolerance)
-        self.balance_tolerance = float(t)
+        self.balance_tolerance = Option("float", low=0.0)("balance_tolerance", balance_tolerance)
         self.min_cohort = COUNT("min_cohort", min_cohort)
         self.local_epochs = _POSITIVE("local_epochs", local_epochs)
         self.budget_mode = _FLAG("budget_mode", budget_mode)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from .._validation import Option
 from ..errors import InvalidProblemError, InvalidReportError
 
 __all__ = [
@@ -60,6 +61,9 @@ __all__ = [
 #: figure's ratio to its median (0: every client is the median phone; 1: the spread of
 #: the traces; above 1: exaggerated).
 HETEROGENEITY: dict[str, float] = {"none": 0.0, "low": 0.5, "trace": 1.0, "high": 1.5}
+
+_AT_LEAST_ONE = Option("int", low=1)
+_AT_LEAST_ONE_OR_NONE = Option("int", low=1, none=True)
 
 
 def _positive(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -279,12 +283,8 @@ def plan_capacity(
     CapacityPlan
     """
     deadline = _positive("plan_capacity", "deadline", deadline)
-    if isinstance(local_epochs, bool) or not isinstance(local_epochs, numbers.Integral) or local_epochs < 1:
-        raise InvalidProblemError("local_epochs", "must be an integer >= 1", local_epochs)
-    if max_experts is not None and (
-        isinstance(max_experts, bool) or not isinstance(max_experts, numbers.Integral) or max_experts < 1
-    ):
-        raise InvalidProblemError("max_experts", "must be None or an integer >= 1", max_experts)
+    local_epochs = _AT_LEAST_ONE("local_epochs", local_epochs)
+    max_experts = _AT_LEAST_ONE_OR_NONE("max_experts", max_experts)
     for i, p in enumerate(profiles):
         if not isinstance(p, ClientProfile):
             raise InvalidProblemError(f"profiles[{i}]", "must be a ClientProfile", type(p).__name__)
@@ -435,8 +435,7 @@ def sample_profiles(
         h = HETEROGENEITY[heterogeneity]
     else:
         h = _positive("sample_profiles", "heterogeneity", heterogeneity, allow_zero=True)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise InvalidProblemError("n", "must be an integer >= 0", n)
+    n = Option("int", low=0)("n", n)
     lo, hi = (float(v) for v in availability)
     if not (0.0 <= lo <= hi <= 1.0):
         raise InvalidProblemError("availability", "must be (low, high) with 0 <= low <= high <= 1", availability)

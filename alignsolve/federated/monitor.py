@@ -10,12 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import Option
 from ..balance import coefficient_of_variation, gini
 from ..errors import InvalidProblemError, InvalidReportError
 
 __all__ = ["LoadMonitor"]
 
 FORMAT = "alignsolve.load_monitor"
+
+_SMOOTHING = Option("float", low=0.0, low_open=True, high=1.0, text="must be a number in (0, 1]")
 
 
 class LoadMonitor:
@@ -49,11 +52,8 @@ class LoadMonitor:
     """
 
     def __init__(self, n_experts: int, *, smoothing: float = 0.3, target_share: Any = None) -> None:
-        if isinstance(n_experts, bool) or not isinstance(n_experts, numbers.Integral) or n_experts < 1:
-            raise InvalidProblemError("n_experts", "must be an integer >= 1", n_experts)
-        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 < smoothing <= 1:
-            raise InvalidProblemError("smoothing", "must be a number in (0, 1]", smoothing)
-        e = int(n_experts)
+        e = Option("int", low=1)("n_experts", n_experts)
+        smoothing = _SMOOTHING("smoothing", smoothing)
         if target_share is None:
             share = np.full(e, 1.0 / e)
         else:

@@ -25,16 +25,19 @@ fewer than ``min_cohort`` clients (see :class:`alignsolve.Aligner`).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
+from .._validation import Option
 from ..errors import InvalidProblemError
 
 __all__ = ["GaussianMechanism", "PrivateStatistics", "clip_l2", "gaussian_sigma"]
+
+_POSITIVE = Option("float", low=0.0, low_open=True)
+_DELTA = Option("float", low=0.0, high=1.0, low_open=True, high_open=True, text="must be a number in (0, 1)")
 
 
 def _delta_of(sigma: float, sensitivity: float, epsilon: float) -> float:
@@ -59,11 +62,8 @@ def gaussian_sigma(sensitivity: float, epsilon: float, delta: float) -> float:
     epsilon : float > 0
     delta : float in (0, 1)
     """
-    for name, value in (("sensitivity", sensitivity), ("epsilon", epsilon)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < value < math.inf):
-            raise InvalidProblemError(name, "must be a finite number > 0", value)
-    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not (0 < delta < 1):
-        raise InvalidProblemError("delta", "must be a number in (0, 1)", delta)
+    sensitivity, epsilon = _POSITIVE("sensitivity", sensitivity), _POSITIVE("epsilon", epsilon)
+    delta = _DELTA("delta", delta)
     lo, hi = 1e-12 * sensitivity, sensitivity
     while _delta_of(hi, sensitivity, epsilon) > delta:
         lo, hi = hi, 2.0 * hi
@@ -121,9 +121,7 @@ class GaussianMechanism:
 
     def __post_init__(self) -> None:
         for name in ("routing_clip", "loss_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < value < math.inf):
-                raise InvalidProblemError(name, "must be a finite number > 0", value)
+            _POSITIVE(name, getattr(self, name))
         gaussian_sigma(2.0, self.epsilon, self.delta)  # validates epsilon and delta
 
     def sensitivity(self, *, with_loss: bool = True) -> float:

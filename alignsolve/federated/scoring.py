@@ -35,24 +35,24 @@ Scores are always finite: every term is bounded and the weights are finite.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._validation import Option
 from ..errors import InvalidProblemError
 
 __all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
 
 TERMS = ("affinity", "loss", "capability", "load", "staleness", "switching")
 
+_NONNEGATIVE = Option("float", low=0.0)
+
 
 def _weight(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value < math.inf):
-        raise InvalidProblemError(name, "must be a finite number >= 0", value)
-    return float(value)
+    return _NONNEGATIVE(name, value)
 
 
 @dataclass(frozen=True)
