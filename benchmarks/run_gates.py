@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=60, help="federated gate: rounds per run")
     parser.add_argument("--margin", type=float, default=0.02)
     parser.add_argument(
-        "--expert-hidden", type=int, default=16, help="hidden units of each expert (small: experts hold the capacity)"
+        "--expert-hidden", type=int, default=8, help="hidden units of each expert (small: experts hold the capacity)"
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)

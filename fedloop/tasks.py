@@ -48,7 +48,7 @@ CENTRAL_LR = 2e-3
 CENTRAL_EPOCHS = 10
 
 
-def federation(task: str, quick: bool = False, expert_hidden: int = 16) -> dict[str, Any]:
+def federation(task: str, quick: bool = False, expert_hidden: int = 8) -> dict[str, Any]:
     """The :class:`~fedloop.FedConfig` keyword arguments of ``task`` (add ``seed``, ``policy``, ``rounds``)."""
     if task not in TASKS:
         raise ValueError(f"task: must be one of {', '.join(TASKS)}; got {task!r}")
@@ -75,7 +75,7 @@ def central_accuracy(
     seed: int = 0,
     n_experts: int | None = None,
     epochs: int = CENTRAL_EPOCHS,
-    expert_hidden: int = 16,
+    expert_hidden: int = 8,
 ) -> float:
     """Test accuracy of the task's MoE trained centrally on every client's training data pooled.
 
