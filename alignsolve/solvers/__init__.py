@@ -136,7 +136,7 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec(
             "random",
-            "alignsolve.solvers.random",
+            "alignsolve.solvers.random_baseline",
             ("numba",),
             None,
             "heuristic",

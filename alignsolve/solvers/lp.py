@@ -1,6 +1,6 @@
 """LP relaxation through cvxpy, rounded and repaired.
 
-The model is :func:`alignsolve.solvers._model.linear_model` with ``0 <= z <= 1``,
+The model is :func:`alignsolve.solvers.linear_model.linear_model` with ``0 <= z <= 1``,
 written with cvxpy in vectorised form (one variable vector, sparse constraint
 matrices). ``solver`` (option) is ``"CLARABEL"`` (default, interior point) or
 ``"SCIPY"`` (scipy's bundled HiGHS). cvxpy's own ``HIGHS`` interface loads the
@@ -9,7 +9,7 @@ so it is refused, and cvxpy is imported with ``highspy`` hidden (see
 :func:`import_cvxpy`).
 
 * ``bound``: the Lagrangian bound of the solver's duals
-  (:func:`~alignsolve.solvers._model.lagrangian_bound`), valid whatever the
+  (:func:`~alignsolve.solvers.linear_model.lagrangian_bound`), valid whatever the
   solver's stopping tolerance; the LP value itself is in ``stats["lp_value"]``.
 * ``stats["plan"]``: the fractional plan as ``[[client, expert, value], ...]`` for the
   pairs with value > 1e-9.
@@ -31,7 +31,7 @@ import numpy as np
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
 from . import SolverResult, check_options
-from ._model import LinearModel, empty_model_result, lagrangian_bound, linear_model
+from .linear_model import LinearModel, empty_model_result, lagrangian_bound, linear_model
 
 __all__ = ["import_cvxpy", "solve"]
 

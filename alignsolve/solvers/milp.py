@@ -1,4 +1,4 @@
-"""Exact method: the MIP of :mod:`alignsolve.solvers._model` through ``scipy.optimize.milp``.
+"""Exact method: the MIP of :mod:`alignsolve.solvers.linear_model` through ``scipy.optimize.milp``.
 
 scipy bundles its own HiGHS, so this backend never loads the ``highspy`` package
 (which clashes with OR-Tools' copy of HiGHS in one process, see docs/contributing.md).
@@ -27,7 +27,7 @@ from .._validation import budget_slack
 from ..feasibility import diagnose_generalised
 from ..problem import Problem
 from . import SolverResult, check_options
-from ._model import empty_model_result, linear_model
+from .linear_model import empty_model_result, linear_model
 
 __all__ = ["solve"]
 

@@ -19,15 +19,18 @@ if TYPE_CHECKING:
 
 
 class _Numpy:
-    """The array operations of the algorithm, on numpy.
+    """numpy's side of the algorithm: conversions only.
 
     numpy always works on grouped entries (a dense problem's allowed pairs become entries,
-    see :func:`entropic_duals`), whose block update is the compiled per-line kernel; the
-    element-wise and segment operations here run the lockstep :func:`_solve_lines` on the
-    same entries, the reference the kernel is tested against.
+    see :func:`entropic_duals`), whose block update is the compiled per-line kernel
+    (:mod:`.kernels`), so no element-wise or segment operation runs here. The lockstep
+    form of the same update on numpy, the reference the kernel is tested against, lives
+    with its test (``tests/test_sinkhorn_kernels.py``).
     """
 
     name = "numpy"
+    # Entries are grouped by line on numpy (see entropic_duals_sparse), for the compiled update.
+    sorted_segments = True
 
     def __init__(self, dtype: Any = np.float64) -> None:
         self.dtype = dtype
@@ -37,43 +40,6 @@ class _Numpy:
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)
-
-    exp = staticmethod(np.exp)
-    log = staticmethod(np.log)
-    where = staticmethod(np.where)
-    minimum = staticmethod(np.minimum)
-    maximum = staticmethod(np.maximum)
-
-    @staticmethod
-    def clip(a: Any, lo: Any, hi: Any) -> Any:
-        return np.minimum(np.maximum(a, lo), hi)
-
-    # Entries are grouped by line on numpy (see entropic_duals_sparse): reduceat reads contiguous
-    # segments, where bincount would scatter over ids.
-    sorted_segments = True
-
-    @staticmethod
-    def ids(a: np.ndarray) -> Any:
-        return np.asarray(a)
-
-    @staticmethod
-    def take(d: Any, ids: Any) -> Any:
-        return d[ids]
-
-    def segment_sum(self, a: Any, side: _EntrySide) -> Any:
-        out = np.zeros(side.n_lines, dtype=self.dtype)
-        if side.starts.size:
-            out[side.nonempty] = np.add.reduceat(a, side.starts)
-        return out
-
-    def segment_max(self, a: Any, side: _EntrySide) -> Any:
-        out = np.full(side.n_lines, -np.inf, dtype=self.dtype)
-        if side.starts.size:
-            out[side.nonempty] = np.maximum.reduceat(a, side.starts)
-        return out
-
-    def isfinite(self, a: Any) -> Any:
-        return np.isfinite(a)
 
 
 class _Torch:
