@@ -168,6 +168,11 @@ def render(task: str, out: Path, command: str) -> Path:
             def reduction(idx, ta=ta, ea=ea, tb=tb, eb=eb):
                 return stats.relative_reduction(ta[idx], ea[idx], tb[idx], eb[idx], budget)
 
+            if not (ea.any() or eb.any()):
+                # Both arms censored at the budget on every seed: the restricted means are equal by construction,
+                # and a "0%" would read as a measured tie.
+                cells.append("not estimable (neither reached it)")
+                continue
             point, lo, hi = stats.paired_bootstrap(reduction, len(seeds))
             cells.append(f"{point:+.0%} [{lo:+.0%}, {hi:+.0%}]")
         lines.append(f"| {base} | " + " | ".join(cells) + " |")
