@@ -88,3 +88,34 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     stamp = saved[0].stat().st_mtime_ns
     assert module.main(args) == 0  # resumes: nothing is run again
     assert saved[0].stat().st_mtime_ns == stamp
+
+
+def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywhere(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_federated.py"
+    spec = importlib.util.spec_from_file_location("run_federated", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = module.run_folder(tmp_path, "smoke")
+    folder.mkdir(parents=True)
+    (folder / "central.json").write_text(json.dumps({"accuracy": 0.9}))
+    for policy, level in (("aligned", 0.1), ("random", 0.1), ("dense", 0.7)):
+        for seed in range(2):
+            record = {
+                "policy": policy,
+                "seed": seed,
+                "accuracy": [level] * 5,
+                "bytes": [1] * 5,
+                "latency": [1.0] * 5,
+                "load_cv": [0.0] * 5,
+                "loads": [[1, 1]] * 5,
+            }
+            (folder / f"{policy}-seed{seed}.json").write_text(json.dumps(record))
+    text = module.render("smoke", tmp_path, "test").read_text()
+    random_row = next(line for line in text.splitlines() if line.startswith("| random | not estimable"))
+    assert random_row.count("not estimable") == 3  # no 0% tie at any target
+    dense_row = next(line for line in text.splitlines() if line.startswith("| dense |") and "%" in line)
+    assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
