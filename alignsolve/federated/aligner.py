@@ -61,11 +61,12 @@ from .reports import (
     _Parsed,
     _vector,
     expert_totals,
+    held_and_loss,
     outcome_figures,
     top_k_affinity,
 )
 from .scoring import FitnessScorer
-from .state import COUNT, checked_state, restored_rounds
+from .state import COUNT, checked_state, config_of, restore, state_of
 
 __all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
 
@@ -281,16 +282,7 @@ class Aligner:
         capability = np.array([p.profile.availability for p in clients])[:, None] * np.maximum(
             0.0, 1.0 - (plan.base_time[keep][:, None] + plan.expert_time[keep]) / self.deadline
         )
-        held = np.zeros((len(clients), self.n_experts), dtype=bool)
-        for i, p in enumerate(clients):
-            if p.held is not None:
-                held[i] = p.held
-            else:
-                held[i, self.held.get(p.client_id, [])] = True
-        loss = np.full((len(clients), self.n_experts), np.nan)
-        for i, p in enumerate(clients):
-            if p.loss is not None:
-                loss[i] = np.where(np.isnan(p.loss), 0.0, np.maximum(p.loss, 0.0))
+        held, loss = held_and_loss(clients, self.held, self.n_experts)
         scores = self.scorer.score(
             np.stack([p.routing for p in clients]),
             loss=loss,
@@ -458,37 +450,11 @@ class Aligner:
     # -- state --------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-ready."""
-        return {
-            "n_experts": self.n_experts,
-            "expert_spec": self.expert_spec.to_dict(),
-            "deadline": self.deadline,
-            "method": self.method,
-            "scorer": self.scorer.to_dict(),
-            "balance_tolerance": self.balance_tolerance,
-            "min_cohort": self.min_cohort,
-            "local_epochs": self.local_epochs,
-            "budget_mode": self.budget_mode,
-            "max_experts": self.max_experts,
-            "enforce_cohort": self.enforce_cohort,
-            "smoothing": self.monitor.smoothing,
-            "seed": self.seed,
-            "time_limit": self.time_limit,
-            "strict": self.strict,
-            "solver_options": self.solver_options,
-        }
+        return config_of(self)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: configuration, load monitor, held experts, pending round, history."""
-        return {
-            "format": FORMAT,
-            "version": 1,
-            "config": self.config(),
-            "monitor": self.monitor.to_dict(),
-            "held": [[cid, experts] for cid, experts in self.held.items()],
-            "last_round": self.last_round,
-            "pending": self.pending,
-            "history": self.history,
-        }
+        return state_of(self, FORMAT)
 
     def to_json(self, *, indent: int | None = None) -> str:
         return json.dumps(self.state_dict(), indent=indent)
@@ -501,23 +467,7 @@ class Aligner:
         NaN averages, a pending round that names unknown clients, an unknown version)
         raises :class:`InvalidProblemError` here, not later in a round.
         """
-        state = checked_state(doc, FORMAT)
-        try:
-            cfg = dict(state["config"])
-            cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
-            cfg["scorer"] = FitnessScorer.from_dict(cfg["scorer"])
-            aligner = cls(**cfg)
-            monitor = LoadMonitor.from_dict(state["monitor"])
-        except InvalidProblemError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidProblemError("state", "must hold a valid configuration and load monitor", repr(exc)) from None
-        e = aligner.n_experts
-        if monitor.n_experts != e:
-            raise InvalidProblemError("monitor", f"must track n_experts = {e} experts", monitor.n_experts)
-        aligner.monitor = monitor
-        aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
-        return aligner
+        return restore(cls, checked_state(doc, FORMAT))
 
     from_json = from_state
 

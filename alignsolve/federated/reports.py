@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InvalidReportError
 from .capacity import ClientProfile
 
-__all__ = ["ClientOutcome", "ClientReport", "expert_totals", "outcome_figures", "top_k_affinity"]
+__all__ = ["ClientOutcome", "ClientReport", "expert_totals", "held_and_loss", "outcome_figures", "top_k_affinity"]
 
 
 def _check_id(value: Any, where: str) -> str | int:
@@ -207,3 +207,24 @@ def expert_totals(
             loss_weight += w
     mean_loss = np.where(loss_weight > 0, loss_sum / np.where(loss_weight > 0, loss_weight, 1.0), np.nan)
     return clients, samples, mean_loss
+
+
+def held_and_loss(
+    clients: Sequence[_Parsed], held_before: Mapping[str | int, list[int]], n_experts: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scorer's ``held`` (N, E) bool and ``loss`` (N, E) inputs from the round's checked reports.
+
+    A client's held experts are the ones it reports, else the ones it trained when last
+    seen (``held_before``); losses are clipped at 0, with NaN where none is reported (0 on
+    an expert whose reported loss is NaN).
+    """
+    held = np.zeros((len(clients), n_experts), dtype=bool)
+    loss = np.full((len(clients), n_experts), np.nan)
+    for i, p in enumerate(clients):
+        if p.held is not None:
+            held[i] = p.held
+        else:
+            held[i, held_before.get(p.client_id, [])] = True
+        if p.loss is not None:
+            loss[i] = np.where(np.isnan(p.loss), 0.0, np.maximum(p.loss, 0.0))
+    return held, loss

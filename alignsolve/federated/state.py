@@ -87,3 +87,63 @@ def restored_rounds(state: Mapping[str, Any], n_experts: int) -> tuple[dict, int
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise InvalidProblemError("history", "must be a list of round records (objects)", type(history).__name__)
     return held, last, pending, list(history)
+
+
+def restore(cls: Any, state: Mapping[str, Any]) -> Any:
+    """An aligner of class ``cls`` rebuilt from a :func:`checked_state`: configuration, monitor, then the rounds."""
+    from .capacity import ExpertSpec
+    from .monitor import LoadMonitor
+    from .scoring import FitnessScorer
+
+    try:
+        cfg = dict(state["config"])
+        cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
+        cfg["scorer"] = FitnessScorer.from_dict(cfg["scorer"])
+        aligner = cls(**cfg)
+        monitor = LoadMonitor.from_dict(state["monitor"])
+    except InvalidProblemError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidProblemError("state", "must hold a valid configuration and load monitor", repr(exc)) from None
+    e = aligner.n_experts
+    if monitor.n_experts != e:
+        raise InvalidProblemError("monitor", f"must track n_experts = {e} experts", monitor.n_experts)
+    aligner.monitor = monitor
+    aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
+    return aligner
+
+
+def config_of(aligner: Any) -> dict[str, Any]:
+    """An aligner's constructor arguments, JSON-ready (what :func:`restore` passes back to the class)."""
+    return {
+        "n_experts": aligner.n_experts,
+        "expert_spec": aligner.expert_spec.to_dict(),
+        "deadline": aligner.deadline,
+        "method": aligner.method,
+        "scorer": aligner.scorer.to_dict(),
+        "balance_tolerance": aligner.balance_tolerance,
+        "min_cohort": aligner.min_cohort,
+        "local_epochs": aligner.local_epochs,
+        "budget_mode": aligner.budget_mode,
+        "max_experts": aligner.max_experts,
+        "enforce_cohort": aligner.enforce_cohort,
+        "smoothing": aligner.monitor.smoothing,
+        "seed": aligner.seed,
+        "time_limit": aligner.time_limit,
+        "strict": aligner.strict,
+        "solver_options": aligner.solver_options,
+    }
+
+
+def state_of(aligner: Any, fmt: str) -> dict[str, Any]:
+    """Everything needed to resume an aligner: configuration, load monitor, held experts, pending round, history."""
+    return {
+        "format": fmt,
+        "version": 1,
+        "config": config_of(aligner),
+        "monitor": aligner.monitor.to_dict(),
+        "held": [[cid, experts] for cid, experts in aligner.held.items()],
+        "last_round": aligner.last_round,
+        "pending": aligner.pending,
+        "history": aligner.history,
+    }
