@@ -119,3 +119,23 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     assert random_row.count("not estimable") == 3  # no 0% tie at any target
     dense_row = next(line for line in text.splitlines() if line.startswith("| dense |") and "%" in line)
     assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
+
+
+def test_task_settings_and_the_central_reference_run(monkeypatch):
+    from fedloop import tasks
+
+    monkeypatch.setitem(
+        tasks.TASKS,
+        "tiny",
+        dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 100}),
+    )
+    settings = tasks.federation("tiny", quick=True)
+    assert settings["testbed"] == "experts" and settings["deadline_mode"] and settings["n_experts"] == 8
+    assert tasks.federation("multidomain")["data_options"]["relabel"] is True
+    with pytest.raises(ValueError, match="task"):
+        tasks.federation("nope")
+    one = tasks.central_accuracy("tiny", quick=True, seed=1, n_experts=1, epochs=1)
+    again = tasks.central_accuracy("tiny", quick=True, seed=1, n_experts=1, epochs=1)
+    many = tasks.central_accuracy("tiny", quick=True, seed=1, epochs=1)
+    assert 0.0 <= one <= 1.0 and one == again  # the seed fixes data, initialisation and order
+    assert 0.0 <= many <= 1.0
