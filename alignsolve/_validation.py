@@ -364,3 +364,12 @@ class Option:
         if self.high is not None and (out > self.high or (self.high_open and out == self.high)):
             raise InvalidProblemError(name, self.text, value)
         return out
+
+
+# Rules that many parameters share: one definition, so the same rule reads the same everywhere.
+FLAG = Option("bool")
+COUNT = Option("int", low=0)
+AT_LEAST_ONE = Option("int", low=1)
+AT_LEAST_ONE_OR_NONE = Option("int", low=1, none=True)
+POSITIVE = Option("float", low=0.0, low_open=True)
+NONNEGATIVE = Option("float", low=0.0)

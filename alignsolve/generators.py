@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._validation import Option, as_nonneg_float, as_seed
+from ._validation import AT_LEAST_ONE, as_nonneg_float, as_seed
 from .errors import InvalidProblemError
 from .problem import Problem
 
@@ -28,8 +28,6 @@ FAMILIES: dict[str, str] = {
     "budget": "generalised variant: lowrank fitness, cost = expert size / client speed (log-normal, "
     "sigma 0.3 and 0.5), budget = k experts of average cost for an average client, 2k slots",
 }
-
-_AT_LEAST_ONE = Option("int", low=1)
 
 
 def _bounds(n: int, e: int, k: int, expert_min_frac: float, expert_max_slack: float) -> tuple[int, int]:
@@ -80,7 +78,7 @@ def generate(
     if family not in FAMILIES:
         raise InvalidProblemError("family", f"must be one of {', '.join(FAMILIES)}", repr(family))
     n, e, k = (
-        _AT_LEAST_ONE(name, v)
+        AT_LEAST_ONE(name, v)
         for name, v in (("n_clients", n_clients), ("n_experts", n_experts), ("capacity", capacity))
     )
     if n * e > MAX_DENSE_CELLS:
@@ -246,14 +244,14 @@ def generate_sparse(
     from .sparse import SparseProblem
 
     n, e, k, m = (
-        _AT_LEAST_ONE(name, v)
+        AT_LEAST_ONE(name, v)
         for name, v in (("n_clients", n_clients), ("n_experts", n_experts), ("capacity", capacity), ("m", m))
     )
     if m > e:
         raise InvalidProblemError("m", f"must be <= n_experts ({e})", m)
     if k > m:
         raise InvalidProblemError("capacity", f"must be <= m ({m}): a client cannot hold more than it lists", k)
-    domains = _AT_LEAST_ONE("domains", domains)
+    domains = AT_LEAST_ONE("domains", domains)
     seed = as_seed("seed", seed)
     emin, emax = _bounds(
         n,

@@ -43,12 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import MAX_MAGNITUDE, Option, as_bounds, as_nonneg_float, frozen
+from ._validation import AT_LEAST_ONE, MAX_MAGNITUDE, as_bounds, as_nonneg_float, frozen
 from .errors import InvalidProblemError
 
 __all__ = ["SparseProblem"]
-
-_AT_LEAST_ONE = Option("int", low=1)
 
 
 def _int_array(name: str, value: Any) -> np.ndarray:
@@ -113,7 +111,7 @@ class SparseProblem:
         load_penalty: float = 0.0,
         values_dtype: str = "float64",
     ) -> None:
-        e = _AT_LEAST_ONE("n_experts", n_experts)
+        e = AT_LEAST_ONE("n_experts", n_experts)
         ptr = _int_array("indptr", indptr)
         if ptr.size < 2:
             raise InvalidProblemError("indptr", "must have N + 1 >= 2 entries (at least one client)", ptr.size)
@@ -320,7 +318,7 @@ class SparseProblem:
             raise InvalidProblemError(
                 "problem", "must be the unit variant (the sparse form has no budgets)", "cost given"
             )
-        m = _AT_LEAST_ONE("m", m)
+        m = AT_LEAST_ONE("m", m)
         n, e = problem.shape
         keep = np.zeros((n, e), dtype=bool) if m < e else problem.allowed.copy()
         if m < e:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import Option, as_optional_positive_float
+from .._validation import AT_LEAST_ONE, COUNT, FLAG, NONNEGATIVE, Option, as_optional_positive_float
 from ..assignment import Assignment
 from ..errors import InvalidProblemError, InvalidReportError
 from ..feasibility import diagnose
@@ -66,13 +66,11 @@ from .reports import (
     top_k_affinity,
 )
 from .scoring import FitnessScorer
-from .state import COUNT, checked_state, config_of, restore, state_of
+from .state import checked_state, config_of, restore, state_of
 
 __all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
 
 log = logging.getLogger("alignsolve.aligner")
-_FLAG = Option("bool")
-_POSITIVE = Option("int", low=1)
 _DEADLINE = Option("float", low=0.0, low_open=True, text="must be a finite number of seconds > 0")
 FORMAT = "alignsolve.aligner"
 
@@ -143,7 +141,7 @@ class Aligner:
         strict: bool = False,
         solver_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.n_experts = _POSITIVE("n_experts", n_experts)
+        self.n_experts = AT_LEAST_ONE("n_experts", n_experts)
         if not isinstance(expert_spec, ExpertSpec):
             raise InvalidProblemError("expert_spec", "must be an ExpertSpec", type(expert_spec).__name__)
         expert_spec.per_expert(self.n_experts)  # its per-expert sequences must match E
@@ -155,15 +153,15 @@ class Aligner:
         if scorer is not None and not isinstance(scorer, FitnessScorer):
             raise InvalidProblemError("scorer", "must be a FitnessScorer", type(scorer).__name__)
         self.scorer = scorer or FitnessScorer()
-        self.balance_tolerance = Option("float", low=0.0)("balance_tolerance", balance_tolerance)
+        self.balance_tolerance = NONNEGATIVE("balance_tolerance", balance_tolerance)
         self.min_cohort = COUNT("min_cohort", min_cohort)
-        self.local_epochs = _POSITIVE("local_epochs", local_epochs)
-        self.budget_mode = _FLAG("budget_mode", budget_mode)
-        self.max_experts = None if max_experts is None else _POSITIVE("max_experts", max_experts)
-        self.enforce_cohort = _FLAG("enforce_cohort", enforce_cohort)
+        self.local_epochs = AT_LEAST_ONE("local_epochs", local_epochs)
+        self.budget_mode = FLAG("budget_mode", budget_mode)
+        self.max_experts = None if max_experts is None else AT_LEAST_ONE("max_experts", max_experts)
+        self.enforce_cohort = FLAG("enforce_cohort", enforce_cohort)
         self.seed = COUNT("seed", seed)
         self.time_limit = as_optional_positive_float("time_limit", time_limit)
-        self.strict = _FLAG("strict", strict)
+        self.strict = FLAG("strict", strict)
         if solver_options is not None and not isinstance(solver_options, Mapping):
             raise InvalidProblemError("solver_options", "must be a mapping of option names to values", solver_options)
         self.solver_options = dict(solver_options or {})

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from .._validation import Option
+from .._validation import AT_LEAST_ONE, AT_LEAST_ONE_OR_NONE, COUNT
 from ..errors import InvalidProblemError, InvalidReportError
 
 __all__ = [
@@ -61,9 +61,6 @@ __all__ = [
 #: figure's ratio to its median (0: every client is the median phone; 1: the spread of
 #: the traces; above 1: exaggerated).
 HETEROGENEITY: dict[str, float] = {"none": 0.0, "low": 0.5, "trace": 1.0, "high": 1.5}
-
-_AT_LEAST_ONE = Option("int", low=1)
-_AT_LEAST_ONE_OR_NONE = Option("int", low=1, none=True)
 
 
 def _positive(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -283,8 +280,8 @@ def plan_capacity(
     CapacityPlan
     """
     deadline = _positive("plan_capacity", "deadline", deadline)
-    local_epochs = _AT_LEAST_ONE("local_epochs", local_epochs)
-    max_experts = _AT_LEAST_ONE_OR_NONE("max_experts", max_experts)
+    local_epochs = AT_LEAST_ONE("local_epochs", local_epochs)
+    max_experts = AT_LEAST_ONE_OR_NONE("max_experts", max_experts)
     for i, p in enumerate(profiles):
         if not isinstance(p, ClientProfile):
             raise InvalidProblemError(f"profiles[{i}]", "must be a ClientProfile", type(p).__name__)
@@ -435,7 +432,7 @@ def sample_profiles(
         h = HETEROGENEITY[heterogeneity]
     else:
         h = _positive("sample_profiles", "heterogeneity", heterogeneity, allow_zero=True)
-    n = Option("int", low=0)("n", n)
+    n = COUNT("n", n)
     lo, hi = (float(v) for v in availability)
     if not (0.0 <= lo <= hi <= 1.0):
         raise InvalidProblemError("availability", "must be (low, high) with 0 <= low <= high <= 1", availability)

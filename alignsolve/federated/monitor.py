@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import Option
+from .._validation import AT_LEAST_ONE, Option
 from ..balance import coefficient_of_variation, gini
 from ..errors import InvalidProblemError, InvalidReportError
 
@@ -52,7 +52,7 @@ class LoadMonitor:
     """
 
     def __init__(self, n_experts: int, *, smoothing: float = 0.3, target_share: Any = None) -> None:
-        e = Option("int", low=1)("n_experts", n_experts)
+        e = AT_LEAST_ONE("n_experts", n_experts)
         smoothing = _SMOOTHING("smoothing", smoothing)
         if target_share is None:
             share = np.full(e, 1.0 / e)

@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
-from .._validation import Option
+from .._validation import POSITIVE, Option
 from ..errors import InvalidProblemError
 
 __all__ = ["GaussianMechanism", "PrivateStatistics", "clip_l2", "gaussian_sigma"]
 
-_POSITIVE = Option("float", low=0.0, low_open=True)
 _DELTA = Option("float", low=0.0, high=1.0, low_open=True, high_open=True, text="must be a number in (0, 1)")
 
 
@@ -62,7 +61,7 @@ def gaussian_sigma(sensitivity: float, epsilon: float, delta: float) -> float:
     epsilon : float > 0
     delta : float in (0, 1)
     """
-    sensitivity, epsilon = _POSITIVE("sensitivity", sensitivity), _POSITIVE("epsilon", epsilon)
+    sensitivity, epsilon = POSITIVE("sensitivity", sensitivity), POSITIVE("epsilon", epsilon)
     delta = _DELTA("delta", delta)
     lo, hi = 1e-12 * sensitivity, sensitivity
     while _delta_of(hi, sensitivity, epsilon) > delta:
@@ -121,7 +120,7 @@ class GaussianMechanism:
 
     def __post_init__(self) -> None:
         for name in ("routing_clip", "loss_clip"):
-            _POSITIVE(name, getattr(self, name))
+            POSITIVE(name, getattr(self, name))
         gaussian_sigma(2.0, self.epsilon, self.delta)  # validates epsilon and delta
 
     def sensitivity(self, *, with_loss: bool = True) -> float:

@@ -41,18 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import Option
+from .._validation import NONNEGATIVE
 from ..errors import InvalidProblemError
 
 __all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
 
 TERMS = ("affinity", "loss", "capability", "load", "staleness", "switching")
 
-_NONNEGATIVE = Option("float", low=0.0)
-
 
 def _weight(name: str, value: Any) -> float:
-    return _NONNEGATIVE(name, value)
+    return NONNEGATIVE(name, value)
 
 
 @dataclass(frozen=True)

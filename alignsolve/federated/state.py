@@ -7,12 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._files import parse_json
-from .._validation import Option
+from .._validation import COUNT
 from ..errors import InvalidProblemError
 from .reports import _check_id
-
-#: Counts and indices of the saved state: integers >= 0.
-COUNT = Option("int", low=0)
 
 
 def _held_from_state(value: Any, n_experts: int) -> dict[str | int, list[int]]:

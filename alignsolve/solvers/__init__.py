@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._validation import Option
+from .._validation import POSITIVE, Option
 from ..assignment import Status
 from ..errors import InvalidProblemError, MethodUnavailableError
 from ..feasibility import diagnose_generalised
@@ -91,7 +91,6 @@ def _dtype(name: str, value: Any) -> Any:
     raise InvalidProblemError(name, "must be None, 'float32' or 'float64' (or a torch dtype)", value)
 
 
-_POSITIVE = Option("float", low=0.0, low_open=True)
 _START = Option("any", none=True, check=_any_start)
 _FLOW_OPTIONS = {
     "scale": Option("float", low=0.0, low_open=True, none=True),
@@ -200,12 +199,12 @@ METHODS: dict[str, MethodSpec] = {
             "and repaired; Lagrangian bound",
             "its iterate is a pair of dual vectors, not an assignment",
             {
-                "eps": _POSITIVE,
-                "eps_start": _POSITIVE,
+                "eps": POSITIVE,
+                "eps_start": POSITIVE,
                 "eps_decay": Option("float", low=0.0, high=1.0, low_open=True, high_open=True),
                 "max_sweeps": Option("int", low=1, high=10**7),
-                "tol": _POSITIVE,
-                "stage_tol": _POSITIVE,
+                "tol": POSITIVE,
+                "stage_tol": POSITIVE,
                 "line_iters": Option("int", low=1, high=10**4),
                 "device": Option("any", none=True, check=_device),
                 "dtype": Option("any", none=True, check=_dtype),
