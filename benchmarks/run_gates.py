@@ -40,12 +40,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
 
 
-def central(task: str, quick: bool, seed: int, n_experts: int, epochs: int, expert_hidden: int) -> float:
-    return central_accuracy(
-        task, quick=quick, seed=seed, n_experts=n_experts, epochs=epochs, expert_hidden=expert_hidden
-    )
-
-
 def federated_accuracy(task: str, quick: bool, seed: int, policy: str, rounds: int, expert_hidden: int) -> float:
     """Mean test accuracy of the last 5 rounds of a run with ``policy``."""
     settings = federation(task, quick, expert_hidden) | {"seed": seed, "policy": policy, "rounds": rounds}
@@ -84,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     done = _done(path)
     eh = args.expert_hidden
     setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}"
-    n_experts = federation(args.task, args.quick)["n_experts"]
     q = args.quick
-    arms = [
-        ("central", "E experts", lambda s: central(args.task, q, s, n_experts, args.epochs, eh)),
-        ("central", "1 expert", lambda s: central(args.task, q, s, 1, args.epochs, eh)),
-    ]
+
+    def central(seed: int, n_experts: int | None = None) -> float:
+        return central_accuracy(
+            args.task, quick=q, seed=seed, n_experts=n_experts, epochs=args.epochs, expert_hidden=eh
+        )
+
+    arms = [("central", "E experts", central), ("central", "1 expert", lambda s: central(s, 1))]
     for policy in ("topk_affinity", "bottomk_affinity"):
         arms.append(("federated", policy, lambda s, p=policy: federated_accuracy(args.task, q, s, p, args.rounds, eh)))
     new = not path.exists()

@@ -250,7 +250,8 @@ def load_profiles(config: FedConfig, data: FederatedData) -> list[als.ClientProf
     )
 
 
-def _model(config: FedConfig, data: FederatedData) -> MoE:
+def build_model(config: FedConfig, data: FederatedData) -> MoE:
+    """The run's MoE for ``data``: the testbed, sizes and routing of ``config``, on its device."""
     return MoE(
         data.input_shape,
         data.n_classes,
@@ -272,7 +273,7 @@ def build(config: FedConfig) -> Setup:
     data.clients = [(x.to(device), y.to(device)) for x, y in data.clients]
     data.test = (data.test[0].to(device), data.test[1].to(device))
     torch.manual_seed(config.seed)
-    model = _model(config, data)  # initialised on the CPU: the same weights on every device
+    model = build_model(config, data)  # initialised on the CPU: the same weights on every device
     spec = _spec_of(model)
     deadline = config.deadline
     if deadline is None:
@@ -562,7 +563,7 @@ def run(
         history = History.from_json(payload["history"])
         torch.set_rng_state(payload["torch_rng"])
         first = int(payload["round"]) + 1
-    local = _model(config, setup.data)  # the clients' working copy, reloaded with the global weights
+    local = build_model(config, setup.data)  # the clients' working copy, reloaded with the global weights
     for r in range(first, config.rounds):
         record = run_round(setup, r, local)
         history.add(record)

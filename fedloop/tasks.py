@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .loop import FedConfig, build
-from .model import MoE
+from .loop import FedConfig, build_model, evaluate, load_data
 from .real_data import DOMAINS
 
 __all__ = ["CENTRAL_EPOCHS", "CENTRAL_LR", "TASKS", "VERSION", "central_accuracy", "federation"]
@@ -84,21 +83,16 @@ def central_accuracy(
     ``batch_size``, loss ``cross_entropy + aux_weight * balance``, Adam at :data:`CENTRAL_LR`
     decaying linearly to 0 over ``epochs``; the seed fixes data, initialisation and order.
     """
-    cfg = FedConfig(**(federation(task, quick, expert_hidden) | {"seed": seed}))
-    data = build(cfg).data
+    settings = federation(task, quick, expert_hidden) | {"seed": seed}
+    if n_experts is not None:
+        settings |= {"n_experts": n_experts, "max_experts": min(settings["max_experts"], n_experts)}
+    cfg = FedConfig(**settings)
+    cfg.validate()
+    data = load_data(cfg)  # the same split the federated runs train on
     x = torch.cat([c[0] for c in data.clients])
     y = torch.cat([c[1] for c in data.clients])
     torch.manual_seed(seed)
-    model = MoE(
-        data.input_shape,
-        data.n_classes,
-        cfg.n_experts if n_experts is None else n_experts,
-        top_k=1,
-        hidden=cfg.hidden,
-        expert_hidden=cfg.expert_hidden,
-        vocab=data.n_classes if data.info.get("tokens") else None,
-        residual=False,
-    )
+    model = build_model(cfg, data)  # the testbed's MoE, as a run builds it
     optimiser = torch.optim.Adam(model.parameters(), lr=CENTRAL_LR)
     steps = epochs * -(-len(y) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
@@ -114,6 +108,4 @@ def central_accuracy(
             loss.backward()
             optimiser.step()
             schedule.step()
-    model.eval()
-    with torch.no_grad():
-        return float((model(data.test[0]).logits.argmax(1) == data.test[1]).float().mean())
+    return evaluate(model, *data.test)[0]

@@ -21,7 +21,7 @@ import alignsolve as als
 
 from ..client import client_statistics, train_local
 from ..data import FederatedData
-from ..loop import FedConfig, _model, load_data, load_profiles
+from ..loop import FedConfig, build_model, load_data, load_profiles
 from ..model import MoE
 
 __all__ = ["CONFIG_KEY", "config_from_context", "make_client_app"]
@@ -46,7 +46,7 @@ def _local(config: FedConfig) -> tuple[FederatedData, MoE, list[als.ClientProfil
     key = json.dumps(config.to_dict(), sort_keys=True)
     if key not in _CACHE:
         data = load_data(config)
-        _CACHE[key] = (data, _model(config, data), load_profiles(config, data))
+        _CACHE[key] = (data, build_model(config, data), load_profiles(config, data))
     return _CACHE[key]
 
 
