@@ -41,6 +41,18 @@ def _vector(name: str, value: Any, n_experts: int, *, allow_nan: bool = False) -
     return arr
 
 
+def _check_fields(doc: Any, where: str, kind: str, fields: Any, required: tuple[str, ...]) -> None:
+    """``doc`` is a mapping of the record's ``fields`` only, holding every ``required`` one."""
+    if not isinstance(doc, Mapping):
+        raise InvalidReportError(where, f"must be a {kind} or a mapping", type(doc).__name__)
+    unknown = set(doc) - set(fields)
+    if unknown:
+        raise InvalidReportError(where, "unknown field(s)", ", ".join(sorted(map(str, unknown))))
+    for name in required:
+        if name not in doc:
+            raise InvalidReportError(f"{where}.{name}", "is required", "missing")
+
+
 def _key_of(item: Any, fallback: str) -> Any:
     """The client id a bad report or outcome claims, for the rejection log."""
     cid = item.get("client_id") if isinstance(item, Mapping) else getattr(item, "client_id", None)
@@ -73,14 +85,7 @@ class ClientReport:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ClientReport:
         """Build from JSON-like data (the profile as a dict); a bad field raises :class:`InvalidReportError`."""
-        if not isinstance(doc, Mapping):
-            raise InvalidReportError("report", "must be a ClientReport or a mapping", type(doc).__name__)
-        unknown = set(doc) - {"client_id", "profile", "routing", "loss", "held"}
-        if unknown:
-            raise InvalidReportError("report", "unknown field(s)", ", ".join(sorted(map(str, unknown))))
-        for name in ("client_id", "profile", "routing"):
-            if name not in doc:
-                raise InvalidReportError(f"report.{name}", "is required", "missing")
+        _check_fields(doc, "report", "ClientReport", cls.__dataclass_fields__, ("client_id", "profile", "routing"))
         profile = doc["profile"]
         if isinstance(profile, Mapping):
             profile = ClientProfile.from_dict(profile)
@@ -119,13 +124,7 @@ class ClientOutcome:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ClientOutcome:
-        if not isinstance(doc, Mapping):
-            raise InvalidReportError("outcome", "must be a ClientOutcome or a mapping", type(doc).__name__)
-        unknown = set(doc) - {"client_id", "completed", "samples", "loss"}
-        if unknown:
-            raise InvalidReportError("outcome", "unknown field(s)", ", ".join(sorted(map(str, unknown))))
-        if "client_id" not in doc:
-            raise InvalidReportError("outcome.client_id", "is required", "missing")
+        _check_fields(doc, "outcome", "ClientOutcome", cls.__dataclass_fields__, ("client_id",))
         return cls(doc["client_id"], bool(doc.get("completed", True)), doc.get("samples"), doc.get("loss"))
 
 

@@ -9,7 +9,10 @@ from typing import Any
 from .._files import parse_json
 from .._validation import COUNT
 from ..errors import InvalidProblemError
+from .capacity import ExpertSpec
+from .monitor import LoadMonitor
 from .reports import _check_id
+from .scoring import FitnessScorer
 
 
 def _held_from_state(value: Any, n_experts: int) -> dict[str | int, list[int]]:
@@ -88,10 +91,6 @@ def restored_rounds(state: Mapping[str, Any], n_experts: int) -> tuple[dict, int
 
 def restore(cls: Any, state: Mapping[str, Any]) -> Any:
     """An aligner of class ``cls`` rebuilt from a :func:`checked_state`: configuration, monitor, then the rounds."""
-    from .capacity import ExpertSpec
-    from .monitor import LoadMonitor
-    from .scoring import FitnessScorer
-
     try:
         cfg = dict(state["config"])
         cfg["expert_spec"] = ExpertSpec.from_dict(cfg["expert_spec"])
