@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fedloop
-from fedloop import stats, tasks
+from fedloop import plots, stats, tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = ("aligned", "aligned_greedy", "random", "round_robin", "topk_affinity", "topk_capped", "dense")
@@ -187,25 +187,9 @@ def render(task: str, out: Path, command: str) -> Path:
 
 def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: float, path: Path) -> Path:
     """Test accuracy against rounds per policy: mean over ``seeds``, band from min to max; the targets dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for policy, by_seed in runs.items():
-        acc = np.array([by_seed[s]["accuracy"] for s in seeds])
-        rounds = np.arange(1, acc.shape[1] + 1)
-        (line,) = ax.plot(rounds, acc.mean(axis=0), label=f"{policy} (n={len(seeds)})")
-        ax.fill_between(rounds, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.15)
-    for f in FRACTIONS:
-        ax.axhline(f * reference, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="round", ylabel="test accuracy", title="accuracy against rounds (targets: 70/80/90% of central)")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    curves = {f"{p} (n={len(seeds)})": np.array([by_seed[s]["accuracy"] for s in seeds]) for p, by_seed in runs.items()}
+    title = "accuracy against rounds (targets: 70/80/90% of central)"
+    return plots.plot_accuracy_bands(curves, path, targets=[f * reference for f in FRACTIONS], title=title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .history import History
 
-__all__ = ["plot_comparison", "plot_history"]
+__all__ = ["plot_accuracy_bands", "plot_comparison", "plot_history"]
 
 
 def _pyplot():
@@ -42,6 +42,31 @@ def plot_history(history: History, path: str | Path) -> Path:
     return path
 
 
+def _band(ax, x: np.ndarray, curves: np.ndarray, label: str) -> None:
+    """The mean of ``curves`` (seeds, points) against ``x``, with a band from their min to their max."""
+    (line,) = ax.plot(x, curves.mean(axis=0), label=label)
+    ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
+
+
+def plot_accuracy_bands(
+    curves: Mapping[str, np.ndarray], path: str | Path, *, targets: Sequence[float] = (), title: str = ""
+) -> Path:
+    """Accuracy against rounds from ``curves`` {name: (seeds, rounds)}: mean, min-max band, targets dotted."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, acc in curves.items():
+        _band(ax, np.arange(1, acc.shape[1] + 1), acc, name)
+    for target in targets:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="round", ylabel="test accuracy", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, target: float | None = None) -> Path:
     """Mean accuracy (band: min to max over seeds) against rounds, traffic and simulated time, per policy."""
     plt = _pyplot()
@@ -54,10 +79,8 @@ def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, 
         )
         seconds = np.array([h.cumulative("latency_s") for h in histories])
         rounds = np.arange(1, acc.shape[1] + 1)
-        mean = acc.mean(axis=0)
         for ax, x in zip(axes, (rounds, traffic.mean(axis=0), seconds.mean(axis=0))):
-            (line,) = ax.plot(x, mean, label=name)
-            ax.fill_between(x, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.15)
+            _band(ax, x, acc, name)
     for ax, label in zip(axes, ("round", "cumulative MB (down + up)", "simulated seconds")):
         ax.set(xlabel=label, ylabel="test accuracy")
         if target is not None:
