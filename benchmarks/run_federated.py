@@ -37,8 +37,40 @@ import fedloop
 from fedloop import plots, stats, tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POLICIES = ("aligned", "aligned_greedy", "random", "round_robin", "topk_affinity", "topk_capped", "dense")
-BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense")
+#: The aligner of issue 19: value term on, load bounds following the routing's demand, no forced cohort, no
+#: staleness push towards experts the router does not use (``fedloop.FedConfig`` overrides).
+VALUE = {"policy": "aligned", "load_target": "demand", "min_cohort": 0}
+VALUE |= {"score_weights": {"value": 1.0, "staleness": 0.0}}
+#: Named variants: FedConfig overrides on top of the task's federation. A policy not listed runs as itself.
+VARIANTS: dict[str, dict] = {
+    "aligned_greedy": {"policy": "aligned", "method": "greedy"},
+    # one expert that every client trains: FedAvg of a dense model of the same per-sample compute
+    "dense": {"policy": "round_robin", "n_experts": 1, "max_experts": 1},
+    "aligned_value": VALUE,
+    "aligned_value_greedy": VALUE | {"method": "greedy"},
+    # The same scores without the global constraint: uncapped and without a cohort the problem separates per
+    # client, and its optimum is each client's best experts by score (per-client top-k of the aligner's scores).
+    "aligned_value_topk": VALUE | {"balance_tolerance": 1e6},
+    # ablations of aligned_value, one piece each
+    "aligned_value_uniform": VALUE | {"load_target": "uniform"},
+    "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
+    "aligned_value_noprofiling": VALUE | {"capacity_profiling": False},
+}
+POLICIES = (
+    "aligned",
+    "aligned_greedy",
+    "random",
+    "round_robin",
+    "topk_affinity",
+    "topk_capped",
+    "dense",
+    "flex_moe",
+    "fedmoe",
+    *[v for v in VARIANTS if v.startswith("aligned_value")],
+)
+BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "flex_moe", "fedmoe")
+#: Policies whose reductions against the baselines are tabled, when their runs exist.
+REFERENCES = ("aligned", "aligned_value")
 FRACTIONS = (0.7, 0.8, 0.9)
 
 
@@ -49,11 +81,7 @@ def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedlo
     else:
         base = tasks.federation(task, quick)
     base = base | {"seed": seed, "rounds": rounds}
-    if policy == "aligned_greedy":
-        return fedloop.FedConfig(**(base | {"policy": "aligned", "method": "greedy"}))
-    if policy == "dense":  # one expert that every client trains: FedAvg of a dense model of the same per-sample compute
-        return fedloop.FedConfig(**(base | {"policy": "round_robin", "n_experts": 1, "max_experts": 1}))
-    return fedloop.FedConfig(**(base | {"policy": policy}))
+    return fedloop.FedConfig(**(base | VARIANTS.get(policy, {"policy": policy})))
 
 
 def run_all(
@@ -108,7 +136,7 @@ def render(task: str, out: Path, command: str) -> Path:
     best = max(stats.final_accuracy(r["accuracy"]) for pol in runs.values() for r in pol.values())
     reference = central if central is not None else best
     seeds = sorted(set.intersection(*(set(p) for p in runs.values())))
-    budget = len(next(iter(runs["aligned"].values()))["accuracy"])
+    budget = max(len(r["accuracy"]) for pol in runs.values() for r in pol.values())
     lines = [
         f"# Federated comparison: {task} ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
@@ -151,18 +179,39 @@ def render(task: str, out: Path, command: str) -> Path:
             + " | ".join(cells)
             + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} |"
         )
-    lines += [
+    for ref in [r for r in REFERENCES if r in runs]:
+        lines += reduction_table(ref, [b for b in BASELINES if b in runs], summary, runs, seeds, budget)
+    figure = plot_curves(runs, seeds, reference, out / f"federated_{task}.png")
+    lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over the paired seeds, band from min to max)."]
+    gates = out / "gates.md"
+    lines += ["", "Sanity gates: see `gates.md`." if gates.exists() else "Sanity gates: not measured."]
+    report = out / f"federated_{task}.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def reduction_table(
+    ref: str,
+    baselines: list[str],
+    summary: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]],
+    runs: dict[str, dict[int, dict]],
+    seeds: list[int],
+    budget: int,
+) -> list[str]:
+    """Markdown lines: ``ref`` against each baseline, rounds to each target and final accuracy, paired intervals."""
+    lines = [
         "",
-        "Relative reduction of the restricted mean rounds to target, `aligned` against each baseline "
-        "(paired bootstrap 95% interval over seeds, 2000 resamples):",
+        f"`{ref}` against each baseline: relative reduction of the restricted mean rounds to target, and the "
+        "difference in final accuracy (paired bootstrap 95% interval over seeds, 2000 resamples):",
         "",
-        "| baseline | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " |",
-        "|---|" + "---|" * len(FRACTIONS),
+        "| baseline | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
+        "|---|" + "---|" * (len(FRACTIONS) + 1),
     ]
-    for base in [b for b in BASELINES if b in runs]:
+    final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
+    for base in baselines:
         cells = []
         for f in FRACTIONS:
-            ta, ea = summary[("aligned", f)]
+            ta, ea = summary[(ref, f)]
             tb, eb = summary[(base, f)]
 
             def reduction(idx, ta=ta, ea=ea, tb=tb, eb=eb):
@@ -175,14 +224,15 @@ def render(task: str, out: Path, command: str) -> Path:
                 continue
             point, lo, hi = stats.paired_bootstrap(reduction, len(seeds))
             cells.append(f"{point:+.0%} [{lo:+.0%}, {hi:+.0%}]")
+        final_base = np.array([stats.final_accuracy(runs[base][s]["accuracy"]) for s in seeds])
+
+        def gain(idx, a=final_ref, b=final_base):
+            return float(np.mean(a[idx] - b[idx]))
+
+        point, lo, hi = stats.paired_bootstrap(gain, len(seeds))
+        cells.append(f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         lines.append(f"| {base} | " + " | ".join(cells) + " |")
-    figure = plot_curves(runs, seeds, reference, out / f"federated_{task}.png")
-    lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over the paired seeds, band from min to max)."]
-    gates = out / "gates.md"
-    lines += ["", "Sanity gates: see `gates.md`." if gates.exists() else "Sanity gates: not measured."]
-    report = out / f"federated_{task}.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    return lines
 
 
 def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: float, path: Path) -> Path:
@@ -211,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.rounds = min(args.seeds, 2), min(args.rounds, 6)
     policies = tuple(p for p in args.policies.split(",") if p)
     unknown = sorted(set(policies) - set(POLICIES))
-    if unknown or "aligned" not in policies:
-        parser.error(f"--policies: must name 'aligned' and only {', '.join(POLICIES)}; got {args.policies!r}")
+    if unknown or not policies:
+        parser.error(f"--policies: must name some of {', '.join(POLICIES)}; got {args.policies!r}")
     try:
         k, m = (int(v) for v in args.shard.split("/"))
         if not 0 <= k < m:

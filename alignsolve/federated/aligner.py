@@ -11,7 +11,8 @@ scores every pair (:class:`~alignsolve.FitnessScorer`, fed by the
 :class:`~alignsolve.LoadMonitor`), bounds each expert's load and solves. The bounds:
 
 - ``expert_max = ceil((1 + balance_tolerance) * mean load)``, where the mean load is the
-  slots the eligible clients offer divided by E;
+  slots the eligible clients offer divided by E (with ``load_target="demand"``, per expert:
+  ``ceil((1 + balance_tolerance) * slots * d_j)``, ``d_j`` the round's routing share of j);
 - ``expert_min = min_cohort``: every expert trained by at least that many clients, which
   is also the minimum cohort secure aggregation needs to hide one client's update;
 - ``client_min = client_capacity``: every eligible client uses all its slots (so the
@@ -26,7 +27,7 @@ in ``stats["aligner"]["relaxed"]``:
 3. ``cohort``: ``expert_min`` drops to 0 for every expert.
 
 The load cap is never relaxed: with ``client_min = expert_min = 0`` the problem is always
-feasible, so ``no expert's load exceeds ceil((1 + t) * mean load)`` holds every round.
+feasible, so no expert's load exceeds its ``expert_max`` in any round.
 After a cohort relaxation, an expert that ends up with fewer than ``min_cohort`` clients
 (but more than 0) cannot be securely aggregated: with ``enforce_cohort=True`` (default)
 its pairs are removed and listed in ``stats["aligner"]["below_cohort"]``.
@@ -65,7 +66,7 @@ from .reports import (
     outcome_figures,
     top_k_affinity,
 )
-from .scoring import FitnessScorer
+from .scoring import FitnessScorer, affinity_shares
 from .state import checked_state, config_of, restore, state_of
 
 __all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
@@ -73,6 +74,10 @@ __all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
 log = logging.getLogger("alignsolve.aligner")
 _DEADLINE = Option("float", low=0.0, low_open=True, text="must be a finite number of seconds > 0")
 FORMAT = "alignsolve.aligner"
+
+
+#: What the load bounds balance towards (see the ``load_target`` parameter of :class:`Aligner`).
+LOAD_TARGETS = ("uniform", "demand")
 
 
 def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
@@ -99,6 +104,13 @@ class Aligner:
         Default weights when omitted (see :mod:`alignsolve.federated.scoring`).
     balance_tolerance : float >= 0, default 0.25
         ``t`` in ``expert_max = ceil((1 + t) * mean load)``.
+    load_target : {"uniform", "demand"}, default "uniform"
+        What the load bounds and the load term balance towards. ``uniform``: every expert the
+        same share ``1/E`` of the round's slots. ``demand``: each expert the share ``d_j`` of
+        the round's routing that goes to it (the mean of the clients' routing shares), so
+        ``expert_max_j = ceil((1 + t) * slots * d_j)`` (at least 1) and the load term's deficit
+        is ``d_j`` minus the monitor's smoothed share. An expert the router does not use then
+        draws no client, and a popular one may take more than the mean load.
     min_cohort : int >= 0, default 1
         ``expert_min``: clients every expert needs each round (secure-aggregation cohort).
     local_epochs : int, default 1
@@ -130,6 +142,7 @@ class Aligner:
         method: str = "auto",
         scorer: FitnessScorer | None = None,
         balance_tolerance: float = 0.25,
+        load_target: str = "uniform",
         min_cohort: int = 1,
         local_epochs: int = 1,
         budget_mode: bool = False,
@@ -154,6 +167,9 @@ class Aligner:
             raise InvalidProblemError("scorer", "must be a FitnessScorer", type(scorer).__name__)
         self.scorer = scorer or FitnessScorer()
         self.balance_tolerance = NONNEGATIVE("balance_tolerance", balance_tolerance)
+        if load_target not in LOAD_TARGETS:
+            raise InvalidProblemError("load_target", f"must be one of {', '.join(LOAD_TARGETS)}", load_target)
+        self.load_target = load_target
         self.min_cohort = COUNT("min_cohort", min_cohort)
         self.local_epochs = AT_LEAST_ONE("local_epochs", local_epochs)
         self.budget_mode = FLAG("budget_mode", budget_mode)
@@ -281,22 +297,32 @@ class Aligner:
             0.0, 1.0 - (plan.base_time[keep][:, None] + plan.expert_time[keep]) / self.deadline
         )
         held, loss = held_and_loss(clients, self.held, self.n_experts)
+        routing = np.stack([p.routing for p in clients])
+        n = len(clients)
+        slots = int(capacity.sum())
+        if self.load_target == "demand":
+            target = affinity_shares(routing).mean(axis=0)
+            wanted = np.ceil((1.0 + self.balance_tolerance) * slots * target - 1e-9)
+            expert_max: Any = np.minimum(n, np.maximum(1, wanted)).astype(np.int64)
+            deficit = target - self.monitor.share
+        else:
+            target = self.monitor.target_share
+            expert_max = min(n, max(1, math.ceil((1.0 + self.balance_tolerance) * slots / self.n_experts - 1e-9)))
+            deficit = self.monitor.deficit
         scores = self.scorer.score(
-            np.stack([p.routing for p in clients]),
+            routing,
             loss=loss,
             capability=capability,
-            deficit=self.monitor.deficit,
-            target_share=self.monitor.target_share,
+            deficit=deficit,
+            target_share=target,
             staleness=self.monitor.staleness(r),
             held=held,
             load_cv=self.monitor.load_cv,
         )
 
-        n = len(clients)
-        slots = int(capacity.sum())
         mean_load = slots / self.n_experts
-        expert_max = min(n, max(1, math.ceil((1.0 + self.balance_tolerance) * mean_load - 1e-9)))
-        info.update(mean_load=mean_load, expert_max=expert_max, weights=scores.weights, load_cv=self.monitor.load_cv)
+        info.update(mean_load=mean_load, expert_max=np.asarray(expert_max).tolist(), weights=scores.weights)
+        info.update(load_cv=self.monitor.load_cv, load_target=self.load_target)
         base = dict(
             fitness=scores.fitness,
             client_capacity=capacity,
@@ -344,9 +370,10 @@ class Aligner:
         return result
 
     def _solve_with_relaxation(
-        self, base: dict[str, Any], capacity: np.ndarray, allowed: np.ndarray, expert_max: int, r: int
+        self, base: dict[str, Any], capacity: np.ndarray, allowed: np.ndarray, expert_max: Any, r: int
     ) -> tuple[Assignment, Problem, list[str]]:
         c = self.min_cohort
+        lowest_cap = int(np.min(expert_max))  # per expert under load_target="demand"
         reachable = (allowed & (capacity > 0)[:, None]).sum(axis=0) >= c
         rungs: list[tuple[str, Any, Any]] = [
             ("none", capacity, c),
@@ -354,7 +381,7 @@ class Aligner:
             ("cohort_partial", 0, np.where(reachable, c, 0)),
             ("cohort", 0, 0),
         ]
-        if c > expert_max:  # the cohort cannot be asked for under the load cap: drop it first
+        if c > lowest_cap:  # the cohort cannot be asked for under the load cap: drop it first
             rungs = [("cohort", capacity, 0), ("client_min", 0, 0)]
         ladder: list[tuple[str, Any, Any]] = []
         tried: list[tuple[bytes, bytes]] = []
@@ -363,7 +390,7 @@ class Aligner:
                 np.broadcast_to(client_min, capacity.shape).tobytes(),
                 np.broadcast_to(expert_min, (self.n_experts,)).tobytes(),
             )
-            if np.max(expert_min) > expert_max or key in tried:
+            if np.any(np.broadcast_to(expert_min, (self.n_experts,)) > expert_max) or key in tried:
                 continue  # a cohort above the load cap cannot be asked for; a repeated rung adds nothing
             tried.append(key)
             ladder.append((step, client_min, expert_min))
@@ -381,8 +408,8 @@ class Aligner:
                 break
         if answer is None or problem is None:  # unreachable: the last rung has no lower bounds
             raise RuntimeError("aligner: no rung of the relaxation ladder ran")
-        if c > expert_max:
-            applied.insert(0, f"cohort above the load cap ({c} > {expert_max})")
+        if c > lowest_cap:
+            applied.insert(0, f"cohort above the load cap ({c} > {lowest_cap})")
         return answer, problem, applied
 
     def observe(self, outcomes: Iterable[ClientOutcome | Mapping[str, Any]]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 .. math::
 
-    F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij}
+    F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_v V_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij}
 
 Every term is normalised to [0, 1] (``D`` to [-1, 1]):
 
@@ -14,6 +14,9 @@ affinity   ``A_ij = r_ij / sum_k r_ik``, the share of client i's samples the rou
            no mass is uniform)
 loss       ``Q_ij = A_ij l_ij / sum_k A_ik l_ik``, the share of client i's routed     0.5
            loss that falls on expert j (0 when the client sends no loss vector)
+value      ``V_ij = A_ij l_ij / max_kl A_kl l_kl``: the loss client i's samples     0.0
+           routed to j carry, relative to the round's largest (a client without
+           a loss vector counts the median reported loss); see below
 capability ``C_ij = availability_i * max(0, 1 - (a_i + c_ij) / deadline)``: the      0.25
            client is likely to finish, with time to spare, if it trains j
 load       ``D_j = clip(deficit_j / target_share_j, -1, 1)`` from the load monitor:  0.5
@@ -23,6 +26,13 @@ staleness  ``S_j = 1 - exp(-s_j / tau)``, ``s_j`` rounds since expert j was last
 switching  ``W_ij = 1`` if client i does not already hold expert j (it must          0.25
            download it), else 0; enters with a minus sign
 ========== ========================================================================= =========
+
+**Value of training.** Under top-1 routing a step on expert j changes client i's loss only
+through the samples the router sends to j, and to first order by an amount that grows with
+their loss: ``A_ij l_ij`` estimates what training j on i is worth. Unlike ``Q``, which shares
+each client's loss out over its experts (every client's row sums to 1), ``V`` compares across
+clients, so a client the model already fits counts less than one it does not. Its default
+weight is 0 (the first scorer); the comparison of ``benchmarks/run_federated.py`` turns it on.
 
 **Adaptive load weight.** While the experts' load is unbalanced the load term grows:
 ``w_d(t) = w_d * min(max_load_boost, 1 + load_gain * cv_t)``, where ``cv_t`` is the load
@@ -46,7 +56,7 @@ from ..errors import InvalidProblemError
 
 __all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
 
-TERMS = ("affinity", "loss", "capability", "load", "staleness", "switching")
+TERMS = ("affinity", "loss", "value", "capability", "load", "staleness", "switching")
 
 
 def _weight(name: str, value: Any) -> float:
@@ -59,6 +69,7 @@ class ScoringWeights:
 
     affinity: float = 1.0
     loss: float = 0.5
+    value: float = 0.0
     capability: float = 0.25
     load: float = 0.5
     staleness: float = 0.25
@@ -90,6 +101,12 @@ class Scores:
 def _rows_normalised(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     total = x.sum(axis=1, keepdims=True)
     return np.where(total > 0, x / np.where(total > 0, total, 1.0), fallback)
+
+
+def affinity_shares(routing: np.ndarray) -> np.ndarray:
+    """``A`` (N, E): each row of ``routing`` clipped at 0 and normalised to sum 1 (uniform when it has no mass)."""
+    n, e = routing.shape
+    return _rows_normalised(np.maximum(routing, 0.0), np.full((n, e), 1.0 / e))
 
 
 class FitnessScorer:
@@ -147,7 +164,8 @@ class FitnessScorer:
         routing : array_like, shape (N, E)
             Routing shares or counts per client (noised values are fine).
         loss : array_like, shape (N, E), optional
-            Per-expert loss per client; NaN marks a client that sent none.
+            Per-expert loss per client; NaN marks a client that sent none. Without it the
+            value term is the affinity scaled to a maximum of 1.
         capability : array_like, shape (N, E), optional
             ``C_ij`` in [0, 1] (see :meth:`Aligner.assign`); 0 when absent.
         deficit, target_share : array_like, shape (E,), optional
@@ -163,8 +181,7 @@ class FitnessScorer:
         if r.ndim != 2 or not np.all(np.isfinite(r)):
             raise InvalidProblemError("routing", "must be a finite (N, E) matrix", f"shape {r.shape}")
         n, e = r.shape
-        uniform = np.full((n, e), 1.0 / e)
-        affinity = _rows_normalised(np.maximum(r, 0.0), uniform)
+        affinity = affinity_shares(r)
 
         loss_term = np.zeros((n, e))
         if loss is not None:
@@ -174,6 +191,18 @@ class FitnessScorer:
             has = ~np.isnan(ell).any(axis=1)
             weighted = affinity * np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
             loss_term = np.where(has[:, None], _rows_normalised(weighted, affinity), 0.0)
+
+        value = np.zeros((n, e))
+        if loss is not None:
+            reported = ~np.isnan(ell).any(axis=1)
+            pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
+            fill = float(np.median(pair_loss[reported])) if reported.any() else 1.0
+            raw = affinity * np.where(reported[:, None], pair_loss, fill)
+        else:
+            raw = affinity.copy()
+        top = float(raw.max()) if raw.size else 0.0
+        if top > 0:
+            value = raw / top
 
         cap = np.zeros((n, e)) if capability is None else np.clip(np.asarray(capability, dtype=float), 0.0, 1.0)
         if cap.shape != (n, e):
@@ -196,6 +225,7 @@ class FitnessScorer:
         fitness = (
             w["affinity"] * affinity
             + w["loss"] * loss_term
+            + w["value"] * value
             + w["capability"] * cap
             + w["load"] * load[None, :]
             + w["staleness"] * stale[None, :]
@@ -204,6 +234,7 @@ class FitnessScorer:
         terms = {
             "affinity": affinity,
             "loss": loss_term,
+            "value": value,
             "capability": cap,
             "load": load,
             "staleness": stale,

@@ -118,6 +118,7 @@ def config_of(aligner: Any) -> dict[str, Any]:
         "method": aligner.method,
         "scorer": aligner.scorer.to_dict(),
         "balance_tolerance": aligner.balance_tolerance,
+        "load_target": aligner.load_target,
         "min_cohort": aligner.min_cohort,
         "local_epochs": aligner.local_epochs,
         "budget_mode": aligner.budget_mode,
