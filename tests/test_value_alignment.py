@@ -1,0 +1,159 @@
+"""Issue 19's pieces: the value term, load bounds that follow the routing's demand, the published-method policies."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import alignsolve as als
+from fedloop import FedConfig, make_policy
+from fedloop.loop import ConfigError
+from fedloop.published import FedMoEPolicy, FlexMoEPolicy
+
+from tests.test_aligner import SPEC, make_clients, reports_for
+
+E = 6
+
+
+# -- value term --------------------------------------------------------------------------------------------------------
+
+
+def test_value_is_routed_share_times_loss_relative_to_the_rounds_largest():
+    routing = np.array([[3.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    loss = np.array([[2.0, 4.0, 1.0], [1.0, 1.0, 3.0]])
+    v = als.FitnessScorer().score(routing, loss=loss).terms["value"]
+    raw = np.array([[0.75 * 2.0, 0.25 * 4.0, 0.0], [0.0, 0.5 * 1.0, 0.5 * 3.0]])
+    np.testing.assert_allclose(v, raw / raw.max())
+    assert v.max() == 1.0 and v.min() >= 0.0
+    # unlike the loss term, rows do not each sum to 1: the client the model fits worse counts more
+    q = als.FitnessScorer().score(routing, loss=loss).terms["loss"]
+    np.testing.assert_allclose(q.sum(axis=1), 1.0)
+    assert v[0].sum() != pytest.approx(v[1].sum())
+
+
+def test_value_fills_a_missing_loss_with_the_median_and_falls_back_to_affinity():
+    routing = np.array([[1.0, 0.0], [0.0, 1.0]])
+    loss = np.array([[2.0, 2.0], [np.nan, np.nan]])
+    v = als.FitnessScorer().score(routing, loss=loss).terms["value"]
+    np.testing.assert_allclose(v, [[1.0, 0.0], [0.0, 1.0]])  # the second client counts the median loss, 2
+    no_loss = als.FitnessScorer().score(np.array([[2.0, 2.0], [4.0, 0.0]])).terms["value"]
+    np.testing.assert_allclose(no_loss, [[0.5, 0.5], [1.0, 0.0]])
+
+
+def test_value_weight_zero_is_the_first_scorer_and_its_weight_enters_linearly():
+    rng = np.random.default_rng(0)
+    routing, loss = rng.dirichlet(np.ones(E), 8), rng.uniform(0.1, 3.0, (8, E))
+    base = als.FitnessScorer().score(routing, loss=loss)
+    assert als.ScoringWeights().value == 0.0
+    on = als.FitnessScorer(als.ScoringWeights(value=2.0)).score(routing, loss=loss)
+    np.testing.assert_allclose(on.fitness - base.fitness, 2.0 * base.terms["value"])
+    with pytest.raises(als.InvalidProblemError, match="weights.value"):
+        als.ScoringWeights(value=-1.0)
+
+
+# -- load bounds following demand ----------------------------------------------------------------------------------
+
+
+def test_demand_bounds_give_each_expert_its_share_of_the_slots_and_unused_experts_one():
+    profiles, routing = make_clients(30, seed=3)
+    routing[:, -1] = 0.0  # nobody routes to the last expert
+    aligner = als.Aligner(E, SPEC, 1e6, method="flow", load_target="demand", min_cohort=0, balance_tolerance=0.25)
+    reports = reports_for(0, profiles, routing, np.random.default_rng(4))
+    a = aligner.assign(0, reports)
+    problem = aligner.last_problem
+    rows = {rep.client_id: rep for rep in reports}
+    shares = np.stack([np.asarray(rows[cid].routing) / np.sum(rows[cid].routing) for cid in a.client_ids])
+    slots = problem.client_capacity.sum()
+    wanted = np.maximum(1, np.ceil(1.25 * slots * shares.mean(axis=0) - 1e-9)).astype(int)
+    np.testing.assert_array_equal(problem.expert_max, np.minimum(len(a.client_ids), wanted))
+    assert problem.expert_max[-1] == 1
+    assert (a.loads <= problem.expert_max).all()
+    assert a.stats["aligner"]["load_target"] == "demand"
+    als.verify(problem, a)
+
+
+def test_demand_bounds_let_a_popular_expert_take_more_than_the_uniform_cap():
+    profiles, _ = make_clients(20, seed=5)
+    routing = np.tile([0.9, 0.02, 0.02, 0.02, 0.02, 0.02], (20, 1))
+    reports = [als.ClientReport(f"c{i}", p, routing[i]) for i, p in enumerate(profiles)]
+    kwargs = dict(method="flow", min_cohort=0, balance_tolerance=0.25, max_experts=1)
+    uniform = als.Aligner(E, SPEC, 1e6, **kwargs).assign(0, reports)
+    demand = als.Aligner(E, SPEC, 1e6, load_target="demand", **kwargs).assign(0, reports)
+    assert uniform.loads[0] <= math.ceil(1.25 * uniform.loads.sum() / E)
+    assert demand.loads[0] > uniform.loads[0]
+
+
+def test_load_target_is_checked_and_survives_a_checkpoint():
+    with pytest.raises(als.InvalidProblemError, match="load_target"):
+        als.Aligner(E, SPEC, 1.0, load_target="popular")
+    aligner = als.Aligner(E, SPEC, 1e6, load_target="demand")
+    assert als.Aligner.from_json(aligner.to_json()).load_target == "demand"
+    old = aligner.state_dict()
+    del old["config"]["load_target"]  # a checkpoint written before the option existed
+    assert als.Aligner.from_state(old).load_target == "uniform"
+    with pytest.raises(ConfigError, match="load_target"):
+        FedConfig(load_target="popular").validate()
+
+
+# -- published-method policies -------------------------------------------------------------------------------------
+
+
+def _reports(routing, loss=None):
+    return [
+        als.ClientReport(i, None, np.asarray(r, dtype=float), None if loss is None else loss[i])
+        for i, r in enumerate(routing)
+    ]
+
+
+def test_fedmoe_keeps_the_fewest_experts_covering_the_activations_within_the_slots():
+    routing = [[0.95, 0.05, 0, 0], [0.5, 0.4, 0.1, 0], [0.3, 0.3, 0.2, 0.2], [0.1, 0.0, 0.9, 0.0]]
+    allowed = np.ones((4, 4), dtype=bool)
+    allowed[3, 2] = False  # its favourite is out of reach: it takes the next allowed one
+    capacity = np.array([2, 2, 2, 1])
+    out = FedMoEPolicy(coverage=0.9).assign(0, _reports(routing), capacity, allowed, np.random.default_rng(0))
+    assert out[0].tolist() == [True, False, False, False]  # one expert covers 95%
+    assert out[1].tolist() == [True, True, False, False]  # two reach 90%
+    assert out[2].sum() == 2  # never more than the slots
+    assert out[3].tolist() == [True, False, False, False]
+    assert not (out & ~allowed).any()
+
+
+def test_fedmoe_breaks_ties_in_share_towards_the_higher_loss():
+    loss = np.array([[0.5, 2.0, 0.1]])
+    out = FedMoEPolicy().assign(0, _reports([[0.5, 0.5, 0.0]], loss), np.array([1]), np.ones((1, 3), bool), None)
+    assert out.tolist() == [[False, True, False]]
+
+
+def test_flex_moe_respects_slots_and_load_cap_and_its_deficit_favours_neglected_experts():
+    n, e = 12, 4
+    routing = np.tile([0.7, 0.2, 0.05, 0.05], (n, 1))
+    capacity, allowed = np.ones(n, dtype=np.int64), np.ones((n, e), dtype=bool)
+    policy = make_policy("flex_moe", balance_tolerance=0.0)
+    assert isinstance(policy, FlexMoEPolicy)
+    first = policy.assign(0, _reports(routing), capacity, allowed, None)
+    assert (first.sum(axis=1) == 1).all() and first.sum(axis=0).max() <= math.ceil(n / e)
+    # force a round that starves experts 2 and 3; their queues grow, and the next round leans to them
+    starved = FlexMoEPolicy(balance_tolerance=2.0, deficit_weight=5.0)
+    for r in range(3):
+        starved.assign(r, _reports(routing), capacity, allowed, None)
+    assert starved.queue[2] > 0 and starved.queue[0] == 0
+    restored = FlexMoEPolicy(balance_tolerance=2.0, deficit_weight=5.0)
+    restored.load_state(starved.state())
+    np.testing.assert_array_equal(restored.queue, starved.queue)
+    a = starved.assign(3, _reports(routing), capacity, allowed, None)
+    b = restored.assign(3, _reports(routing), capacity, allowed, None)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_published_policies_run_in_the_loop():
+    for name in ("flex_moe", "fedmoe"):
+        cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=2, policy=name, hidden=8, expert_hidden=4)
+        cfg.data_options = {"samples_per_client": 20, "test_size": 50}
+        from fedloop import run
+
+        history = run(cfg)
+        assert len(history.rounds) == 2
+        loads = np.array([history.records[r].loads for r in history.rounds])
+        assert loads.sum() > 0
