@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 
 import alignsolve as als
-from fedloop import FedConfig, make_policy
+from fedloop import FedConfig, make_policy, run
 from fedloop.loop import ConfigError
 from fedloop.published import FedMoEPolicy, FlexMoEPolicy
-
 from tests.test_aligner import SPEC, make_clients, reports_for
 
 E = 6
-
 
 # -- value term --------------------------------------------------------------------------------------------------------
 
@@ -49,7 +47,7 @@ def test_value_weight_zero_is_the_first_scorer_and_its_weight_enters_linearly():
     assert als.ScoringWeights().value == 0.0
     on = als.FitnessScorer(als.ScoringWeights(value=2.0)).score(routing, loss=loss)
     np.testing.assert_allclose(on.fitness - base.fitness, 2.0 * base.terms["value"])
-    with pytest.raises(als.InvalidProblemError, match="weights.value"):
+    with pytest.raises(als.InvalidProblemError, match=r"weights\.value"):
         als.ScoringWeights(value=-1.0)
 
 
@@ -151,7 +149,6 @@ def test_published_policies_run_in_the_loop():
     for name in ("flex_moe", "fedmoe"):
         cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=2, policy=name, hidden=8, expert_hidden=4)
         cfg.data_options = {"samples_per_client": 20, "test_size": 50}
-        from fedloop import run
 
         history = run(cfg)
         assert len(history.rounds) == 2
