@@ -341,6 +341,8 @@ class RoundPlan:
     latency: np.ndarray
     solver_s: float
     global_state: dict[str, torch.Tensor]
+    #: (M,) the slots the capacity planner gave each client this round.
+    capacity: np.ndarray | None = None
 
     def experts_of(self, m: int) -> list[int]:
         return np.flatnonzero(self.matrix[m]).tolist()
@@ -395,7 +397,9 @@ def begin_round(setup: Setup, r: int, reports: list[als.ClientReport] | None = N
     if setup.policy.respects_capacity and np.any(matrix.sum(axis=1) > plan.capacity):
         raise RuntimeError(f"policy {setup.policy.name}: exceeded a client's capacity")
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    return RoundPlan(r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state)
+    return RoundPlan(
+        r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state, plan.capacity.copy()
+    )
 
 
 def finish_round(

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -153,11 +152,9 @@ def test_simulation_matches_the_in_process_assignments(tmp_path):
         RAY_USAGE_STATS_ENABLED="0",
         RAY_ADDRESS="",
     )
-    start = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
     )
-    elapsed = time.monotonic() - start
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     import json
@@ -165,7 +162,6 @@ def test_simulation_matches_the_in_process_assignments(tmp_path):
     doc = json.loads(lines[-1][len("RESULT ") :])
     assert [r["loads"] for r in doc["flower"]] == [r["loads"] for r in doc["local"]]
     assert doc["flower"] == doc["local"]
-    assert elapsed < 180
 
 
 def test_profiles_travel_in_the_query_replies(monkeypatch):

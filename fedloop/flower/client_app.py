@@ -5,11 +5,18 @@ the profile again, the global router's routing shares and its loss per expert on
 :func:`fedloop.client.client_statistics` as the in-process loop) and trains with the same
 :func:`fedloop.client.train_local`. A train message carries the shared weights and only
 the assigned experts; the reply carries them back, with the samples routed to each expert.
+
+**Device profile.** By default a client reports its entry of the run's seeded profile table
+(the simulation's profiles). With ``profile="measure"`` in its node config (``flower-supernode
+--node-config 'partition-id=0 num-partitions=4 profile="measure"'``) it measures its own device
+instead (:mod:`fedloop.flower.device`); the measurement lives in the node's Flower context
+between messages, so it is made once and refreshed every few rounds.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -23,11 +30,17 @@ from ..client import client_statistics, train_local
 from ..data import FederatedData
 from ..loop import FedConfig, build_model, load_data, load_profiles
 from ..model import MoE
+from .device import DeviceMeter
 
-__all__ = ["CONFIG_KEY", "config_from_context", "make_client_app"]
+__all__ = ["CONFIG_KEY", "PROFILE_SOURCES", "config_from_context", "make_client_app"]
 
 #: The run-config key holding the FedConfig as JSON (``[tool.flwr.app.config]`` of the app).
 CONFIG_KEY = "fedloop-config"
+
+#: Where a client's profile comes from (node config ``profile``): the run's table, or its own device.
+PROFILE_SOURCES = ("table", "measure")
+#: The Flower context record holding a measuring client's :class:`~fedloop.flower.device.Measurement`.
+DEVICE_KEY = "fedloop-device"
 
 _CACHE: dict[str, tuple[FederatedData, MoE, list[als.ClientProfile]]] = {}
 
@@ -61,20 +74,60 @@ def _partition(context: Context, config: FedConfig) -> int:
     return pid
 
 
+def _measures(context: Context) -> bool:
+    source = str(context.node_config.get("profile", "table"))
+    if source not in PROFILE_SOURCES:
+        raise ValueError(f"node config profile: must be one of {', '.join(PROFILE_SOURCES)}; got {source!r}")
+    return source == "measure"
+
+
+def _array_bytes(record: ArrayRecord) -> int:
+    return int(sum(t.numel() * t.element_size() for t in record.to_torch_state_dict().values()))
+
+
+def _meter(context: Context) -> DeviceMeter:
+    saved = context.state.get(DEVICE_KEY)
+    return DeviceMeter.from_dict(dict(saved)) if saved is not None else DeviceMeter()
+
+
+def _measured_profile(
+    msg: Message, context: Context, config: FedConfig, pid: int, model: MoE, fallback: als.ClientProfile
+) -> als.ClientProfile:
+    """Fold what ``msg`` tells about this device into its measurement; the profile to report."""
+    data, _, _ = _local(config)
+    meter = _meter(context)
+    cfg = msg.content["config"] if "config" in msg.content else {}
+    if "arrays" in msg.content:  # a message with weights: time its trip
+        meter.observe_download(_array_bytes(msg.content["arrays"]), msg.metadata.created_at, time.time())
+    if "uplink-bytes" in cfg and "uplink-seconds" in cfg:  # the server timed our last weight-carrying reply
+        meter.observe_upload(float(cfg["uplink-bytes"]), float(cfg["uplink-seconds"]))
+    r = int(cfg["round"]) if "round" in cfg else 0
+    if meter.due(r):
+        meter.measure_compute(model, *data.clients[pid], r)
+    profile = meter.profile(fallback, n_samples=data.n_samples[pid])
+    context.state[DEVICE_KEY] = ConfigRecord(meter.to_dict())
+    return profile
+
+
 def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
     data, model, profiles = _local(config)
     pid = _partition(context, config)
     kind = str(msg.content["config"]["kind"])
     reply: dict[str, Any] = {"client-id": data.client_ids[pid], "index": pid}
-    records: dict[str, Any] = {"profile": ConfigRecord(profiles[pid].to_dict())}
+    if kind not in ("hello", "report"):
+        raise ValueError(f"config.kind: must be 'hello' or 'report'; got {kind!r}")
     if kind == "report":
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    profile = profiles[pid]
+    if _measures(context):
+        profile = _measured_profile(msg, context, config, pid, model, profiles[pid])
+        reply["profile-source"] = "measure"
+    records: dict[str, Any] = {"profile": ConfigRecord(profile.to_dict())}
+    if kind == "report":
         routing, loss = client_statistics(model, *data.clients[pid])
         records["stats"] = ArrayRecord(
             {"routing": torch.from_numpy(np.asarray(routing)), "loss": torch.from_numpy(np.asarray(loss))}
         )
-    elif kind != "hello":
-        raise ValueError(f"config.kind: must be 'hello' or 'report'; got {kind!r}")
     return Message(RecordDict({"info": ConfigRecord(reply), **records}), reply_to=msg)
 
 
@@ -88,6 +141,10 @@ def handle_train(msg: Message, context: Context, config: FedConfig) -> Message:
     allowed_missing = {k for k in missing if k.startswith("experts.") and int(k.split(".")[1]) not in experts}
     if unexpected or set(missing) - allowed_missing:
         raise ValueError(f"arrays: must hold the shared weights and experts {experts}; missing {sorted(missing)[:3]}")
+    if _measures(context):  # the train message's trip is a downlink measurement too
+        meter = _meter(context)
+        meter.observe_download(_array_bytes(msg.content["arrays"]), msg.metadata.created_at, time.time())
+        context.state[DEVICE_KEY] = ConfigRecord(meter.to_dict())
     x, y = data.clients[pid]
     res = train_local(
         model,

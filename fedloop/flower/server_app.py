@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,7 +22,8 @@ log = logging.getLogger("fedloop.flower")
 def make_server_app(config: FedConfig | None = None, *, sink: list[AlignedMoEStrategy] | None = None) -> ServerApp:
     """A ServerApp bound to ``config`` (or reading it from the run config's ``fedloop-config``).
 
-    The run config may also name an ``out-dir`` for the history files. ``sink``, when given,
+    The run config may also name an ``out-dir`` for the history files and ``clients.json``
+    (per round and sampled client: the profile it reported, its planned slots, its experts). ``sink``, when given,
     receives the strategy (tests and :func:`run_simulation` read its history from it).
     """
     app = ServerApp()
@@ -35,7 +37,11 @@ def make_server_app(config: FedConfig | None = None, *, sink: list[AlignedMoEStr
         strategy.start(grid=grid, initial_arrays=strategy.initial_arrays(), num_rounds=cfg.rounds)
         out = context.run_config.get("out-dir")
         if out:
-            strategy.history.save(Path(str(out)))
+            folder = Path(str(out))
+            strategy.history.save(folder)
+            # Who reported what and got which experts: what a deployment's capacity checks read.
+            plans = {str(r): plan for r, plan in strategy.plans.items()}
+            (folder / "clients.json").write_text(json.dumps(plans, indent=1))
             log.info("history written to %s", out)
 
     return app

@@ -64,9 +64,14 @@ class AlignedMoEStrategy(Strategy):
         self.history = History(config=config.to_dict() | {"deadline_s": self.setup.deadline, "runtime": "flower"})
         self.node_of: dict[str, int] = {}
         self.assignments: dict[int, dict[str, list[int]]] = {}
+        #: Per round, per sampled client: the profile it reported, the slots planned from it, its experts.
+        self.plans: dict[int, dict[str, dict[str, Any]]] = {}
         #: Wall-clock seconds of each round, from configure_train to the end of aggregate_train.
         self.round_seconds: dict[int, float] = {}
         self._pending: tuple[RoundPlan, float] | None = None
+        #: Per client: (bytes, seconds) of its last train reply, from its creation to its receipt here; sent back
+        #: with the next report query so that a client measuring its device learns its uplink rate.
+        self.uploads: dict[str, tuple[int, float]] = {}
         self._round_start = 0.0
 
     def initial_arrays(self) -> ArrayRecord:
@@ -99,15 +104,15 @@ class AlignedMoEStrategy(Strategy):
     def _reports(self, grid: Grid, r: int) -> list[als.ClientReport]:
         _, sampled, ids, _ = sample_round(self.setup, r)
         state = ArrayRecord(self.setup.model.state_dict())
-        messages = [
-            Message(
-                RecordDict({"arrays": state, "config": ConfigRecord({"kind": "report"})}),
-                dst_node_id=self.node_of[cid],
-                message_type=MessageType.QUERY,
-            )
-            for cid in ids
-            if cid in self.node_of
-        ]
+        messages = []
+        for cid in ids:
+            if cid not in self.node_of:
+                continue
+            query: dict[str, Any] = {"kind": "report", "round": r}
+            if cid in self.uploads:
+                query["uplink-bytes"], query["uplink-seconds"] = self.uploads[cid]
+            content = RecordDict({"arrays": state, "config": ConfigRecord(query)})
+            messages.append(Message(content, dst_node_id=self.node_of[cid], message_type=MessageType.QUERY))
         got: dict[str, tuple[als.ClientProfile, np.ndarray, np.ndarray]] = {}
         for reply in grid.send_and_receive(messages, timeout=self.timeout):
             if reply.has_error():
@@ -139,6 +144,14 @@ class AlignedMoEStrategy(Strategy):
             self._handshake(grid)
         rp = begin_round(self.setup, r, self._reports(grid, r))
         self.assignments[r] = {cid: rp.experts_of(m) for m, cid in enumerate(rp.ids) if rp.matrix[m].any()}
+        self.plans[r] = {
+            cid: {
+                "profile": rp.reports[m].profile.to_dict(),
+                "capacity": int(rp.capacity[m]) if rp.capacity is not None else None,
+                "experts": rp.experts_of(m),
+            }
+            for m, cid in enumerate(rp.ids)
+        }
         shared, experts = split_state(rp.global_state)
         cfg = self.config
         messages = []
@@ -176,6 +189,7 @@ class AlignedMoEStrategy(Strategy):
             raise RuntimeError("aggregate_train before configure_train")
         rp, started = self._pending
         self._pending = None
+        received_at = time.time()
         by_client: dict[str, Message] = {}
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -205,6 +219,8 @@ class AlignedMoEStrategy(Strategy):
                 continue
             try:
                 results[cid] = _local_result(reply, mine, rp.global_state, self.config.n_experts)
+                sent = sum(t.numel() * t.element_size() for t in reply.content["arrays"].to_torch_state_dict().values())
+                self.uploads[cid] = (int(sent), max(received_at - float(reply.metadata.created_at), 0.0))
             except Exception as exc:  # a malformed reply (of any kind) never reaches aggregation: a dropout
                 log.warning("round %d: dropped the reply of %s: %s", rp.round, cid, exc)
                 dropped.append(cid)

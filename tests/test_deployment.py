@@ -1,0 +1,212 @@
+"""Flower's deployment engine end to end: a SuperLink and SuperNodes as processes on loopback, ``flwr run``.
+
+Also the device measurement a deployed ClientApp makes (``profile="measure"``), with an
+injected clock.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import alignsolve as als
+import fedloop
+from fedloop.flower.device import DeviceMeter, Measurement, available_memory, training_flops_per_sample
+from tests.deployment import Deployment, alive, cli_missing
+from tests.test_flower import task_identity  # noqa: F401 - the fixture Flower's messages need in-process
+
+# -- the measurement, with an injected clock --------------------------------------------------------------------
+
+
+class Ticks:
+    """A clock that advances by ``step`` seconds per reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def _model():
+    return fedloop.model.MoE((6,), 3, 4, top_k=2, hidden=8, expert_hidden=5)
+
+
+def test_compute_is_the_planners_flops_over_the_timed_pass_and_weights_do_not_move():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    meter = DeviceMeter(clock=Ticks(0.25), batch=4, memory=lambda: 1e9)
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    flops = meter.measure_compute(model, x, y, round=3)
+    per_sample = 6.0 * (model.shared_parameters() + 2 * model.expert_parameters(0))
+    assert training_flops_per_sample(model) == per_sample
+    assert flops == pytest.approx(4 * per_sample / 0.25)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not meter.due(7) and meter.due(8)  # refreshed every 5 rounds
+
+
+def test_link_rates_are_effective_rates_of_the_messages_already_exchanged():
+    meter = DeviceMeter(memory=lambda: None)
+    assert meter.observe_download(1_000_000, sent_at=100.0, received_at=102.0) == pytest.approx(4e6)
+    assert meter.observe_download(1000, sent_at=5.0, received_at=4.0) == pytest.approx(8000 / 1e-3)  # clock skew
+    fallback = als.ClientProfile(compute_flops=1e9, memory_bytes=2e9, downlink_bps=1e6, uplink_bps=5e5)
+    p = meter.profile(fallback, n_samples=7)
+    assert p.uplink_bps == p.downlink_bps  # no upload timed yet: the downlink stands in
+    meter.observe_upload(250_000, 1.0)
+    p = meter.profile(fallback, n_samples=7)
+    assert p.uplink_bps == pytest.approx(2e6) and p.n_samples == 7
+    assert p.compute_flops == 1e9 and p.memory_bytes == 2e9  # not measured yet: the fallback's
+
+
+def test_the_measurement_survives_its_record_and_bad_settings_are_refused():
+    meter = DeviceMeter(state=Measurement(compute_flops=3e9, compute_round=2, downlink_bps=1e6))
+    again = DeviceMeter.from_dict(meter.to_dict())
+    assert again.state == meter.state
+    with pytest.raises(ValueError, match="refresh_every"):
+        DeviceMeter(refresh_every=0)
+    with pytest.raises(ValueError, match="batch"):
+        DeviceMeter(batch=True)
+
+
+def test_available_memory_takes_the_tighter_of_the_machine_and_the_cgroup(tmp_path):
+    (tmp_path / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "memory.max").write_text("3000000000\n")
+    (cg / "memory.current").write_text("1000000000\n")
+    assert available_memory(str(tmp_path / "meminfo"), str(cg)) == 2e9
+    (cg / "memory.max").write_text("max\n")
+    assert available_memory(str(tmp_path / "meminfo"), str(cg)) == 4000000 * 1024.0
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_measuring_clients_report_their_device_and_learn_their_uplink():
+    """Over the in-process grid of tests/test_flower.py, with each node's Flower context kept between messages."""
+    from flwr.app import Context, RecordDict
+
+    from fedloop.flower import AlignedMoEStrategy
+    from fedloop.flower.client_app import DEVICE_KEY
+    from tests.test_flower import FakeGrid, small
+
+    class MeasuringGrid(FakeGrid):
+        def __init__(self, config):
+            super().__init__(config)
+            self.states = {}
+
+        def send_and_receive(self, messages, *, timeout=None):
+            from fedloop.flower.client_app import handle_query, handle_train
+
+            replies = []
+            for msg in messages:
+                node = msg.metadata.dst_node_id
+                context = Context(
+                    run_id=1,
+                    node_id=node,
+                    node_config={
+                        "partition-id": node - 100,
+                        "num-partitions": self.config.n_clients,
+                        "profile": "measure",
+                    },
+                    state=self.states.setdefault(node, RecordDict()),
+                    run_config={},
+                )
+                handler = handle_query if msg.metadata.message_type == "query" else handle_train
+                replies.append(handler(msg, context, self.config))
+            return replies
+
+    # measured rates include every overhead of a message's trip: the deadline is given in seconds, not calibrated
+    # on the simulated profile table (whose phones would be far faster than these overheads)
+    cfg = small(rounds=3, per_round=6, deadline=300.0)
+    strategy = AlignedMoEStrategy(cfg)
+    grid = MeasuringGrid(cfg)
+    strategy.start(grid=grid, initial_arrays=strategy.initial_arrays(), num_rounds=3)
+    table = {cid: p for cid, p in zip(strategy.setup.data.client_ids, strategy.setup.profiles)}
+    for plan in strategy.plans.values():
+        for cid, entry in plan.items():
+            reported = entry["profile"]
+            assert reported["compute_flops"] != table[cid].compute_flops  # measured, not the table's
+            assert entry["capacity"] >= len(entry["experts"])
+    assert any(entry["experts"] for plan in strategy.plans.values() for entry in plan.values())
+    saved = [dict(state[DEVICE_KEY]) for state in grid.states.values() if DEVICE_KEY in state]
+    assert saved and all("compute_flops" in s and "downlink_bps" in s for s in saved)
+    assert strategy.uploads and any("uplink_bps" in s for s in saved)  # a later report carried the timed upload
+
+
+def test_an_unknown_profile_source_is_refused():
+    from flwr.app import Context, RecordDict
+
+    from fedloop.flower.client_app import _measures
+
+    ctx = Context(run_id=1, node_id=1, node_config={"profile": "guess"}, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="profile: must be one of table, measure"):
+        _measures(ctx)
+
+
+# -- the deployment ---------------------------------------------------------------------------------------------
+
+MISSING = cli_missing()
+DEPLOYED = dict(
+    n_clients=3,
+    per_round=3,
+    n_experts=4,
+    rounds=2,
+    hidden=8,
+    expert_hidden=8,
+    local_epochs=1,
+    max_experts=2,
+    # Seconds a round may take on this loopback deployment, where each message starts a ClientApp process: the
+    # run's calibrated deadline comes from the simulated profile table, not from what these devices measure.
+    deadline=300.0,
+    data_options={"samples_per_client": 30, "test_size": 100},
+)
+
+
+def _check(results: dict) -> None:
+    """Two rounds; every assignment within the slots planned from the client's measured profile; loads capped."""
+    history, clients = results["history"], results["clients"]
+    records = history["records"]
+    assert [r["round"] for r in records] == [0, 1]
+    assert history["config"]["runtime"] == "flower"
+    cfg = fedloop.FedConfig(**DEPLOYED)
+    setup = fedloop.build(cfg)
+    table = {cid: p.to_dict() for cid, p in zip(setup.data.client_ids, setup.profiles)}
+    for r, plan in clients.items():
+        profiles = [als.ClientProfile.from_dict(e["profile"]) for e in plan.values()]
+        assert all(e["profile"] != table[cid] for cid, e in plan.items())  # measured, not the table's
+        again = als.plan_capacity(
+            profiles,
+            setup.spec,
+            history["config"]["deadline_s"],
+            n_experts=cfg.n_experts,
+            local_epochs=cfg.local_epochs,
+            max_experts=cfg.max_experts,
+        )
+        loads = np.zeros(cfg.n_experts, dtype=int)
+        for k, entry in enumerate(plan.values()):
+            assert entry["capacity"] == again.capacity[k]
+            assert len(entry["experts"]) <= entry["capacity"]
+            assert all(again.allowed[k, j] for j in entry["experts"])
+            loads[entry["experts"]] += 1
+        slots = sum(e["capacity"] for e in plan.values())
+        assert loads.max() <= max(1, math.ceil(1.25 * slots / cfg.n_experts - 1e-9))
+        assert records[int(r)]["loads"] == loads.tolist()
+        assert loads.sum() > 0  # clients were given experts: the check above is not vacuous
+
+
+@pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+@pytest.mark.parametrize("tls", [False, True], ids=["insecure", "tls"])
+def test_a_deployment_on_loopback_runs_two_rounds_with_measured_profiles(tmp_path, tls):
+    with Deployment(tmp_path, DEPLOYED, tls=tls) as dep:
+        dep.start_superlink()
+        for i in range(DEPLOYED["n_clients"]):
+            dep.start_supernode(i)
+        app = dep.prepare_app()
+        dep.submit(app)
+        results = dep.wait_for_results(timeout=150)
+    _check(results)
+    assert len(dep.stopped) > len(dep.procs)  # Flower's own processes were found and stopped with them
+    assert not [pid for pid in dep.stopped if alive(pid)]  # every process the test started is gone
