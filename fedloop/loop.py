@@ -366,11 +366,15 @@ def client_seed(config: FedConfig, r: int, client_index: int) -> int:
     return int(np.random.default_rng([config.seed, r, int(client_index)]).integers(2**31))
 
 
-def begin_round(setup: Setup, r: int, reports: list[als.ClientReport] | None = None) -> RoundPlan:
+def begin_round(
+    setup: Setup, r: int, reports: list[als.ClientReport] | None = None, reachable: Any = None
+) -> RoundPlan:
     """Sample, collect reports (computed here when not given), plan capacities and let the policy assign.
 
     ``reports`` come from the clients on a distributed run (Flower); they must be in the
-    order of the sampled clients.
+    order of the sampled clients. ``reachable`` (M,) bool, on such a run, marks the sampled
+    clients the server can reach this round: the others get no slot and the policy assigns
+    among the reachable ones only (all reachable when None, as in-process).
     """
     cfg, data, model = setup.config, setup.data, setup.model
     rng, sampled, ids, lost = sample_round(setup, r)
@@ -389,17 +393,23 @@ def begin_round(setup: Setup, r: int, reports: list[als.ClientReport] | None = N
         local_epochs=cfg.local_epochs,
         max_experts=cfg.max_experts,
     )
+    capacity = plan.capacity.copy()
     start = time.perf_counter()
-    matrix = np.asarray(setup.policy.assign(r, reports, plan.capacity, plan.allowed, rng), dtype=bool)
+    if reachable is None or np.all(reachable):
+        matrix = np.asarray(setup.policy.assign(r, reports, capacity, plan.allowed, rng), dtype=bool)
+    else:
+        keep = np.flatnonzero(np.asarray(reachable, dtype=bool))
+        capacity[np.setdiff1d(np.arange(len(ids)), keep)] = 0
+        matrix = np.zeros((len(ids), cfg.n_experts), dtype=bool)
+        part = setup.policy.assign(r, [reports[m] for m in keep], capacity[keep], plan.allowed[keep], rng)
+        matrix[keep] = np.asarray(part, dtype=bool)
     solver_s = time.perf_counter() - start
     if matrix.shape != (len(ids), cfg.n_experts):
         raise RuntimeError(f"policy {setup.policy.name}: shape {matrix.shape}, expected {(len(ids), cfg.n_experts)}")
-    if setup.policy.respects_capacity and np.any(matrix.sum(axis=1) > plan.capacity):
+    if setup.policy.respects_capacity and np.any(matrix.sum(axis=1) > capacity):
         raise RuntimeError(f"policy {setup.policy.name}: exceeded a client's capacity")
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    return RoundPlan(
-        r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state, plan.capacity.copy()
-    )
+    return RoundPlan(r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state, capacity)
 
 
 def finish_round(
@@ -535,6 +545,38 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
     return finish_round(setup, rp, results, dropped, time.perf_counter() - train_start)
 
 
+def write_checkpoint(setup: Setup, history: History, r: int, path: Path) -> Path:
+    """Save what resuming after round ``r`` needs: global weights, policy state, history, config, torch RNG."""
+    return save_checkpoint(
+        path,
+        {
+            "round": r,
+            "model": {k: v.cpu() for k, v in setup.model.state_dict().items()},
+            "policy": json.dumps(setup.policy.state()),
+            "history": history.to_json(),
+            "config": json.dumps(setup.config.to_dict()),
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
+
+
+def restore_checkpoint(setup: Setup, path: Path) -> tuple[History, int]:
+    """Load :func:`write_checkpoint`'s file into ``setup``; returns the history so far and the next round.
+
+    Raises :class:`CheckpointError` when the file is damaged or was written by a run whose
+    configuration differs from ``setup.config`` in anything but ``rounds``.
+    """
+    payload = load_checkpoint(path)
+    saved = json.loads(payload["config"])
+    mine = setup.config.to_dict()
+    if {k: v for k, v in saved.items() if k != "rounds"} != {k: v for k, v in mine.items() if k != "rounds"}:
+        raise CheckpointError(f"{path}: written by a run with another configuration")
+    setup.model.load_state_dict(payload["model"])
+    setup.policy.load_state(json.loads(payload["policy"]))
+    torch.set_rng_state(payload["torch_rng"])
+    return History.from_json(payload["history"]), int(payload["round"]) + 1
+
+
 def run(
     config: FedConfig,
     *,
@@ -561,33 +603,13 @@ def run(
     if resume:
         if ckpt is None:
             raise ConfigError("resume: needs out_dir, the folder holding the checkpoint")
-        payload = load_checkpoint(ckpt)
-        saved = json.loads(payload["config"])
-        if {k: v for k, v in saved.items() if k != "rounds"} != {
-            k: v for k, v in config.to_dict().items() if k != "rounds"
-        }:
-            raise CheckpointError(f"{ckpt}: written by a run with another configuration")
-        setup.model.load_state_dict(payload["model"])
-        setup.policy.load_state(json.loads(payload["policy"]))
-        history = History.from_json(payload["history"])
-        torch.set_rng_state(payload["torch_rng"])
-        first = int(payload["round"]) + 1
+        history, first = restore_checkpoint(setup, ckpt)
     local = build_model(config, setup.data)  # the clients' working copy, reloaded with the global weights
     for r in range(first, config.rounds):
         record = run_round(setup, r, local)
         history.add(record)
         if ckpt is not None:
-            save_checkpoint(
-                ckpt,
-                {
-                    "round": r,
-                    "model": {k: v.cpu() for k, v in setup.model.state_dict().items()},
-                    "policy": json.dumps(setup.policy.state()),
-                    "history": history.to_json(),
-                    "config": json.dumps(config.to_dict()),
-                    "torch_rng": torch.get_rng_state(),
-                },
-            )
+            write_checkpoint(setup, history, r, ckpt)
             history.save(ckpt.parent)
         if on_round is not None:
             on_round(record)

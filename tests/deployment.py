@@ -240,14 +240,24 @@ class Deployment:
         self.stop_all()
 
     # -- the app -----------------------------------------------------------------------------
-    def prepare_app(self) -> Path:
-        """A copy of the example app whose run config holds ``fedconfig``; the SuperLink connection ``deploy``."""
+    def prepare_app(self, **run_config: object) -> Path:
+        """A copy of the example app whose run config holds ``fedconfig`` and ``run_config``; the connection ``deploy``.
+
+        ``run_config`` sets keys of the app's ``[tool.flwr.app.config]`` (``round_timeout`` for
+        ``round-timeout``...), written as TOML values.
+        """
         app = self.folder / "app"
         shutil.copytree(APP, app, ignore=shutil.ignore_patterns("runs"), dirs_exist_ok=True)
         text = (app / "pyproject.toml").read_text()
         config = json.dumps(self.fedconfig).replace("'", "")
         text = re.sub(r"(?m)^fedloop-config = .*$", f"fedloop-config = '{config}'", text)
         text = re.sub(r"(?m)^out-dir = .*$", f'out-dir = "{self.out}"', text)
+        for key, value in run_config.items():
+            name = key.replace("_", "-")
+            toml = str(value).lower() if isinstance(value, bool) else repr(value)
+            text, found = re.subn(rf"(?m)^{name} = .*$", f"{name} = {toml}", text)
+            if not found:
+                raise KeyError(f"{name}: not a key of the example app's run config")
         (app / "pyproject.toml").write_text(text)
         self.home.mkdir(parents=True, exist_ok=True)
         security = "insecure = true" if self.certs is None else f'root-certificates = "{self.certs["ca"]}"'
@@ -269,6 +279,15 @@ class Deployment:
         if out.returncode != 0:
             raise RuntimeError(f"flwr run failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
         return out.stdout
+
+    def wait_for_log(self, key: str, text: str, count: int = 1, timeout: float = 120.0) -> None:
+        """Block until process ``key``'s log holds ``text`` ``count`` times."""
+        deadline = time.monotonic() + timeout
+        path = self.folder / f"{key}.log"
+        while path.read_text(errors="replace").count(text) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{key}: {text!r} not seen {count} times in {timeout:.0f} s: {self.tail()}")
+            time.sleep(0.2)
 
     def wait_for_results(self, timeout: float) -> dict:
         """The run's ``clients.json`` and history, once the ServerApp has written them."""

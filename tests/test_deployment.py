@@ -210,3 +210,92 @@ def test_a_deployment_on_loopback_runs_two_rounds_with_measured_profiles(tmp_pat
     _check(results)
     assert len(dep.stopped) > len(dep.procs)  # Flower's own processes were found and stopped with them
     assert not [pid for pid in dep.stopped if alive(pid)]  # every process the test started is gone
+
+
+# -- faults, in-process (the same strategy code the deployment runs) --------------------------------------------
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_late_node_is_greeted_at_the_next_round_and_an_unknown_one_gets_no_experts():
+    from tests.test_flower import FakeGrid, small
+
+    class LateGrid(FakeGrid):
+        """Node 100 + n - 1 connects only from the second round on."""
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.round = 0
+
+        def get_node_ids(self):
+            ids = super().get_node_ids()
+            return ids if self.round >= 1 else ids[:-1]
+
+    cfg = small(rounds=2, per_round=6)
+    strategy = fedloop.flower.AlignedMoEStrategy(cfg, min_nodes=cfg.n_clients - 1, wait_for_nodes=1.0)
+    grid = LateGrid(cfg)
+    late = strategy.setup.data.client_ids[-1]
+    list(strategy.configure_train(1, strategy.initial_arrays(), None, grid))
+    first = strategy.plans[0]  # every client is sampled (per_round = n_clients)
+    assert first[late]["capacity"] == 0 and first[late]["experts"] == []
+    assert late not in strategy.node_of
+    grid.round = 1
+    strategy._pending = None
+    list(strategy.configure_train(2, strategy.initial_arrays(), None, grid))
+    assert late in strategy.node_of  # greeted at the start of the next round
+    assert strategy.plans[1][late]["capacity"] > 0
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_restarted_strategy_resumes_from_its_checkpoint(tmp_path):
+    from tests.test_flower import FakeGrid, small
+
+    cfg = small(rounds=3)
+    whole = fedloop.flower.AlignedMoEStrategy(cfg)
+    whole.start(grid=FakeGrid(cfg), initial_arrays=whole.initial_arrays(), num_rounds=3)
+    ckpt = tmp_path / "checkpoint.pt"
+    first = fedloop.flower.AlignedMoEStrategy(small(rounds=1), checkpoint=ckpt)
+    first.start(grid=FakeGrid(cfg), initial_arrays=first.initial_arrays(), num_rounds=1)
+    again = fedloop.flower.AlignedMoEStrategy(cfg, checkpoint=ckpt, resume=True)
+    assert again.first == 1
+    again.start(grid=FakeGrid(cfg), initial_arrays=again.initial_arrays(), num_rounds=2)
+    assert again.history.deterministic() == whole.history.deterministic()
+    with pytest.raises(fedloop.loop.CheckpointError, match="another configuration"):
+        fedloop.flower.AlignedMoEStrategy(small(rounds=3, lr=0.5), checkpoint=ckpt, resume=True)
+
+
+# -- faults, deployed ---------------------------------------------------------------------------------------------
+
+TRAIN_RECEIVED = "Receiving: train message"
+
+
+@pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+def test_deployed_faults_a_late_node_a_killed_node_and_a_restarted_server_app(tmp_path):
+    """One federation, three faults: node 2 joins during round 0, node 1 is killed mid-round 1, then the run is
+    submitted again with ``resume`` and one more round (a restarted ServerApp continues from the checkpoint)."""
+    fed = DEPLOYED
+    ids = fedloop.build(fedloop.FedConfig(**fed)).data.client_ids
+    with Deployment(tmp_path, fed, tls=False) as dep:
+        dep.start_superlink()
+        dep.start_supernode(0)
+        dep.start_supernode(1)
+        dep.submit(dep.prepare_app(round_timeout=30.0, min_nodes=2))
+        dep.wait_for_log("supernode0", TRAIN_RECEIVED)  # round 0 is training without node 2
+        dep.start_supernode(2)
+        dep.wait_for_log("supernode1", TRAIN_RECEIVED, count=2)  # round 1's train message reached node 1
+        dep.stop("supernode1")
+        first = dep.wait_for_results(timeout=180)
+        (dep.out / "clients.json").unlink()
+        dep.fedconfig = fed | {"rounds": 3}
+        dep.submit(dep.prepare_app(round_timeout=30.0, min_nodes=2, resume=True))
+        resumed = dep.wait_for_results(timeout=180)
+    rounds = first["history"]["records"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    plan0, plan1 = first["clients"]["0"], first["clients"]["1"]
+    assert plan0[ids[2]]["experts"] == [] and plan0[ids[2]]["capacity"] == 0  # not connected yet: no slot
+    assert plan1[ids[2]]["experts"] and ids[2] in rounds[1]["trained"]  # assigned from the next round
+    assert plan1[ids[1]]["experts"] and ids[1] in rounds[1]["dropped"]  # killed mid-round: a dropout
+    assert np.isfinite(rounds[1]["accuracy"]) and rounds[1]["completed"] >= 1  # and the round completed
+    again = resumed["history"]["records"]
+    assert [r["round"] for r in again] == [0, 1, 2]
+    assert again[:2] == rounds  # the restarted ServerApp continued: the first rounds are not run again
+    assert resumed["clients"]["2"][ids[1]]["experts"] == []  # the dead node did not answer: no experts

@@ -10,7 +10,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from ..history import History
-from ..loop import FedConfig
+from ..loop import CHECKPOINT, ConfigError, FedConfig
 from .client_app import config_from_context, make_client_app
 from .strategy import AlignedMoEStrategy
 
@@ -22,8 +22,12 @@ log = logging.getLogger("fedloop.flower")
 def make_server_app(config: FedConfig | None = None, *, sink: list[AlignedMoEStrategy] | None = None) -> ServerApp:
     """A ServerApp bound to ``config`` (or reading it from the run config's ``fedloop-config``).
 
-    The run config may also name an ``out-dir`` for the history files and ``clients.json``
-    (per round and sampled client: the profile it reported, its planned slots, its experts). ``sink``, when given,
+    The run config may also name an ``out-dir`` for the history files, ``clients.json`` (per
+    round and sampled client: the profile it reported, its planned slots, its experts) and the
+    checkpoint written after every round; ``resume = true`` continues from that checkpoint
+    (the FedConfig must be the same except ``rounds``). ``round-timeout`` (seconds to wait for
+    a round's replies: a node that has not answered by then is a dropout) and ``min-nodes``
+    (SuperNodes needed to start; later ones join at the next round) tune the deployment. ``sink``, when given,
     receives the strategy (tests and :func:`run_simulation` read its history from it).
     """
     app = ServerApp()
@@ -31,11 +35,26 @@ def make_server_app(config: FedConfig | None = None, *, sink: list[AlignedMoEStr
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config_from_context(context, config)
-        strategy = AlignedMoEStrategy(cfg)
+        run_config = context.run_config
+        out = run_config.get("out-dir")
+        options: dict = {}
+        if "round-timeout" in run_config:
+            options["timeout"] = float(run_config["round-timeout"])
+        if int(run_config.get("min-nodes", 0)) > 0:  # 0: every one of the n_clients SuperNodes
+            options["min_nodes"] = int(run_config["min-nodes"])
+        if out:
+            options["checkpoint"] = Path(str(out)) / CHECKPOINT
+            options["resume"] = bool(run_config.get("resume", False))
+        elif run_config.get("resume", False):
+            raise ConfigError("resume: needs out-dir in the run config (the folder holding the checkpoint)")
+        strategy = AlignedMoEStrategy(cfg, **options)
         if sink is not None:
             sink.append(strategy)
-        strategy.start(grid=grid, initial_arrays=strategy.initial_arrays(), num_rounds=cfg.rounds)
-        out = context.run_config.get("out-dir")
+        left = cfg.rounds - strategy.first
+        if left > 0:
+            strategy.start(grid=grid, initial_arrays=strategy.initial_arrays(), num_rounds=left)
+        else:
+            log.info("the checkpoint already holds all %d rounds: nothing to run", cfg.rounds)
         if out:
             folder = Path(str(out))
             strategy.history.save(folder)

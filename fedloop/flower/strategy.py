@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,18 @@ import alignsolve as als
 
 from ..client import LocalResult
 from ..history import History
-from ..loop import ConfigError, FedConfig, RoundPlan, begin_round, build, client_seed, finish_round, sample_round
+from ..loop import (
+    ConfigError,
+    FedConfig,
+    RoundPlan,
+    begin_round,
+    build,
+    client_seed,
+    finish_round,
+    restore_checkpoint,
+    sample_round,
+    write_checkpoint,
+)
 from ..model import split_state
 
 __all__ = ["AlignedMoEStrategy"]
@@ -51,18 +63,46 @@ class AlignedMoEStrategy(Strategy):
     timeout : float
         Seconds to wait for replies to each query and train message batch.
     wait_for_nodes : float
-        Seconds to wait for all ``n_clients`` SuperNodes to connect.
+        Seconds to wait, before the first round, for ``min_nodes`` SuperNodes to connect.
+    min_nodes : int, optional
+        SuperNodes needed to start (default ``n_clients``). Nodes that connect later are
+        greeted at the start of the next round and take part from then on; a sampled client
+        whose node is unknown or did not answer the round's report query gets no experts.
+    checkpoint : path, optional
+        Written after every round (:func:`fedloop.loop.write_checkpoint`).
+    resume : bool
+        Continue from ``checkpoint``: the rounds already done are not run again.
     """
 
-    def __init__(self, config: FedConfig, *, timeout: float = 600.0, wait_for_nodes: float = 120.0) -> None:
+    def __init__(
+        self,
+        config: FedConfig,
+        *,
+        timeout: float = 600.0,
+        wait_for_nodes: float = 120.0,
+        min_nodes: int | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> None:
         if config.testbed != "residual":  # its clients would need every expert's weights: not built on Flower yet
             raise ConfigError(f"testbed: the Flower strategy runs the 'residual' testbed only; got {config.testbed!r}")
         self.setup = build(config)
         self.config = config
         self.timeout = timeout
         self.wait_for_nodes = wait_for_nodes
+        self.min_nodes = config.n_clients if min_nodes is None else int(min_nodes)
+        if not 1 <= self.min_nodes <= config.n_clients:
+            raise ConfigError(f"min_nodes: must be in [1, n_clients = {config.n_clients}]; got {min_nodes!r}")
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.history = History(config=config.to_dict() | {"deadline_s": self.setup.deadline, "runtime": "flower"})
+        #: The first round this strategy runs (after the checkpoint's, when resuming).
+        self.first = 0
+        if resume:
+            if self.checkpoint is None:
+                raise ConfigError("resume: needs a checkpoint path")
+            self.history, self.first = restore_checkpoint(self.setup, self.checkpoint)
         self.node_of: dict[str, int] = {}
+        self.greeted: set[int] = set()
         self.assignments: dict[int, dict[str, list[int]]] = {}
         #: Per round, per sampled client: the profile it reported, the slots planned from it, its experts.
         self.plans: dict[int, dict[str, dict[str, Any]]] = {}
@@ -90,18 +130,24 @@ class AlignedMoEStrategy(Strategy):
 
     # -- the round ----------------------------------------------------------------------
     def _handshake(self, grid: Grid) -> None:
-        deadline = time.monotonic() + self.wait_for_nodes
-        while len(nodes := list(grid.get_node_ids())) < self.config.n_clients:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(nodes)} of {self.config.n_clients} SuperNodes connected")
-            time.sleep(0.2)
+        """Greet the nodes not greeted yet (before the first round: wait for ``min_nodes`` of them)."""
+        if not self.greeted:
+            deadline = time.monotonic() + self.wait_for_nodes
+            while len(nodes := list(grid.get_node_ids())) < self.min_nodes:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(nodes)} of {self.min_nodes} SuperNodes connected")
+                time.sleep(0.2)
+        new = [n for n in grid.get_node_ids() if n not in self.greeted]
+        if not new:
+            return
         content = RecordDict({"config": ConfigRecord({"kind": "hello"})})
-        hello = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+        hello = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in new]
         for reply in grid.send_and_receive(hello, timeout=self.timeout):
             if not reply.has_error():
                 self.node_of[str(reply.content["info"]["client-id"])] = reply.metadata.src_node_id
+                self.greeted.add(reply.metadata.src_node_id)
 
-    def _reports(self, grid: Grid, r: int) -> list[als.ClientReport]:
+    def _reports(self, grid: Grid, r: int) -> tuple[list[als.ClientReport], list[bool]]:
         _, sampled, ids, _ = sample_round(self.setup, r)
         state = ArrayRecord(self.setup.model.state_dict())
         messages = []
@@ -114,10 +160,12 @@ class AlignedMoEStrategy(Strategy):
             content = RecordDict({"arrays": state, "config": ConfigRecord(query)})
             messages.append(Message(content, dst_node_id=self.node_of[cid], message_type=MessageType.QUERY))
         got: dict[str, tuple[als.ClientProfile, np.ndarray, np.ndarray]] = {}
+        answered: set[str] = set()
         for reply in grid.send_and_receive(messages, timeout=self.timeout):
             if reply.has_error():
                 continue
             cid = str(reply.content["info"]["client-id"])
+            answered.add(cid)
             try:
                 profile = als.ClientProfile.from_dict(dict(reply.content["profile"]))
             except als.InvalidReportError as exc:  # a bad profile never reaches the planner
@@ -133,16 +181,17 @@ class AlignedMoEStrategy(Strategy):
             # train reply makes it a dropout.
             profile, routing, loss = got.get(cid, (self.setup.profiles[c], np.full(e, 1.0 / e), None))
             reports.append(als.ClientReport(cid, profile, routing, loss=loss))
-        return reports
+        return reports, [cid in answered for cid in ids]
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        r = server_round - 1
+        r = self.first + server_round - 1
         self._round_start = time.perf_counter()
         if len(self.node_of) < self.config.n_clients:
             self._handshake(grid)
-        rp = begin_round(self.setup, r, self._reports(grid, r))
+        reports, reachable = self._reports(grid, r)
+        rp = begin_round(self.setup, r, reports, reachable)
         self.assignments[r] = {cid: rp.experts_of(m) for m, cid in enumerate(rp.ids) if rp.matrix[m].any()}
         self.plans[r] = {
             cid: {
@@ -226,6 +275,8 @@ class AlignedMoEStrategy(Strategy):
                 dropped.append(cid)
         record = finish_round(self.setup, rp, results, dropped, time.perf_counter() - started)
         self.history.add(record)
+        if self.checkpoint is not None:
+            write_checkpoint(self.setup, self.history, rp.round, self.checkpoint)
         self.round_seconds[rp.round] = time.perf_counter() - self._round_start
         metrics = MetricRecord(
             {
