@@ -14,8 +14,8 @@ import torch
 
 import alignsolve as als
 import fedloop
+from fedloop.flower.deploy import Deployment, alive, cli_missing
 from fedloop.flower.device import DeviceMeter, Measurement, available_memory, training_flops_per_sample
-from tests.deployment import Deployment, alive, cli_missing
 from tests.test_flower import task_identity  # noqa: F401 - the fixture Flower's messages need in-process
 
 # -- the measurement, with an injected clock --------------------------------------------------------------------

@@ -60,7 +60,9 @@ def make_server_app(config: FedConfig | None = None, *, sink: list[AlignedMoEStr
             strategy.history.save(folder)
             # Who reported what and got which experts: what a deployment's capacity checks read.
             plans = {str(r): plan for r, plan in strategy.plans.items()}
-            (folder / "clients.json").write_text(json.dumps(plans, indent=1))
+            seconds = {str(r): t for r, t in strategy.round_seconds.items()}
+            (folder / "timings.json").write_text(json.dumps(seconds))  # wall seconds per round, this process's
+            (folder / "clients.json").write_text(json.dumps(plans, indent=1))  # last: its presence says "done"
             log.info("history written to %s", out)
 
     return app

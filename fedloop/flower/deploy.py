@@ -1,4 +1,17 @@
-"""A Flower deployment on loopback, for the tests: a SuperLink, SuperNodes, ``flwr run``; every process stopped.
+"""A Flower deployment on one machine: a SuperLink, SuperNodes and ``flwr run`` as processes, on loopback.
+
+The tests (``tests/test_deployment.py``) and the overhead benchmark
+(``benchmarks/run_flower_overhead.py``) run Flower's deployment engine through it; a user can
+try a deployment the same way before spreading it over machines (``docs/deployment.md`` gives
+the same commands by hand)::
+
+    from fedloop.flower.deploy import Deployment
+    with Deployment("runs/deploy", {"n_clients": 3, "per_round": 3, "rounds": 2}) as dep:
+        dep.start_superlink()
+        for i in range(3):
+            dep.start_supernode(i)
+        dep.submit(dep.prepare_app())
+        results = dep.wait_for_results(timeout=300)   # history and clients.json
 
 Each process starts in its own session. Stopping one (by its PID) first lists what it spawned:
 Flower starts its SuperExec, ServerApp and ClientApp processes detached (their own sessions),
@@ -21,8 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+#: The example Flower app (a source checkout's ``examples/flower_app``), copied and configured per deployment.
 APP = ROOT / "examples" / "flower_app"
+
+__all__ = ["APP", "Deployment", "alive", "cli_missing", "descendants", "free_port", "make_certificates"]
 BIN = Path(sys.executable).parent
 
 
@@ -143,10 +159,16 @@ class Deployment:
         Certificates generated here; otherwise ``--insecure``.
     profile : str
         Every SuperNode's ``profile`` node config ("measure" or "table").
+    app : Path
+        The Flower app to copy and configure (default: the example app of a source checkout).
     """
 
-    def __init__(self, folder: Path, fedconfig: dict, *, tls: bool = False, profile: str = "measure") -> None:
-        self.folder = Path(folder)
+    def __init__(
+        self, folder: str | Path, fedconfig: dict, *, tls: bool = False, profile: str = "measure", app: Path = APP
+    ) -> None:
+        self.app = Path(app)
+        self.folder = Path(folder).resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.fedconfig = fedconfig
         self.tls = tls
         self.profile = profile
@@ -179,8 +201,7 @@ class Deployment:
         return ["--root-certificates", str(self.certs["ca"])]
 
     def start_superlink(self) -> None:
-        argv = [_command("flower-superlink"), *self._security(True), "--host", "127.0.0.1", "--port", str(self.port)]
-        proc = self._start("superlink", argv)
+        proc = self._start("superlink", self.superlink_argv())
         deadline = time.monotonic() + 60.0
         while True:  # ready when its port accepts connections
             try:
@@ -191,20 +212,27 @@ class Deployment:
                     raise RuntimeError(f"the SuperLink did not start: {self.tail()}") from None
                 time.sleep(0.2)
 
-    def start_supernode(self, i: int) -> None:
+    def superlink_argv(self) -> list[str]:
+        """``flower-superlink`` with TLS (or ``--insecure``) on ``127.0.0.1:port``."""
+        return [_command("flower-superlink"), *self._security(True), "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def supernode_argv(self, i: int, runtime_port: int) -> list[str]:
+        """``flower-supernode`` of fedloop client ``i``: its partition, the federation's size, its profile source."""
         n = self.fedconfig["n_clients"]
         node_config = f'partition-id={i} num-partitions={n} profile="{self.profile}"'
-        argv = [
+        return [
             _command("flower-supernode"),
             *self._security(False),
             "--superlink",
             f"127.0.0.1:{self.port}",
             "--port",
-            str(free_port()),
+            str(runtime_port),
             "--node-config",
             node_config,
         ]
-        self._start(f"supernode{i}", argv)
+
+    def start_supernode(self, i: int) -> None:
+        self._start(f"supernode{i}", self.supernode_argv(i, free_port()))
 
     def stop(self, key: str) -> None:
         """Stop process ``key`` and every process it spawned, by their PIDs (TERM, then KILL after 10 s)."""
@@ -246,8 +274,10 @@ class Deployment:
         ``run_config`` sets keys of the app's ``[tool.flwr.app.config]`` (``round_timeout`` for
         ``round-timeout``...), written as TOML values.
         """
+        if not (self.app / "pyproject.toml").is_file():
+            raise FileNotFoundError(f"app: no Flower app at {self.app} (the example app ships with a source checkout)")
         app = self.folder / "app"
-        shutil.copytree(APP, app, ignore=shutil.ignore_patterns("runs"), dirs_exist_ok=True)
+        shutil.copytree(self.app, app, ignore=shutil.ignore_patterns("runs"), dirs_exist_ok=True)
         text = (app / "pyproject.toml").read_text()
         config = json.dumps(self.fedconfig).replace("'", "")
         text = re.sub(r"(?m)^fedloop-config = .*$", f"fedloop-config = '{config}'", text)
@@ -290,7 +320,7 @@ class Deployment:
             time.sleep(0.2)
 
     def wait_for_results(self, timeout: float) -> dict:
-        """The run's ``clients.json`` and history, once the ServerApp has written them."""
+        """The run's ``clients.json``, history and ``timings.json``, once the ServerApp has written them."""
         deadline = time.monotonic() + timeout
         done = self.out / "clients.json"
         while not done.exists():
@@ -300,9 +330,11 @@ class Deployment:
                 raise RuntimeError(f"the SuperLink exited: {self.tail()}")
             time.sleep(0.5)
         time.sleep(0.2)  # history.json is written before clients.json
+        timings = self.out / "timings.json"
         return {
             "clients": json.loads(done.read_text()),
             "history": json.loads((self.out / "history.json").read_text()),
+            "timings": json.loads(timings.read_text()) if timings.exists() else {},
         }
 
     def tail(self, n: int = 1500) -> str:
