@@ -299,3 +299,16 @@ def test_deployed_faults_a_late_node_a_killed_node_and_a_restarted_server_app(tm
     assert [r["round"] for r in again] == [0, 1, 2]
     assert again[:2] == rounds  # the restarted ServerApp continued: the first rounds are not run again
     assert resumed["clients"]["2"][ids[1]]["experts"] == []  # the dead node did not answer: no experts
+
+
+def test_the_deployment_page_gives_the_commands_the_harness_runs(tmp_path):
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    for tls in (False, True):
+        dep = Deployment(tmp_path / str(tls), DEPLOYED, tls=tls)
+        argv = [*dep.superlink_argv(), *dep.supernode_argv(0, 9094)]
+        flags = [a for a in argv if a.startswith("--")]
+        assert flags and all(flag in page for flag in flags), [f for f in flags if f not in page]
+        assert dep.supernode_argv(0, 9094)[-1] in page  # partition-id=0 num-partitions=3 profile="measure"
+    assert "flwr run . deploy" in page and "make_certificates" in page and "[superlink.deploy]" in page
