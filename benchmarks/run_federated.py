@@ -201,8 +201,10 @@ def reduction_table(
     """Markdown lines: ``ref`` against each baseline, rounds to each target and final accuracy, paired intervals."""
     lines = [
         "",
-        f"`{ref}` against each baseline: relative reduction of the restricted mean rounds to target, and the "
-        "difference in final accuracy (paired bootstrap 95% interval over seeds, 2000 resamples):",
+        f"## `{ref}` against each baseline",
+        "",
+        "Relative reduction of the restricted mean rounds to target, and the difference in final accuracy "
+        "(paired bootstrap 95% interval over seeds, 2000 resamples):",
         "",
         "| baseline | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
         "|---|" + "---|" * (len(FRACTIONS) + 1),

@@ -86,7 +86,7 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     assert (tmp_path / "federated_smoke.png").is_file()  # curves with bands
     saved = sorted(module.run_folder(tmp_path, "smoke").glob("*.json"))
     assert len(saved) == 2 * len(chosen.split(","))
-    assert "`aligned_value` against each baseline" in report and "| flex_moe |" in report
+    assert "## `aligned_value` against each baseline" in report and "| flex_moe |" in report
     stamp = saved[0].stat().st_mtime_ns
     assert module.main(args) == 0  # resumes: nothing is run again
     assert saved[0].stat().st_mtime_ns == stamp
