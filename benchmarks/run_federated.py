@@ -16,7 +16,9 @@ tables show n reached / n, the Kaplan-Meier median, the restricted mean of round
 target, and the relative reduction of ``aligned`` against each baseline with a paired
 bootstrap 95% interval (``fedloop.stats``). Also: area under the accuracy curve, final
 accuracy (mean of the last 10 rounds), MB and simulated seconds to the 80% target (over
-the runs that reach it), load CV, dead experts (never trained in the last 10 rounds).
+the runs that reach it), load CV, dead experts (never trained in the last 10 rounds), routing
+entropy (the global router's top-1 use of the experts on the test set, entropy over log E,
+mean of the last 10 rounds; "-" for runs saved before it was recorded).
 
 The sanity gates (``benchmarks/run_gates.py``) must pass on a task before its results
 say anything about policies; the report repeats where they stand.
@@ -108,6 +110,7 @@ def run_all(
                 "latency": history.column("latency_s"),
                 "load_cv": history.column("load_cv"),
                 "loads": [history.records[r].loads for r in history.rounds],
+                "routing_entropy": history.column("routing_entropy"),
             }
             tmp = path.with_suffix(".part")
             tmp.write_text(json.dumps(record))
@@ -146,8 +149,9 @@ def render(task: str, out: Path, command: str) -> Path:
         "",
         "| policy | "
         + " | ".join(f"reached {int(f * 100)}% (n) / KM median / RMST" for f in FRACTIONS)
-        + " | AUC | final accuracy | MB to 80% (n) | simulated s to 80% (n) | load CV | dead experts |",
-        "|---|" + "---|" * (len(FRACTIONS) + 6),
+        + " | AUC | final accuracy | MB to 80% (n) | simulated s to 80% (n) | load CV | dead experts"
+        + " | routing entropy |",
+        "|---|" + "---|" * (len(FRACTIONS) + 7),
     ]
     summary = {}
     for policy, by_seed in runs.items():
@@ -174,10 +178,13 @@ def render(task: str, out: Path, command: str) -> Path:
         dead = statistics.fmean(int((np.asarray(r["loads"][-10:]).sum(axis=0) == 0).sum()) for r in recs)
         mb_text = f"{statistics.fmean(mb):.1f} ({len(mb)})" if mb else "- (0)"
         secs_text = f"{statistics.fmean(secs):.1f} ({len(secs)})" if secs else "- (0)"
+        # runs saved before the entropy was recorded have none: shown as "-", never as 0
+        entropies = [statistics.fmean(r["routing_entropy"][-10:]) for r in recs if r.get("routing_entropy")]
+        entropy = f"{statistics.fmean(entropies):.2f}" if len(entropies) == len(recs) else "-"
         lines.append(
             f"| {policy} | "
             + " | ".join(cells)
-            + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} |"
+            + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} | {entropy} |"
         )
     for ref in [r for r in REFERENCES if r in runs]:
         lines += reduction_table(ref, [b for b in BASELINES if b in runs], summary, runs, seeds, budget)

@@ -23,7 +23,9 @@ class RoundRecord:
     time (the slowest client that returned: download + compute + upload from its profile);
     ``loads`` are clients per expert among those assigned; ``trained`` are the clients whose
     updates were aggregated, ``dropped`` lost their update (availability, deadline),
-    ``rejected`` sent one the server refused (with the reason).
+    ``rejected`` sent one the server refused (with the reason); ``routing_entropy`` is the
+    entropy of the global router's top-1 expert use on the test set over ``log E`` (1: even
+    over all experts, 0: one expert; NaN in histories written before it was recorded).
     """
 
     round: int
@@ -45,6 +47,7 @@ class RoundRecord:
     dropped: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
     relaxed: list[str] = field(default_factory=list)
+    routing_entropy: float = math.nan
 
 
 @dataclass

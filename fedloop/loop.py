@@ -311,13 +311,31 @@ def build(config: FedConfig) -> Setup:
 @torch.no_grad()
 def evaluate(model: MoE, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> tuple[float, float]:
     """Test accuracy and mean cross-entropy."""
+    accuracy, loss, _ = evaluate_routing(model, x, y, batch_size=batch_size)
+    return accuracy, loss
+
+
+@torch.no_grad()
+def evaluate_routing(
+    model: MoE, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024
+) -> tuple[float, float, np.ndarray]:
+    """Test accuracy, mean cross-entropy, and (E,) the share of test samples whose top-1 expert is each j."""
     model.eval()
     correct, loss = 0, 0.0
+    picks = torch.zeros(model.n_experts, dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], batch_size):
         out = model(x[start : start + batch_size])
         loss += float(F.cross_entropy(out.logits, y[start : start + batch_size], reduction="sum"))
         correct += int((out.logits.argmax(dim=1) == y[start : start + batch_size]).sum())
-    return correct / x.shape[0], loss / x.shape[0]
+        picks += torch.bincount(out.top[:, 0], minlength=model.n_experts).double()
+    return correct / x.shape[0], loss / x.shape[0], (picks / max(x.shape[0], 1)).cpu().numpy()
+
+
+def routing_entropy(share: np.ndarray) -> float:
+    """``H(share) / log E`` in [0, 1]: 1 when the router spreads samples evenly over all E experts, 0 on one."""
+    p = np.asarray(share, dtype=float)
+    p = p[p > 0] / p.sum() if p.sum() > 0 else p[:0]
+    return float(-(p * np.log(p)).sum() / math.log(share.size)) if share.size > 1 and p.size else 0.0
 
 
 def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
@@ -481,7 +499,7 @@ def finish_round(
             outcomes.append(als.ClientOutcome(cid, completed=True, samples=np.where(rp.matrix[m], res.routed, 0.0)))
     setup.policy.observe(outcomes)
 
-    accuracy, test_loss = evaluate(model, *data.test)
+    accuracy, test_loss, share = evaluate_routing(model, *data.test)
     returned = [m for m, cid in enumerate(rp.ids) if cid in results]
     loads = rp.matrix.sum(axis=0)
     info = setup.policy.info()
@@ -505,6 +523,7 @@ def finish_round(
         dropped=list(dropped),
         rejected=rejected,
         relaxed=list(info.get("relaxed", [])),
+        routing_entropy=routing_entropy(share),
     )
 
 

@@ -141,3 +141,15 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     many = tasks.central_accuracy("tiny", quick=True, seed=1, epochs=1)
     assert 0.0 <= one <= 1.0 and one == again  # the seed fixes data, initialisation and order
     assert 0.0 <= many <= 1.0
+
+
+def test_routing_entropy_is_one_when_even_and_zero_on_one_expert():
+    import numpy as np
+
+    from fedloop.loop import routing_entropy
+
+    assert routing_entropy(np.full(8, 1 / 8)) == pytest.approx(1.0)
+    assert routing_entropy(np.array([0.0, 1.0, 0.0, 0.0])) == 0.0
+    half = routing_entropy(np.array([0.5, 0.5, 0.0, 0.0]))
+    assert half == pytest.approx(0.5)  # log 2 / log 4
+    assert routing_entropy(np.array([1.0])) == 0.0
