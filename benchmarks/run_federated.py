@@ -71,8 +71,12 @@ POLICIES = (
     *[v for v in VARIANTS if v.startswith("aligned_value")],
 )
 BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "flex_moe", "fedmoe")
-#: Policies whose reductions against the baselines are tabled, when their runs exist.
-REFERENCES = ("aligned", "aligned_value")
+#: Policies whose paired differences are tabled (when their runs exist), and against what: the baselines, and for
+#: issue 19's aligner also the first aligner, its uncoupled twin, its greedy solve and each ablation.
+REFERENCES: dict[str, tuple[str, ...]] = {
+    "aligned": BASELINES,
+    "aligned_value": (*BASELINES, "aligned", *[v for v in VARIANTS if v.startswith("aligned_value_")]),
+}
 FRACTIONS = (0.7, 0.8, 0.9)
 
 
@@ -186,8 +190,9 @@ def render(task: str, out: Path, command: str) -> Path:
             + " | ".join(cells)
             + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} | {entropy} |"
         )
-    for ref in [r for r in REFERENCES if r in runs]:
-        lines += reduction_table(ref, [b for b in BASELINES if b in runs], summary, runs, seeds, budget)
+    for ref, against in REFERENCES.items():
+        if ref in runs:
+            lines += reduction_table(ref, [b for b in against if b in runs], summary, runs, seeds, budget)
     figure = plot_curves(runs, seeds, reference, out / f"federated_{task}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over the paired seeds, band from min to max)."]
     gates = out / "gates.md"
@@ -205,7 +210,7 @@ def reduction_table(
     seeds: list[int],
     budget: int,
 ) -> list[str]:
-    """Markdown lines: ``ref`` against each baseline, rounds to each target and final accuracy, paired intervals."""
+    """Markdown lines: ``ref`` against each policy of ``baselines``: rounds to each target and final accuracy."""
     lines = [
         "",
         f"## `{ref}` against each baseline",
