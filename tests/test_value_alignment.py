@@ -154,3 +154,13 @@ def test_published_policies_run_in_the_loop():
         assert len(history.rounds) == 2
         loads = np.array([history.records[r].loads for r in history.rounds])
         assert loads.sum() > 0
+
+
+def test_demand_bounds_keep_the_secure_aggregation_cohort():
+    profiles, routing = make_clients(30, seed=8)
+    routing[:, -1] = 0.0  # an expert nobody routes to: its cap (1) is below the cohort
+    aligner = als.Aligner(E, SPEC, 1e6, method="flow", load_target="demand", min_cohort=2)
+    a = aligner.assign(0, reports_for(0, profiles, routing, np.random.default_rng(9)))
+    assert a.has_solution
+    loads = a.loads
+    assert not ((loads > 0) & (loads < 2)).any()  # no expert aggregated from a single client
