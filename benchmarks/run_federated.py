@@ -250,10 +250,22 @@ def reduction_table(
 
 
 def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: float, path: Path) -> Path:
-    """Test accuracy against rounds per policy: mean over ``seeds``, band from min to max; the targets dotted."""
-    curves = {f"{p} (n={len(seeds)})": np.array([by_seed[s]["accuracy"] for s in seeds]) for p, by_seed in runs.items()}
-    title = "accuracy against rounds (targets: 70/80/90% of central)"
-    return plots.plot_accuracy_bands(curves, path, targets=[f * reference for f in FRACTIONS], title=title)
+    """Test accuracy against rounds per policy: mean over ``seeds``, band from min to max; the targets dotted.
+
+    Left, the baselines with the two aligners; right (when there are any), ``aligned_value`` with its variants
+    and ablations, top-k by affinity for reference.
+    """
+
+    def curves(names):
+        return {f"{p} (n={len(seeds)})": np.array([runs[p][s]["accuracy"] for s in seeds]) for p in names}
+
+    variants = [p for p in runs if p.startswith("aligned_value_")]
+    main = [p for p in runs if p not in variants]
+    panels = {"baselines and aligners (targets: 70/80/90% of central)": curves(main)}
+    if variants:
+        right = [p for p in ("aligned_value", "topk_affinity") if p in runs] + variants
+        panels["aligned_value: variants and ablations"] = curves(right)
+    return plots.plot_accuracy_panels(panels, path, targets=[f * reference for f in FRACTIONS])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,14 +52,27 @@ def plot_accuracy_bands(
     curves: Mapping[str, np.ndarray], path: str | Path, *, targets: Sequence[float] = (), title: str = ""
 ) -> Path:
     """Accuracy against rounds from ``curves`` {name: (seeds, rounds)}: mean, min-max band, targets dotted."""
+    return plot_accuracy_panels({title: curves}, path, targets=targets)
+
+
+def plot_accuracy_panels(
+    panels: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, *, targets: Sequence[float] = ()
+) -> Path:
+    """One panel per entry {title: {name: (seeds, rounds)}}, side by side, sharing the accuracy axis.
+
+    Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. Split
+    many policies over panels: beyond ten curves a panel's colours repeat.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, acc in curves.items():
-        _band(ax, np.arange(1, acc.shape[1] + 1), acc, name)
-    for target in targets:
-        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="round", ylabel="test accuracy", title=title)
-    ax.legend(loc="lower right", fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        for name, acc in curves.items():
+            _band(ax, np.arange(1, acc.shape[1] + 1), acc, name)
+        for target in targets:
+            ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel="round", title=title)
+        ax.legend(loc="upper left", fontsize=8)  # the curves start low: the top left is where they are not
+    axes[0][0].set_ylabel("test accuracy")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
