@@ -40,6 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    parser.add_argument(
+        "--no-deployment", action="store_true", help="skip the deployment engine (minutes on 2 cores): quick mode"
+    )
     args = parser.parse_args()
     RESULTS = args.out
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -60,7 +63,7 @@ def main() -> None:
 
     deployed_rounds: list[float] = []
     deployed_total, deployed_same = float("nan"), False
-    missing = cli_missing()
+    missing = "skipped (--no-deployment)" if args.no_deployment else cli_missing()
     if missing is None:
         with tempfile.TemporaryDirectory() as tmp, Deployment(tmp, config.to_dict(), profile="table") as dep:
             start = time.perf_counter()

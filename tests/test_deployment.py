@@ -191,7 +191,10 @@ def _check(results: dict, rounds: int = 2, unanswered: tuple = ()) -> None:
             max_experts=cfg.max_experts,
         )
         loads = np.zeros(cfg.n_experts, dtype=int)
-        for k, entry in enumerate(plan.values()):
+        for k, (cid, entry) in enumerate(plan.items()):
+            if (int(r), cid) in unanswered:  # no report: no slot, whatever its stand-in profile would give
+                assert entry["capacity"] == 0 and entry["experts"] == []
+                continue
             assert entry["capacity"] == again.capacity[k]
             assert len(entry["experts"]) <= entry["capacity"]
             assert all(again.allowed[k, j] for j in entry["experts"])
@@ -321,3 +324,31 @@ def test_the_deployment_page_gives_the_commands_the_harness_runs(tmp_path):
         assert flags and all(flag in page for flag in flags), [f for f in flags if f not in page]
         assert dep.supernode_argv(0, 9094)[-1] in page  # partition-id=0 num-partitions=3 profile="measure"
     assert "flwr run . deploy" in page and "make_certificates" in page and "[superlink.deploy]" in page
+
+
+@pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+def test_a_harness_stopped_by_sigterm_still_stops_its_superlink(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from fedloop.flower.deploy import Deployment\n"
+        "with Deployment(sys.argv[1], {'n_clients': 1}) as dep:\n"
+        "    dep.start_superlink()\n"
+        "    print(dep.procs['superlink'].pid, flush=True)\n"
+        "    time.sleep(300)\n"
+    )
+    harness = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        superlink = int(harness.stdout.readline())
+        harness.send_signal(signal.SIGTERM)  # what a timeout sends
+        harness.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while alive(superlink) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(superlink)
+    finally:
+        harness.kill()

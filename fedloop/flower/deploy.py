@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def make_certificates(folder: Path) -> dict[str, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return files
+
+
+def _raise_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 def _parent(pid: int) -> int | None:
@@ -262,10 +267,19 @@ class Deployment:
             self.stop(key)
 
     def __enter__(self) -> Deployment:
+        # A harness stopped by SIGTERM (a timeout) must still stop what it started: the signal becomes an
+        # exception, so that __exit__ runs. (SIGKILL cannot be caught: its processes then outlive it.)
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _raise_on_term)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_all()
+        try:
+            self.stop_all()
+        finally:
+            if self._previous is not None:
+                signal.signal(signal.SIGTERM, self._previous)
 
     # -- the app -----------------------------------------------------------------------------
     def prepare_app(self, **run_config: object) -> Path:
