@@ -338,8 +338,9 @@ def routing_entropy(share: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(share.size)) if share.size > 1 and p.size else 0.0
 
 
-def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+def state_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of a state dict's tensors (what sending them costs, before any framing)."""
+    return int(sum(t.numel() * t.element_size() for t in tensors.values()))
 
 
 @dataclass
@@ -441,8 +442,8 @@ def finish_round(
     """
     cfg, data, model, r = setup.config, setup.data, setup.model, rp.round
     shared_now, experts_now = split_state(rp.global_state)
-    shared_bytes = _nbytes(shared_now)
-    expert_bytes = {j: _nbytes(s) for j, s in experts_now.items()}
+    shared_bytes = state_bytes(shared_now)
+    expert_bytes = {j: state_bytes(s) for j, s in experts_now.items()}
     sizes = [shared_bytes + sum(expert_bytes[j] for j in rp.experts_of(m)) for m in range(len(rp.ids))]
     assigned = rp.matrix.any(axis=1)
     # Routing over every expert needs every expert's weights on the client; only the trained ones return.

@@ -53,7 +53,6 @@ class FlexMoEPolicy(Policy):
         self.balance_tolerance = balance_tolerance
         self.deficit_weight = deficit_weight
         self.queue: np.ndarray | None = None
-        self._last: np.ndarray | None = None
 
     def assign(self, round, reports, capacity, allowed, rng):
         n, e = allowed.shape
@@ -70,8 +69,7 @@ class FlexMoEPolicy(Policy):
         problem = als.Problem(score, client_capacity=capacity, expert_max=min(cap, n), allowed=allowed)
         answer = als.solve(problem, "flow")
         out = np.array(answer.matrix, dtype=bool)
-        self._last = out.sum(axis=0).astype(float)
-        self.queue = np.maximum(0.0, self.queue + slots / e - self._last)
+        self.queue = np.maximum(0.0, self.queue + slots / e - out.sum(axis=0))
         return out
 
     def state(self) -> dict[str, Any]:

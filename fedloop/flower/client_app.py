@@ -28,7 +28,7 @@ import alignsolve as als
 
 from ..client import client_statistics, train_local
 from ..data import FederatedData
-from ..loop import FedConfig, build_model, load_data, load_profiles
+from ..loop import FedConfig, build_model, load_data, load_profiles, state_bytes
 from ..model import MoE
 from .device import DeviceMeter
 
@@ -81,24 +81,25 @@ def _measures(context: Context) -> bool:
     return source == "measure"
 
 
-def _array_bytes(record: ArrayRecord) -> int:
-    return int(sum(t.numel() * t.element_size() for t in record.to_torch_state_dict().values()))
-
-
 def _meter(context: Context) -> DeviceMeter:
     saved = context.state.get(DEVICE_KEY)
     return DeviceMeter.from_dict(dict(saved)) if saved is not None else DeviceMeter()
 
 
 def _measured_profile(
-    msg: Message, context: Context, config: FedConfig, pid: int, model: MoE, fallback: als.ClientProfile
+    msg: Message,
+    context: Context,
+    received: dict[str, torch.Tensor] | None,
+    data: FederatedData,
+    pid: int,
+    model: MoE,
+    fallback: als.ClientProfile,
 ) -> als.ClientProfile:
-    """Fold what ``msg`` tells about this device into its measurement; the profile to report."""
-    data, _, _ = _local(config)
+    """Fold what ``msg`` (with its weights ``received``, if any) tells about this device; the profile to report."""
     meter = _meter(context)
-    cfg = msg.content["config"] if "config" in msg.content else {}
-    if "arrays" in msg.content:  # a message with weights: time its trip
-        meter.observe_download(_array_bytes(msg.content["arrays"]), msg.metadata.created_at, time.time())
+    cfg = msg.content["config"]
+    if received is not None:  # a message with weights: time its trip
+        meter.observe_download(state_bytes(received), msg.metadata.created_at, time.time())
     if "uplink-bytes" in cfg and "uplink-seconds" in cfg:  # the server timed our last weight-carrying reply
         meter.observe_upload(float(cfg["uplink-bytes"]), float(cfg["uplink-seconds"]))
     r = int(cfg["round"]) if "round" in cfg else 0
@@ -116,11 +117,12 @@ def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
     reply: dict[str, Any] = {"client-id": data.client_ids[pid], "index": pid}
     if kind not in ("hello", "report"):
         raise ValueError(f"config.kind: must be 'hello' or 'report'; got {kind!r}")
-    if kind == "report":
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    received = msg.content["arrays"].to_torch_state_dict() if kind == "report" else None
+    if received is not None:
+        model.load_state_dict(received)
     profile = profiles[pid]
     if _measures(context):
-        profile = _measured_profile(msg, context, config, pid, model, profiles[pid])
+        profile = _measured_profile(msg, context, received, data, pid, model, profiles[pid])
         reply["profile-source"] = "measure"
     records: dict[str, Any] = {"profile": ConfigRecord(profile.to_dict())}
     if kind == "report":
@@ -143,7 +145,7 @@ def handle_train(msg: Message, context: Context, config: FedConfig) -> Message:
         raise ValueError(f"arrays: must hold the shared weights and experts {experts}; missing {sorted(missing)[:3]}")
     if _measures(context):  # the train message's trip is a downlink measurement too
         meter = _meter(context)
-        meter.observe_download(_array_bytes(msg.content["arrays"]), msg.metadata.created_at, time.time())
+        meter.observe_download(state_bytes(received), msg.metadata.created_at, time.time())
         context.state[DEVICE_KEY] = ConfigRecord(meter.to_dict())
     x, y = data.clients[pid]
     res = train_local(

@@ -43,6 +43,7 @@ from ..loop import (
     finish_round,
     restore_checkpoint,
     sample_round,
+    state_bytes,
     write_checkpoint,
 )
 from ..model import split_state
@@ -102,7 +103,6 @@ class AlignedMoEStrategy(Strategy):
                 raise ConfigError("resume: needs a checkpoint path")
             self.history, self.first = restore_checkpoint(self.setup, self.checkpoint)
         self.node_of: dict[str, int] = {}
-        self.greeted: set[int] = set()
         self.assignments: dict[int, dict[str, list[int]]] = {}
         #: Per round, per sampled client: the profile it reported, the slots planned from it, its experts.
         self.plans: dict[int, dict[str, dict[str, Any]]] = {}
@@ -131,13 +131,14 @@ class AlignedMoEStrategy(Strategy):
     # -- the round ----------------------------------------------------------------------
     def _handshake(self, grid: Grid) -> None:
         """Greet the nodes not greeted yet (before the first round: wait for ``min_nodes`` of them)."""
-        if not self.greeted:
+        greeted = set(self.node_of.values())
+        if not greeted:
             deadline = time.monotonic() + self.wait_for_nodes
             while len(nodes := list(grid.get_node_ids())) < self.min_nodes:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {len(nodes)} of {self.min_nodes} SuperNodes connected")
                 time.sleep(0.2)
-        new = [n for n in grid.get_node_ids() if n not in self.greeted]
+        new = [n for n in grid.get_node_ids() if n not in greeted]
         if not new:
             return
         content = RecordDict({"config": ConfigRecord({"kind": "hello"})})
@@ -145,7 +146,6 @@ class AlignedMoEStrategy(Strategy):
         for reply in grid.send_and_receive(hello, timeout=self.timeout):
             if not reply.has_error():
                 self.node_of[str(reply.content["info"]["client-id"])] = reply.metadata.src_node_id
-                self.greeted.add(reply.metadata.src_node_id)
 
     def _reports(self, grid: Grid, r: int) -> tuple[list[als.ClientReport], list[bool]]:
         _, sampled, ids, _ = sample_round(self.setup, r)
@@ -267,9 +267,9 @@ class AlignedMoEStrategy(Strategy):
                 dropped.append(cid)
                 continue
             try:
-                results[cid] = _local_result(reply, mine, rp.global_state, self.config.n_experts)
-                sent = sum(t.numel() * t.element_size() for t in reply.content["arrays"].to_torch_state_dict().values())
-                self.uploads[cid] = (int(sent), max(received_at - float(reply.metadata.created_at), 0.0))
+                res = results[cid] = _local_result(reply, mine, rp.global_state, self.config.n_experts)
+                sent = state_bytes(res.shared) + sum(state_bytes(t) for t in res.experts.values())
+                self.uploads[cid] = (sent, max(received_at - float(reply.metadata.created_at), 0.0))
             except Exception as exc:  # a malformed reply (of any kind) never reaches aggregation: a dropout
                 log.warning("round %d: dropped the reply of %s: %s", rp.round, cid, exc)
                 dropped.append(cid)
