@@ -16,9 +16,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/fedloop compare --out runs/demo
 
+# Two pytest workers (pytest-xdist): the long end-to-end tests (the quick report, the Flower deployments) mostly
+# wait on subprocesses, so they overlap; `-n 0` runs in one process (e.g. `make test JOBS=0`).
+JOBS ?= 2
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
     python paper/make_paper.py            # from the committed results in benchmarks/results (seconds)
     python paper/make_paper.py --quick    # re-runs every benchmark small into paper/quick/ first (a few minutes)
+    python paper/make_paper.py --quick --jobs 2   # the same, two benchmark scripts at a time
 
 The report's prose lives in ``paper/report.template.md``. Directives in it are replaced:
 
@@ -29,6 +30,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -141,10 +144,58 @@ def render(results: Path, out_dir: Path, *, quick: bool) -> Path:
     return report
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def run_all(commands: list[list[str]], jobs: int) -> None:
+    """Run ``commands`` from the repository root, at most ``jobs`` at a time.
+
+    Each script writes files of its own, so they may overlap. One at a time, a script's output goes straight to
+    the terminal; in parallel it is kept and printed when the script ends, so that outputs do not interleave.
+    The first failure stops the scripts still running and raises ``CalledProcessError`` with its output.
+    """
+    if jobs == 1:
+        for command in commands:
+            print("running", " ".join(command[1:]), flush=True)
+            subprocess.run(command, cwd=ROOT, check=True)
+        return
+    waiting, running = list(commands), []
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                command = waiting.pop(0)
+                print("started", " ".join(command[1:]), flush=True)
+                proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                # a reader thread per script: a script blocked on a full pipe would never end
+                out: list[str] = []
+                reader = threading.Thread(target=lambda p=proc, o=out: o.append(p.stdout.read()), daemon=True)
+                reader.start()
+                running.append((command, proc, reader, out))
+            for item in list(running):
+                command, proc, reader, out = item
+                if proc.poll() is None:
+                    continue
+                reader.join()
+                running.remove(item)
+                print(f"finished {' '.join(command[1:])} (exit {proc.returncode})\n{''.join(out)}", flush=True)
+                if proc.returncode:
+                    raise subprocess.CalledProcessError(proc.returncode, command, output="".join(out))
+            time.sleep(0.2)
+    finally:
+        for _, proc, _, _ in running:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="re-run every benchmark small first")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default paper/, or paper/quick/)")
+    parser.add_argument("--jobs", type=_positive, default=1, help="quick mode: benchmark scripts run at a time")
     args = parser.parse_args(argv)
     if args.quick:
         out_dir = args.out or HERE / "quick"
@@ -154,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if importlib.util.find_spec("flwr") is not None:  # the Flower table needs the flower extra
             # the deployment arm starts 11 Flower processes and one more per message: minutes, not quick
             commands.append(["benchmarks/run_flower_overhead.py", "--rounds", "3", "--no-deployment"])
-        for command in commands:
-            print("running", " ".join(command), flush=True)
-            subprocess.run([sys.executable, *command, "--out", str(results)], cwd=ROOT, check=True)
+        run_all([[sys.executable, *command, "--out", str(results)] for command in commands], args.jobs)
     else:
         out_dir = args.out or HERE
         results = RESULTS

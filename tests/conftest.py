@@ -1,5 +1,9 @@
 import os
 
+# One thread per process: the suite runs in two pytest workers, several of them start benchmark scripts and Flower
+# processes, and torch's default of one thread per core would oversubscribe the cores (set before torch loads;
+# subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from hypothesis import HealthCheck, settings
 
 # CI runs a fixed, derandomised set of examples so that a red run is reproducible.

@@ -62,7 +62,7 @@ def test_missing_results_are_flagged_not_dropped(tmp_path):
 @pytest.mark.slow
 def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     make_paper = load_make_paper()
-    assert make_paper.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert make_paper.main(["--quick", "--jobs", "2", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     missing = re.findall(r"Not measured\*\*: `[^`]*?([a-z_]+\.md)` is missing", text)
     # Only the Flower table may be missing, and only without the flower extra; the real-data tables (the gates and
@@ -73,3 +73,22 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     figures = re.findall(r"Figure not available\*\*: `([^`]+)`", text)
     assert set(figures) <= {"federated_multidomain.png"}, figures
     assert "quick runs" in text
+
+
+def test_parallel_quick_runs_keep_each_output_and_stop_at_a_failure(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    make_paper = load_make_paper()
+    marker = tmp_path / "late"
+    ok = [sys.executable, "-c", "print('first' + ' done')"]
+    bad = [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]
+    late = [sys.executable, "-c", f"import time; time.sleep(30); open({str(marker)!r}, 'w')"]
+    make_paper.run_all([ok, ok], jobs=2)
+    assert capsys.readouterr().out.count("first done") == 2
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        make_paper.run_all([late, bad], jobs=2)
+    assert failed.value.returncode == 3 and "broken" in failed.value.output
+    assert not marker.exists()  # the script still running was stopped, not waited for
+    with pytest.raises(SystemExit):
+        make_paper.main(["--quick", "--jobs", "0"])
