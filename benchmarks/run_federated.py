@@ -57,6 +57,12 @@ VARIANTS: dict[str, dict] = {
     "aligned_value_uniform": VALUE | {"load_target": "uniform"},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
     "aligned_value_noprofiling": VALUE | {"capacity_profiling": False},
+    # one scoring term each: its weight set to 0 (staleness, 0 in aligned_value, is put back at the library's 0.25)
+    **{
+        f"aligned_value_no{term}": VALUE | {"score_weights": VALUE["score_weights"] | {term: 0.0}}
+        for term in ("affinity", "loss", "capability", "load", "switching")
+    },
+    "aligned_value_staleness": VALUE | {"score_weights": VALUE["score_weights"] | {"staleness": 0.25}},
 }
 POLICIES = (
     "aligned",

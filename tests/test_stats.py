@@ -153,3 +153,28 @@ def test_routing_entropy_is_one_when_even_and_zero_on_one_expert():
     half = routing_entropy(np.array([0.5, 0.5, 0.0, 0.0]))
     assert half == pytest.approx(0.5)  # log 2 / log 4
     assert routing_entropy(np.array([1.0])) == 0.0
+
+
+def test_each_scoring_ablation_changes_one_weight_of_aligned_value():
+    import importlib.util
+    from pathlib import Path
+
+    import alignsolve as als
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_federated.py"
+    spec = importlib.util.spec_from_file_location("run_federated", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def weights(policy):
+        cfg = module.config("smoke", policy, 0, 2, True)
+        cfg.validate()
+        return als.ScoringWeights(**cfg.score_weights).__dict__
+
+    base = weights("aligned_value")
+    terms = ("affinity", "loss", "capability", "load", "switching")
+    for term in terms:
+        changed = {k for k, v in weights(f"aligned_value_no{term}").items() if v != base[k]}
+        assert changed == {term} and weights(f"aligned_value_no{term}")[term] == 0.0
+    assert {k for k, v in weights("aligned_value_staleness").items() if v != base[k]} == {"staleness"}
+    assert set(module.REFERENCES["aligned_value"]) >= {f"aligned_value_no{t}" for t in terms}
