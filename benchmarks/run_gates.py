@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fedloop
-from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, federation
+from fedloop.tasks import CENTRAL_EPOCHS, EXPERT_HIDDEN, TASKS, VERSION, central_accuracy, federation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=60, help="federated gate: rounds per run")
     parser.add_argument("--margin", type=float, default=0.02)
     parser.add_argument(
-        "--expert-hidden", type=int, default=8, help="hidden units of each expert (small: experts hold the capacity)"
+        "--expert-hidden",
+        type=int,
+        default=None,
+        help="hidden units of each expert (default: the task's, fedloop.tasks.EXPERT_HIDDEN)",
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"gates{suffix}.csv"
     args.out.mkdir(parents=True, exist_ok=True)
     done = _done(path)
-    eh = args.expert_hidden
+    eh = args.expert_hidden if args.expert_hidden is not None else EXPERT_HIDDEN.get(args.task, 8)
     setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}"
     q = args.quick
 

@@ -134,6 +134,9 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     settings = tasks.federation("tiny", quick=True)
     assert settings["testbed"] == "experts" and settings["deadline_mode"] and settings["n_experts"] == 8
     assert tasks.federation("multidomain")["data_options"]["relabel"] is True
+    # each task's expert width is the one its gates ran with; a task without one gets 8; an explicit width wins
+    assert {t: tasks.federation(t)["expert_hidden"] for t in tasks.EXPERT_HIDDEN} == tasks.EXPERT_HIDDEN
+    assert settings["expert_hidden"] == 8 and tasks.federation("mnist_shards", expert_hidden=5)["expert_hidden"] == 5
     with pytest.raises(ValueError, match="task"):
         tasks.federation("nope")
     one = tasks.central_accuracy("tiny", quick=True, seed=1, n_experts=1, epochs=1)
