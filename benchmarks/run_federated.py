@@ -63,6 +63,8 @@ VARIANTS: dict[str, dict] = {
         for term in ("affinity", "loss", "capability", "load", "switching")
     },
     "aligned_value_staleness": VALUE | {"score_weights": VALUE["score_weights"] | {"staleness": 0.25}},
+    # the reports it scores privatised on the clients: (1, 1e-5)-DP per round (GaussianMechanism)
+    "aligned_value_private": VALUE | {"report_epsilon": 1.0},
 }
 POLICIES = (
     "aligned",

@@ -6,6 +6,7 @@ The same functions serve the in-process loop and the Flower client app.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch.nn import functional as F
 
 from .model import MoE, split_state
 
-__all__ = ["LocalResult", "client_statistics", "train_local"]
+__all__ = ["LocalResult", "client_statistics", "private_report", "train_local"]
 
 
 @torch.no_grad()
@@ -43,6 +44,28 @@ def client_statistics(
     routing = (picks / picks.sum()).cpu().numpy() if picks.sum() > 0 else np.full(e, 1.0 / e)
     mean_loss = torch.where(count > 0, loss_sum / count.clamp(min=1), torch.full_like(count, float("nan")))
     return routing, mean_loss.cpu().numpy()
+
+
+def private_report(
+    routing: np.ndarray, loss: np.ndarray, config: Any, round_index: int, client_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The report as it leaves client ``client_index`` in round ``round_index``.
+
+    Unchanged when ``config.report_epsilon`` is None. Otherwise both vectors go through
+    :class:`alignsolve.GaussianMechanism` (clipped, noised with the analytic calibration for
+    ``(report_epsilon, report_delta)`` per round, rescaled), with noise drawn from a generator
+    seeded by ``(config.seed, round_index, client_index)`` so that the in-process loop and a
+    Flower client send the same report. A NaN loss (no sample routed to that expert) is sent
+    as 0 before noising: the NaN itself would say which experts the client's data avoid.
+    """
+    if config.report_epsilon is None:
+        return routing, loss
+    import alignsolve as als  # the client needs the mechanism only when reports are private
+
+    mechanism = als.GaussianMechanism(config.report_epsilon, config.report_delta)
+    rng = np.random.default_rng([config.seed, round_index, client_index, 1])
+    sent = mechanism.privatize(np.asarray(routing, float), np.nan_to_num(np.asarray(loss, float), nan=0.0), rng=rng)
+    return sent.routing, sent.loss
 
 
 @dataclass

@@ -27,7 +27,7 @@ from .aggregation import (
     update_norm,
 )
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .client import LocalResult, client_statistics, train_local
+from .client import LocalResult, client_statistics, private_report, train_local
 from .data import DATASETS, FederatedData, load_dataset
 from .history import History, RoundRecord
 from .model import MoE, split_state
@@ -111,6 +111,11 @@ class FedConfig:
     #: False ablates capacity profiling: the aligner gives every client max_experts slots whatever its device
     #: (latency is still simulated from the real profiles).
     capacity_profiling: bool = True
+    #: Privacy budget per round of a client's report: None sends routing and loss as measured; a number makes
+    #: each client clip and noise both with ``alignsolve.GaussianMechanism(report_epsilon, report_delta)`` before
+    #: they leave it, so the scorer reads only the privatised vectors.
+    report_epsilon: float | None = None
+    report_delta: float = 1e-5
     data_options: dict[str, Any] = field(default_factory=dict)
     faults: FaultPlan = field(default_factory=FaultPlan)
     #: "residual": the first testbed (experts added to the encoder's features, router masked to the assigned
@@ -176,6 +181,14 @@ class FedConfig:
                 or (strict and value == low)
             ):
                 raise bad(name, f"must be a finite number {'>' if strict else '>='} {low:g}")
+        eps = self.report_epsilon
+        if eps is not None and (
+            isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0
+        ):
+            raise bad("report_epsilon", "must be None (reports sent as measured) or a finite number > 0")
+        delta = self.report_delta
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 < delta < 1.0:
+            raise bad("report_delta", "must be a number in (0, 1)")
         for name in ("deadline_mode", "capacity_profiling"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
@@ -400,7 +413,7 @@ def begin_round(
     if reports is None:
         reports = []
         for c, cid in zip(sampled, ids):
-            routing, loss = client_statistics(model, *data.clients[c])
+            routing, loss = private_report(*client_statistics(model, *data.clients[c]), cfg, r, int(c))
             reports.append(als.ClientReport(cid, setup.profiles[c], routing, loss=loss))
     elif [rep.client_id for rep in reports] != ids:
         raise ValueError(f"reports: must come from the sampled clients {ids} in that order")

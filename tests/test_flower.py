@@ -107,8 +107,9 @@ def test_each_node_gets_exactly_its_assigned_experts():
         assert any(k.startswith("router.") for k in keys) and any(k.startswith("head.") for k in keys)
 
 
-def test_strategy_over_a_fake_grid_reproduces_the_in_process_run():
-    cfg = small()
+@pytest.mark.parametrize("epsilon", [None, 2.0], ids=["plain-reports", "private-reports"])
+def test_strategy_over_a_fake_grid_reproduces_the_in_process_run(epsilon):
+    cfg = small(report_epsilon=epsilon)  # private reports: the client app noises them as the loop does
     strategy = AlignedMoEStrategy(cfg)
     result = strategy.start(grid=FakeGrid(cfg), initial_arrays=strategy.initial_arrays(), num_rounds=cfg.rounds)
     reference = fedloop.run(cfg)

@@ -26,7 +26,7 @@ from flwr.clientapp import ClientApp
 
 import alignsolve as als
 
-from ..client import client_statistics, train_local
+from ..client import client_statistics, private_report, train_local
 from ..data import FederatedData
 from ..loop import FedConfig, build_model, load_data, load_profiles, state_bytes
 from ..model import MoE
@@ -126,7 +126,8 @@ def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
         reply["profile-source"] = "measure"
     records: dict[str, Any] = {"profile": ConfigRecord(profile.to_dict())}
     if kind == "report":
-        routing, loss = client_statistics(model, *data.clients[pid])
+        r = int(msg.content["config"]["round"]) if "round" in msg.content["config"] else 0
+        routing, loss = private_report(*client_statistics(model, *data.clients[pid]), config, r, pid)
         records["stats"] = ArrayRecord(
             {"routing": torch.from_numpy(np.asarray(routing)), "loss": torch.from_numpy(np.asarray(loss))}
         )
