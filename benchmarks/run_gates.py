@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fedloop
-from fedloop.tasks import CENTRAL_EPOCHS, EXPERT_HIDDEN, TASKS, VERSION, central_accuracy, federation
+from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, federation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"gates{suffix}.csv"
     args.out.mkdir(parents=True, exist_ok=True)
     done = _done(path)
-    eh = args.expert_hidden if args.expert_hidden is not None else EXPERT_HIDDEN.get(args.task, 8)
+    eh = federation(args.task, args.quick, args.expert_hidden)["expert_hidden"]  # the task's unless given
     setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}"
     q = args.quick
 

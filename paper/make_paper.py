@@ -30,7 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,8 +155,9 @@ def run_all(commands: list[list[str]], jobs: int) -> None:
     """Run ``commands`` from the repository root, at most ``jobs`` at a time.
 
     Each script writes files of its own, so they may overlap. One at a time, a script's output goes straight to
-    the terminal; in parallel it is kept and printed when the script ends, so that outputs do not interleave.
-    The first failure stops the scripts still running and raises ``CalledProcessError`` with its output.
+    the terminal; in parallel it goes to a file of its own and is printed when the script ends, so that outputs
+    do not interleave. The first failure stops the scripts still running and raises ``CalledProcessError`` with
+    its output.
     """
     if jobs == 1:
         for command in commands:
@@ -164,31 +165,28 @@ def run_all(commands: list[list[str]], jobs: int) -> None:
             subprocess.run(command, cwd=ROOT, check=True)
         return
     waiting, running = list(commands), []
-    try:
-        while waiting or running:
-            while waiting and len(running) < jobs:
-                command = waiting.pop(0)
-                print("started", " ".join(command[1:]), flush=True)
-                proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                # a reader thread per script: a script blocked on a full pipe would never end
-                out: list[str] = []
-                reader = threading.Thread(target=lambda p=proc, o=out: o.append(p.stdout.read()), daemon=True)
-                reader.start()
-                running.append((command, proc, reader, out))
-            for item in list(running):
-                command, proc, reader, out = item
-                if proc.poll() is None:
-                    continue
-                reader.join()
-                running.remove(item)
-                print(f"finished {' '.join(command[1:])} (exit {proc.returncode})\n{''.join(out)}", flush=True)
-                if proc.returncode:
-                    raise subprocess.CalledProcessError(proc.returncode, command, output="".join(out))
-            time.sleep(0.2)
-    finally:
-        for _, proc, _, _ in running:
-            proc.kill()
-            proc.wait()
+    with tempfile.TemporaryDirectory() as logs:
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    command = waiting.pop(0)
+                    print("started", " ".join(command[1:]), flush=True)
+                    log = Path(logs, f"{len(waiting)}.log")
+                    with open(log, "w") as fh:
+                        proc = subprocess.Popen(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True)
+                    running.append((command, proc, log))
+                for item in [item for item in running if item[1].poll() is not None]:
+                    command, proc, log = item
+                    running.remove(item)
+                    out = log.read_text()
+                    print(f"finished {' '.join(command[1:])} (exit {proc.returncode})\n{out}", flush=True)
+                    if proc.returncode:
+                        raise subprocess.CalledProcessError(proc.returncode, command, output=out)
+                time.sleep(0.2)
+        finally:
+            for _, proc, _ in running:
+                proc.kill()
+                proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

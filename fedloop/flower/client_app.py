@@ -94,15 +94,16 @@ def _measured_profile(
     pid: int,
     model: MoE,
     fallback: als.ClientProfile,
+    r: int,
 ) -> als.ClientProfile:
-    """Fold what ``msg`` (with its weights ``received``, if any) tells about this device; the profile to report."""
+    """Fold what ``msg`` (round ``r``, with its weights ``received``, if any) tells about this device; the profile
+    to report."""
     meter = _meter(context)
     cfg = msg.content["config"]
     if received is not None:  # a message with weights: time its trip
         meter.observe_download(state_bytes(received), msg.metadata.created_at, time.time())
     if "uplink-bytes" in cfg and "uplink-seconds" in cfg:  # the server timed our last weight-carrying reply
         meter.observe_upload(float(cfg["uplink-bytes"]), float(cfg["uplink-seconds"]))
-    r = int(cfg["round"]) if "round" in cfg else 0
     if meter.due(r):
         meter.measure_compute(model, *data.clients[pid], r)
     profile = meter.profile(fallback, n_samples=data.n_samples[pid])
@@ -113,7 +114,9 @@ def _measured_profile(
 def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
     data, model, profiles = _local(config)
     pid = _partition(context, config)
-    kind = str(msg.content["config"]["kind"])
+    query = msg.content["config"]
+    kind = str(query["kind"])
+    r = int(query["round"]) if "round" in query else 0  # a hello carries no round
     reply: dict[str, Any] = {"client-id": data.client_ids[pid], "index": pid}
     if kind not in ("hello", "report"):
         raise ValueError(f"config.kind: must be 'hello' or 'report'; got {kind!r}")
@@ -122,11 +125,10 @@ def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
         model.load_state_dict(received)
     profile = profiles[pid]
     if _measures(context):
-        profile = _measured_profile(msg, context, received, data, pid, model, profiles[pid])
+        profile = _measured_profile(msg, context, received, data, pid, model, profiles[pid], r)
         reply["profile-source"] = "measure"
     records: dict[str, Any] = {"profile": ConfigRecord(profile.to_dict())}
     if kind == "report":
-        r = int(msg.content["config"]["round"]) if "round" in msg.content["config"] else 0
         routing, loss = private_report(*client_statistics(model, *data.clients[pid]), config, r, pid)
         records["stats"] = ArrayRecord(
             {"routing": torch.from_numpy(np.asarray(routing)), "loss": torch.from_numpy(np.asarray(loss))}
