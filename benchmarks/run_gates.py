@@ -40,9 +40,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
 
 
-def federated_accuracy(task: str, quick: bool, seed: int, policy: str, rounds: int, expert_hidden: int) -> float:
+def federated_accuracy(
+    task: str, quick: bool, seed: int, policy: str, rounds: int, expert_hidden: int, feature_norm: bool
+) -> float:
     """Mean test accuracy of the last 5 rounds of a run with ``policy``."""
-    settings = federation(task, quick, expert_hidden) | {"seed": seed, "policy": policy, "rounds": rounds}
+    settings = federation(task, quick, expert_hidden, feature_norm) | {"seed": seed, "policy": policy, "rounds": rounds}
     cfg = fedloop.FedConfig(**settings)
     history = fedloop.run(cfg)
     return float(np.mean(history.column("accuracy")[-5:]))
@@ -70,27 +72,46 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="hidden units of each expert (default: the task's, fedloop.tasks.EXPERT_HIDDEN)",
     )
+    parser.add_argument(
+        "--feature-norm",
+        choices=("on", "off"),
+        default=None,
+        help="batch normalisation of the encoder's features (default: the task's, fedloop.tasks.FEATURE_NORM)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--shard", default="0/1", help="K/M: only seeds s with s %% M == K (M processes in parallel, one CSV)"
+    )
     args = parser.parse_args(argv)
+    try:
+        k, m = (int(v) for v in args.shard.split("/"))
+        if not 0 <= k < m:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard: must be K/M with 0 <= K < M; got {args.shard!r}")
     if args.quick:
         args.epochs, args.rounds, args.seeds = min(args.epochs, 2), min(args.rounds, 8), min(args.seeds, 2)
     suffix = "_quick" if args.quick else ""
     path = args.out / f"gates{suffix}.csv"
     args.out.mkdir(parents=True, exist_ok=True)
     done = _done(path)
-    eh = federation(args.task, args.quick, args.expert_hidden)["expert_hidden"]  # the task's unless given
-    setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}"
+    fn = None if args.feature_norm is None else args.feature_norm == "on"
+    fed = federation(args.task, args.quick, args.expert_hidden, fn)  # the task's unless given
+    eh, fn = fed["expert_hidden"], fed["feature_norm"]
+    setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}" + (" feature_norm" * fn)
     q = args.quick
 
     def central(seed: int, n_experts: int | None = None) -> float:
         return central_accuracy(
-            args.task, quick=q, seed=seed, n_experts=n_experts, epochs=args.epochs, expert_hidden=eh
+            args.task, quick=q, seed=seed, n_experts=n_experts, epochs=args.epochs, expert_hidden=eh, feature_norm=fn
         )
 
     arms = [("central", "E experts", central), ("central", "1 expert", lambda s: central(s, 1))]
     for policy in ("topk_affinity", "bottomk_affinity"):
-        arms.append(("federated", policy, lambda s, p=policy: federated_accuracy(args.task, q, s, p, args.rounds, eh)))
+        arms.append(
+            ("federated", policy, lambda s, p=policy: federated_accuracy(args.task, q, s, p, args.rounds, eh, fn))
+        )
     new = not path.exists()
     with open(path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
@@ -98,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
         for gate, arm, measure in arms:
             for seed in range(args.seeds):
-                if (args.task, setting, gate, arm, seed) in done:
+                if seed % m != k or (args.task, setting, gate, arm, seed) in done:
                     continue
                 start = time.perf_counter()
                 accuracy = measure(seed)
@@ -128,7 +149,8 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
         f"# Sanity gates ({datetime.now(timezone.utc):%Y-%m-%d}, last run `{command}`)",
         "",
         f"Each {VERSION} row's setting gives the options it ran with: `python benchmarks/run_gates.py --task TASK "
-        "--epochs E --rounds R --expert-hidden H` reproduces it. v1 rows ran with the task's first definition (four "
+        "--epochs E --rounds R --expert-hidden H --feature-norm on|off` reproduces it (on where the setting says "
+        "`feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`). v1 rows ran with the task's first definition (four "
         "domains without relabelling, 300 samples per client, federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change.",
         "",

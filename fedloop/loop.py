@@ -124,6 +124,10 @@ class FedConfig:
     #: every expert's weights travel down, only the trained ones up), and router row j is averaged over the
     #: clients that trained expert j.
     testbed: str = "residual"
+    #: End the encoder with a batch normalisation of its features (``fedloop.model.MoE``'s ``feature_norm``):
+    #: without it the experts testbed's features are mostly one common vector and the router sends nearly every
+    #: input to the same expert.
+    feature_norm: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field, the rule and the value."""
@@ -189,7 +193,7 @@ class FedConfig:
         delta = self.report_delta
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 < delta < 1.0:
             raise bad("report_delta", "must be a number in (0, 1)")
-        for name in ("deadline_mode", "capacity_profiling"):
+        for name in ("deadline_mode", "capacity_profiling", "feature_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         try:
@@ -278,6 +282,7 @@ def build_model(config: FedConfig, data: FederatedData) -> MoE:
         expert_hidden=config.expert_hidden,
         vocab=data.n_classes if data.info.get("tokens") else None,
         residual=config.testbed == "residual",
+        feature_norm=config.feature_norm,
     ).to(config.device)
 
 

@@ -79,6 +79,13 @@ class MoE(nn.Module):
         ``head(h + mixed)`` with a dense encoder; False: a convolution-only encoder whose features go to
         the router and the experts, and ``head(mixed)``: no path around the experts, which hold most of the
         parameters.
+    feature_norm : bool, default False
+        End the encoder with a batch normalisation of its features (no learned scale or shift): each feature
+        centred and scaled over the batch in training, by running statistics at evaluation (buffers that the
+        federation averages like shared weights). Without it the convolution-only encoder's features are
+        non-negative and mostly one common vector, so
+        the router's choice hardly depends on the input: it sends almost every input to one expert, whose
+        small ReLU layer a few federated SGD steps can kill, and the run stays near chance.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class MoE(nn.Module):
         expert_hidden: int = 64,
         vocab: int | None = None,
         residual: bool = True,
+        feature_norm: bool = False,
     ) -> None:
         super().__init__()
         if n_experts < 1 or top_k < 1:
@@ -99,7 +107,7 @@ class MoE(nn.Module):
         self.n_experts = n_experts
         self.top_k = min(top_k, n_experts)
         self.residual = residual
-        features = self._encoder(input_shape, hidden, vocab, dense=residual)
+        features = self._encoder(input_shape, hidden, vocab, dense=residual, norm=feature_norm)
         self.router = nn.Linear(features, n_experts)
         # Residual: experts map the features back onto themselves (h + mixed). Otherwise the encoder is only
         # convolutions (its flattened maps are the features) and the experts hold the dense capacity.
@@ -109,7 +117,9 @@ class MoE(nn.Module):
         )
         self.head = nn.Linear(hidden, n_classes)
 
-    def _encoder(self, input_shape: tuple[int, ...], hidden: int, vocab: int | None, *, dense: bool) -> int:
+    def _encoder(
+        self, input_shape: tuple[int, ...], hidden: int, vocab: int | None, *, dense: bool, norm: bool = False
+    ) -> int:
         """Build ``self.encoder``; returns the width of its output (``hidden`` when ``dense``)."""
         tail: list[nn.Module] = []
         if vocab is not None:
@@ -138,6 +148,8 @@ class MoE(nn.Module):
         if dense:
             tail = [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
+        if norm:
+            tail.append(nn.BatchNorm1d(width, affine=False))
         self.encoder = nn.Sequential(*body, *tail)
         return width
 

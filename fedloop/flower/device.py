@@ -140,6 +140,8 @@ class DeviceMeter:
         """Time one forward and backward pass on the first ``batch`` samples; returns and keeps FLOP/s."""
         xb, yb = x[: self.batch], y[: self.batch]
         was_training = model.training
+        # A training-mode pass moves normalisation statistics (buffers): keep them as they were.
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
         model.train()
         start = self.clock()
         out = model(xb)
@@ -147,6 +149,9 @@ class DeviceMeter:
         grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
         seconds = self.clock() - start
         del grads  # measured, not applied: the weights are unchanged
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
         model.train(was_training)
         flops = xb.shape[0] * training_flops_per_sample(model) / max(seconds, 1e-9)
         self.state.compute_flops, self.state.compute_round = float(flops), int(round)
