@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--shard", default="0/1", help="K/M: only seeds s with s %% M == K (M processes in parallel, one CSV)"
+        "--shard",
+        default="0/1",
+        help="K/M: only the runs i (arms by seeds, in order) with i %% M == K (M processes, one CSV)",
     )
     args = parser.parse_args(argv)
     try:
@@ -112,30 +114,32 @@ def main(argv: list[str] | None = None) -> int:
         arms.append(
             ("federated", policy, lambda s, p=policy: federated_accuracy(args.task, q, s, p, args.rounds, eh, fn))
         )
-    new = not path.exists()
+    try:  # exclusive creation: shards started together write the header once
+        with open(path, "x", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
+    except FileExistsError:
+        pass
+    jobs = [(gate, arm, measure, seed) for gate, arm, measure in arms for seed in range(args.seeds)]
     with open(path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
-        for gate, arm, measure in arms:
-            for seed in range(args.seeds):
-                if seed % m != k or (args.task, setting, gate, arm, seed) in done:
-                    continue
-                start = time.perf_counter()
-                accuracy = measure(seed)
-                row = dict(
-                    task=args.task,
-                    gate=gate,
-                    arm=arm,
-                    seed=seed,
-                    accuracy=round(accuracy, 4),
-                    seconds=round(time.perf_counter() - start, 1),
-                    setting=setting,
-                )
-                writer.writerow(row)
-                fh.flush()
-                done[(args.task, setting, gate, arm, seed)] = row
-                print(row, flush=True)
+        for i, (gate, arm, measure, seed) in enumerate(jobs):
+            if i % m != k or (args.task, setting, gate, arm, seed) in done:
+                continue
+            start = time.perf_counter()
+            accuracy = measure(seed)
+            row = dict(
+                task=args.task,
+                gate=gate,
+                arm=arm,
+                seed=seed,
+                accuracy=round(accuracy, 4),
+                seconds=round(time.perf_counter() - start, 1),
+                setting=setting,
+            )
+            writer.writerow(row)
+            fh.flush()
+            done[(args.task, setting, gate, arm, seed)] = row
+            print(row, flush=True)
     write_report(
         path, args.out / f"gates{suffix}.md", args.margin, " ".join(["python benchmarks/run_gates.py", *sys.argv[1:]])
     )
@@ -150,7 +154,8 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
         "",
         f"Each {VERSION} row's setting gives the options it ran with: `python benchmarks/run_gates.py --task TASK "
         "--epochs E --rounds R --expert-hidden H --feature-norm on|off` reproduces it (on where the setting says "
-        "`feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`). v1 rows ran with the task's first definition (four "
+        "`feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`). v1 rows ran with the "
+        "task's first definition (four "
         "domains without relabelling, 300 samples per client, federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change.",
         "",
