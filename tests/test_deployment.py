@@ -32,12 +32,13 @@ class Ticks:
         return self.now
 
 
-def _model():
-    return fedloop.model.MoE((6,), 3, 4, top_k=2, hidden=8, expert_hidden=5)
+def _model(feature_norm: bool = False):
+    return fedloop.model.MoE((6,), 3, 4, top_k=2, hidden=8, expert_hidden=5, feature_norm=feature_norm)
 
 
-def test_compute_is_the_planners_flops_over_the_timed_pass_and_weights_do_not_move():
-    model = _model()
+@pytest.mark.parametrize("feature_norm", [False, True])
+def test_compute_is_the_planners_flops_over_the_timed_pass_and_weights_do_not_move(feature_norm):
+    model = _model(feature_norm)  # with feature_norm the timed pass would move normalisation statistics
     before = {k: v.clone() for k, v in model.state_dict().items()}
     meter = DeviceMeter(clock=Ticks(0.25), batch=4, memory=lambda: 1e9)
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))

@@ -137,6 +137,9 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     # each task's expert width is the one its gates ran with; a task without one gets 8; an explicit width wins
     assert {t: tasks.federation(t)["expert_hidden"] for t in tasks.EXPERT_HIDDEN} == tasks.EXPERT_HIDDEN
     assert settings["expert_hidden"] == 8 and tasks.federation("mnist_shards", expert_hidden=5)["expert_hidden"] == 5
+    # feature normalisation: the tasks listed in FEATURE_NORM only, unless asked
+    assert tasks.federation("mnist_shards")["feature_norm"] and not tasks.federation("multidomain")["feature_norm"]
+    assert not settings["feature_norm"] and tasks.federation("tiny", feature_norm=True)["feature_norm"]
     with pytest.raises(ValueError, match="task"):
         tasks.federation("nope")
     one = tasks.central_accuracy("tiny", quick=True, seed=1, n_experts=1, epochs=1)
@@ -144,6 +147,39 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     many = tasks.central_accuracy("tiny", quick=True, seed=1, epochs=1)
     assert 0.0 <= one <= 1.0 and one == again  # the seed fixes data, initialisation and order
     assert 0.0 <= many <= 1.0
+    assert 0.0 <= tasks.central_accuracy("tiny", quick=True, seed=1, epochs=1, feature_norm=True) <= 1.0
+
+
+def test_the_gates_script_shards_its_runs_resumes_and_names_its_setting(monkeypatch, tmp_path, capsys):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    from fedloop import tasks
+
+    monkeypatch.setitem(
+        tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
+    )
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_gates.py"
+    spec = importlib.util.spec_from_file_location("run_gates", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = ["--task", "tiny", "--quick", "--seeds", "1", "--epochs", "1", "--rounds", "1", "--out", str(tmp_path)]
+    module.main([*base, "--feature-norm", "on", "--shard", "0/2"])
+    first = list(csv.DictReader(open(tmp_path / "gates_quick.csv")))
+    assert [(r["gate"], r["arm"]) for r in first] == [("central", "E experts"), ("federated", "topk_affinity")]
+    module.main([*base, "--feature-norm", "on", "--shard", "1/2"])
+    module.main([*base, "--feature-norm", "on"])  # every run is there: nothing runs again
+    rows = list(csv.DictReader(open(tmp_path / "gates_quick.csv")))
+    assert len(rows) == 4 and rows[:2] == first  # one header, each run once
+    assert {r["setting"] for r in rows} == {f"{tasks.VERSION} epochs=1 rounds=1 expert_hidden=8 feature_norm"}
+    assert (
+        f"| tiny | {tasks.VERSION} epochs=1 rounds=1 expert_hidden=8 feature_norm | central |"
+        in (tmp_path / "gates_quick.md").read_text()
+    )
+    with pytest.raises(SystemExit):
+        module.main([*base, "--shard", "2/2"])
+    assert "--shard: must be K/M" in capsys.readouterr().err
 
 
 def test_routing_entropy_is_one_when_even_and_zero_on_one_expert():

@@ -89,3 +89,33 @@ def test_flower_refuses_the_experts_testbed():
 
     with pytest.raises(fedloop.ConfigError, match="testbed"):
         AlignedMoEStrategy(fedloop.FedConfig(**(SMALL | {"testbed": "experts"})))
+
+
+def test_feature_norm_centres_the_features_over_the_batch_and_keeps_running_statistics():
+    torch.manual_seed(0)
+    model = MoE((1, 8, 8), 10, 4, top_k=1, residual=False, feature_norm=True)
+    x = torch.rand(32, 1, 8, 8)  # non-negative images: without the norm the features share a large common part
+    model.train()
+    h = model.encoder(x)
+    assert torch.allclose(h.mean(dim=0), torch.zeros(h.shape[1]), atol=1e-5)
+    stats = {k: v for k, v in model.state_dict().items() if "running_mean" in k}
+    assert len(stats) == 1 and float(next(iter(stats.values())).abs().sum()) > 0  # the pass moved them
+    assert not any(fedloop.model.is_expert_key(k) for k in stats)  # shared state, averaged like the encoder
+    model.eval()
+    one = model.encoder(x[:1])
+    assert torch.allclose(one, model.encoder(x)[:1])  # evaluation uses the running statistics, not the batch
+    assert not [m for m in MoE((1, 8, 8), 10, 4, residual=False).modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+
+def test_a_run_with_feature_norm_averages_the_running_statistics():
+    from fedloop.loop import run_round
+
+    config = fedloop.FedConfig(**(SMALL | dict(rounds=1, testbed="experts", feature_norm=True)))
+    setup = fedloop.build(config)
+    key = next(k for k in setup.model.state_dict() if k.endswith("running_mean"))
+    before = setup.model.state_dict()[key].clone()
+    record = run_round(setup, 0, fedloop.build(config).model)
+    assert record.completed > 0 and 0.0 <= record.accuracy <= 1.0
+    assert not torch.equal(setup.model.state_dict()[key], before)  # the clients' statistics reached the model
+    with pytest.raises(fedloop.ConfigError, match="feature_norm: must be True or False"):
+        fedloop.FedConfig(**(SMALL | {"feature_norm": "yes"})).validate()
