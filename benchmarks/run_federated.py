@@ -37,6 +37,7 @@ import numpy as np
 
 import fedloop
 from fedloop import plots, stats, tasks
+from fedloop.tasks import parse_shard
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The aligner of issue 19: value term on, load bounds following the routing's demand, no forced cohort, no
@@ -298,11 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not policies:
         parser.error(f"--policies: must name some of {', '.join(POLICIES)}; got {args.policies!r}")
     try:
-        k, m = (int(v) for v in args.shard.split("/"))
-        if not 0 <= k < m:
-            raise ValueError
-    except ValueError:
-        parser.error(f"--shard: must be K/M with 0 <= K < M; got {args.shard!r}")
+        k, m = parse_shard(args.shard)
+    except ValueError as err:
+        parser.error(str(err))
     if not args.render:
         run_all(args.task, [s for s in range(args.seeds) if s % m == k], args.rounds, args.quick, args.out, policies)
     command = " ".join(["python benchmarks/run_federated.py", *(argv if argv is not None else sys.argv[1:])])

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fedloop
-from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, federation
+from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, federation, parse_shard
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
@@ -87,11 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        k, m = (int(v) for v in args.shard.split("/"))
-        if not 0 <= k < m:
-            raise ValueError
-    except ValueError:
-        parser.error(f"--shard: must be K/M with 0 <= K < M; got {args.shard!r}")
+        k, m = parse_shard(args.shard)
+    except ValueError as err:
+        parser.error(str(err))
     if args.quick:
         args.epochs, args.rounds, args.seeds = min(args.epochs, 2), min(args.rounds, 8), min(args.seeds, 2)
     suffix = "_quick" if args.quick else ""

@@ -28,6 +28,7 @@ __all__ = [
     "VERSION",
     "central_accuracy",
     "federation",
+    "parse_shard",
 ]
 
 #: Every domain of :data:`fedloop.real_data.DOMAINS`, each with its own labelling (``relabel``): one small expert
@@ -96,6 +97,17 @@ def federation(
         lr=0.1,
     )
     return base | TASKS[task]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/M"`` -> (K, M): the benchmark scripts' share of work for one of M processes (``0 <= K < M``)."""
+    try:
+        k, m = (int(v) for v in text.split("/"))
+        if not 0 <= k < m:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--shard: must be K/M with 0 <= K < M; got {text!r}") from None
+    return k, m
 
 
 def central_accuracy(
