@@ -38,6 +38,9 @@ from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, fede
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
+#: Paired seeds a gate needs before it is called passed or failed (``--quick``: 2); a shard that finishes first
+#: renders the others' rows as incomplete, not as a verdict on one seed.
+MIN_PAIRS = 3
 
 
 def federated_accuracy(
@@ -138,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             fh.flush()
             done[(args.task, setting, gate, arm, seed)] = row
             print(row, flush=True)
-    write_report(
-        path, args.out / f"gates{suffix}.md", args.margin, " ".join(["python benchmarks/run_gates.py", *sys.argv[1:]])
-    )
+    command = " ".join(["python benchmarks/run_gates.py", *(argv if argv is not None else sys.argv[1:])])
+    write_report(path, args.out / f"gates{suffix}.md", args.margin, command, 2 if args.quick else MIN_PAIRS)
     return 0
 
 
-def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> None:
+def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min_pairs: int = MIN_PAIRS) -> None:
+    """Render the gates of every (task, setting) in ``csv_path``; fewer than ``min_pairs`` paired seeds: incomplete."""
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     lines = [
@@ -157,7 +160,8 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
         "domains without relabelling, 300 samples per client, federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change.",
         "",
-        f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive.",
+        f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive, over at "
+        f"least {min_pairs} paired seeds (fewer: incomplete).",
         "",
         "| task | setting | gate | arms (mean accuracy, n) | paired differences | mean | passes |",
         "|---|---|---|---|---|---|---|",
@@ -183,13 +187,17 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str) -> 
             diffs = [a[s] - b[s] for s in seeds]
             mean = statistics.fmean(diffs)
             ok = mean >= margin and all(d > 0 for d in diffs)
+            if len(seeds) < min_pairs:
+                verdict = f"incomplete ({len(seeds)} of {min_pairs} seeds)"
+            else:
+                verdict = "**yes**" if ok else "**no**"
             arms = (
                 f"{good} {statistics.fmean(a.values()):.3f} (n={len(a)}); "
                 f"{bad} {statistics.fmean(b.values()):.3f} (n={len(b)})"
             )
             lines.append(
                 f"| {task} | {setting} | {gate} | {arms} | {', '.join(f'{d:+.3f}' for d in diffs)} | {mean:+.3f} | "
-                f"{'**yes**' if ok else '**no**'} |"
+                f"{verdict} |"
             )
     md_path.write_text("\n".join(lines) + "\n")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["MoE", "MoEOutput", "expert_prefix", "is_expert_key", "split_state"]
+__all__ = ["MoE", "MoEOutput", "expert_prefix", "is_expert_key", "silent_units", "split_state"]
 
 
 @dataclass
@@ -190,3 +191,18 @@ class MoE(nn.Module):
 
     def shared_parameters(self) -> int:
         return sum(p.numel() for name, p in self.named_parameters() if not is_expert_key(name))
+
+
+@torch.no_grad()
+def silent_units(model: MoE, x: torch.Tensor) -> np.ndarray:
+    """(E,) the hidden units of each expert that no input of ``x`` activates (ReLU output 0 on every one).
+
+    An expert whose units are all silent outputs a constant whatever the input; SGD cannot revive such a unit
+    (its gradient is 0), so a count that only grows over a run is units lost for good.
+    """
+    was_training = model.training
+    model.eval()
+    h = model.encoder(x)
+    counts = [int((~(expert[1](expert[0](h)) > 0).any(dim=0)).sum()) for expert in model.experts]
+    model.train(was_training)
+    return np.array(counts, dtype=int)

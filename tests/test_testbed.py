@@ -119,3 +119,46 @@ def test_a_run_with_feature_norm_averages_the_running_statistics():
     assert not torch.equal(setup.model.state_dict()[key], before)  # the clients' statistics reached the model
     with pytest.raises(fedloop.ConfigError, match="feature_norm: must be True or False"):
         fedloop.FedConfig(**(SMALL | {"feature_norm": "yes"})).validate()
+
+
+def test_silent_units_counts_the_units_no_input_activates():
+    from fedloop.model import silent_units
+
+    torch.manual_seed(0)
+    model = MoE((6,), 3, 3, top_k=1, expert_hidden=4, residual=False)
+    x = torch.randn(50, 6)
+    with torch.no_grad():
+        model.experts[1][0].bias[:3] = -1e6  # three units of expert 1 can never fire
+        model.experts[2][0].bias[:] = 1e6  # every unit of expert 2 always fires
+    counts = silent_units(model, x)
+    assert counts.shape == (3,) and counts[1] == 3 and counts[2] == 0
+    assert model.training  # left as it was
+
+
+def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_path):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    from fedloop import tasks
+
+    monkeypatch.setitem(
+        tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
+    )
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_collapse.py"
+    spec = importlib.util.spec_from_file_location("run_collapse", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--task", "tiny", "--quick", "--seeds", "1", "--rounds", "2", "--probe", "50", "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "collapse.csv")))
+    assert [(r["feature_norm"], r["round"]) for r in rows] == [
+        ("False", "0"),
+        ("False", "1"),
+        ("True", "0"),
+        ("True", "1"),
+    ]
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and 0.0 < float(r["top_share"]) <= 1.0
+        assert 0.0 <= float(r["entropy"]) <= 1.0 and 0 <= int(r["dead"]) <= int(r["silent"])
+    md = (tmp_path / "collapse.md").read_text()
+    assert "| off | 0 |" in md and "| on | 0 |" in md and "after rounds 1 and 2".lower() in md.lower()
