@@ -7,6 +7,12 @@ is the most used one, the routing entropy (1: even over all experts, 0: one expe
 the silent units (hidden units of an expert that no probe sample activates; an expert
 with every unit silent outputs a constant).
 
+It also measures where local training sends a client's data: at the initial model, for the
+first ``--clients`` clients, the share of the client's samples whose top-1 expert is one of
+its two assigned experts, before and after one local training (the task's epochs and step
+size, routing over all experts with the others frozen), when it is assigned the two experts
+its data are routed to most (``top``) or least (``bottom``).
+
     python benchmarks/run_collapse.py --task mnist_shards   # writes benchmarks/results/collapse.{csv,md}
 
 Needs the real data: ``fedloop fetch all``.
@@ -15,18 +21,61 @@ Needs the real data: ``fedloop fetch all``.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import fedloop
+from fedloop.client import train_local
 from fedloop.loop import build, build_model, evaluate_routing, routing_entropy, run_round
 from fedloop.model import silent_units
 from fedloop.tasks import TASKS, VERSION, federation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "policy", "feature_norm", "seed", "round", "accuracy", "top_share", "entropy", "silent", "dead"]
+DRIFT_FIELDS = ["task", "feature_norm", "seed", "client", "assigned", "experts", "before", "after"]
+
+
+def drift(task: str, seed: int, clients: int, feature_norm: bool, quick: bool) -> list[dict]:
+    """Share of each client's samples routed to its assigned experts before and after one local training."""
+    cfg = fedloop.FedConfig(**(federation(task, quick, feature_norm=feature_norm) | {"seed": seed, "rounds": 1}))
+    setup = build(cfg)
+    rows = []
+    for c in range(min(clients, len(setup.data.clients))):
+        x, y = setup.data.clients[c]
+        before = evaluate_routing(setup.model, x, y)[2]
+        order = [int(j) for j in before.argsort(kind="stable")]
+        for name, experts in (("top", order[-2:]), ("bottom", order[:2])):
+            model = copy.deepcopy(setup.model)
+            train_local(
+                model,
+                x,
+                y,
+                experts,
+                epochs=cfg.local_epochs,
+                lr=cfg.lr,
+                batch_size=cfg.batch_size,
+                aux_weight=cfg.aux_weight,
+                seed=seed,
+                route_all=True,
+            )
+            after = evaluate_routing(model, x, y)[2]
+            rows.append(
+                dict(
+                    task=task,
+                    feature_norm=feature_norm,
+                    seed=seed,
+                    client=c,
+                    assigned=name,
+                    experts=" ".join(map(str, experts)),
+                    before=round(float(before[experts].sum()), 4),
+                    after=round(float(after[experts].sum()), 4),
+                )
+            )
+    return rows
 
 
 def trace(task: str, policy: str, seed: int, rounds: int, feature_norm: bool, probe: int, quick: bool) -> list[dict]:
@@ -65,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--probe", type=int, default=1000, help="test samples the routing is measured on")
+    parser.add_argument("--clients", type=int, default=10, help="clients whose local routing drift is measured")
     parser.add_argument("--quick", action="store_true", help="the task's small federation (fedloop.tasks)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -74,17 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds)
         for row in trace(args.task, args.policy, seed, args.rounds, feature_norm, args.probe, args.quick)
     ]
+    drifts = [
+        row
+        for feature_norm in (False, True)
+        for seed in range(args.seeds)
+        for row in drift(args.task, seed, args.clients, feature_norm, args.quick)
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "collapse.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    for name, fields, table in (("collapse.csv", FIELDS, rows), ("collapse_drift.csv", DRIFT_FIELDS, drifts)):
+        with open(args.out / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(table)
     command = " ".join(["python benchmarks/run_collapse.py", *(argv if argv is not None else sys.argv[1:])])
-    write_report(rows, args.out / "collapse.md", command, args.quick)
+    write_report(rows, drifts, args.out / "collapse.md", command, args.quick)
     return 0
 
 
-def write_report(rows: list[dict], path: Path, command: str, quick: bool = False) -> None:
+def write_report(rows: list[dict], drifts: list[dict], path: Path, command: str, quick: bool = False) -> None:
     first = rows[0]
     experts = federation(first["task"], quick)
     units = experts["n_experts"] * experts["expert_hidden"]
@@ -110,6 +167,28 @@ def write_report(rows: list[dict], path: Path, command: str, quick: bool = False
                 f"{a['top_share']:.2f} / {b['top_share']:.2f} | {a['entropy']:.2f} / {b['entropy']:.2f} | "
                 f"{a['silent']} / {b['silent']} | {a['dead']} / {b['dead']} |"
             )
+    lines += [
+        "",
+        "## Where local training sends a client's data",
+        "",
+        "At the initial model: the share of a client's samples routed to its two assigned experts before and after "
+        "one local training, mean over the clients measured (n), when it is assigned the experts its data are routed "
+        "to most (top) or least (bottom).",
+        "",
+        "| feature_norm | seed | assigned | n | share before | share after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for feature_norm in (False, True):
+        for seed in sorted({d["seed"] for d in drifts}):
+            for assigned in ("top", "bottom"):
+                key = (feature_norm, seed, assigned)
+                got = [d for d in drifts if (d["feature_norm"], d["seed"], d["assigned"]) == key]
+                before = statistics.fmean(d["before"] for d in got)
+                after = statistics.fmean(d["after"] for d in got)
+                lines.append(
+                    f"| {'on' if feature_norm else 'off'} | {seed} | {assigned} | {len(got)} | "
+                    f"{before:.3f} | {after:.3f} |"
+                )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -149,7 +149,23 @@ def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_p
     spec = importlib.util.spec_from_file_location("run_collapse", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["--task", "tiny", "--quick", "--seeds", "1", "--rounds", "2", "--probe", "50", "--out", str(tmp_path)])
+    module.main(
+        [
+            "--task",
+            "tiny",
+            "--quick",
+            "--seeds",
+            "1",
+            "--rounds",
+            "2",
+            "--probe",
+            "50",
+            "--clients",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     rows = list(csv.DictReader(open(tmp_path / "collapse.csv")))
     assert [(r["feature_norm"], r["round"]) for r in rows] == [
         ("False", "0"),
@@ -160,5 +176,14 @@ def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_p
     for r in rows:
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and 0.0 < float(r["top_share"]) <= 1.0
         assert 0.0 <= float(r["entropy"]) <= 1.0 and 0 <= int(r["dead"]) <= int(r["silent"])
+    drift = list(csv.DictReader(open(tmp_path / "collapse_drift.csv")))
+    assert [(d["feature_norm"], d["assigned"]) for d in drift[:2]] == [("False", "top"), ("False", "bottom")]
+    for d in drift:
+        assert 0.0 <= float(d["before"]) <= 1.0 and 0.0 <= float(d["after"]) <= 1.0
+        assert len(d["experts"].split()) == 2
+    top = [float(d["before"]) for d in drift if d["assigned"] == "top"]
+    bottom = [float(d["before"]) for d in drift if d["assigned"] == "bottom"]
+    assert all(t >= b for t, b in zip(top, bottom))  # the most routed-to experts hold at least the least's share
     md = (tmp_path / "collapse.md").read_text()
     assert "| off | 0 |" in md and "| on | 0 |" in md and "after rounds 1 and 2".lower() in md.lower()
+    assert "| on | 0 | bottom | 2 |" in md
