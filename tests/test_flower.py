@@ -107,9 +107,14 @@ def test_each_node_gets_exactly_its_assigned_experts():
         assert any(k.startswith("router.") for k in keys) and any(k.startswith("head.") for k in keys)
 
 
-@pytest.mark.parametrize("epsilon", [None, 2.0], ids=["plain-reports", "private-reports"])
-def test_strategy_over_a_fake_grid_reproduces_the_in_process_run(epsilon):
-    cfg = small(report_epsilon=epsilon)  # private reports: the client app noises them as the loop does
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"report_epsilon": 2.0}, {"feature_norm": True}],
+    ids=["plain-reports", "private-reports", "feature-norm"],
+)
+def test_strategy_over_a_fake_grid_reproduces_the_in_process_run(options):
+    # private reports: the client app noises them as the loop does; feature_norm: normalisation statistics travel
+    cfg = small(**options)
     strategy = AlignedMoEStrategy(cfg)
     result = strategy.start(grid=FakeGrid(cfg), initial_arrays=strategy.initial_arrays(), num_rounds=cfg.rounds)
     reference = fedloop.run(cfg)
