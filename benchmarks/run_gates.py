@@ -43,11 +43,9 @@ FIELDS = ["task", "gate", "arm", "seed", "accuracy", "seconds", "setting"]
 MIN_PAIRS = 3
 
 
-def federated_accuracy(
-    task: str, quick: bool, seed: int, policy: str, rounds: int, expert_hidden: int, feature_norm: bool
-) -> float:
-    """Mean test accuracy of the last 5 rounds of a run with ``policy``."""
-    settings = federation(task, quick, expert_hidden, feature_norm) | {"seed": seed, "policy": policy, "rounds": rounds}
+def federated_accuracy(fed: dict, seed: int, policy: str, rounds: int) -> float:
+    """Mean test accuracy of the last 5 rounds of a run with ``policy`` in the federation ``fed``."""
+    settings = fed | {"seed": seed, "policy": policy, "rounds": rounds}
     cfg = fedloop.FedConfig(**settings)
     history = fedloop.run(cfg)
     return float(np.mean(history.column("accuracy")[-5:]))
@@ -81,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="batch normalisation of the encoder's features (default: the task's, fedloop.tasks.FEATURE_NORM)",
     )
+    parser.add_argument(
+        "--local-routing",
+        choices=("all", "assigned"),
+        default=None,
+        help="federated gate: local training routes over all experts or the assigned ones "
+        "(default: the task's, fedloop.tasks.LOCAL_ROUTING)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -100,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     done = _done(path)
     fn = None if args.feature_norm is None else args.feature_norm == "on"
-    fed = federation(args.task, args.quick, args.expert_hidden, fn)  # the task's unless given
-    eh, fn = fed["expert_hidden"], fed["feature_norm"]
+    fed = federation(args.task, args.quick, args.expert_hidden, fn, args.local_routing)  # the task's unless given
+    eh, fn, routing = fed["expert_hidden"], fed["feature_norm"], fed["local_routing"]
     setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}" + (" feature_norm" * fn)
+    setting += f" local_routing={routing}" * (routing != "all")
     q = args.quick
 
     def central(seed: int, n_experts: int | None = None) -> float:
@@ -112,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     arms = [("central", "E experts", central), ("central", "1 expert", lambda s: central(s, 1))]
     for policy in ("topk_affinity", "bottomk_affinity"):
-        arms.append(
-            ("federated", policy, lambda s, p=policy: federated_accuracy(args.task, q, s, p, args.rounds, eh, fn))
-        )
+        arms.append(("federated", policy, lambda s, p=policy: federated_accuracy(fed, s, p, args.rounds)))
     try:  # exclusive creation: shards started together write the header once
         with open(path, "x", newline="") as fh:
             csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
@@ -154,8 +158,10 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min
         f"# Sanity gates ({datetime.now(timezone.utc):%Y-%m-%d}, last run `{command}`)",
         "",
         f"Each {VERSION} row's setting gives the options it ran with: `python benchmarks/run_gates.py --task TASK "
-        "--epochs E --rounds R --expert-hidden H --feature-norm on|off` reproduces it (on where the setting says "
-        "`feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`). v1 rows ran with the "
+        "--epochs E --rounds R --expert-hidden H --feature-norm on|off --local-routing all|assigned` reproduces it (on "
+        "where the setting says `feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`; "
+        "`assigned` where it says `local_routing=assigned`: local training routes over the assigned experts only). "
+        "v1 rows ran with the "
         "task's first definition (four "
         "domains without relabelling, 300 samples per client, federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change.",

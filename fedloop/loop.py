@@ -54,6 +54,7 @@ CHECKPOINT = "checkpoint.pt"
 
 
 TESTBEDS = ("residual", "experts")
+LOCAL_ROUTING = ("all", "assigned")
 
 
 class ConfigError(ValueError):
@@ -128,6 +129,14 @@ class FedConfig:
     #: without it the experts testbed's features are mostly one common vector and the router sends nearly every
     #: input to the same expert.
     feature_norm: bool = False
+    #: Local training in the experts testbed: "all" routes over every expert (the unassigned ones frozen), as the
+    #: deployed model does; "assigned" masks the router to the client's assigned experts, so that an assignment
+    #: decides which expert each of its samples trains (the residual testbed always masks).
+    local_routing: str = "all"
+
+    def routes_all(self) -> bool:
+        """Whether local training routes over every expert (so every expert's weights go down to the client)."""
+        return self.testbed == "experts" and self.local_routing == "all"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field, the rule and the value."""
@@ -211,6 +220,8 @@ class FedConfig:
             raise bad("load_target", f"must be one of {', '.join(als.LOAD_TARGETS)}")
         if self.testbed not in TESTBEDS:
             raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
+        if self.local_routing not in LOCAL_ROUTING:
+            raise bad("local_routing", f"must be one of {', '.join(LOCAL_ROUTING)}")
         if self.heterogeneity not in als.HETEROGENEITY:
             raise bad("heterogeneity", f"must be one of {', '.join(als.HETEROGENEITY)}")
 
@@ -353,7 +364,8 @@ def routing_entropy(share: np.ndarray) -> float:
     """``H(share) / log E`` in [0, 1]: 1 when the router spreads samples evenly over all E experts, 0 on one."""
     p = np.asarray(share, dtype=float)
     p = p[p > 0] / p.sum() if p.sum() > 0 else p[:0]
-    return float(-(p * np.log(p)).sum() / math.log(share.size)) if share.size > 1 and p.size else 0.0
+    value = float(-(p * np.log(p)).sum() / math.log(share.size)) if share.size > 1 and p.size else 0.0
+    return max(0.0, value)  # one expert gives -0.0
 
 
 def state_bytes(tensors: dict[str, torch.Tensor]) -> int:
@@ -465,7 +477,7 @@ def finish_round(
     sizes = [shared_bytes + sum(expert_bytes[j] for j in rp.experts_of(m)) for m in range(len(rp.ids))]
     assigned = rp.matrix.any(axis=1)
     # Routing over every expert needs every expert's weights on the client; only the trained ones return.
-    down = [shared_bytes + sum(expert_bytes.values())] * len(sizes) if cfg.testbed == "experts" else sizes
+    down = [shared_bytes + sum(expert_bytes.values())] * len(sizes) if cfg.routes_all() else sizes
     bytes_down = sum(size for size, given in zip(down, assigned) if given)
     bytes_up = sum(size for size, cid in zip(sizes, rp.ids) if cid in results)
 
@@ -573,7 +585,7 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
             batch_size=cfg.batch_size,
             aux_weight=cfg.aux_weight,
             seed=client_seed(cfg, r, c),
-            route_all=cfg.testbed == "experts",
+            route_all=cfg.routes_all(),
         )
         if cfg.faults.hits("nan", r, cid):
             next(iter(res.shared.values())).fill_(float("nan"))

@@ -24,6 +24,7 @@ __all__ = [
     "CENTRAL_LR",
     "EXPERT_HIDDEN",
     "FEATURE_NORM",
+    "LOCAL_ROUTING",
     "TASKS",
     "VERSION",
     "central_accuracy",
@@ -57,6 +58,12 @@ EXPERT_HIDDEN: dict[str, int] = {"multidomain": 8, "mnist_shards": 2, "shakespea
 #: The other tasks' committed results were measured without it.
 FEATURE_NORM: dict[str, bool] = {"mnist_shards": True}
 
+#: Local routing per task (``FedConfig.local_routing``; "all" for a task not listed): "assigned" masks the router
+#: to the client's assigned experts in local training, so that the assignment decides which expert trains on which
+#: samples. Routing over all experts, a client's samples left the experts it trained during local training
+#: (``benchmarks/run_collapse.py``).
+LOCAL_ROUTING: dict[str, str] = {}
+
 #: The definition of the tasks and federation above. Results carry it, so that rows measured under an earlier
 #: definition are never mixed with today's (``v1``: four domains without relabelling, 300 samples per client,
 #: expert_hidden 4 to 32, federated lr 0.05 with one local epoch, central SGD for 5 epochs).
@@ -69,12 +76,17 @@ CENTRAL_EPOCHS = 10
 
 
 def federation(
-    task: str, quick: bool = False, expert_hidden: int | None = None, feature_norm: bool | None = None
+    task: str,
+    quick: bool = False,
+    expert_hidden: int | None = None,
+    feature_norm: bool | None = None,
+    local_routing: str | None = None,
 ) -> dict[str, Any]:
     """The :class:`~fedloop.FedConfig` keyword arguments of ``task`` (add ``seed``, ``policy``, ``rounds``).
 
     ``expert_hidden`` defaults to the task's :data:`EXPERT_HIDDEN` (8 for a task not listed there),
-    ``feature_norm`` to :data:`FEATURE_NORM` (off for a task not listed there).
+    ``feature_norm`` to :data:`FEATURE_NORM` (off for a task not listed there), ``local_routing`` to
+    :data:`LOCAL_ROUTING` ("all" for a task not listed there).
     """
     if task not in TASKS:
         raise ValueError(f"task: must be one of {', '.join(TASKS)}; got {task!r}")
@@ -82,6 +94,8 @@ def federation(
         expert_hidden = EXPERT_HIDDEN.get(task, 8)
     if feature_norm is None:
         feature_norm = FEATURE_NORM.get(task, False)
+    if local_routing is None:
+        local_routing = LOCAL_ROUTING.get(task, "all")
     base: dict[str, Any] = dict(
         n_clients=40 if quick else 100,
         per_round=4 if quick else 10,
@@ -91,6 +105,7 @@ def federation(
         hidden=64,
         expert_hidden=expert_hidden,
         feature_norm=feature_norm,
+        local_routing=local_routing,
         testbed="experts",
         deadline_mode=True,
         local_epochs=2,

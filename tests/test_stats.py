@@ -140,6 +140,9 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     # feature normalisation: the tasks listed in FEATURE_NORM only, unless asked
     assert tasks.federation("mnist_shards")["feature_norm"] and not tasks.federation("multidomain")["feature_norm"]
     assert not settings["feature_norm"] and tasks.federation("tiny", feature_norm=True)["feature_norm"]
+    assert settings["local_routing"] == "all" and tasks.federation("tiny", local_routing="assigned")[
+        "local_routing"
+    ] == ("assigned")
     with pytest.raises(ValueError, match="task"):
         tasks.federation("nope")
     one = tasks.central_accuracy("tiny", quick=True, seed=1, n_experts=1, epochs=1)
@@ -165,7 +168,7 @@ def test_the_gates_script_shards_its_runs_resumes_and_names_its_setting(monkeypa
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     base = ["--task", "tiny", "--quick", "--seeds", "1", "--epochs", "1", "--rounds", "1", "--out", str(tmp_path)]
-    module.main([*base, "--feature-norm", "on", "--shard", "0/2"])
+    module.main([*base, "--feature-norm", "on", "--local-routing", "all", "--shard", "0/2"])
     first = list(csv.DictReader(open(tmp_path / "gates_quick.csv")))
     assert [(r["gate"], r["arm"]) for r in first] == [("central", "E experts"), ("federated", "topk_affinity")]
     module.main([*base, "--feature-norm", "on", "--shard", "1/2"])
@@ -176,6 +179,11 @@ def test_the_gates_script_shards_its_runs_resumes_and_names_its_setting(monkeypa
     md = (tmp_path / "gates_quick.md").read_text()
     assert f"| tiny | {tasks.VERSION} epochs=1 rounds=1 expert_hidden=8 feature_norm | central |" in md
     assert md.count("| incomplete (1 of 2 seeds) |") == 2  # one seed is no verdict, either way
+    module.main([*base, "--local-routing", "assigned"])  # a new setting: its own rows
+    rows = list(csv.DictReader(open(tmp_path / "gates_quick.csv")))
+    assert {r["setting"] for r in rows[4:]} == {
+        f"{tasks.VERSION} epochs=1 rounds=1 expert_hidden=8 local_routing=assigned"
+    }
     with pytest.raises(SystemExit):
         module.main([*base, "--shard", "2/2"])
     assert "--shard: must be K/M" in capsys.readouterr().err
@@ -188,6 +196,7 @@ def test_routing_entropy_is_one_when_even_and_zero_on_one_expert():
 
     assert routing_entropy(np.full(8, 1 / 8)) == pytest.approx(1.0)
     assert routing_entropy(np.array([0.0, 1.0, 0.0, 0.0])) == 0.0
+    assert str(routing_entropy(np.array([0.0, 1.0]))) == "0.0"  # not -0.0 (tables print "-0.00")
     half = routing_entropy(np.array([0.5, 0.5, 0.0, 0.0]))
     assert half == pytest.approx(0.5)  # log 2 / log 4
     assert routing_entropy(np.array([1.0])) == 0.0

@@ -187,3 +187,27 @@ def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_p
     md = (tmp_path / "collapse.md").read_text()
     assert "| off | 0 |" in md and "| on | 0 |" in md and "after rounds 1 and 2".lower() in md.lower()
     assert "| on | 0 | bottom | 2 |" in md
+
+
+def test_local_routing_assigned_trains_only_on_the_assigned_experts_and_sends_only_them():
+    from fedloop.loop import run_round
+
+    base = SMALL | dict(rounds=1, policy="round_robin", max_experts=1, testbed="experts")
+    every = fedloop.FedConfig(**base)
+    masked = fedloop.FedConfig(**(base | {"local_routing": "assigned"}))
+    assert every.routes_all() and not masked.routes_all()
+    assert not fedloop.FedConfig(**(SMALL | {"local_routing": "assigned"})).routes_all()  # residual: always masked
+    records = {}
+    for name, cfg in (("all", every), ("assigned", masked)):
+        setup = fedloop.build(cfg)
+        records[name] = run_round(setup, 0, fedloop.build(cfg).model)
+    a, b = records["all"], records["assigned"]
+    assert a.trained == b.trained and a.loads == b.loads  # the same plan
+    assert b.bytes_down < a.bytes_down  # only the assigned experts go down
+    # every routed sample of a masked client went to its one assigned expert: routing follows the assignment
+    model = fedloop.build(masked).model
+    x, y = torch.rand(30, *fedloop.build(masked).data.input_shape), torch.randint(0, 2, (30,))
+    res = train_local(model, x, y, [2], epochs=1, lr=0.1, route_all=masked.routes_all())
+    assert res.routed[2] == res.routed.sum() > 0
+    with pytest.raises(fedloop.ConfigError, match="local_routing: must be one of all, assigned"):
+        fedloop.FedConfig(**(SMALL | {"local_routing": "some"})).validate()
