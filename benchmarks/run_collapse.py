@@ -1,7 +1,8 @@
 """Router collapse and dead experts in the experts testbed, with and without feature normalisation.
 
 For a task of :mod:`fedloop.tasks`, runs a few federated rounds of one policy twice, with
-``feature_norm`` off and on (everything else the task's), and after each round measures on
+``feature_norm`` off and on (local training routing over ``--local-routing``, by default all
+experts, where the collapse shows; everything else the task's), and after each round measures on
 the first ``--probe`` test samples: the accuracy, the share of samples whose top-1 expert
 is the most used one, the routing entropy (1: even over all experts, 0: one expert), and
 the silent units (hidden units of an expert that no probe sample activates; an expert
@@ -78,9 +79,12 @@ def drift(task: str, seed: int, clients: int, feature_norm: bool, quick: bool) -
     return rows
 
 
-def trace(task: str, policy: str, seed: int, rounds: int, feature_norm: bool, probe: int, quick: bool) -> list[dict]:
+def trace(
+    task: str, policy: str, seed: int, rounds: int, feature_norm: bool, probe: int, quick: bool, routing: str = "all"
+) -> list[dict]:
     """One run's per-round measurements (see the module docstring)."""
-    settings = federation(task, quick, feature_norm=feature_norm) | {"seed": seed, "policy": policy, "rounds": rounds}
+    fed = federation(task, quick, feature_norm=feature_norm, local_routing=routing)
+    settings = fed | {"seed": seed, "policy": policy, "rounds": rounds}
     cfg = fedloop.FedConfig(**settings)
     setup = build(cfg)
     local = build_model(cfg, setup.data)
@@ -115,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--probe", type=int, default=1000, help="test samples the routing is measured on")
     parser.add_argument("--clients", type=int, default=10, help="clients whose local routing drift is measured")
+    parser.add_argument(
+        "--local-routing", choices=("all", "assigned"), default="all", help="local routing of the per-round runs"
+    )
     parser.add_argument("--quick", action="store_true", help="the task's small federation (fedloop.tasks)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -122,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         row
         for feature_norm in (False, True)
         for seed in range(args.seeds)
-        for row in trace(args.task, args.policy, seed, args.rounds, feature_norm, args.probe, args.quick)
+        for row in trace(
+            args.task, args.policy, seed, args.rounds, feature_norm, args.probe, args.quick, args.local_routing
+        )
     ]
     drifts = [
         row
@@ -137,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(table)
     command = " ".join(["python benchmarks/run_collapse.py", *(argv if argv is not None else sys.argv[1:])])
-    write_report(rows, drifts, args.out / "collapse.md", command, args.quick)
+    write_report(rows, drifts, args.out / "collapse.md", command, args.quick, args.local_routing)
     return 0
 
 
-def write_report(rows: list[dict], drifts: list[dict], path: Path, command: str, quick: bool = False) -> None:
+def write_report(
+    rows: list[dict], drifts: list[dict], path: Path, command: str, quick: bool = False, routing: str = "all"
+) -> None:
     first = rows[0]
     experts = federation(first["task"], quick)
     units = experts["n_experts"] * experts["expert_hidden"]
@@ -150,7 +161,8 @@ def write_report(rows: list[dict], drifts: list[dict], path: Path, command: str,
         f"# Router collapse and dead experts ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
         f"Task `{first['task']}` ({VERSION}), policy `{first['policy']}`; {experts['n_experts']} experts of "
-        f"{experts['expert_hidden']} hidden units ({units} units). After rounds 1 and {last + 1}, on the first test "
+        f"{experts['expert_hidden']} hidden units ({units} units); local training routes over {routing} experts "
+        f"(`local_routing={routing}`). After rounds 1 and {last + 1}, on the first test "
         "samples: accuracy, the share routed to the most used expert, the routing entropy (1 even, 0 one expert), "
         "the silent units (no sample activates them) and the dead experts (every unit silent).",
         "",

@@ -140,6 +140,7 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     # feature normalisation: the tasks listed in FEATURE_NORM only, unless asked
     assert tasks.federation("mnist_shards")["feature_norm"] and not tasks.federation("multidomain")["feature_norm"]
     assert not settings["feature_norm"] and tasks.federation("tiny", feature_norm=True)["feature_norm"]
+    assert tasks.federation("mnist_shards")["local_routing"] == "assigned"
     assert settings["local_routing"] == "all" and tasks.federation("tiny", local_routing="assigned")[
         "local_routing"
     ] == ("assigned")
