@@ -17,6 +17,7 @@ from fedloop.stats import (
     restricted_mean,
     rounds_to_target,
 )
+from tests.scripts import load_script
 
 
 def test_rounds_to_target_counts_rounds_and_censors_at_the_budget():
@@ -71,13 +72,8 @@ def test_curve_summaries():
 
 
 def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_federated.py"
-    spec = importlib.util.spec_from_file_location("run_federated", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/run_federated.py")
     chosen = "aligned,aligned_value,aligned_value_topk,random,dense,flex_moe,fedmoe"
     args = ["--task", "smoke", "--quick", "--seeds", "2", "--rounds", "2", "--policies", chosen, "--out", str(tmp_path)]
     assert module.main(args) == 0
@@ -93,14 +89,9 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
 
 
 def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywhere(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_federated.py"
-    spec = importlib.util.spec_from_file_location("run_federated", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/run_federated.py")
     folder = module.run_folder(tmp_path, "smoke")
     folder.mkdir(parents=True)
     (folder / "central.json").write_text(json.dumps({"accuracy": 0.9}))
@@ -156,18 +147,13 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
 
 def test_the_gates_script_shards_its_runs_resumes_and_names_its_setting(monkeypatch, tmp_path, capsys):
     import csv
-    import importlib.util
-    from pathlib import Path
 
     from fedloop import tasks
 
     monkeypatch.setitem(
         tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
     )
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_gates.py"
-    spec = importlib.util.spec_from_file_location("run_gates", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/run_gates.py")
     base = ["--task", "tiny", "--quick", "--seeds", "1", "--epochs", "1", "--rounds", "1", "--out", str(tmp_path)]
     module.main([*base, "--feature-norm", "on", "--local-routing", "all", "--shard", "0/2"])
     first = list(csv.DictReader(open(tmp_path / "gates_quick.csv")))
@@ -204,15 +190,10 @@ def test_routing_entropy_is_one_when_even_and_zero_on_one_expert():
 
 
 def test_each_scoring_ablation_changes_one_weight_of_aligned_value():
-    import importlib.util
-    from pathlib import Path
 
     import alignsolve as als
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_federated.py"
-    spec = importlib.util.spec_from_file_location("run_federated", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/run_federated.py")
 
     def weights(policy):
         cfg = module.config("smoke", policy, 0, 2, True)

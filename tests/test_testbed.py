@@ -9,6 +9,7 @@ import fedloop
 from fedloop.aggregation import aggregate_rows
 from fedloop.client import train_local
 from fedloop.model import MoE
+from tests.scripts import load_script
 from tests.test_fedloop import SMALL
 
 
@@ -137,18 +138,13 @@ def test_silent_units_counts_the_units_no_input_activates():
 
 def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_path):
     import csv
-    import importlib.util
-    from pathlib import Path
 
     from fedloop import tasks
 
     monkeypatch.setitem(
         tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
     )
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_collapse.py"
-    spec = importlib.util.spec_from_file_location("run_collapse", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/run_collapse.py")
     module.main(
         [
             "--task",
