@@ -31,7 +31,15 @@ from pathlib import Path
 
 import fedloop
 from fedloop.client import train_local
-from fedloop.loop import build, build_model, evaluate_routing, routing_entropy, run_round
+from fedloop.loop import (
+    LOCAL_ROUTING,
+    build,
+    build_model,
+    evaluate_routing,
+    local_training,
+    routing_entropy,
+    run_round,
+)
 from fedloop.model import silent_units
 from fedloop.tasks import TASKS, VERSION, federation
 
@@ -51,18 +59,7 @@ def drift(task: str, seed: int, clients: int, feature_norm: bool, quick: bool) -
         order = [int(j) for j in before.argsort(kind="stable")]
         for name, experts in (("top", order[-2:]), ("bottom", order[:2])):
             model = copy.deepcopy(setup.model)
-            train_local(
-                model,
-                x,
-                y,
-                experts,
-                epochs=cfg.local_epochs,
-                lr=cfg.lr,
-                batch_size=cfg.batch_size,
-                aux_weight=cfg.aux_weight,
-                seed=seed,
-                route_all=True,
-            )
+            train_local(model, x, y, experts, **local_training(cfg), seed=seed, route_all=True)
             after = evaluate_routing(model, x, y)[2]
             rows.append(
                 dict(
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", type=int, default=1000, help="test samples the routing is measured on")
     parser.add_argument("--clients", type=int, default=10, help="clients whose local routing drift is measured")
     parser.add_argument(
-        "--local-routing", choices=("all", "assigned"), default="all", help="local routing of the per-round runs"
+        "--local-routing", choices=LOCAL_ROUTING, default="all", help="local routing of the per-round runs"
     )
     parser.add_argument("--quick", action="store_true", help="the task's small federation (fedloop.tasks)")
     parser.add_argument("--out", type=Path, default=RESULTS)

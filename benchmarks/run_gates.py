@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fedloop
+from fedloop.loop import LOCAL_ROUTING
 from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, federation, parse_shard
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--local-routing",
-        choices=("all", "assigned"),
+        choices=LOCAL_ROUTING,
         default=None,
         help="federated gate: local training routes over all experts or the assigned ones "
         "(default: the task's, fedloop.tasks.LOCAL_ROUTING)",
@@ -161,9 +162,8 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min
         "--epochs E --rounds R --expert-hidden H --feature-norm on|off --local-routing all|assigned` reproduces it (on "
         "where the setting says `feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`; "
         "`assigned` where it says `local_routing=assigned`: local training routes over the assigned experts only). "
-        "v1 rows ran with the "
-        "task's first definition (four "
-        "domains without relabelling, 300 samples per client, federated lr 0.05 and one local epoch, central SGD): "
+        "v1 rows ran with the task's first definition (four domains without relabelling, 300 samples per client, "
+        "federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change.",
         "",
         f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive, over at "

@@ -558,6 +558,11 @@ def finish_round(
     )
 
 
+def local_training(config: FedConfig) -> dict[str, Any]:
+    """:func:`~fedloop.client.train_local`'s keyword arguments that ``config`` fixes for every client alike."""
+    return dict(epochs=config.local_epochs, lr=config.lr, batch_size=config.batch_size, aux_weight=config.aux_weight)
+
+
 def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
     """One round in this process on ``setup.model`` (updated in place); ``local`` is the clients' working copy."""
     cfg, data = setup.config, setup.data
@@ -576,16 +581,7 @@ def run_round(setup: Setup, r: int, local: MoE) -> RoundRecord:
         local.load_state_dict(rp.global_state)
         x, y = data.clients[c]
         res = train_local(
-            local,
-            x,
-            y,
-            experts,
-            epochs=cfg.local_epochs,
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
-            aux_weight=cfg.aux_weight,
-            seed=client_seed(cfg, r, c),
-            route_all=cfg.routes_all(),
+            local, x, y, experts, **local_training(cfg), seed=client_seed(cfg, r, c), route_all=cfg.routes_all()
         )
         if cfg.faults.hits("nan", r, cid):
             next(iter(res.shared.values())).fill_(float("nan"))
