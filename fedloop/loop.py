@@ -126,8 +126,8 @@ class FedConfig:
     #: clients that trained expert j.
     testbed: str = "residual"
     #: End the encoder with a batch normalisation of its features (``fedloop.model.MoE``'s ``feature_norm``):
-    #: without it the experts testbed's features are mostly one common vector and the router sends nearly every
-    #: input to the same expert.
+    #: without it the experts testbed's non-negative features can leave the router sending nearly every input to
+    #: the same expert.
     feature_norm: bool = False
     #: Local training in the experts testbed: "all" routes over every expert (the unassigned ones frozen), as the
     #: deployed model does; "assigned" masks the router to the client's assigned experts, so that an assignment

@@ -84,9 +84,8 @@ class MoE(nn.Module):
         End the encoder with a batch normalisation of its features (no learned scale or shift): each feature
         centred and scaled over the batch in training, by running statistics at evaluation (buffers that the
         federation averages like shared weights). Without it the convolution-only encoder's features are
-        non-negative and mostly one common vector, so
-        the router's choice hardly depends on the input: it sends almost every input to one expert, whose
-        small ReLU layer a few federated SGD steps can kill, and the run stays near chance.
+        non-negative and the router's choice can hardly depend on the input: it may send almost every input to
+        one expert while small experts' ReLU units go silent, and the run stays near chance.
     """
 
     def __init__(

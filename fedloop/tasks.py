@@ -53,8 +53,8 @@ TASKS: dict[str, dict[str, Any]] = {
 EXPERT_HIDDEN: dict[str, int] = {"multidomain": 8, "mnist_shards": 2, "shakespeare": 8}
 
 #: Tasks whose encoder ends with a batch normalisation of its features (``FedConfig.feature_norm``). On the
-#: shards task without it, the router sent every input to one expert whose two units died, and both arms of the
-#: federated gate stayed near chance (the gate row without it is kept in ``benchmarks/results/gates.md``).
+#: shards task without it, the router sent nearly every input to one expert, experts' units went silent, and both
+#: arms of the federated gate stayed near chance (the gate row without it is kept in ``benchmarks/results/gates.md``).
 #: The other tasks' committed results were measured without it.
 FEATURE_NORM: dict[str, bool] = {"mnist_shards": True}
 
