@@ -207,6 +207,52 @@ def test_collect_pairs_recounts_when_the_estimate_is_short():
         assert np.array_equal(got, want)
 
 
+_COLD_CACHE_DRIVER = """
+import sys
+import numpy as np
+from kernels_copy import collect_pairs
+
+n, e = 6, 4
+fit = np.random.default_rng(0).random((n, e))
+frozen = fit.copy()
+frozen.setflags(write=False)
+allowed = np.ones((n, e), bool)
+state = (np.zeros(n * e, bool), np.zeros(n, np.int64), np.zeros(e, np.int64), np.full(n, 2), np.full(e, 3))
+calls = [(frozen, 0), (frozen, 5), (fit, 0), (fit, 5)]  # four signatures, each hint short of the 24 pairs
+for priority, hint in calls[:: 1 if sys.argv[1] == "0" else -1]:
+    rows, _, _ = collect_pairs(priority, allowed, 0.0, 2.0, True, *state, hint)
+    assert len(rows) == n * e
+"""
+
+
+def test_kernels_compile_in_two_processes_into_one_cold_cache(tmp_path):
+    # Two pytest workers (or two Flower server processes) on a fresh checkout compile the kernels into one numba
+    # cache at once. A self-recursive cached kernel aborted there in LLVM ("Symbol not found:
+    # .numba.unresolved$...collect_pairs"), in most attempts; a copy of the module gives this test a cold cache.
+    import shutil
+    import subprocess
+    import sys
+
+    from alignsolve.solvers import _greedy_kernels
+
+    shutil.copy(_greedy_kernels.__file__, tmp_path / "kernels_copy.py")
+    (tmp_path / "driver.py").write_text(_COLD_CACHE_DRIVER)
+    for attempt in range(2):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "driver.py", str(order)],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for order in (0, 1)
+        ]
+        for proc in procs:
+            out = proc.communicate(timeout=600)[0].decode(errors="replace")
+            assert proc.returncode == 0, f"attempt {attempt}: exit {proc.returncode}\n{out[-2000:]}"
+        shutil.rmtree(tmp_path / "__pycache__")
+
+
 @given(st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(allow_nan=False, allow_infinity=False))))
 def test_descending_order_is_a_stable_argsort(values):
     # Ties, both zeros, subnormals and values beyond float32's range included.

@@ -178,30 +178,42 @@ def collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap,
     pass into buffers of ``hint`` entries (the caller's estimate); when that was short, a
     counting pass and a second fill. Returns rows, cols (int32: half the bytes to gather
     when the chunk is sorted) and priorities, unsorted.
+
+    The second fill is a loop, not a recursive call: a recursive kernel's cached object
+    code refers to itself by an unresolved symbol, and two processes that compile it into
+    one cold cache at once abort in LLVM ("Symbol not found: .numba.unresolved$...").
     """
     n, e = priority.shape
     size = max(hint, 16)
-    rows = np.empty(size + 1, np.int32)  # one spare slot for the unconditional write
-    cols = np.empty(size + 1, np.int32)
-    vals = np.empty(size + 1, np.float64)
     floor = max(lo, 0.0) if nonneg_only else lo
-    m = 0
-    for i in range(n):
-        if counts[i] >= cap[i]:
-            continue
-        for j in range(e):
-            rows[m] = i
-            cols[m] = j
-            vals[m] = priority[i, j]
-            m += _qualifies(priority, allowed, x, loads, emax, i, j, floor, hi)
-            if m > size:  # the estimate was short: count exactly, then fill again
-                total = 0
-                for i2 in range(n):
-                    if counts[i2] < cap[i2]:
-                        for j2 in range(e):
-                            total += _qualifies(priority, allowed, x, loads, emax, i2, j2, floor, hi)
-                return collect_pairs(priority, allowed, lo, hi, nonneg_only, x, counts, loads, cap, emax, total)
-    return rows[:m], cols[:m], vals[:m]
+    while True:
+        rows = np.empty(size + 1, np.int32)  # one spare slot for the unconditional write
+        cols = np.empty(size + 1, np.int32)
+        vals = np.empty(size + 1, np.float64)
+        m = 0
+        short = False
+        for i in range(n):
+            if counts[i] >= cap[i]:
+                continue
+            for j in range(e):
+                rows[m] = i
+                cols[m] = j
+                vals[m] = priority[i, j]
+                m += _qualifies(priority, allowed, x, loads, emax, i, j, floor, hi)
+                if m > size:
+                    short = True
+                    break
+            if short:
+                break
+        if not short:
+            return rows[:m], cols[:m], vals[:m]
+        # The estimate was short: count exactly, then fill again at that size.
+        total = 0
+        for i2 in range(n):
+            if counts[i2] < cap[i2]:
+                for j2 in range(e):
+                    total += _qualifies(priority, allowed, x, loads, emax, i2, j2, floor, hi)
+        size = max(total, 16)
 
 
 @njit(cache=True, nogil=True)
