@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict] = {
     # one expert that every client trains: FedAvg of a dense model of the same per-sample compute
     "dense": {"policy": "round_robin", "n_experts": 1, "max_experts": 1},
     "aligned_value": VALUE,
+    # the FLEX-MoE-style policy without its historical deficit: only its scores and load bounds remain
+    "flex_moe_nodeficit": {"policy": "flex_moe", "deficit_weight": 0.0},
     "aligned_value_greedy": VALUE | {"method": "greedy"},
     # The same scores without the global constraint: uncapped and without a cohort the problem separates per
     # client, and its optimum is each client's best experts by score (per-client top-k of the aligner's scores).
@@ -77,6 +79,7 @@ POLICIES = (
     "dense",
     "flex_moe",
     "fedmoe",
+    "flex_moe_nodeficit",
     *[v for v in VARIANTS if v.startswith("aligned_value")],
 )
 BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "flex_moe", "fedmoe")
@@ -85,6 +88,7 @@ BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "
 REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned": BASELINES,
     "aligned_value": (*BASELINES, "aligned", *[v for v in VARIANTS if v.startswith("aligned_value_")]),
+    "flex_moe": ("flex_moe_nodeficit",),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
 
@@ -261,19 +265,19 @@ def reduction_table(
 def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: float, path: Path) -> Path:
     """Test accuracy against rounds per policy: mean over ``seeds``, band from min to max; the targets dotted.
 
-    Left, the baselines with the two aligners; right (when there are any), ``aligned_value`` with its variants
-    and ablations, top-k by affinity for reference.
+    Left, the baselines with the two aligners; right (when there are any), ``aligned_value`` and the
+    FLEX-MoE-style policy with their variants and ablations, top-k by affinity for reference.
     """
 
     def curves(names):
         return {f"{p} (n={len(seeds)})": np.array([runs[p][s]["accuracy"] for s in seeds]) for p in names}
 
-    variants = [p for p in runs if p.startswith("aligned_value_")]
+    variants = [p for p in runs if p.startswith(("aligned_value_", "flex_moe_"))]
     main = [p for p in runs if p not in variants]
     panels = {"baselines and aligners (targets: 70/80/90% of central)": curves(main)}
     if variants:
-        right = [p for p in ("aligned_value", "topk_affinity") if p in runs] + variants
-        panels["aligned_value: variants and ablations"] = curves(right)
+        right = [p for p in ("aligned_value", "flex_moe", "topk_affinity") if p in runs] + variants
+        panels["variants and ablations"] = curves(right)
     return plots.plot_accuracy_panels(panels, path, targets=[f * reference for f in FRACTIONS])
 
 

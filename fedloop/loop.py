@@ -102,6 +102,9 @@ class FedConfig:
     deadline_mode: bool = False
     heterogeneity: str = "trace"
     balance_tolerance: float = 0.25
+    #: The FLEX-MoE-style policy's weight on its historical deficit (``fedloop.published.FlexMoEPolicy``); 0 turns
+    #: the deficit off, so that the run shows what the deficit adds to the load bounds.
+    deficit_weight: float = 0.5
     #: What the aligner's load bounds balance towards: "uniform" (1/E each) or "demand" (the routing's shares).
     load_target: str = "uniform"
     min_cohort: int = 1
@@ -183,6 +186,7 @@ class FedConfig:
             ("lr", 0.0, True),
             ("aux_weight", 0.0, False),
             ("balance_tolerance", 0.0, False),
+            ("deficit_weight", 0.0, False),
             ("reject_factor", 1.0, True),
         ):
             value = getattr(self, name)
@@ -333,7 +337,12 @@ def build(config: FedConfig) -> Setup:
             max_experts=config.max_experts,
             seed=config.seed,
         )
-    policy = make_policy(config.policy, aligner=aligner, balance_tolerance=config.balance_tolerance)
+    policy = make_policy(
+        config.policy,
+        aligner=aligner,
+        balance_tolerance=config.balance_tolerance,
+        deficit_weight=config.deficit_weight,
+    )
     return Setup(config, data, profiles, model, spec, deadline, policy)
 
 

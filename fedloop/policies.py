@@ -219,8 +219,15 @@ POLICIES = (
 )
 
 
-def make_policy(name: str, *, aligner: als.Aligner | None = None, balance_tolerance: float = 0.25) -> Policy:
-    """A policy by name (``aligned`` needs its aligner; ``topk_capped`` and ``flex_moe`` use ``balance_tolerance``).
+def make_policy(
+    name: str,
+    *,
+    aligner: als.Aligner | None = None,
+    balance_tolerance: float = 0.25,
+    deficit_weight: float = 0.5,
+) -> Policy:
+    """A policy by name (``aligned`` needs its aligner; ``topk_capped`` and ``flex_moe`` use ``balance_tolerance``,
+    ``flex_moe`` also ``deficit_weight``).
 
     ``flex_moe`` and ``fedmoe`` are the published-method policies of :mod:`fedloop.published`.
     """
@@ -235,7 +242,7 @@ def make_policy(name: str, *, aligner: als.Aligner | None = None, balance_tolera
     if name in ("flex_moe", "fedmoe"):
         from .published import FedMoEPolicy, FlexMoEPolicy  # they subclass Policy: imported after it
 
-        return FlexMoEPolicy(balance_tolerance) if name == "flex_moe" else FedMoEPolicy()
+        return FlexMoEPolicy(balance_tolerance, deficit_weight) if name == "flex_moe" else FedMoEPolicy()
     if name not in classes:
         raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
     if name == "topk_capped":

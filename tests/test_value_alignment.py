@@ -145,6 +145,24 @@ def test_flex_moe_respects_slots_and_load_cap_and_its_deficit_favours_neglected_
     np.testing.assert_array_equal(a, b)
 
 
+def test_deficit_weight_reaches_the_flex_moe_policy_and_zero_leaves_the_queue_out_of_the_score():
+    from fedloop.loop import build
+
+    cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=1, policy="flex_moe", deficit_weight=0.0)
+    cfg.hidden, cfg.expert_hidden, cfg.data_options = 8, 4, {"samples_per_client": 20, "test_size": 50}
+    assert build(cfg).policy.deficit_weight == 0.0
+    n, e = 12, 4
+    routing = np.tile([0.7, 0.2, 0.05, 0.05], (n, 1))
+    capacity, allowed = np.ones(n, dtype=np.int64), np.ones((n, e), dtype=bool)
+    plain, pushed = FlexMoEPolicy(2.0, deficit_weight=0.0), FlexMoEPolicy(2.0, deficit_weight=5.0)
+    a = sum(plain.assign(r, _reports(routing), capacity, allowed, None).sum(axis=0) for r in range(3))
+    b = sum(pushed.assign(r, _reports(routing), capacity, allowed, None).sum(axis=0) for r in range(3))
+    # without the deficit the scores never change, so the starved experts stay starved; with it they are taken
+    assert a[2:].sum() == 0 and b[2:].sum() > 0
+    with pytest.raises(ConfigError, match="deficit_weight: must be a finite number >= 0; got -1"):
+        FedConfig(policy="flex_moe", deficit_weight=-1.0).validate()
+
+
 def test_published_policies_run_in_the_loop():
     for name in ("flex_moe", "fedmoe"):
         cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=2, policy=name, hidden=8, expert_hidden=4)
