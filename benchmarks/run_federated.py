@@ -58,6 +58,10 @@ VARIANTS: dict[str, dict] = {
     "aligned_value_topk": VALUE | {"balance_tolerance": 1e6},
     # ablations of aligned_value, one piece each
     "aligned_value_uniform": VALUE | {"load_target": "uniform"},
+    # uniform bounds as the FLEX-MoE-style policy's, and without the load term, whose adaptive weight (up to 5x
+    # 0.5) can outweigh a client's affinity for its experts: the bounds alone keep the loads even
+    "aligned_value_uniform_noload": VALUE
+    | {"load_target": "uniform", "score_weights": VALUE["score_weights"] | {"load": 0.0}},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
     "aligned_value_noprofiling": VALUE | {"capacity_profiling": False},
     # one scoring term each: its weight set to 0 (staleness, 0 in aligned_value, is put back at the library's 0.25)
