@@ -88,11 +88,20 @@ POLICIES = (
 )
 BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "flex_moe", "fedmoe")
 #: Policies whose paired differences are tabled (when their runs exist), and against what: the baselines, and for
-#: issue 19's aligner also the first aligner, its uncoupled twin, its greedy solve and each ablation.
+#: issue 19's aligner also the first aligner, its uncoupled twin, its greedy solve and each ablation; for the
+#: FLEX-MoE-style policy, the runs that take its pieces apart.
 REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned": BASELINES,
     "aligned_value": (*BASELINES, "aligned", *[v for v in VARIANTS if v.startswith("aligned_value_")]),
-    "flex_moe": ("flex_moe_nodeficit",),
+    # what the FLEX-MoE-style policy's lead on masked routing rests on: its deficit, the aligner under its uniform
+    # bounds (with and without the load term), top-k under the same cap, and the other published policy
+    "flex_moe": (
+        "flex_moe_nodeficit",
+        "aligned_value_uniform",
+        "aligned_value_uniform_noload",
+        "topk_capped",
+        "fedmoe",
+    ),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
 
@@ -208,8 +217,9 @@ def render(task: str, out: Path, command: str) -> Path:
             + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} | {entropy} |"
         )
     for ref, against in REFERENCES.items():
-        if ref in runs:
-            lines += reduction_table(ref, [b for b in against if b in runs], summary, runs, seeds, budget)
+        present = [b for b in against if b in runs]
+        if ref in runs and present:  # a table with no row says nothing
+            lines += reduction_table(ref, present, summary, runs, seeds, budget)
     figure = plot_curves(runs, seeds, reference, out / f"federated_{task}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over the paired seeds, band from min to max)."]
     gates = out / "gates.md"

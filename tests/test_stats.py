@@ -83,6 +83,8 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     saved = sorted(module.run_folder(tmp_path, "smoke").glob("*.json"))
     assert len(saved) == 2 * len(chosen.split(","))
     assert "## `aligned_value` against each baseline" in report and "| flex_moe |" in report
+    flex = report.split("## `flex_moe` against each baseline")[1].split("##")[0]
+    assert "| fedmoe |" in flex and "flex_moe_nodeficit" not in flex  # only the comparisons that ran
     stamp = saved[0].stat().st_mtime_ns
     assert module.main(args) == 0  # resumes: nothing is run again
     assert saved[0].stat().st_mtime_ns == stamp
@@ -95,7 +97,7 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     folder = module.run_folder(tmp_path, "smoke")
     folder.mkdir(parents=True)
     (folder / "central.json").write_text(json.dumps({"accuracy": 0.9}))
-    for policy, level in (("aligned", 0.1), ("random", 0.1), ("dense", 0.7)):
+    for policy, level in (("aligned", 0.1), ("random", 0.1), ("dense", 0.7), ("flex_moe", 0.1)):
         for seed in range(2):
             record = {
                 "policy": policy,
@@ -112,6 +114,7 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     assert random_row.count("not estimable") == 3  # no 0% tie at any target
     dense_row = next(line for line in text.splitlines() if line.startswith("| dense |") and "%" in line)
     assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
+    assert "## `flex_moe` against" not in text  # none of its comparisons ran: no table without a row
 
 
 def test_task_settings_and_the_central_reference_run(monkeypatch):
