@@ -62,6 +62,10 @@ VARIANTS: dict[str, dict] = {
     # 0.5) can outweigh a client's affinity for its experts: the bounds alone keep the loads even
     "aligned_value_uniform_noload": VALUE
     | {"load_target": "uniform", "score_weights": VALUE["score_weights"] | {"load": 0.0}},
+    # between the two: a load term a fifth as strong, so at most 0.5 with its adaptive boost, the size of the
+    # FLEX-MoE-style policy's deficit bonus
+    "aligned_value_uniform_mildload": VALUE
+    | {"load_target": "uniform", "score_weights": VALUE["score_weights"] | {"load": 0.1}},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
     "aligned_value_noprofiling": VALUE | {"capacity_profiling": False},
     # one scoring term each: its weight set to 0 (staleness, 0 in aligned_value, is put back at the library's 0.25)
@@ -99,6 +103,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "flex_moe_nodeficit",
         "aligned_value_uniform",
         "aligned_value_uniform_noload",
+        "aligned_value_uniform_mildload",
         "topk_capped",
         "fedmoe",
     ),
