@@ -23,7 +23,7 @@ from .errors import (
     MethodUnavailableError,
 )
 from .feasibility import Certificate, diagnose, diagnose_generalised
-from .federated.aligner import LOAD_TARGETS, Aligner, ClientOutcome, ClientReport, top_k_affinity
+from .federated.aligner import LOAD_SIGNALS, LOAD_TARGETS, Aligner, ClientOutcome, ClientReport, top_k_affinity
 from .federated.capacity import (
     HETEROGENEITY,
     CapacityPlan,
@@ -51,6 +51,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "FAMILIES",
     "HETEROGENEITY",
+    "LOAD_SIGNALS",
     "LOAD_TARGETS",
     "Aligner",
     "AlignsolveError",

@@ -107,6 +107,9 @@ class FedConfig:
     deficit_weight: float = 0.5
     #: What the aligner's load bounds balance towards: "uniform" (1/E each) or "demand" (the routing's shares).
     load_target: str = "uniform"
+    #: What the aligner's load term reads: "share" (the monitor's smoothed sample shares) or "queue" (a
+    #: historical deficit in clients per round, as the FLEX-MoE-style policy's); see ``alignsolve.Aligner``.
+    load_signal: str = "share"
     min_cohort: int = 1
     reject_factor: float = 10.0
     device: str = "cpu"
@@ -222,6 +225,8 @@ class FedConfig:
             raise bad("score_weights", f"keys must be fields of alignsolve.ScoringWeights, not {sorted(unknown)}")
         if self.load_target not in als.LOAD_TARGETS:
             raise bad("load_target", f"must be one of {', '.join(als.LOAD_TARGETS)}")
+        if self.load_signal not in als.LOAD_SIGNALS:
+            raise bad("load_signal", f"must be one of {', '.join(als.LOAD_SIGNALS)}")
         if self.testbed not in TESTBEDS:
             raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
         if self.local_routing not in LOCAL_ROUTING:
@@ -332,6 +337,7 @@ def build(config: FedConfig) -> Setup:
             scorer=scorer,
             balance_tolerance=config.balance_tolerance,
             load_target=config.load_target,
+            load_signal=config.load_signal,
             min_cohort=config.min_cohort,
             local_epochs=config.local_epochs,
             max_experts=config.max_experts,

@@ -174,6 +174,65 @@ def test_published_policies_run_in_the_loop():
         assert loads.sum() > 0
 
 
+# -- load term reading a deficit queue -----------------------------------------------------------------------------
+
+
+def _queue_aligner(**kwargs):
+    weights = als.ScoringWeights(affinity=1.0, loss=0.0, capability=0.0, load=5.0, staleness=0.0, switching=0.0)
+    base = dict(method="flow", min_cohort=0, load_signal="queue", scorer=als.FitnessScorer(weights))
+    return als.Aligner(E, SPEC, 1e6, **(base | kwargs))
+
+
+def test_the_queue_grows_for_an_expert_left_out_and_then_draws_clients_to_it():
+    profiles, routing = make_clients(12, seed=2)
+    routing[:] = 0.0
+    routing[:, 0] = 1.0  # every client's data routes to expert 0 alone
+    rng = np.random.default_rng(3)
+    aligner = _queue_aligner(balance_tolerance=10.0, max_experts=1)  # no cap binds, one slot each
+    first = aligner.assign(0, reports_for(0, profiles, routing, rng))
+    slots = first.matrix.sum()
+    loads = first.matrix.sum(axis=0)
+    # H_j = max(0, slots / E - load_j): the experts left out gain the round's mean load, the taken ones nothing
+    np.testing.assert_allclose(aligner.queue, np.maximum(0.0, slots / E - loads))
+    assert first.stats["aligner"]["queue"] == aligner.queue.tolist()
+    assert aligner.queue[0] == 0.0 and (aligner.queue[loads == 0] > 0).all()
+    second = aligner.assign(1, reports_for(1, profiles, routing, rng))
+    # with the queue read by a heavy load weight, the experts left out in round 0 now draw clients
+    assert second.matrix[:, loads == 0].sum() > 0
+    # the share signal (the default) keeps no queue
+    plain = als.Aligner(E, SPEC, 1e6, method="flow", min_cohort=0, max_experts=1)
+    plain.assign(0, reports_for(0, profiles, routing, np.random.default_rng(3)))
+    assert not plain.queue.any()
+
+
+def test_the_queue_survives_a_checkpoint_and_bad_values_are_refused():
+    profiles, routing = make_clients(20, seed=4)
+    rng = np.random.default_rng(5)
+    aligner = _queue_aligner(balance_tolerance=10.0, max_experts=1)  # uneven loads: the queue fills
+    for r in range(3):
+        aligner.assign(r, reports_for(r, profiles, routing, rng))
+    assert aligner.queue.any()
+    text = aligner.to_json()
+    back = als.Aligner.from_json(text)
+    np.testing.assert_array_equal(back.queue, aligner.queue)
+    assert back.load_signal == "queue" and back.to_json() == text
+    reports = reports_for(3, profiles, routing, rng)
+    assert back.assign(3, reports).by_client() == aligner.assign(3, reports).by_client()
+    import json
+
+    doc = json.loads(text)
+    del doc["queue"]  # a state saved before the queue existed starts from an empty queue
+    assert not als.Aligner.from_json(json.dumps(doc)).queue.any()
+    for bad in ([1.0] * (E - 1), [-1.0] * E, [float("nan")] * E, "x"):
+        doc["queue"] = bad
+        with pytest.raises(als.InvalidProblemError, match="queue"):
+            als.Aligner.from_json(json.dumps(doc))
+    with pytest.raises(als.InvalidProblemError, match="load_signal: must be one of share, queue; got bogus"):
+        als.Aligner(E, SPEC, 1e6, load_signal="bogus")
+    with pytest.raises(ConfigError, match="load_signal: must be one of share, queue; got 'x'"):
+        FedConfig(load_signal="x").validate()
+
+
 def test_demand_bounds_keep_the_secure_aggregation_cohort():
     profiles, routing = make_clients(30, seed=8)
     routing[:, -1] = 0.0  # an expert nobody routes to: its cap (1) is below the cohort

@@ -78,6 +78,8 @@ FORMAT = "alignsolve.aligner"
 
 #: What the load bounds balance towards (see the ``load_target`` parameter of :class:`Aligner`).
 LOAD_TARGETS = ("uniform", "demand")
+#: What the load term reads (see the ``load_signal`` parameter of :class:`Aligner`).
+LOAD_SIGNALS = ("share", "queue")
 
 
 def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
@@ -111,6 +113,15 @@ class Aligner:
         ``expert_max_j = ceil((1 + t) * slots * d_j)`` (at least 1) and the load term's deficit
         is ``d_j`` minus the monitor's smoothed share. An expert the router does not use then
         draws no client, and a popular one may take more than the mean load.
+    load_signal : {"share", "queue"}, default "share"
+        What the load term ``D_j`` reads. ``share``: the monitor's smoothed share of trained
+        samples against the target, ``clip(deficit_j / target_j, -1, 1)``, its weight boosted
+        while loads are uneven. ``queue``: a historical deficit in clients per round, the
+        virtual queue ``H_j <- max(0, H_j + slots * target_j - load_j)`` updated with each
+        round's assignment, read as ``D_j = H_j / (1 + max_k H_k)`` in [0, 1) and weighted
+        without the boost (the queue itself carries the history). An expert assigned fewer
+        clients than its target share, round after round, gains until it is served; one
+        served at its target does not.
     min_cohort : int >= 0, default 1
         ``expert_min``: clients every expert needs each round (secure-aggregation cohort).
     local_epochs : int, default 1
@@ -143,6 +154,7 @@ class Aligner:
         scorer: FitnessScorer | None = None,
         balance_tolerance: float = 0.25,
         load_target: str = "uniform",
+        load_signal: str = "share",
         min_cohort: int = 1,
         local_epochs: int = 1,
         budget_mode: bool = False,
@@ -170,6 +182,9 @@ class Aligner:
         if load_target not in LOAD_TARGETS:
             raise InvalidProblemError("load_target", f"must be one of {', '.join(LOAD_TARGETS)}", load_target)
         self.load_target = load_target
+        if load_signal not in LOAD_SIGNALS:
+            raise InvalidProblemError("load_signal", f"must be one of {', '.join(LOAD_SIGNALS)}", load_signal)
+        self.load_signal = load_signal
         self.min_cohort = COUNT("min_cohort", min_cohort)
         self.local_epochs = AT_LEAST_ONE("local_epochs", local_epochs)
         self.budget_mode = FLAG("budget_mode", budget_mode)
@@ -185,6 +200,8 @@ class Aligner:
         for name in _methods_for(method, self.budget_mode):
             check_options(name, self.solver_options)
         self.monitor = LoadMonitor(self.n_experts, smoothing=smoothing)
+        #: The virtual queue of ``load_signal="queue"``, in clients (zeros otherwise).
+        self.queue = np.zeros(self.n_experts)
         self.held: dict[str | int, list[int]] = {}
         self.last_round: int | None = None
         self.pending: dict[str, Any] | None = None
@@ -309,15 +326,21 @@ class Aligner:
             target = self.monitor.target_share
             expert_max = min(n, max(1, math.ceil((1.0 + self.balance_tolerance) * slots / self.n_experts - 1e-9)))
             deficit = self.monitor.deficit
+        load_cv = self.monitor.load_cv
+        score_deficit, score_target = deficit, target
+        if self.load_signal == "queue":
+            # the scorer's clip(deficit / target) with a unit target is the queue term itself
+            score_deficit, score_target = self.queue / (1.0 + self.queue.max()), np.ones(self.n_experts)
+            load_cv = 0.0
         scores = self.scorer.score(
             routing,
             loss=loss,
             capability=capability,
-            deficit=deficit,
-            target_share=target,
+            deficit=score_deficit,
+            target_share=score_target,
             staleness=self.monitor.staleness(r),
             held=held,
-            load_cv=self.monitor.load_cv,
+            load_cv=load_cv,
         )
 
         mean_load = slots / self.n_experts
@@ -357,6 +380,9 @@ class Aligner:
                 )
         if answer.has_solution:
             verify(problem, answer)
+            if self.load_signal == "queue":
+                self.queue = np.maximum(0.0, self.queue + slots * np.asarray(target) - np.asarray(answer.matrix).sum(0))
+                info["queue"] = self.queue.tolist()
         info["expert_min"] = problem.expert_min.tolist()
         info["client_min"] = problem.client_min.tolist()
         self.last_problem = problem

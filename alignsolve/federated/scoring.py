@@ -20,7 +20,8 @@ value      ``V_ij = A_ij l_ij / max_kl A_kl l_kl``: the loss client i's samples 
 capability ``C_ij = availability_i * max(0, 1 - (a_i + c_ij) / deadline)``: the      0.25
            client is likely to finish, with time to spare, if it trains j
 load       ``D_j = clip(deficit_j / target_share_j, -1, 1)`` from the load monitor:  0.5
-           positive for an under-trained expert
+           positive for an under-trained expert (the Aligner's ``load_signal=
+           "queue"`` passes its deficit queue instead)
 staleness  ``S_j = 1 - exp(-s_j / tau)``, ``s_j`` rounds since expert j was last     0.25
            trained, ``tau`` = ``staleness_scale`` (5 rounds)
 switching  ``W_ij = 1`` if client i does not already hold expert j (it must          0.25

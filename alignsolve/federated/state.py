@@ -6,6 +6,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from .._files import parse_json
 from .._validation import COUNT
 from ..errors import InvalidProblemError
@@ -106,7 +108,20 @@ def restore(cls: Any, state: Mapping[str, Any]) -> Any:
         raise InvalidProblemError("monitor", f"must track n_experts = {e} experts", monitor.n_experts)
     aligner.monitor = monitor
     aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
+    aligner.queue = _queue_from_state(state.get("queue"), e)  # absent in states saved before the queue existed
     return aligner
+
+
+def _queue_from_state(value: Any, n_experts: int) -> np.ndarray:
+    if value is None:
+        return np.zeros(n_experts)
+    try:
+        queue = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidProblemError("queue", f"must be a list of {n_experts} finite numbers >= 0", value) from None
+    if queue.shape != (n_experts,) or not np.all(np.isfinite(queue)) or np.any(queue < 0):
+        raise InvalidProblemError("queue", f"must be a list of {n_experts} finite numbers >= 0", value)
+    return queue
 
 
 def config_of(aligner: Any) -> dict[str, Any]:
@@ -119,6 +134,7 @@ def config_of(aligner: Any) -> dict[str, Any]:
         "scorer": aligner.scorer.to_dict(),
         "balance_tolerance": aligner.balance_tolerance,
         "load_target": aligner.load_target,
+        "load_signal": aligner.load_signal,
         "min_cohort": aligner.min_cohort,
         "local_epochs": aligner.local_epochs,
         "budget_mode": aligner.budget_mode,
@@ -143,4 +159,5 @@ def state_of(aligner: Any, fmt: str) -> dict[str, Any]:
         "last_round": aligner.last_round,
         "pending": aligner.pending,
         "history": aligner.history,
+        "queue": aligner.queue.tolist(),
     }
