@@ -69,6 +69,8 @@ VARIANTS: dict[str, dict] = {
     # uniform bounds and the load term reading a historical deficit queue, as the FLEX-MoE-style policy's (at most
     # 0.5): the two then differ in their scores and in the aligner's other terms only
     "aligned_value_uniform_queue": VALUE | {"load_target": "uniform", "load_signal": "queue"},
+    # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
+    "aligned_value_queue": VALUE | {"load_signal": "queue"},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
     "aligned_value_noprofiling": VALUE | {"capacity_profiling": False},
     # one scoring term each: its weight set to 0 (staleness, 0 in aligned_value, is put back at the library's 0.25)
@@ -108,6 +110,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_noload",
         "aligned_value_uniform_mildload",
         "aligned_value_uniform_queue",
+        "aligned_value_queue",
         "topk_capped",
         "fedmoe",
     ),
