@@ -300,7 +300,9 @@ def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: f
 
     variants = [p for p in runs if p.startswith(("aligned_value_", "flex_moe_"))]
     main = [p for p in runs if p not in variants]
-    panels = {"baselines and aligners (targets: 70/80/90% of central)": curves(main)}
+    panels = {}
+    if main:  # a run of variants alone (one process of a split run) has no baseline panel to draw
+        panels["baselines and aligners (targets: 70/80/90% of central)"] = curves(main)
     if variants:
         right = [p for p in ("aligned_value", "flex_moe", "topk_affinity") if p in runs] + variants
         panels["variants and ablations"] = curves(right)
