@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 import alignsolve as als
+from alignsolve.federated.monitor import deficit_pressure, deficit_queue_step
 from alignsolve.federated.scoring import affinity_shares
 
 from .policies import Policy
@@ -63,13 +64,13 @@ class FlexMoEPolicy(Policy):
         usage, loss = _routing_and_loss(reports)
         mean_loss = float(np.nanmean(loss)) if np.isfinite(loss).any() else 1.0
         rel = np.where(np.isnan(loss), 1.0, loss / mean_loss if mean_loss > 0 else 1.0)
-        score = usage * (1.0 + rel) + self.deficit_weight * self.queue / (1.0 + self.queue.max())
+        score = usage * (1.0 + rel) + self.deficit_weight * deficit_pressure(self.queue)
         slots = float(np.minimum(capacity, allowed.sum(axis=1)).sum())
         cap = max(1, math.ceil((1.0 + self.balance_tolerance) * slots / e - 1e-9))
         problem = als.Problem(score, client_capacity=capacity, expert_max=min(cap, n), allowed=allowed)
         answer = als.solve(problem, "flow")
         out = np.array(answer.matrix, dtype=bool)
-        self.queue = np.maximum(0.0, self.queue + slots / e - out.sum(axis=0))
+        self.queue = deficit_queue_step(self.queue, slots / e, out.sum(axis=0))
         return out
 
     def state(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import alignsolve as als
 from fedloop import FedConfig, make_policy, run
-from fedloop.loop import ConfigError
+from fedloop.loop import ConfigError, build
 from fedloop.published import FedMoEPolicy, FlexMoEPolicy
 from tests.test_aligner import SPEC, make_clients, reports_for
 
@@ -146,8 +147,6 @@ def test_flex_moe_respects_slots_and_load_cap_and_its_deficit_favours_neglected_
 
 
 def test_deficit_weight_reaches_the_flex_moe_policy_and_zero_leaves_the_queue_out_of_the_score():
-    from fedloop.loop import build
-
     cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=1, policy="flex_moe", deficit_weight=0.0)
     cfg.hidden, cfg.expert_hidden, cfg.data_options = 8, 4, {"samples_per_client": 20, "test_size": 50}
     assert build(cfg).policy.deficit_weight == 0.0
@@ -218,8 +217,6 @@ def test_the_queue_survives_a_checkpoint_and_bad_values_are_refused():
     assert back.load_signal == "queue" and back.to_json() == text
     reports = reports_for(3, profiles, routing, rng)
     assert back.assign(3, reports).by_client() == aligner.assign(3, reports).by_client()
-    import json
-
     doc = json.loads(text)
     del doc["queue"]  # a state saved before the queue existed starts from an empty queue
     assert not als.Aligner.from_json(json.dumps(doc)).queue.any()

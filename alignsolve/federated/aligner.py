@@ -53,7 +53,7 @@ from ..solve import solve
 from ..solvers import METHODS, check_options
 from ..verify import verify
 from .capacity import ClientProfile, ExpertSpec, plan_capacity
-from .monitor import LoadMonitor
+from .monitor import LoadMonitor, deficit_pressure, deficit_queue_step
 from .reports import (
     ClientOutcome,
     ClientReport,
@@ -330,7 +330,7 @@ class Aligner:
         score_deficit, score_target = deficit, target
         if self.load_signal == "queue":
             # the scorer's clip(deficit / target) with a unit target is the queue term itself
-            score_deficit, score_target = self.queue / (1.0 + self.queue.max()), np.ones(self.n_experts)
+            score_deficit, score_target = deficit_pressure(self.queue), np.ones(self.n_experts)
             load_cv = 0.0
         scores = self.scorer.score(
             routing,
@@ -381,7 +381,7 @@ class Aligner:
         if answer.has_solution:
             verify(problem, answer)
             if self.load_signal == "queue":
-                self.queue = np.maximum(0.0, self.queue + slots * np.asarray(target) - np.asarray(answer.matrix).sum(0))
+                self.queue = deficit_queue_step(self.queue, slots * target, answer.loads)
                 info["queue"] = self.queue.tolist()
         info["expert_min"] = problem.expert_min.tolist()
         info["client_min"] = problem.client_min.tolist()

@@ -14,7 +14,7 @@ from .._validation import AT_LEAST_ONE, Option
 from ..balance import coefficient_of_variation, gini
 from ..errors import InvalidProblemError, InvalidReportError
 
-__all__ = ["LoadMonitor"]
+__all__ = ["LoadMonitor", "deficit_pressure", "deficit_queue_step"]
 
 FORMAT = "alignsolve.load_monitor"
 
@@ -233,3 +233,23 @@ class LoadMonitor:
 
     def __repr__(self) -> str:
         return f"LoadMonitor(n_experts={self.n_experts}, rounds={self.rounds}, load_cv={self.load_cv:.3f})"
+
+
+def deficit_queue_step(queue: np.ndarray, expected: Any, loads: Any) -> np.ndarray:
+    """One round of a historical deficit queue: ``H_j <- max(0, H_j + expected_j - load_j)``.
+
+    Parameters
+    ----------
+    queue : ndarray, shape (E,)
+        The queue before the round, in clients.
+    expected : float or array_like, shape (E,)
+        The clients each expert should have had this round (the mean load, or its share of the slots).
+    loads : array_like, shape (E,)
+        The clients it was assigned.
+    """
+    return np.maximum(0.0, queue + np.asarray(expected, dtype=float) - np.asarray(loads, dtype=float))
+
+
+def deficit_pressure(queue: np.ndarray) -> np.ndarray:
+    """A queue read as a score term, ``H_j / (1 + max_k H_k)``: in [0, 1), 0 for an expert served on target."""
+    return queue / (1.0 + queue.max())
