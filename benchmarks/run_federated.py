@@ -69,6 +69,13 @@ VARIANTS: dict[str, dict] = {
     # uniform bounds and the load term reading a historical deficit queue, as the FLEX-MoE-style policy's (at most
     # 0.5): the two then differ in their scores and in the aligner's other terms only
     "aligned_value_uniform_queue": VALUE | {"load_target": "uniform", "load_signal": "queue"},
+    # its scoring terms one at a time, to find what keeps it slower than the FLEX-MoE-style policy early: value,
+    # loss share, capability and switching are what its scores have and that policy's have not
+    **{
+        f"aligned_value_uniform_queue_no{term}": VALUE
+        | {"load_target": "uniform", "load_signal": "queue", "score_weights": VALUE["score_weights"] | {term: 0.0}}
+        for term in ("value", "loss", "capability", "switching")
+    },
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
     "aligned_value_queue": VALUE | {"load_signal": "queue"},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
@@ -95,13 +102,18 @@ POLICIES = (
     "flex_moe_nodeficit",
     *[v for v in VARIANTS if v.startswith("aligned_value")],
 )
+QUEUE_ABLATIONS = "aligned_value_uniform_queue_no"
 BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "flex_moe", "fedmoe")
 #: Policies whose paired differences are tabled (when their runs exist), and against what: the baselines, and for
 #: issue 19's aligner also the first aligner, its uncoupled twin, its greedy solve and each ablation; for the
 #: FLEX-MoE-style policy, the runs that take its pieces apart.
 REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned": BASELINES,
-    "aligned_value": (*BASELINES, "aligned", *[v for v in VARIANTS if v.startswith("aligned_value_")]),
+    "aligned_value": (
+        *BASELINES,
+        "aligned",
+        *[v for v in VARIANTS if v.startswith("aligned_value_") and not v.startswith(QUEUE_ABLATIONS)],
+    ),
     # what the FLEX-MoE-style policy's lead on masked routing rests on: its deficit, the aligner under its uniform
     # bounds (with and without the load term), top-k under the same cap, and the other published policy
     "flex_moe": (
@@ -113,6 +125,12 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_queue",
         "topk_capped",
         "fedmoe",
+    ),
+    # the aligner that ties it in final accuracy, taken apart one scoring term at a time
+    "aligned_value_uniform_queue": (
+        "flex_moe",
+        *[v for v in VARIANTS if v.startswith(QUEUE_ABLATIONS)],
+        "aligned_value_uniform",
     ),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
