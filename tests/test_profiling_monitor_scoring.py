@@ -261,6 +261,35 @@ def test_load_weight_grows_with_imbalance_and_is_capped():
     assert scorer.load_weight(math.nan) == 0.5
 
 
+def test_load_pressure_is_the_load_term_itself_unboosted():
+    scorer = als.FitnessScorer(als.ScoringWeights(load=0.5), load_gain=2.0, max_load_boost=3.0)
+    routing = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
+    pressure = np.array([0.0, 0.4, -1.0])
+    s = scorer.score(routing, load_pressure=pressure)
+    assert s.weights["load"] == 0.5  # no boost, whatever the imbalance the pressure stands for
+    np.testing.assert_array_equal(s.terms["load"], pressure)
+    without = scorer.score(routing)
+    np.testing.assert_allclose(s.fitness - without.fitness, np.tile(0.5 * pressure, (2, 1)))
+    # the same term through deficit and target needs a unit target and no boost: the two roads agree
+    via_deficit = scorer.score(routing, deficit=pressure, target_share=np.ones(3), load_cv=0.0)
+    np.testing.assert_array_equal(s.fitness, via_deficit.fitness)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"load_pressure": [0.0, 0.5]}, r"load_pressure.*\(3,\)"),
+        ({"load_pressure": [0.0, 0.5, 1.5]}, r"load_pressure.*\[-1, 1\]"),
+        ({"load_pressure": [0.0, np.nan, 0.0]}, "load_pressure.*finite"),
+        ({"load_pressure": [0.0, 0.1, 0.0], "deficit": [0.0, 0.1, 0.0]}, "load_pressure.*together with deficit"),
+        ({"load_pressure": [0.0, 0.1, 0.0], "load_cv": 0.3}, "load_pressure.*together with load_cv"),
+    ],
+)
+def test_load_pressure_refuses_bad_values_and_a_second_load_input(kwargs, match):
+    with pytest.raises(als.InvalidProblemError, match=match):
+        als.FitnessScorer().score(np.ones((2, 3)), **kwargs)
+
+
 @settings(max_examples=60)
 @given(
     st.integers(1, 6),

@@ -326,21 +326,17 @@ class Aligner:
             target = self.monitor.target_share
             expert_max = min(n, max(1, math.ceil((1.0 + self.balance_tolerance) * slots / self.n_experts - 1e-9)))
             deficit = self.monitor.deficit
-        load_cv = self.monitor.load_cv
-        score_deficit, score_target = deficit, target
         if self.load_signal == "queue":
-            # the scorer's clip(deficit / target) with a unit target is the queue term itself
-            score_deficit, score_target = deficit_pressure(self.queue), np.ones(self.n_experts)
-            load_cv = 0.0
+            load_inputs: dict[str, Any] = {"load_pressure": deficit_pressure(self.queue)}
+        else:
+            load_inputs = {"deficit": deficit, "target_share": target, "load_cv": self.monitor.load_cv}
         scores = self.scorer.score(
             routing,
             loss=loss,
             capability=capability,
-            deficit=score_deficit,
-            target_share=score_target,
             staleness=self.monitor.staleness(r),
             held=held,
-            load_cv=load_cv,
+            **load_inputs,
         )
 
         mean_load = slots / self.n_experts

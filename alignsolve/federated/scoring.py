@@ -20,8 +20,9 @@ value      ``V_ij = A_ij l_ij / max_kl A_kl l_kl``: the loss client i's samples 
 capability ``C_ij = availability_i * max(0, 1 - (a_i + c_ij) / deadline)``: the      0.25
            client is likely to finish, with time to spare, if it trains j
 load       ``D_j = clip(deficit_j / target_share_j, -1, 1)`` from the load monitor:  0.5
-           positive for an under-trained expert (the Aligner's ``load_signal=
-           "queue"`` passes its deficit queue instead)
+           positive for an under-trained expert; or, given ``load_pressure``,
+           that vector itself, unboosted (the Aligner's ``load_signal="queue"``
+           passes its deficit queue so)
 staleness  ``S_j = 1 - exp(-s_j / tau)``, ``s_j`` rounds since expert j was last     0.25
            trained, ``tau`` = ``staleness_scale`` (5 rounds)
 switching  ``W_ij = 1`` if client i does not already hold expert j (it must          0.25
@@ -38,7 +39,9 @@ weight is 0 (the first scorer); the comparison of ``benchmarks/run_federated.py`
 **Adaptive load weight.** While the experts' load is unbalanced the load term grows:
 ``w_d(t) = w_d * min(max_load_boost, 1 + load_gain * cv_t)``, where ``cv_t`` is the load
 monitor's coefficient of variation of the smoothed samples per expert (``load_gain`` 2,
-``max_load_boost`` 5). At perfect balance ``w_d(t) = w_d``.
+``max_load_boost`` 5). At perfect balance ``w_d(t) = w_d``. A ``load_pressure`` passed
+directly is not boosted: a signal that carries its own history (a deficit queue) would
+otherwise count the imbalance twice.
 
 Scores are always finite: every term is bounded and the weights are finite.
 """
@@ -157,6 +160,7 @@ class FitnessScorer:
         staleness: Any = None,
         held: Any = None,
         load_cv: float = 0.0,
+        load_pressure: Any = None,
     ) -> Scores:
         """Fitness of every (client, expert) pair.
 
@@ -177,6 +181,9 @@ class FitnessScorer:
             Experts each client already holds; absent means none.
         load_cv : float
             The monitor's load coefficient of variation (drives the load weight).
+        load_pressure : array_like, shape (E,), optional
+            The load term ``D`` itself, finite and in [-1, 1], weighted by the base ``w_d``
+            without the adaptive boost. Excludes ``deficit``, ``target_share`` and ``load_cv``.
         """
         r = np.asarray(routing, dtype=float)
         if r.ndim != 2 or not np.all(np.isfinite(r)):
@@ -210,7 +217,23 @@ class FitnessScorer:
             raise InvalidProblemError("capability", f"must have shape ({n}, {e})", f"shape {cap.shape}")
 
         load = np.zeros(e)
-        if deficit is not None:
+        boosted = True
+        if load_pressure is not None:
+            clash = [name for name, v in (("deficit", deficit), ("target_share", target_share)) if v is not None]
+            clash += ["load_cv"] if load_cv != 0.0 else []
+            if clash:
+                raise InvalidProblemError(
+                    "load_pressure",
+                    "excludes deficit, target_share and load_cv (it is the load term itself)",
+                    "given together with " + ", ".join(clash),
+                )
+            p = np.asarray(load_pressure, dtype=float)
+            if p.shape != (e,) or not np.all(np.isfinite(p)) or np.any(np.abs(p) > 1.0):
+                raise InvalidProblemError(
+                    "load_pressure", f"must be a finite ({e},) vector in [-1, 1]", f"shape {p.shape}, {p!r}"
+                )
+            load, boosted = p, False
+        elif deficit is not None:
             share = np.full(e, 1.0 / e) if target_share is None else np.asarray(target_share, dtype=float)
             d = np.asarray(deficit, dtype=float)
             load = np.clip(np.divide(d, share, out=np.zeros(e), where=share > 0), -1.0, 1.0)
@@ -222,7 +245,7 @@ class FitnessScorer:
         switching = np.ones((n, e)) if held is None else 1.0 - np.asarray(held, dtype=bool)
 
         w = asdict(self.weights)
-        w["load"] = self.load_weight(load_cv)
+        w["load"] = self.load_weight(load_cv) if boosted else self.weights.load
         fitness = (
             w["affinity"] * affinity
             + w["loss"] * loss_term
