@@ -210,3 +210,26 @@ def test_each_scoring_ablation_changes_one_weight_of_aligned_value():
         assert changed == {term} and weights(f"aligned_value_no{term}")[term] == 0.0
     assert {k for k, v in weights("aligned_value_staleness").items() if v != base[k]} == {"staleness"}
     assert set(module.REFERENCES["aligned_value"]) >= {f"aligned_value_no{t}" for t in terms}
+
+
+def test_each_queue_ablation_changes_one_weight_of_the_aligner_with_the_deficit_queue():
+
+    import alignsolve as als
+
+    module = load_script("benchmarks/run_federated.py")
+
+    def settings(policy):
+        cfg = module.config("smoke", policy, 0, 2, True)
+        cfg.validate()
+        return als.ScoringWeights(**cfg.score_weights).__dict__, (cfg.load_target, cfg.load_signal)
+
+    base, bounds = settings("aligned_value_uniform_queue")
+    assert bounds == ("uniform", "queue")
+    terms = ("value", "loss", "capability", "switching")
+    for term in terms:
+        weights, their_bounds = settings(f"aligned_value_uniform_queue_no{term}")
+        assert {k for k, v in weights.items() if v != base[k]} == {term} and weights[term] == 0.0
+        assert their_bounds == bounds
+    ablations = {f"aligned_value_uniform_queue_no{t}" for t in terms}
+    assert set(module.REFERENCES["aligned_value_uniform_queue"]) >= ablations | {"flex_moe"}
+    assert not ablations & set(module.REFERENCES["aligned_value"])  # their own table, not aligned_value's
