@@ -123,6 +123,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_mildload",
         "aligned_value_uniform_queue",
         "aligned_value_queue",
+        *[v for v in VARIANTS if v.startswith(QUEUE_ABLATIONS)],
         "topk_capped",
         "fedmoe",
     ),
