@@ -44,6 +44,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: staleness push towards experts the router does not use (``fedloop.FedConfig`` overrides).
 VALUE = {"policy": "aligned", "load_target": "demand", "min_cohort": 0}
 VALUE |= {"score_weights": {"value": 1.0, "staleness": 0.0}}
+#: aligned_value under uniform bounds with the deficit queue as its load term (``aligned_value_uniform_queue``)
+UNIFORM_QUEUE = VALUE | {"load_target": "uniform", "load_signal": "queue"}
 #: Named variants: FedConfig overrides on top of the task's federation. A policy not listed runs as itself.
 VARIANTS: dict[str, dict] = {
     "aligned_greedy": {"policy": "aligned", "method": "greedy"},
@@ -68,12 +70,12 @@ VARIANTS: dict[str, dict] = {
     | {"load_target": "uniform", "score_weights": VALUE["score_weights"] | {"load": 0.1}},
     # uniform bounds and the load term reading a historical deficit queue, as the FLEX-MoE-style policy's (at most
     # 0.5): the two then differ in their scores and in the aligner's other terms only
-    "aligned_value_uniform_queue": VALUE | {"load_target": "uniform", "load_signal": "queue"},
+    "aligned_value_uniform_queue": UNIFORM_QUEUE,
     # its scoring terms one at a time, to find what keeps it slower than the FLEX-MoE-style policy early: value,
     # loss share, capability and switching are what its scores have and that policy's have not
     **{
-        f"aligned_value_uniform_queue_no{term}": VALUE
-        | {"load_target": "uniform", "load_signal": "queue", "score_weights": VALUE["score_weights"] | {term: 0.0}}
+        f"aligned_value_uniform_queue_no{term}": UNIFORM_QUEUE
+        | {"score_weights": UNIFORM_QUEUE["score_weights"] | {term: 0.0}}
         for term in ("value", "loss", "capability", "switching")
     },
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
@@ -102,7 +104,8 @@ POLICIES = (
     "flex_moe_nodeficit",
     *[v for v in VARIANTS if v.startswith("aligned_value")],
 )
-QUEUE_ABLATIONS = "aligned_value_uniform_queue_no"
+#: The scoring-term ablations of ``aligned_value_uniform_queue``: tabled against it, not against aligned_value.
+QUEUE_ABLATIONS = tuple(v for v in VARIANTS if v.startswith("aligned_value_uniform_queue_no"))
 BASELINES = ("random", "topk_affinity", "topk_capped", "round_robin", "dense", "flex_moe", "fedmoe")
 #: Policies whose paired differences are tabled (when their runs exist), and against what: the baselines, and for
 #: issue 19's aligner also the first aligner, its uncoupled twin, its greedy solve and each ablation; for the
@@ -112,7 +115,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned_value": (
         *BASELINES,
         "aligned",
-        *[v for v in VARIANTS if v.startswith("aligned_value_") and not v.startswith(QUEUE_ABLATIONS)],
+        *[v for v in VARIANTS if v.startswith("aligned_value_") and v not in QUEUE_ABLATIONS],
     ),
     # what the FLEX-MoE-style policy's lead on masked routing rests on: its deficit, the aligner under its uniform
     # bounds (with and without the load term), top-k under the same cap, and the other published policy
@@ -123,14 +126,14 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_mildload",
         "aligned_value_uniform_queue",
         "aligned_value_queue",
-        *[v for v in VARIANTS if v.startswith(QUEUE_ABLATIONS)],
+        *QUEUE_ABLATIONS,
         "topk_capped",
         "fedmoe",
     ),
     # the aligner that ties it in final accuracy, taken apart one scoring term at a time
     "aligned_value_uniform_queue": (
         "flex_moe",
-        *[v for v in VARIANTS if v.startswith(QUEUE_ABLATIONS)],
+        *QUEUE_ABLATIONS,
         "aligned_value_uniform",
     ),
 }
