@@ -35,6 +35,7 @@ import numpy as np
 
 import fedloop
 from fedloop.loop import LOCAL_ROUTING
+from fedloop.model import ROUTER_INPUTS
 from fedloop.tasks import CENTRAL_EPOCHS, TASKS, VERSION, central_accuracy, federation, parse_shard
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         help="federated gate: local training routes over all experts or the assigned ones "
         "(default: the task's, fedloop.tasks.LOCAL_ROUTING)",
     )
+    parser.add_argument(
+        "--router-input",
+        choices=ROUTER_INPUTS,
+        default=None,
+        help="what the router reads: the encoder's features or (token data) the last token's embedding "
+        "(default: the task's, fedloop.tasks.ROUTER_INPUT)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -106,15 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     done = _done(path)
     fn = None if args.feature_norm is None else args.feature_norm == "on"
-    fed = federation(args.task, args.quick, args.expert_hidden, fn, args.local_routing)  # the task's unless given
-    eh, fn, routing = fed["expert_hidden"], fed["feature_norm"], fed["local_routing"]
+    # the task's settings unless given
+    fed = federation(args.task, args.quick, args.expert_hidden, fn, args.local_routing, args.router_input)
+    eh, fn, routing, router = fed["expert_hidden"], fed["feature_norm"], fed["local_routing"], fed["router_input"]
     setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}" + (" feature_norm" * fn)
-    setting += f" local_routing={routing}" * (routing != "all")
+    setting += f" local_routing={routing}" * (routing != "all") + f" router_input={router}" * (router != "features")
     q = args.quick
 
     def central(seed: int, n_experts: int | None = None) -> float:
         return central_accuracy(
-            args.task, quick=q, seed=seed, n_experts=n_experts, epochs=args.epochs, expert_hidden=eh, feature_norm=fn
+            args.task,
+            quick=q,
+            seed=seed,
+            n_experts=n_experts,
+            epochs=args.epochs,
+            expert_hidden=eh,
+            feature_norm=fn,
+            router_input=router,
         )
 
     arms = [("central", "E experts", central), ("central", "1 expert", lambda s: central(s, 1))]
@@ -159,12 +175,16 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min
         f"# Sanity gates ({datetime.now(timezone.utc):%Y-%m-%d}, last run `{command}`)",
         "",
         f"Each {VERSION} row's setting gives the options it ran with: `python benchmarks/run_gates.py --task TASK "
-        "--epochs E --rounds R --expert-hidden H --feature-norm on|off --local-routing all|assigned` reproduces it (on "
-        "where the setting says `feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`; "
-        "`assigned` where it says `local_routing=assigned`: local training routes over the assigned experts only). "
+        "--epochs E --rounds R --expert-hidden H --feature-norm on|off --local-routing all|assigned "
+        "--router-input features|token` reproduces it (on where the setting says `feature_norm`: the encoder's "
+        "features batch-normalised, `FedConfig.feature_norm`; `assigned` where it says `local_routing=assigned`: "
+        "local training routes over the assigned experts only; `token` where it says `router_input=token`: the "
+        "router reads the embedding of the last input token). "
         "v1 rows ran with the task's first definition (four domains without relabelling, 300 samples per client, "
         "federated lr 0.05 and one local epoch, central SGD): "
-        "they are the record of the gate that failed and made the task change.",
+        "they are the record of the gate that failed and made the task change. Rows whose setting says "
+        "`encoder=maxpool` ran with the first sequence encoder, which took the maximum of its convolutions over "
+        "positions instead of the last position's features; it is no longer in the code and they are a record.",
         "",
         f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive, over at "
         f"least {min_pairs} paired seeds (fewer: incomplete).",

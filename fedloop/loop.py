@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .client import LocalResult, client_statistics, private_report, train_local
 from .data import DATASETS, FederatedData, load_dataset
 from .history import History, RoundRecord
-from .model import MoE, split_state
+from .model import ROUTER_INPUTS, MoE, split_state
 from .policies import POLICIES, Policy, make_policy
 
 __all__ = [
@@ -139,6 +139,9 @@ class FedConfig:
     #: deployed model does; "assigned" masks the router to the client's assigned experts, so that an assignment
     #: decides which expert each of its samples trains (the residual testbed always masks).
     local_routing: str = "all"
+    #: What the router reads (``fedloop.model.MoE``'s ``router_input``): "features", or "token" (token data
+    #: only) for the embedding of the last input token.
+    router_input: str = "features"
 
     def routes_all(self) -> bool:
         """Whether local training routes over every expert (so every expert's weights go down to the client)."""
@@ -231,6 +234,8 @@ class FedConfig:
             raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
         if self.local_routing not in LOCAL_ROUTING:
             raise bad("local_routing", f"must be one of {', '.join(LOCAL_ROUTING)}")
+        if self.router_input not in ROUTER_INPUTS:
+            raise bad("router_input", f"must be one of {', '.join(ROUTER_INPUTS)}")
         if self.heterogeneity not in als.HETEROGENEITY:
             raise bad("heterogeneity", f"must be one of {', '.join(als.HETEROGENEITY)}")
 
@@ -293,6 +298,10 @@ def load_profiles(config: FedConfig, data: FederatedData) -> list[als.ClientProf
 
 def build_model(config: FedConfig, data: FederatedData) -> MoE:
     """The run's MoE for ``data``: the testbed, sizes and routing of ``config``, on its device."""
+    if config.router_input == "token" and not data.info.get("tokens"):
+        raise ConfigError(
+            f"router_input: 'token' needs a dataset of token sequences (shakespeare); got dataset {config.dataset!r}"
+        )
     return MoE(
         data.input_shape,
         data.n_classes,
@@ -303,6 +312,7 @@ def build_model(config: FedConfig, data: FederatedData) -> MoE:
         vocab=data.n_classes if data.info.get("tokens") else None,
         residual=config.testbed == "residual",
         feature_norm=config.feature_norm,
+        router_input=config.router_input,
     ).to(config.device)
 
 

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["MoE", "MoEOutput", "expert_prefix", "is_expert_key", "silent_units", "split_state"]
+__all__ = ["ROUTER_INPUTS", "MoE", "MoEOutput", "expert_prefix", "is_expert_key", "silent_units", "split_state"]
+
+#: What the router reads: the encoder's features, or (token inputs only) the embedding of the last input token.
+ROUTER_INPUTS = ("features", "token")
+
+#: Width of the token embedding of the sequence encoder (what a "token" router reads).
+TOKEN_EMBEDDING = 16
 
 
 @dataclass
@@ -62,6 +68,25 @@ class _Channels(nn.Module):
         return x.transpose(1, 2)
 
 
+class _Causal(nn.Module):
+    """A 1-D convolution over (B, C, L) whose output at position t sees positions t - kernel + 1 .. t only."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
+        super().__init__()
+        self.pad = kernel - 1
+        self.conv = nn.Conv1d(c_in, c_out, kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (self.pad, 0)))
+
+
+class _Last(nn.Module):
+    """(B, C, L) -> (B, C): the features at the last position."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, -1]
+
+
 class MoE(nn.Module):
     """Encoder -> router (top-k over the allowed experts) -> gated sum of experts (residual) -> head.
 
@@ -86,6 +111,12 @@ class MoE(nn.Module):
         federation averages like shared weights). Without it the convolution-only encoder's features are
         non-negative and the router's choice can hardly depend on the input: it may send almost every input to
         one expert while small experts' ReLU units go silent, and the run stays near chance.
+    router_input : {"features", "token"}, default "features"
+        What the router reads: the encoder's features, or, for token inputs (``vocab`` given), the embedding of
+        the last input token, the token whose successor is predicted (the router of a language-model MoE layer
+        reads the current token's representation). On next-character prediction a router over the features
+        split the inputs in ways no better than one expert; one over the last character lets experts take
+        groups of characters.
     """
 
     def __init__(
@@ -100,15 +131,21 @@ class MoE(nn.Module):
         vocab: int | None = None,
         residual: bool = True,
         feature_norm: bool = False,
+        router_input: str = "features",
     ) -> None:
         super().__init__()
         if n_experts < 1 or top_k < 1:
             raise ValueError(f"n_experts, top_k: must be >= 1; got {n_experts}, {top_k}")
+        if router_input not in ROUTER_INPUTS:
+            raise ValueError(f"router_input: must be one of {', '.join(ROUTER_INPUTS)}; got {router_input!r}")
+        if router_input == "token" and vocab is None:
+            raise ValueError("router_input: 'token' needs token inputs (vocab given); got vocab=None")
+        self.router_input = router_input
         self.n_experts = n_experts
         self.top_k = min(top_k, n_experts)
         self.residual = residual
         features = self._encoder(input_shape, hidden, vocab, dense=residual, norm=feature_norm)
-        self.router = nn.Linear(features, n_experts)
+        self.router = nn.Linear(TOKEN_EMBEDDING if router_input == "token" else features, n_experts)
         # Residual: experts map the features back onto themselves (h + mixed). Otherwise the encoder is only
         # convolutions (its flattened maps are the features) and the experts hold the dense capacity.
         self.experts = nn.ModuleList(
@@ -123,16 +160,17 @@ class MoE(nn.Module):
         """Build ``self.encoder``; returns the width of its output (``hidden`` when ``dense``)."""
         tail: list[nn.Module] = []
         if vocab is not None:
-            # Token sequences (L,) of ids < vocab: embedding, two convolutions, max over positions.
+            # Token sequences (L,) of ids < vocab: embedding, two causal convolutions, the last position's features.
+            # The last position, not a pool over positions: the next token depends on the order of the last few
+            # (a max over positions kept which patterns occur, not where, and trained far worse).
             body: list[nn.Module] = [
-                nn.Embedding(vocab, 16),
+                nn.Embedding(vocab, TOKEN_EMBEDDING),
                 _Channels(),
-                nn.Conv1d(16, 64, 5, padding=2),
+                _Causal(TOKEN_EMBEDDING, 64, 5),
                 nn.ReLU(),
-                nn.Conv1d(64, 64, 5, padding=2),
+                _Causal(64, 64, 5),
                 nn.ReLU(),
-                nn.AdaptiveMaxPool1d(1),
-                nn.Flatten(),
+                _Last(),
             ]
             width = 64
         elif len(input_shape) == 1:
@@ -156,7 +194,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MoEOutput:
         """``mask`` (E,) bool: the experts the router may use (all when None)."""
         h = self.encoder(x)
-        scores = self.router(h)
+        scores = self.router(self.encoder[0](x[:, -1]) if self.router_input == "token" else h)
         if mask is not None:
             if not bool(mask.any()):
                 raise ValueError("mask: must allow at least one expert")

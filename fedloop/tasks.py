@@ -25,6 +25,7 @@ __all__ = [
     "EXPERT_HIDDEN",
     "FEATURE_NORM",
     "LOCAL_ROUTING",
+    "ROUTER_INPUT",
     "TASKS",
     "VERSION",
     "central_accuracy",
@@ -65,6 +66,9 @@ FEATURE_NORM: dict[str, bool] = {"mnist_shards": True}
 #: (``benchmarks/results/gates.md``). The other tasks' committed results were measured routing over all experts.
 LOCAL_ROUTING: dict[str, str] = {"mnist_shards": "assigned"}
 
+#: What the router reads per task (``FedConfig.router_input``; "features" for a task not listed).
+ROUTER_INPUT: dict[str, str] = {}
+
 #: The definition of the tasks and federation above. Results carry it, so that rows measured under an earlier
 #: definition are never mixed with today's (``v1``: four domains without relabelling, 300 samples per client,
 #: expert_hidden 4 to 32, federated lr 0.05 with one local epoch, central SGD for 5 epochs).
@@ -82,12 +86,14 @@ def federation(
     expert_hidden: int | None = None,
     feature_norm: bool | None = None,
     local_routing: str | None = None,
+    router_input: str | None = None,
 ) -> dict[str, Any]:
     """The :class:`~fedloop.FedConfig` keyword arguments of ``task`` (add ``seed``, ``policy``, ``rounds``).
 
     ``expert_hidden`` defaults to the task's :data:`EXPERT_HIDDEN` (8 for a task not listed there),
     ``feature_norm`` to :data:`FEATURE_NORM` (off for a task not listed there), ``local_routing`` to
-    :data:`LOCAL_ROUTING` ("all" for a task not listed there).
+    :data:`LOCAL_ROUTING` ("all" for a task not listed there), ``router_input`` to :data:`ROUTER_INPUT`
+    ("features" for a task not listed there).
     """
     if task not in TASKS:
         raise ValueError(f"task: must be one of {', '.join(TASKS)}; got {task!r}")
@@ -97,6 +103,8 @@ def federation(
         feature_norm = FEATURE_NORM.get(task, False)
     if local_routing is None:
         local_routing = LOCAL_ROUTING.get(task, "all")
+    if router_input is None:
+        router_input = ROUTER_INPUT.get(task, "features")
     base: dict[str, Any] = dict(
         n_clients=40 if quick else 100,
         per_round=4 if quick else 10,
@@ -107,6 +115,7 @@ def federation(
         expert_hidden=expert_hidden,
         feature_norm=feature_norm,
         local_routing=local_routing,
+        router_input=router_input,
         testbed="experts",
         deadline_mode=True,
         local_epochs=2,
@@ -135,6 +144,7 @@ def central_accuracy(
     epochs: int = CENTRAL_EPOCHS,
     expert_hidden: int | None = None,
     feature_norm: bool | None = None,
+    router_input: str | None = None,
 ) -> float:
     """Test accuracy of the task's MoE trained centrally on every client's training data pooled.
 
@@ -143,7 +153,7 @@ def central_accuracy(
     ``batch_size``, loss ``cross_entropy + aux_weight * balance``, Adam at :data:`CENTRAL_LR`
     decaying linearly to 0 over ``epochs``; the seed fixes data, initialisation and order.
     """
-    settings = federation(task, quick, expert_hidden, feature_norm) | {"seed": seed}
+    settings = federation(task, quick, expert_hidden, feature_norm, router_input=router_input) | {"seed": seed}
     if n_experts is not None:
         settings |= {"n_experts": n_experts, "max_experts": min(settings["max_experts"], n_experts)}
     cfg = FedConfig(**settings)

@@ -242,3 +242,12 @@ def test_the_real_files_verify_when_fetched(tmp_path):
     if not (root / "mnist").is_dir():
         pytest.skip(f"the real MNIST is not in {root} (run `fedloop fetch mnist`)")
     assert fetch_mod.idx_folder("mnist") == root / "mnist"
+
+
+def test_a_run_routes_shakespeare_by_the_last_character(cache):
+    settings = dict(n_clients=8, per_round=4, n_experts=4, rounds=2, hidden=16, expert_hidden=2, data_dir=str(cache))
+    settings |= dict(dataset="shakespeare", data_options={"seq_len": 10, "min_chars": 100, "max_samples": 10})
+    settings |= dict(testbed="experts", router_input="token", local_routing="assigned", top_k=1)
+    history = fedloop.run(fedloop.FedConfig(**settings))
+    assert all(np.isfinite(history.column("accuracy")))
+    assert 0.0 <= history.records[1].routing_entropy <= 1.0

@@ -138,6 +138,10 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     assert settings["local_routing"] == "all" and tasks.federation("tiny", local_routing="assigned")[
         "local_routing"
     ] == ("assigned")
+    # the router reads the features unless the task (ROUTER_INPUT) or the caller says otherwise
+    assert settings["router_input"] == "features"
+    assert tasks.federation("tiny", router_input="token")["router_input"] == "token"
+    assert {t: tasks.federation(t)["router_input"] for t in tasks.ROUTER_INPUT} == tasks.ROUTER_INPUT
     with pytest.raises(ValueError, match="task"):
         tasks.federation("nope")
     one = tasks.central_accuracy("tiny", quick=True, seed=1, n_experts=1, epochs=1)

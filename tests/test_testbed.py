@@ -207,3 +207,60 @@ def test_local_routing_assigned_trains_only_on_the_assigned_experts_and_sends_on
     assert res.routed[2] == res.routed.sum() > 0
     with pytest.raises(fedloop.ConfigError, match="local_routing: must be one of all, assigned"):
         fedloop.FedConfig(**(SMALL | {"local_routing": "some"})).validate()
+
+
+# -- token inputs: a causal encoder read at the last position, and a router over the last token --------------------
+
+
+def _token_model(**kwargs) -> MoE:
+    torch.manual_seed(0)
+    return MoE((12,), 20, 4, top_k=1, vocab=20, residual=False, **kwargs)
+
+
+def test_the_token_encoder_sees_the_last_tokens_in_order_and_nothing_earlier_than_its_window():
+    model = _token_model().eval()
+    x = torch.randint(0, 20, (6, 12))
+    h = model.encoder(x)
+    early = x.clone()
+    early[:, :3] = (early[:, :3] + 1) % 20  # before the two 5-wide causal convolutions' 9-token window
+    assert torch.equal(model.encoder(early), h)
+    swapped = x.clone()
+    swapped[:, [-1, -2]] = x[:, [-2, -1]]
+    swapped[x[:, -1] == x[:, -2], -1] = (x[x[:, -1] == x[:, -2], -1] + 1) % 20  # a swap that changes something
+    changed = (model.encoder(swapped) - h).abs().amax(dim=1) > 1e-6
+    assert bool(changed.all())  # the order of the last tokens reaches the features
+
+
+def test_a_token_router_reads_the_last_token_alone():
+    model = _token_model(router_input="token").eval()
+    assert model.router.in_features == model.encoder[0].embedding_dim
+    x = torch.randint(0, 20, (8, 12))
+    y = torch.randint(0, 20, (8, 12))
+    y[:, -1] = x[:, -1]  # same last token, different everything else
+    assert torch.allclose(model(x).probs, model(y).probs)
+    z = x.clone()
+    z[:, -1] = (x[:, -1] + 1) % 20
+    assert not torch.allclose(model(z).probs, model(x).probs)
+    out = model(x, mask=torch.tensor([True, False, True, False]))
+    assert set(out.top.flatten().tolist()) <= {0, 2}
+    features = _token_model()
+    assert features.router.in_features == 64
+
+
+def test_a_token_router_trains_the_embedding_and_its_rows_from_the_task_loss():
+    model = _token_model(router_input="token")
+    x, y = torch.randint(0, 20, (16, 12)), torch.randint(0, 20, (16,))
+    out = model(x)
+    torch.nn.functional.cross_entropy(out.logits, y).backward()
+    assert model.router.weight.grad.abs().sum() > 0
+
+
+def test_router_input_is_checked_where_it_is_given():
+    with pytest.raises(ValueError, match="router_input: must be one of features, token; got 'last'"):
+        _token_model(router_input="last")
+    with pytest.raises(ValueError, match="router_input: 'token' needs token inputs"):
+        MoE((6,), 3, 4, router_input="token")
+    with pytest.raises(fedloop.ConfigError, match="router_input: must be one of features, token; got 'x'"):
+        fedloop.FedConfig(**(SMALL | {"router_input": "x"})).validate()
+    with pytest.raises(fedloop.ConfigError, match="router_input: 'token' needs a dataset of token sequences"):
+        fedloop.run(fedloop.FedConfig(**(SMALL | {"router_input": "token", "rounds": 1})))
