@@ -14,7 +14,9 @@ centrally on the pooled training data (computed once per task and seed 0, saved 
 runs). A run that misses a target is censored at the round budget, never dropped: the
 tables show n reached / n, the Kaplan-Meier median, the restricted mean of rounds to
 target, and the relative reduction of ``aligned`` against each baseline with a paired
-bootstrap 95% interval (``fedloop.stats``). Also: area under the accuracy curve, final
+bootstrap 95% interval (``fedloop.stats``). Policies may have run different numbers of
+seeds (more seeds added for some): each row of the first table covers its policy's seeds,
+and each comparison pairs the seeds both policies ran (its ``n`` column). Also: area under the accuracy curve, final
 accuracy (mean of the last 10 rounds), MB and simulated seconds to the 80% target (over
 the runs that reach it), load CV, dead experts (never trained in the last 10 rounds), routing
 entropy (the global router's top-1 use of the experts on the test set, entropy over log E,
@@ -203,14 +205,13 @@ def render(task: str, out: Path, command: str) -> Path:
     central = json.loads(central_file.read_text())["accuracy"] if central_file.exists() else None
     best = max(stats.final_accuracy(r["accuracy"]) for pol in runs.values() for r in pol.values())
     reference = central if central is not None else best
-    seeds = sorted(set.intersection(*(set(p) for p in runs.values())))
     budget = max(len(r["accuracy"]) for pol in runs.values() for r in pol.values())
     lines = [
         f"# Federated comparison: {task} ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
         f"Central accuracy {reference:.4f}"
         + ("" if central is not None else " (no central run: the best final accuracy stands in)")
-        + f"; {len(seeds)} paired seeds; budget {budget} rounds; censored runs count at the budget.",
+        + f"; {seed_note(runs)}; budget {budget} rounds; censored runs count at the budget.",
         "",
         "| policy | "
         + " | ".join(f"reached {int(f * 100)}% (n) / KM median / RMST" for f in FRACTIONS)
@@ -218,9 +219,9 @@ def render(task: str, out: Path, command: str) -> Path:
         + " | routing entropy |",
         "|---|" + "---|" * (len(FRACTIONS) + 7),
     ]
-    summary = {}
+    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]] = {}
     for policy, by_seed in runs.items():
-        recs = [by_seed[s] for s in seeds]
+        recs = [by_seed[s] for s in sorted(by_seed)]
         cells = []
         for f in FRACTIONS:
             hits = [stats.rounds_to_target(r["accuracy"], f * reference) for r in recs]
@@ -230,7 +231,7 @@ def render(task: str, out: Path, command: str) -> Path:
                 f"{sum(e)}/{len(e)} / {'not reached' if median is None else int(median)} / "
                 f"{stats.restricted_mean(t, e, budget):.1f}"
             )
-            summary[(policy, f)] = (np.array(t), np.array(e))
+            summary[(policy, f)] = dict(zip(sorted(by_seed), hits))
         auc = statistics.fmean(stats.area_under_curve(r["accuracy"]) for r in recs)
         final = statistics.fmean(stats.final_accuracy(r["accuracy"]) for r in recs)
         mb, secs = [], []
@@ -254,9 +255,9 @@ def render(task: str, out: Path, command: str) -> Path:
     for ref, against in REFERENCES.items():
         present = [b for b in against if b in runs]
         if ref in runs and present:  # a table with no row says nothing
-            lines += reduction_table(ref, present, summary, runs, seeds, budget)
-    figure = plot_curves(runs, seeds, reference, out / f"federated_{task}.png")
-    lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over the paired seeds, band from min to max)."]
+            lines += reduction_table(ref, present, summary, runs, budget)
+    figure = plot_curves(runs, reference, out / f"federated_{task}.png")
+    lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     gates = out / "gates.md"
     lines += ["", "Sanity gates: see `gates.md`." if gates.exists() else "Sanity gates: not measured."]
     report = out / f"federated_{task}.md"
@@ -264,31 +265,51 @@ def render(task: str, out: Path, command: str) -> Path:
     return report
 
 
+def seed_note(runs: dict[str, dict[int, dict]]) -> str:
+    """How many seeds each policy ran: one count when all ran the same seeds, else the count per group."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for policy, by_seed in runs.items():
+        groups.setdefault(tuple(sorted(by_seed)), []).append(policy)
+    if len(groups) == 1:
+        return f"{len(next(iter(groups)))} paired seeds"
+    parts = [
+        f"{len(seeds)} seeds ({', '.join(f'`{p}`' for p in policies)})"
+        for seeds, policies in sorted(groups.items(), key=lambda item: (-len(item[0]), item[0]))
+    ]
+    return "seeds per policy: " + "; ".join(parts) + "; each comparison pairs the seeds both policies ran"
+
+
 def reduction_table(
     ref: str,
     baselines: list[str],
-    summary: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]],
+    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
     runs: dict[str, dict[int, dict]],
-    seeds: list[int],
     budget: int,
 ) -> list[str]:
-    """Markdown lines: ``ref`` against each policy of ``baselines``: rounds to each target and final accuracy."""
+    """Markdown lines: ``ref`` against each policy of ``baselines``: rounds to each target and final accuracy.
+
+    Each row pairs the seeds both policies ran (its ``n``), so a policy with more seeds than another is compared
+    on the seeds they share.
+    """
     lines = [
         "",
         f"## `{ref}` against each baseline",
         "",
         "Relative reduction of the restricted mean rounds to target, and the difference in final accuracy "
-        "(paired bootstrap 95% interval over seeds, 2000 resamples):",
+        "(paired bootstrap 95% interval over the n seeds both ran, 2000 resamples):",
         "",
-        "| baseline | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
-        "|---|" + "---|" * (len(FRACTIONS) + 1),
+        "| baseline | n | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
+        "|---|---|" + "---|" * (len(FRACTIONS) + 1),
     ]
-    final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
     for base in baselines:
+        seeds = sorted(set(runs[ref]) & set(runs[base]))
+        if not seeds:
+            continue  # no seed in common: nothing to pair
+        final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
         cells = []
         for f in FRACTIONS:
-            ta, ea = summary[(ref, f)]
-            tb, eb = summary[(base, f)]
+            ta, ea = (np.array(v) for v in zip(*(summary[(ref, f)][s] for s in seeds)))
+            tb, eb = (np.array(v) for v in zip(*(summary[(base, f)][s] for s in seeds)))
 
             def reduction(idx, ta=ta, ea=ea, tb=tb, eb=eb):
                 return stats.relative_reduction(ta[idx], ea[idx], tb[idx], eb[idx], budget)
@@ -307,19 +328,19 @@ def reduction_table(
 
         point, lo, hi = stats.paired_bootstrap(gain, len(seeds))
         cells.append(f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        lines.append(f"| {base} | " + " | ".join(cells) + " |")
+        lines.append(f"| {base} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def plot_curves(runs: dict[str, dict[int, dict]], seeds: list[int], reference: float, path: Path) -> Path:
-    """Test accuracy against rounds per policy: mean over ``seeds``, band from min to max; the targets dotted.
+def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) -> Path:
+    """Test accuracy against rounds per policy: mean over its seeds, band from min to max; the targets dotted.
 
     Left, the baselines with the two aligners; right (when there are any), ``aligned_value`` and the
     FLEX-MoE-style policy with their variants and ablations, top-k by affinity for reference.
     """
 
     def curves(names):
-        return {f"{p} (n={len(seeds)})": np.array([runs[p][s]["accuracy"] for s in seeds]) for p in names}
+        return {f"{p} (n={len(runs[p])})": np.array([runs[p][s]["accuracy"] for s in sorted(runs[p])]) for p in names}
 
     variants = [p for p in runs if p.startswith(("aligned_value_", "flex_moe_"))]
     main = [p for p in runs if p not in variants]

@@ -110,11 +110,44 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
             }
             (folder / f"{policy}-seed{seed}.json").write_text(json.dumps(record))
     text = module.render("smoke", tmp_path, "test").read_text()
-    random_row = next(line for line in text.splitlines() if line.startswith("| random | not estimable"))
+    random_row = next(line for line in text.splitlines() if line.startswith("| random | 2 | not estimable"))
     assert random_row.count("not estimable") == 3  # no 0% tie at any target
     dense_row = next(line for line in text.splitlines() if line.startswith("| dense |") and "%" in line)
     assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
     assert "## `flex_moe` against" not in text  # none of its comparisons ran: no table without a row
+
+
+def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
+    import json
+
+    module = load_script("benchmarks/run_federated.py")
+    folder = module.run_folder(tmp_path, "smoke")
+    folder.mkdir(parents=True)
+    (folder / "central.json").write_text(json.dumps({"accuracy": 1.0}))
+    # aligned reaches 0.8 at round 2 on seeds 0-1 and never on seeds 2-3; random ran seeds 0-1, dense seeds 2-3
+    curves = {("aligned", s): [0.0, 0.0, 0.9, 0.9] if s < 2 else [0.1] * 4 for s in range(4)}
+    curves |= {("random", s): [0.0, 0.0, 0.0, 0.9] for s in range(2)}
+    curves |= {("dense", s): [0.0, 0.9, 0.9, 0.9] for s in range(2, 4)}
+    curves |= {("flex_moe", s): [0.1] * 4 for s in range(7, 9)}  # no seed in common with aligned
+    for (policy, seed), accuracy in curves.items():
+        record = dict(policy=policy, seed=seed, accuracy=accuracy, bytes=[1] * 4, latency=[1.0] * 4)
+        record |= dict(load_cv=[0.0] * 4, loads=[[1, 1]] * 4)
+        (folder / f"{policy}-seed{seed}.json").write_text(json.dumps(record))
+    text = module.render("smoke", tmp_path, "test").read_text()
+    assert "seeds per policy: 4 seeds (`aligned`); 2 seeds (`random`); 2 seeds (`dense`); 2 seeds (`flex_moe`)" in text
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0][2:], line)  # the first table: one row per policy
+    assert "| 2/4 /" in rows["aligned"] and "| 2/2 /" in rows["random"]  # each row over its own seeds
+    table = text.split("## `aligned` against each baseline")[1]
+    random_row = next(line for line in table.splitlines() if line.startswith("| random |"))
+    dense_row = next(line for line in table.splitlines() if line.startswith("| dense |"))
+    # seeds 0-1: aligned at round 2 (3 rounds), random at round 3 (4 rounds) -> 25% fewer; seeds 2-3: aligned
+    # censored at the budget (4), dense at round 1 (2 rounds) -> aligned needs 100% more
+    assert random_row.startswith("| random | 2 | +25% [+25%, +25%] | +25% [+25%, +25%]")
+    assert dense_row.startswith("| dense | 2 | -100% [-100%, -100%]")
+    assert "| flex_moe |" not in table  # nothing to pair with
 
 
 def test_task_settings_and_the_central_reference_run(monkeypatch):
