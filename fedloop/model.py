@@ -161,8 +161,8 @@ class MoE(nn.Module):
         tail: list[nn.Module] = []
         if vocab is not None:
             # Token sequences (L,) of ids < vocab: embedding, two causal convolutions, the last position's features.
-            # The last position, not a pool over positions: the next token depends on the order of the last few
-            # (a max over positions kept which patterns occur, not where, and trained far worse).
+            # The last position, not a pool over positions: the next token depends on the order of the last few,
+            # and a max over positions keeps which patterns occur, not where.
             body: list[nn.Module] = [
                 nn.Embedding(vocab, TOKEN_EMBEDDING),
                 _Channels(),
