@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         help="what the router reads: the encoder's features or (token data) the last token's embedding "
         "(default: the task's, fedloop.tasks.ROUTER_INPUT)",
     )
+    parser.add_argument(
+        "--gate",
+        choices=("both", "central", "federated"),
+        default="both",
+        help="run one gate only (the central gate does not depend on --rounds or --local-routing)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -141,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             csv.DictWriter(fh, fieldnames=FIELDS).writeheader()
     except FileExistsError:
         pass
-    jobs = [(gate, arm, measure, seed) for gate, arm, measure in arms for seed in range(args.seeds)]
+    jobs = [
+        (gate, arm, measure, seed)
+        for gate, arm, measure in arms
+        for seed in range(args.seeds)
+        if args.gate in ("both", gate)
+    ]
     with open(path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         for i, (gate, arm, measure, seed) in enumerate(jobs):

@@ -211,6 +211,11 @@ def test_the_gates_script_shards_its_runs_resumes_and_names_its_setting(monkeypa
     assert {r["setting"] for r in rows[4:]} == {
         f"{tasks.VERSION} epochs=1 rounds=1 expert_hidden=8 local_routing=assigned"
     }
+    module.main([*base, "--rounds", "2", "--gate", "federated"])  # one gate only: its arms, nothing else
+    rows = list(csv.DictReader(open(tmp_path / "gates_quick.csv")))
+    assert [(r["gate"], r["setting"]) for r in rows[8:]] == [
+        ("federated", f"{tasks.VERSION} epochs=1 rounds=2 expert_hidden=8")
+    ] * 2
     with pytest.raises(SystemExit):
         module.main([*base, "--shard", "2/2"])
     assert "--shard: must be K/M" in capsys.readouterr().err
