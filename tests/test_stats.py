@@ -275,3 +275,25 @@ def test_each_queue_ablation_changes_one_weight_of_the_aligner_with_the_deficit_
     ablations = {f"aligned_value_uniform_queue_no{t}" for t in terms}
     assert set(module.REFERENCES["aligned_value_uniform_queue"]) >= ablations | {"flex_moe"}
     assert not ablations & set(module.REFERENCES["aligned_value"])  # their own table, not aligned_value's
+
+
+def test_client_skew_is_zero_for_the_pooled_mix_and_large_for_disjoint_clients(monkeypatch, tmp_path):
+    import numpy as np
+
+    from fedloop import tasks
+
+    module = load_script("benchmarks/run_client_skew.py")
+    same = [np.array([0, 1, 2, 3]), np.array([3, 2, 1, 0])]
+    assert module.mean_tv(same, 4) == pytest.approx(0.0)
+    apart = [np.array([0, 0]), np.array([1, 1])]
+    assert module.mean_tv(apart, 2) == pytest.approx(0.5)  # each holds one of two even halves
+    assert module.mean_tv([np.zeros(5, dtype=int)] * 3, 1) == 0.0
+    assert 0.0 <= module.random_split_tv(apart, 2) <= 0.5
+    monkeypatch.setitem(
+        tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
+    )
+    assert module.main(["--tasks", "tiny", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "client_skew.md").read_text()
+    assert "| tiny | label | 100 |" in text
+    with pytest.raises(SystemExit):
+        module.main(["--tasks", "nope", "--out", str(tmp_path)])
