@@ -132,8 +132,11 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "topk_capped",
         "fedmoe",
     ),
-    # the aligner that ties it in final accuracy, taken apart one scoring term at a time
+    # the aligner that ties it in final accuracy, against the targets' baselines, taken apart one scoring term at a
+    # time
     "aligned_value_uniform_queue": (
+        "random",
+        "topk_affinity",
         "flex_moe",
         *QUEUE_ABLATIONS,
         "aligned_value_uniform",
