@@ -262,19 +262,15 @@ def render(task: str, out: Path, command: str) -> Path:
             + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} | {entropy} |"
         )
     for ref, against in REFERENCES.items():
-        present = [b for b in against if b in runs]
-        if ref in runs and present:  # a table with no row says nothing
-            lines += reduction_table(ref, present, summary, runs, budget)
-    if task in UNSEEN and UNSEEN[task][0] in runs:
+        lines += reduction_table(ref, list(against), summary, runs, budget)
+    if task in UNSEEN:
         ref, first, against = UNSEEN[task]
         for title, keep in (
             (f"Seeds below {first} only (those `{ref}` was chosen on)", lambda s: s < first),
             (f"Seeds {first} and up only (not seen when `{ref}` was chosen)", lambda s: s >= first),
         ):
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
-            present = [b for b in against if part[b].keys() & part[ref].keys()]
-            if present:
-                lines += reduction_table(ref, present, summary, part, budget, title=title)
+            lines += reduction_table(ref, list(against), summary, part, budget, title=title)
     figure = plot_curves(runs, reference, out / f"federated_{task}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     gates = out / "gates.md"
@@ -309,7 +305,8 @@ def reduction_table(
     """Markdown lines: ``ref`` against each policy of ``baselines``: rounds to each target and final accuracy.
 
     Each row pairs the seeds both policies ran (its ``n``), so a policy with more seeds than another is compared
-    on the seeds they share.
+    on the seeds they share. A baseline without runs or without a seed in common has no row, and a table without
+    rows is left out (no lines): it would say nothing.
     """
     lines = [
         "",
@@ -321,8 +318,9 @@ def reduction_table(
         "| baseline | n | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
         "|---|---|" + "---|" * (len(FRACTIONS) + 1),
     ]
+    rows = []
     for base in baselines:
-        seeds = sorted(set(runs[ref]) & set(runs[base]))
+        seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
         if not seeds:
             continue  # no seed in common: nothing to pair
         final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
@@ -348,8 +346,8 @@ def reduction_table(
 
         point, lo, hi = stats.paired_bootstrap(gain, len(seeds))
         cells.append(f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        lines.append(f"| {base} | {len(seeds)} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(f"| {base} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines + rows if rows else []
 
 
 def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) -> Path:

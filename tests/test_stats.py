@@ -150,13 +150,14 @@ def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_pa
     assert "| flex_moe |" not in table.split("##")[0]  # nothing to pair with
 
     # a policy chosen after seeds 0-1 is tabled again on seeds 2 and up alone (random has none of them)
-    module.UNSEEN["smoke"] = ("aligned", 2, ("random", "dense"))
+    module.UNSEEN["smoke"] = ("aligned", 2, ("random", "dense", "fedmoe"))  # fedmoe never ran: no row, no error
     try:
         text = module.render("smoke", tmp_path, "test").read_text()
     finally:
         del module.UNSEEN["smoke"]
     unseen = text.split("## Seeds 2 and up only (not seen when `aligned` was chosen)")[1].split("Accuracy against")[0]
     assert "| dense | 2 | -100% [-100%, -100%]" in unseen and "| random |" not in unseen
+    assert "| fedmoe |" not in text
     seen = text.split("## Seeds below 2 only (those `aligned` was chosen on)")[1].split("##")[0]
     assert "| random | 2 | +25% [+25%, +25%]" in seen and "| dense |" not in seen
 
