@@ -170,7 +170,7 @@ def run_all(
     if not central.exists() and task != "smoke":
         epochs = 2 if quick else tasks.CENTRAL_EPOCHS
         acc = tasks.central_accuracy(task, quick=quick, seed=0, epochs=epochs)
-        central.write_text(json.dumps({"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.VERSION}))
+        central.write_text(json.dumps({"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.version(task)}))
     for seed in seeds:
         for policy in policies:
             path = folder / f"{policy}-seed{seed}.json"
@@ -194,9 +194,10 @@ def run_all(
             print(f"{task} {policy} seed {seed}: final accuracy {final:.3f}", flush=True)
 
 
-def run_folder(out: Path, task: str) -> Path:
-    """Where a task's runs live: one folder per task definition (:data:`fedloop.tasks.VERSION`), never mixed."""
-    return out / "federated" / f"{task}-{tasks.VERSION}"
+def run_folder(out: Path, task: str, version: str | None = None) -> Path:
+    """Where a task's runs live: one folder per task definition (``version``, by default today's:
+    :func:`fedloop.tasks.version`), never mixed."""
+    return out / "federated" / f"{task}-{version or tasks.version(task)}"
 
 
 def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
@@ -207,16 +208,22 @@ def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
     return runs
 
 
-def render(task: str, out: Path, command: str) -> Path:
-    folder = run_folder(out, task)
+def render(task: str, out: Path, command: str, version: str | None = None) -> Path:
+    """Tables and curves of ``task``'s saved runs: ``federated_<task>.{md,png}`` for today's definition, and
+    ``federated_<task>-<version>.{md,png}`` for an earlier ``version`` kept as a record."""
+    folder = run_folder(out, task, version)
+    stem = f"federated_{task}" if version in (None, tasks.version(task)) else f"federated_{task}-{version}"
     runs = load_runs(folder)
+    if not runs:
+        raise FileNotFoundError(f"no saved runs of task {task!r} in {folder}: run the comparison first")
     central_file = folder / "central.json"
     central = json.loads(central_file.read_text())["accuracy"] if central_file.exists() else None
     best = max(stats.final_accuracy(r["accuracy"]) for pol in runs.values() for r in pol.values())
     reference = central if central is not None else best
     budget = max(len(r["accuracy"]) for pol in runs.values() for r in pol.values())
     lines = [
-        f"# Federated comparison: {task} ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
+        f"# Federated comparison: {task} {folder.name.rpartition('-')[2]} ({datetime.now(timezone.utc):%Y-%m-%d}, "
+        f"`{command}`)",
         "",
         f"Central accuracy {reference:.4f}"
         + ("" if central is not None else " (no central run: the best final accuracy stands in)")
@@ -271,11 +278,11 @@ def render(task: str, out: Path, command: str) -> Path:
         ):
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
             lines += reduction_table(ref, list(against), summary, part, budget, title=title)
-    figure = plot_curves(runs, reference, out / f"federated_{task}.png")
+    figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     gates = out / "gates.md"
     lines += ["", "Sanity gates: see `gates.md`." if gates.exists() else "Sanity gates: not measured."]
-    report = out / f"federated_{task}.md"
+    report = out / f"{stem}.md"
     report.write_text("\n".join(lines) + "\n")
     return report
 
@@ -384,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         "--shard", default="0/1", help="K/M: run only the seeds s with s %% M == K (M processes share a task)"
     )
     parser.add_argument("--render", action="store_true", help="only render the saved runs")
+    parser.add_argument(
+        "--version",
+        help="with --render: an earlier definition of the task whose runs are kept as a record "
+        "(federated_<task>-<version>.md); default: today's, fedloop.tasks.version",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -396,10 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         k, m = parse_shard(args.shard)
     except ValueError as err:
         parser.error(str(err))
+    if args.version is not None and not args.render:
+        parser.error(f"--version: only with --render (runs always use today's definition); got {args.version!r}")
     if not args.render:
         run_all(args.task, [s for s in range(args.seeds) if s % m == k], args.rounds, args.quick, args.out, policies)
     command = " ".join(["python benchmarks/run_federated.py", *(argv if argv is not None else sys.argv[1:])])
-    print(f"written {render(args.task, args.out, command)}")
+    print(f"written {render(args.task, args.out, command, args.version)}")
     return 0
 
 

@@ -195,7 +195,9 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min
         "federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change. Rows whose setting says "
         "`encoder=maxpool` ran with the first sequence encoder, which took the maximum of its convolutions over "
-        "positions instead of the last position's features; it is no longer in the code and they are a record.",
+        "positions instead of the last position's features; it is no longer in the code and they are a record. "
+        "The federated comparison's `multidomain` definition v3 (`fedloop.tasks.VERSIONS`) is its v2 row with "
+        "`feature_norm local_routing=assigned`.",
         "",
         f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive, over at "
         f"least {min_pairs} paired seeds (fewer: incomplete).",

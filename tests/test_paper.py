@@ -68,11 +68,16 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     # Only the Flower table may be missing, and only without the flower extra; the real-data tables (the gates, the
     # collapse study, the client skew and the comparison) need `fedloop fetch` (and the gates, the collapse study and
     # the comparison minutes to hours), so quick mode never makes them.
-    allowed = {"gates.md", "collapse.md", "client_skew.md", "federated_multidomain.md", "federated_mnist_shards.md"}
+    allowed = {"gates.md", "collapse.md", "client_skew.md", "federated_mnist_shards.md"}
+    allowed |= {"federated_multidomain.md", "federated_multidomain-v2.md"}
     allowed |= set() if importlib.util.find_spec("flwr") else {"flower_overhead.md"}
     assert set(missing) <= allowed, missing
     figures = re.findall(r"Figure not available\*\*: `([^`]+)`", text)
-    assert set(figures) <= {"federated_multidomain.png", "federated_mnist_shards.png"}, figures
+    assert set(figures) <= {
+        "federated_multidomain.png",
+        "federated_multidomain-v2.png",
+        "federated_mnist_shards.png",
+    }, figures
     assert "quick runs" in text
 
 

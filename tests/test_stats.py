@@ -117,6 +117,31 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     assert "## `flex_moe` against" not in text  # none of its comparisons ran: no table without a row
 
 
+def test_an_earlier_task_definition_renders_as_a_record_beside_todays(tmp_path, capsys):
+    import json
+
+    from fedloop import tasks
+
+    module = load_script("benchmarks/run_federated.py")
+    assert module.run_folder(tmp_path, "multidomain").name == f"multidomain-{tasks.version('multidomain')}"
+    assert module.run_folder(tmp_path, "mnist_shards").name == f"mnist_shards-{tasks.VERSION}"
+    old = module.run_folder(tmp_path, "smoke", "v0")
+    old.mkdir(parents=True)
+    for seed in range(2):
+        record = dict(policy="random", seed=seed, accuracy=[0.1, 0.2], bytes=[1] * 2, latency=[1.0] * 2)
+        record |= dict(load_cv=[0.0] * 2, loads=[[1, 1]] * 2)
+        (old / f"random-seed{seed}.json").write_text(json.dumps(record))
+    assert module.main(["--task", "smoke", "--render", "--version", "v0", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "federated_smoke-v0.md").read_text()
+    assert text.startswith("# Federated comparison: smoke v0 (") and "`federated_smoke-v0.png`" in text
+    assert (tmp_path / "federated_smoke-v0.png").is_file() and not (tmp_path / "federated_smoke.md").exists()
+    with pytest.raises(FileNotFoundError, match=r"no saved runs of task 'smoke' in .*smoke-v9"):
+        module.render("smoke", tmp_path, "test", "v9")
+    with pytest.raises(SystemExit):  # runs always use today's definition
+        module.main(["--task", "smoke", "--version", "v0", "--out", str(tmp_path)])
+    assert "--version: only with --render" in capsys.readouterr().err
+
+
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
     import json
 
@@ -177,7 +202,11 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     assert {t: tasks.federation(t)["expert_hidden"] for t in tasks.EXPERT_HIDDEN} == tasks.EXPERT_HIDDEN
     assert settings["expert_hidden"] == 8 and tasks.federation("mnist_shards", expert_hidden=5)["expert_hidden"] == 5
     # feature normalisation: the tasks listed in FEATURE_NORM only, unless asked
-    assert tasks.federation("mnist_shards")["feature_norm"] and not tasks.federation("multidomain")["feature_norm"]
+    assert tasks.federation("mnist_shards")["feature_norm"] and tasks.federation("multidomain")["feature_norm"]
+    assert not tasks.federation("multidomain", feature_norm=False)["feature_norm"]
+    # multidomain took both settings in its definition v3; a task not in VERSIONS keeps the common definition
+    assert tasks.federation("multidomain")["local_routing"] == "assigned" and tasks.version("multidomain") == "v3"
+    assert tasks.version("mnist_shards") == tasks.VERSION and tasks.version("tiny") == tasks.VERSION
     assert not settings["feature_norm"] and tasks.federation("tiny", feature_norm=True)["feature_norm"]
     assert tasks.federation("mnist_shards")["local_routing"] == "assigned"
     assert settings["local_routing"] == "all" and tasks.federation("tiny", local_routing="assigned")[
