@@ -9,7 +9,7 @@ import numpy as np
 
 from .history import History
 
-__all__ = ["plot_accuracy_bands", "plot_comparison", "plot_history"]
+__all__ = ["panel_colours", "plot_accuracy_bands", "plot_accuracy_panels", "plot_comparison", "plot_history"]
 
 
 def _pyplot():
@@ -42,9 +42,9 @@ def plot_history(history: History, path: str | Path) -> Path:
     return path
 
 
-def _band(ax, x: np.ndarray, curves: np.ndarray, label: str) -> None:
+def _band(ax, x: np.ndarray, curves: np.ndarray, label: str, color: str | None = None) -> None:
     """The mean of ``curves`` (seeds, points) against ``x``, with a band from their min to their max."""
-    (line,) = ax.plot(x, curves.mean(axis=0), label=label)
+    (line,) = ax.plot(x, curves.mean(axis=0), label=label, color=color)
     ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
 
 
@@ -60,14 +60,15 @@ def plot_accuracy_panels(
 ) -> Path:
     """One panel per entry {title: {name: (seeds, rounds)}}, side by side, sharing the accuracy axis.
 
-    Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. Split
-    many policies over panels: beyond ten curves a panel's colours repeat.
+    Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. A name keeps
+    one colour in every panel (``panel_colours``). Split many policies over panels: beyond ten names colours repeat.
     """
     plt = _pyplot()
+    colours = panel_colours(panels)
     fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), sharey=True, squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items()):
         for name, acc in curves.items():
-            _band(ax, np.arange(1, acc.shape[1] + 1), acc, name)
+            _band(ax, np.arange(1, acc.shape[1] + 1), acc, name, colours[name])
         for target in targets:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
@@ -78,6 +79,12 @@ def plot_accuracy_panels(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def panel_colours(panels: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """One matplotlib cycle colour per curve name, in the order names first appear across ``panels``."""
+    names = dict.fromkeys(name for curves in panels.values() for name in curves)
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
 def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, target: float | None = None) -> Path:

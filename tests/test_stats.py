@@ -338,3 +338,17 @@ def test_client_skew_is_zero_for_the_pooled_mix_and_large_for_disjoint_clients(m
     assert "| tiny | label | 100 |" in text
     with pytest.raises(SystemExit):
         module.main(["--tasks", "nope", "--out", str(tmp_path)])
+
+
+def test_a_policy_keeps_one_colour_in_every_panel_of_the_curves(tmp_path):
+    import numpy as np
+
+    from fedloop import plots
+
+    panels = {"left": {"a": None, "b": None}, "right": {"a": None, "c": None, "b": None}}
+    assert plots.panel_colours(panels) == {"a": "C0", "b": "C1", "c": "C2"}
+    many = {"p": {f"x{i}": None for i in range(12)}}
+    assert plots.panel_colours(many)["x10"] == "C0"  # beyond ten names the cycle repeats
+    curves = {name: np.full((2, 3), 0.5) for name in ("a", "b")}
+    path = plots.plot_accuracy_panels({"l": curves, "r": {"b": curves["b"]}}, tmp_path / "p.png", targets=[0.4])
+    assert path.is_file()
