@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -410,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if args.version is not None and not args.render:
         parser.error(f"--version: only with --render (runs always use today's definition); got {args.version!r}")
+    if args.version is not None and re.fullmatch(r"v[0-9]+", args.version) is None:
+        parser.error(f"--version: must be v followed by digits, as in fedloop.tasks.VERSION; got {args.version!r}")
     if not args.render:
         run_all(args.task, [s for s in range(args.seeds) if s % m == k], args.rounds, args.quick, args.out, policies)
     command = " ".join(["python benchmarks/run_federated.py", *(argv if argv is not None else sys.argv[1:])])

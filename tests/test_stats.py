@@ -140,6 +140,9 @@ def test_an_earlier_task_definition_renders_as_a_record_beside_todays(tmp_path, 
     with pytest.raises(SystemExit):  # runs always use today's definition
         module.main(["--task", "smoke", "--version", "v0", "--out", str(tmp_path)])
     assert "--version: only with --render" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # it names a folder: nothing but a version tag
+        module.main(["--task", "smoke", "--render", "--version", "../v0", "--out", str(tmp_path)])
+    assert "--version: must be v followed by digits" in capsys.readouterr().err
 
 
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
