@@ -212,8 +212,10 @@ def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
 def render(task: str, out: Path, command: str, version: str | None = None) -> Path:
     """Tables and curves of ``task``'s saved runs: ``federated_<task>.{md,png}`` for today's definition, and
     ``federated_<task>-<version>.{md,png}`` for an earlier ``version`` kept as a record."""
+    today = tasks.version(task)
+    version = version or today
     folder = run_folder(out, task, version)
-    stem = f"federated_{task}" if version in (None, tasks.version(task)) else f"federated_{task}-{version}"
+    stem = f"federated_{task}" if version == today else f"federated_{task}-{version}"
     runs = load_runs(folder)
     if not runs:
         raise FileNotFoundError(f"no saved runs of task {task!r} in {folder}: run the comparison first")
@@ -223,8 +225,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     reference = central if central is not None else best
     budget = max(len(r["accuracy"]) for pol in runs.values() for r in pol.values())
     lines = [
-        f"# Federated comparison: {task} {folder.name.rpartition('-')[2]} ({datetime.now(timezone.utc):%Y-%m-%d}, "
-        f"`{command}`)",
+        f"# Federated comparison: {task} {version} ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
         f"Central accuracy {reference:.4f}"
         + ("" if central is not None else " (no central run: the best final accuracy stands in)")
