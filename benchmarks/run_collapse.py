@@ -41,7 +41,7 @@ from fedloop.loop import (
     run_round,
 )
 from fedloop.model import silent_units
-from fedloop.tasks import TASKS, VERSION, federation
+from fedloop.tasks import TASKS, federation, version
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ["task", "policy", "feature_norm", "seed", "round", "accuracy", "top_share", "entropy", "silent", "dead"]
@@ -157,8 +157,9 @@ def write_report(
     lines = [
         f"# Router collapse and dead experts ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
-        f"Task `{first['task']}` ({VERSION}), policy `{first['policy']}`; {experts['n_experts']} experts of "
-        f"{experts['expert_hidden']} hidden units ({units} units); local training routes over {routing} experts "
+        f"Task `{first['task']}` ({version(first['task'])}), policy `{first['policy']}`; "
+        f"{experts['n_experts']} experts of {experts['expert_hidden']} hidden units ({units} units); "
+        f"local training routes over {routing} experts "
         f"(`local_routing={routing}`). After rounds 1 and {last + 1}, on the first test "
         "samples: accuracy, the share routed to the most used expert, the routing entropy (1 even, 0 one expert), "
         "the silent units (no sample activates them) and the dead experts (every unit silent).",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -188,7 +189,8 @@ def run_all(
                 "loads": [history.records[r].loads for r in history.rounds],
                 "routing_entropy": history.column("routing_entropy"),
             }
-            tmp = path.with_suffix(".part")
+            # one temporary file per process: two processes given the same (policy, seed) never write into one
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
             tmp.write_text(json.dumps(record))
             tmp.replace(path)
             final = stats.final_accuracy(record["accuracy"])  # the table's figure: mean of the last 10 rounds

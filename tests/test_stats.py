@@ -82,6 +82,7 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     assert (tmp_path / "federated_smoke.png").is_file()  # curves with bands
     saved = sorted(module.run_folder(tmp_path, "smoke").glob("*.json"))
     assert len(saved) == 2 * len(chosen.split(","))
+    assert not list(module.run_folder(tmp_path, "smoke").glob("*.part"))  # each run's temporary file was moved in
     assert "## `aligned_value` against each baseline" in report and "| flex_moe |" in report
     flex = report.split("## `flex_moe` against each baseline")[1].split("##")[0]
     assert "| fedmoe |" in flex and "flex_moe_nodeficit" not in flex  # only the comparisons that ran

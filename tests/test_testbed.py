@@ -144,6 +144,7 @@ def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_p
     monkeypatch.setitem(
         tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
     )
+    monkeypatch.setitem(tasks.VERSIONS, "tiny", "v7")
     module = load_script("benchmarks/run_collapse.py")
     module.main(
         [
@@ -183,6 +184,7 @@ def test_the_collapse_script_measures_both_settings_per_round(monkeypatch, tmp_p
     md = (tmp_path / "collapse.md").read_text()
     assert "| off | 0 |" in md and "| on | 0 |" in md and "after rounds 1 and 2".lower() in md.lower()
     assert "| on | 0 | bottom | 2 |" in md
+    assert "Task `tiny` (v7)" in md  # labelled with the task's own definition, not the default one
 
 
 def test_local_routing_assigned_trains_only_on_the_assigned_experts_and_sends_only_them():
