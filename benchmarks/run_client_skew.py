@@ -12,7 +12,9 @@ in [0, 1] (0: the client holds the pooled mix; near 1: what it holds is rare els
 * its labels (the next character on ``shakespeare``);
 * on ``shakespeare``, the last input character, which is all that a router with ``router_input="token"``
   reads, so its routing distribution is a function of this one;
-* on ``multidomain``, its domain.
+* on ``multidomain``, its domain;
+* on ``shakespeare``, also the characters of each play (one client per play, each cut to the shortest play's
+  length): the coarser partition by play, measured before any run is spent on it.
 
 With a few hundred samples a client's empirical distribution differs from the pooled one by sampling
 alone, and more so over many values (about 100 characters) than over few (10 labels). The ``same-size
@@ -27,6 +29,7 @@ Needs the real data: ``fedloop fetch all``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +38,9 @@ import numpy as np
 
 import fedloop
 from fedloop import tasks
+from fedloop.fetch import shakespeare_file
 from fedloop.loop import load_data
+from fedloop.real_data import encode_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,6 +61,17 @@ def random_split_tv(keys: list[np.ndarray], n_values: int, seed: int = 0) -> flo
     return mean_tv(np.split(pooled[order], cuts), n_values)
 
 
+def by_play(speakers: dict[str, str]) -> list[np.ndarray]:
+    """Token ids of each play's text, every play cut to the shortest one's length; ``speakers`` maps
+    ``"play|SPEAKER"`` to that speaker's text (the fetched document's ``speakers``)."""
+    texts: dict[str, list[str]] = {}
+    for key, text in sorted(speakers.items()):
+        texts.setdefault(key.split("|")[0], []).append(text)
+    tokens = [encode_text("".join(parts)) for parts in texts.values()]
+    size = min(len(t) for t in tokens)
+    return [t[:size] for t in tokens]
+
+
 def measure(task: str) -> list[tuple[str, str, int, float, float]]:
     """Rows (task, what, clients, mean TV, same-size random draw) for ``task`` on seed 0."""
     cfg = fedloop.FedConfig(**(tasks.federation(task) | {"seed": 0}))
@@ -67,6 +83,17 @@ def measure(task: str) -> list[tuple[str, str, int, float, float]]:
     if data.info.get("tokens"):
         last = [x[:, -1].numpy() for x, _ in data.clients]
         rows.append((task, "last character", n, mean_tv(last, data.n_classes), random_split_tv(last, data.n_classes)))
+    if task == "shakespeare":
+        plays = by_play(json.loads(shakespeare_file(cfg.data_dir).read_text())["speakers"])
+        rows.append(
+            (
+                task,
+                "character, by play",
+                len(plays),
+                mean_tv(plays, data.n_classes),
+                random_split_tv(plays, data.n_classes),
+            )
+        )
     if "client_domain" in data.info:
         names = sorted(set(data.info["client_domain"]))
         domains = [np.full(len(y), names.index(d), dtype=np.int64) for d, y in zip(data.info["client_domain"], labels)]

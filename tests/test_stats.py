@@ -334,6 +334,8 @@ def test_client_skew_is_zero_for_the_pooled_mix_and_large_for_disjoint_clients(m
     assert module.mean_tv(apart, 2) == pytest.approx(0.5)  # each holds one of two even halves
     assert module.mean_tv([np.zeros(5, dtype=int)] * 3, 1) == 0.0
     assert 0.0 <= module.random_split_tv(apart, 2) <= 0.5
+    plays = module.by_play({"b|X": "abab", "a|Y": "cc", "a|Z": "ccc", "b|W": "a"})
+    assert [p.tolist() for p in plays] == [module.encode_text("ccccc").tolist(), module.encode_text("aabab").tolist()]
     monkeypatch.setitem(
         tasks.TASKS, "tiny", dict(dataset="synthetic", data_options={"samples_per_client": 20, "test_size": 60})
     )
