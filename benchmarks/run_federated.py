@@ -284,8 +284,9 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             lines += reduction_table(ref, list(against), summary, part, budget, title=title)
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
-    gates = out / "gates.md"
-    lines += ["", "Sanity gates: see `gates.md`." if gates.exists() else "Sanity gates: not measured."]
+    # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
+    gates = next((g for g in ("gates.md", "../gates.md") if (out / g).exists()), None)
+    lines += ["", f"Sanity gates: see `{gates}`." if gates else "Sanity gates: not measured."]
     report = out / f"{stem}.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -116,9 +116,9 @@ def _figure(results: Path, out_dir: Path, name: str, caption: str, quick: bool) 
     src = results / (QUICK_NAMES.get(name, name) if quick else name)
     if not src.is_file():
         return f"> **Figure not available**: `{name}` was not produced by this run.\n"
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, figures / name)
+    target = out_dir / "figures" / name
+    target.parent.mkdir(parents=True, exist_ok=True)  # a results subfolder's figure keeps its subfolder
+    shutil.copyfile(src, target)
     return f"![{caption}](figures/{name})\n\n*{caption}*\n"
 
 

@@ -53,6 +53,14 @@ def test_cell_directives_read_one_table_cell_or_say_not_measured(tmp_path):
         make_paper._cell(tmp_path, "t.md|x", False)
 
 
+def test_a_figure_in_a_results_subfolder_is_copied_into_the_same_subfolder(tmp_path):
+    make_paper = load_make_paper()
+    (tmp_path / "res" / "long").mkdir(parents=True)
+    (tmp_path / "res" / "long" / "f.png").write_bytes(b"png")
+    text = make_paper._figure(tmp_path / "res", tmp_path / "out", "long/f.png", "cap", False)
+    assert "](figures/long/f.png)" in text and (tmp_path / "out" / "figures" / "long" / "f.png").read_bytes() == b"png"
+
+
 def test_missing_results_are_flagged_not_dropped(tmp_path):
     make_paper = load_make_paper()
     text = make_paper.render(tmp_path / "empty", tmp_path / "out", quick=False).read_text()

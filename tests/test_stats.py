@@ -72,6 +72,7 @@ def test_curve_summaries():
 
 
 def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
+    import shutil
 
     module = load_script("benchmarks/run_federated.py")
     chosen = "aligned,aligned_value,aligned_value_topk,random,dense,flex_moe,fedmoe"
@@ -86,6 +87,11 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     assert "## `aligned_value` against each baseline" in report and "| flex_moe |" in report
     flex = report.split("## `flex_moe` against each baseline")[1].split("##")[0]
     assert "| fedmoe |" in flex and "flex_moe_nodeficit" not in flex  # only the comparisons that ran
+    assert "Sanity gates: not measured." in report
+    shutil.copytree(module.run_folder(tmp_path, "smoke"), module.run_folder(tmp_path / "long", "smoke"))
+    (tmp_path / "gates.md").write_text("# gates\n")
+    long = module.render("smoke", tmp_path / "long", "test").read_text()
+    assert "Sanity gates: see `../gates.md`." in long  # a subfolder of the results shares their gates
     stamp = saved[0].stat().st_mtime_ns
     assert module.main(args) == 0  # resumes: nothing is run again
     assert saved[0].stat().st_mtime_ns == stamp
