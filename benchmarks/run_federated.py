@@ -282,6 +282,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
         ):
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
             lines += reduction_table(ref, list(against), summary, part, budget, title=title)
+    lines += along_the_budget(runs, budget)
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
@@ -290,6 +291,33 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     report = out / f"{stem}.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int = 10) -> list[str]:
+    """Table lines: each policy's mean accuracy over the ``window`` rounds ending at each quarter of the budget,
+    so that a reader sees whether the curves still rise at the end (no plateau yet) or have levelled off."""
+    ends = sorted({max(window, round(budget * q / 4)) for q in (1, 2, 3, 4)})
+    lines = [
+        "",
+        "## Accuracy along the budget",
+        "",
+        f"Mean test accuracy of the {window} rounds ending at each round, over each policy's seeds (a run shorter "
+        "than the round: -):",
+        "",
+        "| policy | seeds (n) | " + " | ".join(f"round {k}" for k in ends) + " |",
+        "|---|---|" + "---|" * len(ends),
+    ]
+    for policy, by_seed in runs.items():
+        cells = []
+        for k in ends:
+            accs = [r["accuracy"] for r in by_seed.values()]
+            cells.append(
+                f"{statistics.fmean(statistics.fmean(a[k - window : k]) for a in accs):.4f}"
+                if all(len(a) >= k for a in accs)
+                else "-"
+            )
+        lines.append(f"| {policy} | {len(by_seed)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def seed_note(runs: dict[str, dict[int, dict]]) -> str:

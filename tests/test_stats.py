@@ -364,3 +364,13 @@ def test_a_policy_keeps_one_colour_in_every_panel_of_the_curves(tmp_path):
     curves = {name: np.full((2, 3), 0.5) for name in ("a", "b")}
     path = plots.plot_accuracy_panels({"l": curves, "r": {"b": curves["b"]}}, tmp_path / "p.png", targets=[0.4])
     assert path.is_file()
+
+
+def test_accuracy_along_the_budget_is_the_mean_of_the_last_rounds_at_each_quarter():
+    module = load_script("benchmarks/run_federated.py")
+    rising = {0: {"accuracy": [r / 40 for r in range(1, 41)]}, 1: {"accuracy": [0.5] * 40}}
+    lines = module.along_the_budget({"a": rising, "b": {0: {"accuracy": [0.1] * 20}}}, 40, window=2)
+    assert lines[5] == "| policy | seeds (n) | round 10 | round 20 | round 30 | round 40 |"
+    # policy a, round 10: seed 0 averages rounds 9 and 10 (0.2375), seed 1 is flat at 0.5
+    assert lines[7] == "| a | 2 | 0.3688 | 0.4938 | 0.6188 | 0.7438 |"
+    assert lines[8] == "| b | 1 | 0.1000 | 0.1000 | - | - |"  # a run shorter than the round is not averaged
