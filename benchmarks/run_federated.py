@@ -296,6 +296,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
 def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int = 10) -> list[str]:
     """Table lines: each policy's mean accuracy over the ``window`` rounds ending at each quarter of the budget,
     so that a reader sees whether the curves still rise at the end (no plateau yet) or have levelled off."""
+    window = min(window, budget)
     ends = sorted({max(window, round(budget * q / 4)) for q in (1, 2, 3, 4)})
     lines = [
         "",

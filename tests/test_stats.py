@@ -190,7 +190,7 @@ def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_pa
         text = module.render("smoke", tmp_path, "test").read_text()
     finally:
         del module.UNSEEN["smoke"]
-    unseen = text.split("## Seeds 2 and up only (not seen when `aligned` was chosen)")[1].split("Accuracy against")[0]
+    unseen = text.split("## Seeds 2 and up only (not seen when `aligned` was chosen)")[1].split("## Accuracy along")[0]
     assert "| dense | 2 | -100% [-100%, -100%]" in unseen and "| random |" not in unseen
     assert "| fedmoe |" not in text
     seen = text.split("## Seeds below 2 only (those `aligned` was chosen on)")[1].split("##")[0]
@@ -374,3 +374,6 @@ def test_accuracy_along_the_budget_is_the_mean_of_the_last_rounds_at_each_quarte
     # policy a, round 10: seed 0 averages rounds 9 and 10 (0.2375), seed 1 is flat at 0.5
     assert lines[7] == "| a | 2 | 0.3688 | 0.4938 | 0.6188 | 0.7438 |"
     assert lines[8] == "| b | 1 | 0.1000 | 0.1000 | - | - |"  # a run shorter than the round is not averaged
+    short = module.along_the_budget({"a": rising}, 4)  # a budget shorter than the window: the window shrinks to it
+    assert short[5] == "| policy | seeds (n) | round 4 |"
+    assert short[7] == "| a | 2 | 0.2812 |"  # seed 0 averages rounds 1-4 (0.0625), seed 1 is flat at 0.5
