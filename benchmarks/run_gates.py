@@ -197,7 +197,8 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min
         "`encoder=maxpool` ran with the first sequence encoder, which took the maximum of its convolutions over "
         "positions instead of the last position's features; it is no longer in the code and they are a record. "
         "The federated comparison's `multidomain` definition v3 (`fedloop.tasks.VERSIONS`) is its v2 row with "
-        "`feature_norm local_routing=assigned`.",
+        "`feature_norm local_routing=assigned`; `multidomain4` is that definition on four of its twelve domains "
+        "(`fedloop.tasks.MULTIDOMAIN4`).",
         "",
         f"A gate passes when the mean paired difference is at least {margin} and every seed's is positive, over at "
         f"least {min_pairs} paired seeds (fewer: incomplete).",

@@ -208,6 +208,17 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     settings = tasks.federation("tiny", quick=True)
     assert settings["testbed"] == "experts" and settings["deadline_mode"] and settings["n_experts"] == 8
     assert tasks.federation("multidomain")["data_options"]["relabel"] is True
+    # multidomain4: four of multidomain's domains, everything else as multidomain v3 (relabelled, normalised, masked)
+    from fedloop.real_data import DOMAINS
+
+    four, twelve = tasks.federation("multidomain4"), tasks.federation("multidomain")
+    assert len(four["data_options"]["domains"]) == 4 and set(four["data_options"]["domains"]) < set(DOMAINS)
+    assert {k: v for k, v in four.items() if k != "data_options"} == {
+        k: v for k, v in twelve.items() if k != "data_options"
+    }
+    assert {k: v for k, v in four["data_options"].items() if k != "domains"} == {
+        k: v for k, v in twelve["data_options"].items() if k != "domains"
+    }
     # each task's expert width is the one its gates ran with; a task without one gets 8; an explicit width wins
     assert {t: tasks.federation(t)["expert_hidden"] for t in tasks.EXPERT_HIDDEN} == tasks.EXPERT_HIDDEN
     assert settings["expert_hidden"] == 8 and tasks.federation("mnist_shards", expert_hidden=5)["expert_hidden"] == 5
