@@ -188,6 +188,8 @@ def run_all(
                 "load_cv": history.column("load_cv"),
                 "loads": [history.records[r].loads for r in history.rounds],
                 "routing_entropy": history.column("routing_entropy"),
+                "routed_share": history.column("routed_share"),
+                "assigned": history.column("assigned"),
             }
             # one temporary file per process: two processes given the same (policy, seed) never write into one
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")

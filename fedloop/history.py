@@ -26,6 +26,12 @@ class RoundRecord:
     ``rejected`` sent one the server refused (with the reason); ``routing_entropy`` is the
     entropy of the global router's top-1 expert use on the test set over ``log E`` (1: even
     over all experts, 0: one expert; NaN in histories written before it was recorded).
+    ``assigned`` maps each sampled client given experts to them (whether or not its update
+    arrived); ``routed_share`` is the mean, over those clients, of the share of the routing
+    they reported (their top-k picks under the global router) that falls on their assigned
+    experts: 1 when every client trains the experts the router sends its data to, ``m/E``
+    on average for ``m`` experts drawn at random (NaN when nobody was assigned, or in
+    histories written before it was recorded).
     """
 
     round: int
@@ -48,6 +54,8 @@ class RoundRecord:
     rejected: dict[str, str] = field(default_factory=dict)
     relaxed: list[str] = field(default_factory=list)
     routing_entropy: float = math.nan
+    assigned: dict[str, list[int]] = field(default_factory=dict)
+    routed_share: float = math.nan
 
 
 @dataclass

@@ -559,6 +559,9 @@ def finish_round(
     returned = [m for m, cid in enumerate(rp.ids) if cid in results]
     loads = rp.matrix.sum(axis=0)
     info = setup.policy.info()
+    given = np.flatnonzero(assigned)
+    # what the server saw: with private reports, the noised routing
+    shares = [float(np.asarray(rp.reports[m].routing, float)[rp.matrix[m]].sum()) for m in given]
     return RoundRecord(
         round=r,
         accuracy=accuracy,
@@ -580,6 +583,8 @@ def finish_round(
         rejected=rejected,
         relaxed=list(info.get("relaxed", [])),
         routing_entropy=routing_entropy(share),
+        assigned={rp.ids[m]: rp.experts_of(m) for m in given},
+        routed_share=float(np.mean(shares)) if shares else math.nan,
     )
 
 

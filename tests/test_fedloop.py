@@ -228,6 +228,22 @@ def test_three_round_end_to_end_run_writes_history_and_checkpoint(tmp_path):
     assert fedloop.History.from_json(history.to_json()).deterministic() == history.deterministic()
 
 
+def test_routed_share_is_the_reported_routing_on_the_assigned_experts():
+    """1 when every client trains every expert; per-client top-1 by routing share takes the most a client can."""
+    full = fedloop.run(small(policy="all_experts", rounds=2))
+    assert [full.records[r].routed_share for r in full.rounds] == pytest.approx([1.0, 1.0])
+    runs = {name: fedloop.run(small(policy=name, rounds=2, max_experts=1)) for name in ("random", "topk_affinity")}
+    for history in runs.values():
+        for rec in history.records.values():
+            counts = np.zeros(4, dtype=int)
+            for experts in rec.assigned.values():
+                counts[experts] += 1
+            assert counts.tolist() == rec.loads and 0.0 <= rec.routed_share <= 1.0
+    # round 0: same model, clients, reports and slots under both policies; top-1 takes each client's largest share
+    assert runs["topk_affinity"].records[0].routed_share >= runs["random"].records[0].routed_share
+    assert set(runs["random"].records[0].assigned) == set(runs["topk_affinity"].records[0].assigned)
+
+
 def test_bytes_are_exact_tensor_sizes():
     cfg = small(policy="all_experts", rounds=1)
     setup = fedloop.build(cfg)
