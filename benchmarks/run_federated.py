@@ -29,6 +29,7 @@ say anything about policies; the report repeats where they stand.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -285,8 +286,13 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
             lines += reduction_table(ref, list(against), summary, part, budget, title=title)
     lines += along_the_budget(runs, budget)
+    by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
+    lines += expert_use(runs, budget, by_domain)
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
+    traces = plot_traces(runs, out / f"{stem}_traces.png")
+    if traces is not None:
+        lines += [f"Routed share and experts trained per round: `{traces.name}` (traced seeds only)."]
     # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
     gates = next((g for g in ("gates.md", "../gates.md") if (out / g).exists()), None)
     lines += ["", f"Sanity gates: see `{gates}`." if gates else "Sanity gates: not measured."]
@@ -322,6 +328,103 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
             )
         lines.append(f"| {policy} | {len(by_seed)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, window: int = 50) -> list[str]:
+    """Table lines: what the traces of expert load and of the assignment show, per policy.
+
+    From the loads (every run): experts trained per round; the effective number of experts trained in the last
+    ``window`` rounds, ``exp`` of the entropy of their summed loads (16 for even loads on 16 experts, 1 for one
+    expert); the overlap of consecutive rounds' sets of trained experts (Jaccard, mean over the last ``window``).
+    From the assignment traces (runs saved with ``routed_share`` and ``assigned``; older runs have none): the
+    routed share (``fedloop.RoundRecord.routed_share``) over the first and the last ``window`` rounds and, where
+    clients hold one domain each (``by_domain``, client ids ``<domain>-<k>``), the domain purity of the last
+    ``window`` rounds: over experts, the slots of each expert's most frequent trainer domain over all its slots.
+    """
+    window = min(window, budget)
+    lines = [
+        "",
+        "## Expert use along the run",
+        "",
+        f"Loads (all seeds): experts trained per round; effective number of experts trained in the last {window} "
+        f"rounds (exp of the entropy of their summed loads); overlap (Jaccard) of consecutive rounds' trained "
+        f"experts, last {window} rounds. Assignment traces (seeds saved with them): share of each assigned client's "
+        f"reported routing that falls on its assigned experts (routed share), first and last {window} rounds"
+        + (
+            f"; domain purity of the last {window} rounds (per expert, the share of its slots taken by its most "
+            "frequent trainer domain, pooled over experts)"
+            if by_domain
+            else ""
+        )
+        + ":",
+        "",
+        f"| policy | seeds (n) | experts trained per round | effective experts, last {window} | overlap of "
+        f"consecutive rounds, last {window} | traced seeds (n) | routed share, first {window} | routed share, "
+        f"last {window} | domain purity, last {window} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for policy, by_seed in runs.items():
+        recs = [by_seed[s] for s in sorted(by_seed)]
+        per_round, effective, overlap = [], [], []
+        for r in recs:
+            loads = np.asarray(r["loads"], dtype=float)
+            per_round.append(float((loads > 0).sum(axis=1).mean()))
+            total = loads[-window:].sum(axis=0)
+            share = total[total > 0] / total.sum() if total.sum() > 0 else np.ones(1)
+            effective.append(float(np.exp(-(share * np.log(share)).sum())))
+            sets = [frozenset(np.flatnonzero(row)) for row in loads[-window:]]
+            if len(sets) > 1:  # a one-round budget has no consecutive rounds
+                overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
+        traced = [r for r in recs if r.get("assigned")]
+        first, last, purity = [], [], []
+        for r in traced:
+            # a round nobody was assigned in has no share (NaN): left out of the mean
+            shares = np.asarray(r["routed_share"], dtype=float)
+            first.append(float(np.nanmean(shares[:window])))
+            last.append(float(np.nanmean(shares[-window:])))
+            slots: dict[int, dict[str, int]] = {}
+            for given in r["assigned"][-window:]:
+                for client, experts in given.items():
+                    for j in experts:
+                        domain = client.rsplit("-", 1)[0]
+                        slots.setdefault(j, {}).setdefault(domain, 0)
+                        slots[j][domain] += 1
+            held = sum(sum(d.values()) for d in slots.values())
+            purity.append(sum(max(d.values()) for d in slots.values()) / held if held else float("nan"))
+
+        def mean(values: list[float], digits: int = 2) -> str:
+            return f"{statistics.fmean(values):.{digits}f}" if values else "-"
+
+        lines.append(
+            f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(effective, 1)} | {mean(overlap)} | "
+            f"{len(traced)} | {mean(first)} | {mean(last)} | {mean(purity) if by_domain else '-'} |"
+        )
+    return lines
+
+
+def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) -> Path | None:
+    """Routed share and experts trained per round against rounds, per policy (mean over its traced seeds, band
+    from min to max, each seed's curve a ``smooth``-round moving mean); None when no run has traces."""
+    kernel = np.ones(smooth) / smooth
+
+    def moving(values) -> np.ndarray:
+        return np.convolve(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0), kernel, mode="valid")
+
+    share, used = {}, {}
+    for policy, by_seed in runs.items():
+        traced = [by_seed[s] for s in sorted(by_seed) if by_seed[s].get("assigned")]
+        if not traced:
+            continue
+        name = f"{policy} (n={len(traced)})"
+        share[name] = np.array([moving(r["routed_share"]) for r in traced])
+        used[name] = np.array([moving((np.asarray(r["loads"]) > 0).sum(axis=1)) for r in traced])
+    if not share:
+        return None
+    panels = {
+        f"routed share ({smooth}-round moving mean)": share,
+        f"experts trained per round ({smooth}-round moving mean)": used,
+    }
+    return plots.plot_accuracy_panels(panels, path, ylabel="per-round value (see titles)", sharey=False)
 
 
 def seed_note(runs: dict[str, dict[int, dict]]) -> str:

@@ -56,16 +56,22 @@ def plot_accuracy_bands(
 
 
 def plot_accuracy_panels(
-    panels: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, *, targets: Sequence[float] = ()
+    panels: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | Path,
+    *,
+    targets: Sequence[float] = (),
+    ylabel: str = "test accuracy",
+    sharey: bool = True,
 ) -> Path:
     """One panel per entry {title: {name: (seeds, rounds)}}, side by side, sharing the accuracy axis.
 
     Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. A name keeps
     one colour in every panel (``panel_colours``). Split many policies over panels: beyond ten names colours repeat.
+    Panels of other per-round quantities than accuracy: ``sharey=False`` and their titles say what each shows.
     """
     plt = _pyplot()
     colours = panel_colours(panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), sharey=sharey, squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items()):
         for name, acc in curves.items():
             _band(ax, np.arange(1, acc.shape[1] + 1), acc, name, colours[name])
@@ -73,7 +79,7 @@ def plot_accuracy_panels(
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
         ax.legend(loc="upper left", fontsize=8)  # the curves start low: the top left is where they are not
-    axes[0][0].set_ylabel("test accuracy")
+    axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

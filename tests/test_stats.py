@@ -388,3 +388,23 @@ def test_accuracy_along_the_budget_is_the_mean_of_the_last_rounds_at_each_quarte
     short = module.along_the_budget({"a": rising}, 4)  # a budget shorter than the window: the window shrinks to it
     assert short[5] == "| policy | seeds (n) | round 4 |"
     assert short[7] == "| a | 2 | 0.2812 |"  # seed 0 averages rounds 1-4 (0.0625), seed 1 is flat at 0.5
+
+
+def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(tmp_path):
+    module = load_script("benchmarks/run_federated.py")
+    nan = float("nan")
+    traced = {
+        "loads": [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]],
+        "routed_share": [0.5, nan, 1.0, 0.0],  # a round nobody was assigned in (NaN) is left out of its mean
+        "assigned": [{}, {}, {"mnist-inverted-0": [2], "fashion-1": [3]}, {"mnist-2": [2], "fashion-3": [3]}],
+    }
+    untraced = {"loads": [[4, 0, 0, 0]] * 4}
+    runs = {"a": {0: traced}, "b": {0: untraced}}
+    lines = module.expert_use(runs, 4, by_domain=True, window=2)
+    # a: 2 experts a round; last 2 rounds' loads (0, 0, 2, 2) give 2 effective experts and full overlap; purity:
+    # expert 2 is trained by two domains once each (mnist-inverted is not mnist), expert 3 twice by fashion: 3/4
+    assert lines[-2] == "| a | 1 | 2.0 | 2.0 | 1.00 | 1 | 0.50 | 0.50 | 0.75 |"
+    assert lines[-1] == "| b | 1 | 1.0 | 1.0 | 1.00 | 0 | - | - | - |"
+    assert module.expert_use(runs, 4, by_domain=False, window=2)[-2].endswith("| 0.50 | 0.50 | - |")
+    assert module.plot_traces({"b": {0: untraced}}, tmp_path / "t.png") is None
+    assert module.plot_traces(runs, tmp_path / "t.png", smooth=2).is_file()
