@@ -375,7 +375,8 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
             sets = [frozenset(np.flatnonzero(row)) for row in loads[-window:]]
             if len(sets) > 1:  # a one-round budget has no consecutive rounds
                 overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
-        traced = [r for r in recs if r.get("assigned")]
+        # a one-expert model (dense) has no routing for an assignment to follow: no trace columns
+        traced = [r for r in recs if r.get("assigned") and len(r["loads"][0]) > 1]
         first, last, purity = [], [], []
         for r in traced:
             # a round nobody was assigned in has no share (NaN): left out of the mean
@@ -404,7 +405,8 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
 
 def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) -> Path | None:
     """Routed share and experts trained per round against rounds, per policy (mean over its traced seeds, band
-    from min to max, each seed's curve a ``smooth``-round moving mean); None when no run has traces."""
+    from min to max, each seed's curve a ``smooth``-round moving mean); None when no run has traces. One-expert
+    (dense) runs are left out: they have no routing for an assignment to follow."""
     kernel = np.ones(smooth) / smooth
 
     def moving(values) -> np.ndarray:
@@ -412,7 +414,7 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
 
     share, used = {}, {}
     for policy, by_seed in runs.items():
-        traced = [by_seed[s] for s in sorted(by_seed) if by_seed[s].get("assigned")]
+        traced = [r for s, r in sorted(by_seed.items()) if r.get("assigned") and len(r["loads"][0]) > 1]
         if not traced:
             continue
         name = f"{policy} (n={len(traced)})"
@@ -424,7 +426,9 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
         f"routed share ({smooth}-round moving mean)": share,
         f"experts trained per round ({smooth}-round moving mean)": used,
     }
-    return plots.plot_accuracy_panels(panels, path, ylabel="per-round value (see titles)", sharey=False)
+    return plots.plot_accuracy_panels(
+        panels, path, ylabel="per-round value (see titles)", sharey=False, legend_loc="best"
+    )
 
 
 def seed_note(runs: dict[str, dict[int, dict]]) -> str:

@@ -62,12 +62,14 @@ def plot_accuracy_panels(
     targets: Sequence[float] = (),
     ylabel: str = "test accuracy",
     sharey: bool = True,
+    legend_loc: str = "upper left",
 ) -> Path:
     """One panel per entry {title: {name: (seeds, rounds)}}, side by side, sharing the accuracy axis.
 
     Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. A name keeps
     one colour in every panel (``panel_colours``). Split many policies over panels: beyond ten names colours repeat.
-    Panels of other per-round quantities than accuracy: ``sharey=False`` and their titles say what each shows.
+    Panels of other per-round quantities than accuracy: ``sharey=False`` and their titles say what each shows;
+    ``legend_loc`` as matplotlib's ``loc`` (accuracy curves start low: the top left is where they are not).
     """
     plt = _pyplot()
     colours = panel_colours(panels)
@@ -78,7 +80,7 @@ def plot_accuracy_panels(
         for target in targets:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
-        ax.legend(loc="upper left", fontsize=8)  # the curves start low: the top left is where they are not
+        ax.legend(loc=legend_loc, fontsize=8)
     axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
     path = Path(path)

@@ -406,5 +406,7 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     assert lines[-2] == "| a | 1 | 2.0 | 2.0 | 1.00 | 1 | 0.50 | 0.50 | 0.75 |"
     assert lines[-1] == "| b | 1 | 1.0 | 1.0 | 1.00 | 0 | - | - | - |"
     assert module.expert_use(runs, 4, by_domain=False, window=2)[-2].endswith("| 0.50 | 0.50 | - |")
-    assert module.plot_traces({"b": {0: untraced}}, tmp_path / "t.png") is None
+    one_expert = {"loads": [[3]] * 4, "routed_share": [1.0] * 4, "assigned": [{"mnist-0": [0]}] * 4}
+    assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith("| 0 | - | - | - |")
+    assert module.plot_traces({"b": {0: untraced}, "dense": {0: one_expert}}, tmp_path / "t.png") is None
     assert module.plot_traces(runs, tmp_path / "t.png", smooth=2).is_file()
