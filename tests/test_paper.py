@@ -86,6 +86,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "federated_multidomain.png",
         "federated_multidomain-v2.png",
         "federated_multidomain4.png",
+        "federated_multidomain4_traces.png",
         "federated_mnist_shards.png",
         "rounds600/federated_multidomain.png",
     }, figures
