@@ -410,7 +410,11 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
     kernel = np.ones(smooth) / smooth
 
     def moving(values) -> np.ndarray:
-        return np.convolve(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0), kernel, mode="valid")
+        # a round nobody was assigned in (NaN) is left out of its windows' means, not counted as 0
+        values = np.asarray(values, dtype=float)
+        seen = np.convolve(~np.isnan(values), kernel, mode="valid")
+        total = np.convolve(np.nan_to_num(values, nan=0.0), kernel, mode="valid")
+        return np.divide(total, seen, out=np.full_like(total, np.nan), where=seen > 0)
 
     share, used = {}, {}
     for policy, by_seed in runs.items():

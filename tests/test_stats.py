@@ -410,3 +410,13 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith("| 0 | - | - | - |")
     assert module.plot_traces({"b": {0: untraced}, "dense": {0: one_expert}}, tmp_path / "t.png") is None
     assert module.plot_traces(runs, tmp_path / "t.png", smooth=2).is_file()
+
+
+def test_traces_figure_leaves_unassigned_rounds_out_of_its_moving_means(tmp_path, monkeypatch):
+    module = load_script("benchmarks/run_federated.py")
+    drawn = {}
+    monkeypatch.setattr(module.plots, "plot_accuracy_panels", lambda panels, path, **kw: drawn.update(panels) or path)
+    run = {"loads": [[1, 0]] * 4, "routed_share": [0.5, float("nan"), 0.5, 0.5], "assigned": [{"x-0": [0]}] * 4}
+    module.plot_traces({"a": {0: run}}, tmp_path / "t.png", smooth=2)
+    share = next(curves for title, curves in drawn.items() if title.startswith("routed share"))
+    assert share["a (n=1)"].tolist() == [[0.5, 0.5, 0.5]]  # not 0.25 where the window holds the NaN round
