@@ -29,6 +29,7 @@ say anything about policies; the report repeats where they stand.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import os
@@ -330,6 +331,12 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
     return lines
 
 
+def traced(recs: list[dict]) -> list[dict]:
+    """The runs saved with assignment traces. A one-expert model (dense) has no routing for an assignment to
+    follow, so its runs never count as traced."""
+    return [r for r in recs if r.get("assigned") and len(r["loads"][0]) > 1]
+
+
 def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, window: int = 50) -> list[str]:
     """Table lines: what the traces of expert load and of the assignment show, per policy.
 
@@ -375,30 +382,27 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
             sets = [frozenset(np.flatnonzero(row)) for row in loads[-window:]]
             if len(sets) > 1:  # a one-round budget has no consecutive rounds
                 overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
-        # a one-expert model (dense) has no routing for an assignment to follow: no trace columns
-        traced = [r for r in recs if r.get("assigned") and len(r["loads"][0]) > 1]
+        with_traces = traced(recs)
         first, last, purity = [], [], []
-        for r in traced:
+        for r in with_traces:
             # a round nobody was assigned in has no share (NaN): left out of the mean
             shares = np.asarray(r["routed_share"], dtype=float)
             first.append(float(np.nanmean(shares[:window])))
             last.append(float(np.nanmean(shares[-window:])))
-            slots: dict[int, dict[str, int]] = {}
+            slots: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
             for given in r["assigned"][-window:]:
                 for client, experts in given.items():
                     for j in experts:
-                        domain = client.rsplit("-", 1)[0]
-                        slots.setdefault(j, {}).setdefault(domain, 0)
-                        slots[j][domain] += 1
-            held = sum(sum(d.values()) for d in slots.values())
-            purity.append(sum(max(d.values()) for d in slots.values()) / held if held else float("nan"))
+                        slots[j][client.rsplit("-", 1)[0]] += 1
+            held = sum(c.total() for c in slots.values())
+            purity.append(sum(max(c.values()) for c in slots.values()) / held if held else float("nan"))
 
         def mean(values: list[float], digits: int = 2) -> str:
             return f"{statistics.fmean(values):.{digits}f}" if values else "-"
 
         lines.append(
             f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(effective, 1)} | {mean(overlap)} | "
-            f"{len(traced)} | {mean(first)} | {mean(last)} | {mean(purity) if by_domain else '-'} |"
+            f"{len(with_traces)} | {mean(first)} | {mean(last)} | {mean(purity) if by_domain else '-'} |"
         )
     return lines
 
@@ -418,12 +422,12 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
 
     share, used = {}, {}
     for policy, by_seed in runs.items():
-        traced = [r for s, r in sorted(by_seed.items()) if r.get("assigned") and len(r["loads"][0]) > 1]
-        if not traced:
+        runs_traced = traced([by_seed[s] for s in sorted(by_seed)])
+        if not runs_traced:
             continue
-        name = f"{policy} (n={len(traced)})"
-        share[name] = np.array([moving(r["routed_share"]) for r in traced])
-        used[name] = np.array([moving((np.asarray(r["loads"]) > 0).sum(axis=1)) for r in traced])
+        name = f"{policy} (n={len(runs_traced)})"
+        share[name] = np.array([moving(r["routed_share"]) for r in runs_traced])
+        used[name] = np.array([moving((np.asarray(r["loads"]) > 0).sum(axis=1)) for r in runs_traced])
     if not share:
         return None
     panels = {
