@@ -20,7 +20,9 @@ and each comparison pairs the seeds both policies ran (its ``n`` column). Also: 
 accuracy (mean of the last 10 rounds), MB and simulated seconds to the 80% target (over
 the runs that reach it), load CV, dead experts (never trained in the last 10 rounds), routing
 entropy (the global router's top-1 use of the experts on the test set, entropy over log E,
-mean of the last 10 rounds; "-" for runs saved before it was recorded).
+mean of the last 10 rounds; "-" for runs saved before it was recorded). Figures: the accuracy curves
+(``federated_<task>.png``), the assignment traces (``_traces.png``) and ``aligned_value``'s paired intervals
+against every policy (``_pairs.png``).
 
 The sanity gates (``benchmarks/run_gates.py``) must pass on a task before its results
 say anything about policies; the report repeats where they stand.
@@ -147,6 +149,13 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
+#: The aligner whose paired comparisons are also drawn (``federated_<task>_pairs.png``)
+PAIRS_REF = "aligned_value"
+#: A run that takes one piece away (``..._no<piece>``): its comparison is in the tables and the intervals figure,
+#: and its curve is left out of the accuracy and traces figures, where a dozen overlapping curves tell nothing.
+ABLATION = re.compile(r"_no[a-z]+$")
+#: The variants besides the baselines whose assignment traces are drawn: the two the report reads them for
+TRACED_VARIANTS = ("aligned_value_topk", "aligned_value_uniform_queue")
 #: Per task, the policy chosen after a first set of seeds, the first seed it had not seen when it was chosen, and
 #: the baselines to table again on the unseen seeds alone: a check that the choice did not fit the first seeds'
 #: noise (``aligned_value_uniform_queue`` was defined after seeds 0-4 of ``mnist_shards`` had run).
@@ -276,8 +285,10 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             + " | ".join(cells)
             + f" | {auc:.4f} | {final:.4f} | {mb_text} | {secs_text} | {cv:.3f} | {dead:.1f} | {entropy} |"
         )
+    pairs = {}
     for ref, against in REFERENCES.items():
-        lines += reduction_table(ref, list(against), summary, runs, budget)
+        pairs[ref] = paired_rows(ref, list(against), summary, runs, budget)
+        lines += reduction_table(ref, pairs[ref])
     if task in UNSEEN:
         ref, first, against = UNSEEN[task]
         for title, keep in (
@@ -285,7 +296,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             (f"Seeds {first} and up only (not seen when `{ref}` was chosen)", lambda s: s >= first),
         ):
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
-            lines += reduction_table(ref, list(against), summary, part, budget, title=title)
+            lines += reduction_table(ref, paired_rows(ref, list(against), summary, part, budget), title=title)
     lines += along_the_budget(runs, budget)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
     lines += expert_use(runs, budget, by_domain)
@@ -294,6 +305,9 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     traces = plot_traces(runs, out / f"{stem}_traces.png")
     if traces is not None:
         lines += [f"Routed share and experts trained per round: `{traces.name}` (traced seeds only)."]
+    intervals = plot_pairs(PAIRS_REF, pairs.get(PAIRS_REF, []), out / f"{stem}_pairs.png")
+    if intervals is not None:
+        lines += [f"`{PAIRS_REF}` against each policy, the intervals above drawn: `{intervals.name}`."]
     # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
     gates = next((g for g in ("gates.md", "../gates.md") if (out / g).exists()), None)
     lines += ["", f"Sanity gates: see `{gates}`." if gates else "Sanity gates: not measured."]
@@ -422,6 +436,8 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
 
     share, used = {}, {}
     for policy, by_seed in runs.items():
+        if policy.startswith(("aligned_value_", "flex_moe_")) and policy not in TRACED_VARIANTS:
+            continue  # the table has every policy's traces; the figure those it can show apart
         runs_traced = traced([by_seed[s] for s in sorted(by_seed)])
         if not runs_traced:
             continue
@@ -435,7 +451,7 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
         f"experts trained per round ({smooth}-round moving mean)": used,
     }
     return plots.plot_accuracy_panels(
-        panels, path, ylabel="per-round value (see titles)", sharey=False, legend_loc="best"
+        panels, path, ylabel="per-round value (see titles)", sharey=False, legend_loc="below"
     )
 
 
@@ -453,20 +469,53 @@ def seed_note(runs: dict[str, dict[int, dict]]) -> str:
     return "seeds per policy: " + "; ".join(parts) + "; each comparison pairs the seeds both policies ran"
 
 
-def reduction_table(
+def paired_rows(
     ref: str,
     baselines: list[str],
     summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
     runs: dict[str, dict[int, dict]],
     budget: int,
-    title: str | None = None,
-) -> list[str]:
-    """Markdown lines: ``ref`` against each policy of ``baselines``: rounds to each target and final accuracy.
+) -> list[dict]:
+    """``ref`` against each policy of ``baselines``, paired on the seeds both ran: one dict per baseline with
+    ``base``, ``n``, ``targets`` (per target of ``FRACTIONS``: the relative reduction of the restricted mean rounds
+    as (point, lower, upper) of a paired bootstrap 95% interval, or None when neither policy reached it on any
+    seed) and ``final`` (the difference in final accuracy, same form). A baseline without runs or without a seed
+    in common has no row."""
+    rows = []
+    for base in baselines:
+        seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
+        if not seeds:
+            continue  # no seed in common: nothing to pair
+        final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
+        targets: list[tuple[float, float, float] | None] = []
+        for f in FRACTIONS:
+            ta, ea = (np.array(v) for v in zip(*(summary[(ref, f)][s] for s in seeds)))
+            tb, eb = (np.array(v) for v in zip(*(summary[(base, f)][s] for s in seeds)))
 
-    Each row pairs the seeds both policies ran (its ``n``), so a policy with more seeds than another is compared
-    on the seeds they share. A baseline without runs or without a seed in common has no row, and a table without
-    rows is left out (no lines): it would say nothing.
-    """
+            def reduction(idx, ta=ta, ea=ea, tb=tb, eb=eb):
+                return stats.relative_reduction(ta[idx], ea[idx], tb[idx], eb[idx], budget)
+
+            # Both arms censored at the budget on every seed: the restricted means are equal by construction, and
+            # a "0%" would read as a measured tie.
+            estimable = ea.any() or eb.any()
+            targets.append(stats.paired_bootstrap(reduction, len(seeds)) if estimable else None)
+        final_base = np.array([stats.final_accuracy(runs[base][s]["accuracy"]) for s in seeds])
+
+        def gain(idx, a=final_ref, b=final_base):
+            return float(np.mean(a[idx] - b[idx]))
+
+        rows.append(
+            {"base": base, "n": len(seeds), "targets": targets, "final": stats.paired_bootstrap(gain, len(seeds))}
+        )
+    return rows
+
+
+def reduction_table(ref: str, rows: list[dict], title: str | None = None) -> list[str]:
+    """Markdown lines: ``ref`` against each baseline of :func:`paired_rows`' ``rows``: rounds to each target and
+    final accuracy, each row over the seeds both policies ran (its ``n``). No rows, no lines: an empty table would
+    say nothing."""
+    if not rows:
+        return []
     lines = [
         "",
         f"## {title or f'`{ref}` against each baseline'}",
@@ -477,43 +526,43 @@ def reduction_table(
         "| baseline | n | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
         "|---|---|" + "---|" * (len(FRACTIONS) + 1),
     ]
-    rows = []
-    for base in baselines:
-        seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
-        if not seeds:
-            continue  # no seed in common: nothing to pair
-        final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
-        cells = []
-        for f in FRACTIONS:
-            ta, ea = (np.array(v) for v in zip(*(summary[(ref, f)][s] for s in seeds)))
-            tb, eb = (np.array(v) for v in zip(*(summary[(base, f)][s] for s in seeds)))
-
-            def reduction(idx, ta=ta, ea=ea, tb=tb, eb=eb):
-                return stats.relative_reduction(ta[idx], ea[idx], tb[idx], eb[idx], budget)
-
-            if not (ea.any() or eb.any()):
-                # Both arms censored at the budget on every seed: the restricted means are equal by construction,
-                # and a "0%" would read as a measured tie.
-                cells.append("not estimable (neither reached it)")
-                continue
-            point, lo, hi = stats.paired_bootstrap(reduction, len(seeds))
-            cells.append(f"{point:+.0%} [{lo:+.0%}, {hi:+.0%}]")
-        final_base = np.array([stats.final_accuracy(runs[base][s]["accuracy"]) for s in seeds])
-
-        def gain(idx, a=final_ref, b=final_base):
-            return float(np.mean(a[idx] - b[idx]))
-
-        point, lo, hi = stats.paired_bootstrap(gain, len(seeds))
+    for row in rows:
+        cells = [
+            "not estimable (neither reached it)" if t is None else f"{t[0]:+.0%} [{t[1]:+.0%}, {t[2]:+.0%}]"
+            for t in row["targets"]
+        ]
+        point, lo, hi = row["final"]
         cells.append(f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        rows.append(f"| {base} | {len(seeds)} | " + " | ".join(cells) + " |")
-    return lines + rows if rows else []
+        lines.append(f"| {row['base']} | {row['n']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_pairs(ref: str, rows: list[dict], path: Path) -> Path | None:
+    """A forest plot of :func:`paired_rows`: a panel per target that some row can estimate and one for final
+    accuracy; right of 0 is ``ref`` ahead (fewer rounds, higher accuracy). None when there are no rows."""
+    if not rows:
+        return None
+    panels = {
+        f"{int(f * 100)}% target: fewer rounds (relative)": [r["targets"][i] for r in rows]
+        for i, f in enumerate(FRACTIONS)
+        if any(r["targets"][i] is not None for r in rows)
+    }
+    panels["final accuracy: difference"] = [r["final"] for r in rows]
+    return plots.plot_intervals(
+        panels,
+        [f"{r['base']} (n={r['n']})" for r in rows],
+        path,
+        percent=[title.endswith("(relative)") for title in panels],
+        title=f"{ref} against each policy: paired bootstrap 95% intervals (blue: the interval excludes 0)",
+    )
 
 
 def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) -> Path:
     """Test accuracy against rounds per policy: mean over its seeds, band from min to max; the targets dotted.
 
     Left, the baselines with the two aligners; right (when there are any), ``aligned_value`` and the
-    FLEX-MoE-style policy with their variants and ablations, top-k by affinity for reference.
+    FLEX-MoE-style policy with their variants, top-k by affinity for reference. Ablations (``ABLATION``) are left
+    out: their paired intervals are drawn by :func:`plot_pairs`.
     """
 
     def curves(names):
@@ -521,12 +570,13 @@ def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) 
 
     variants = [p for p in runs if p.startswith(("aligned_value_", "flex_moe_"))]
     main = [p for p in runs if p not in variants]
+    variants = [p for p in variants if not ABLATION.search(p)]
     panels = {}
     if main:  # a run of variants alone (one process of a split run) has no baseline panel to draw
         panels["baselines and aligners (targets: 70/80/90% of central)"] = curves(main)
     if variants:
         right = [p for p in ("aligned_value", "flex_moe", "topk_affinity") if p in runs] + variants
-        panels["variants and ablations"] = curves(right)
+        panels["variants"] = curves(right)
     return plots.plot_accuracy_panels(panels, path, targets=[f * reference for f in FRACTIONS])
 
 

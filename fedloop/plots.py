@@ -9,7 +9,14 @@ import numpy as np
 
 from .history import History
 
-__all__ = ["panel_colours", "plot_accuracy_bands", "plot_accuracy_panels", "plot_comparison", "plot_history"]
+__all__ = [
+    "panel_colours",
+    "plot_accuracy_bands",
+    "plot_accuracy_panels",
+    "plot_comparison",
+    "plot_history",
+    "plot_intervals",
+]
 
 
 def _pyplot():
@@ -69,19 +76,66 @@ def plot_accuracy_panels(
     Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. A name keeps
     one colour in every panel (``panel_colours``). Split many policies over panels: beyond ten names colours repeat.
     Panels of other per-round quantities than accuracy: ``sharey=False`` and their titles say what each shows;
-    ``legend_loc`` as matplotlib's ``loc`` (accuracy curves start low: the top left is where they are not).
+    ``legend_loc`` as matplotlib's ``loc`` (accuracy curves start low: the top left is where they are not), or
+    ``"below"``: under each panel, where it hides no curve.
     """
     plt = _pyplot()
     colours = panel_colours(panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), sharey=sharey, squeeze=False)
+    height = 4.5 + (0.2 * max(len(c) for c in panels.values()) / 3 + 0.4 if legend_loc == "below" else 0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), height), sharey=sharey, squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items()):
         for name, acc in curves.items():
             _band(ax, np.arange(1, acc.shape[1] + 1), acc, name, colours[name])
         for target in targets:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
-        ax.legend(loc=legend_loc, fontsize=8)
+        if legend_loc == "below":
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
+        else:
+            ax.legend(loc=legend_loc, fontsize=8)
     axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_intervals(
+    panels: Mapping[str, Sequence[tuple[float, float, float] | None]],
+    labels: Sequence[str],
+    path: str | Path,
+    *,
+    percent: Sequence[bool] = (),
+    title: str = "",
+) -> Path:
+    """A forest plot: one panel per entry {title: [(point, lower, upper) or None per label]}, side by side.
+
+    Row ``k`` of every panel is ``labels[k]``; an interval that excludes 0 is drawn in blue, one that holds it in
+    grey, and a None cell says "not estimable". ``percent[i]`` formats panel i's axis as signed percentages.
+    """
+    plt = _pyplot()
+    y = np.arange(len(labels))[::-1]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + 2.5, 0.3 * len(labels) + 1.5), sharey=True, squeeze=False
+    )
+    for i, (ax, (name, cells)) in enumerate(zip(axes[0], panels.items())):
+        if len(cells) != len(labels):
+            raise ValueError(f"panels[{name!r}]: must hold one cell per label ({len(labels)}); got {len(cells)}")
+        for yi, cell in zip(y, cells):
+            if cell is None:
+                ax.text(0, yi, "not estimable", fontsize=7, va="center", ha="center", color="grey")
+                continue
+            point, lo, hi = cell
+            colour = "tab:blue" if lo > 0 or hi < 0 else "tab:grey"
+            ax.errorbar(point, yi, xerr=[[point - lo], [hi - point]], fmt="o", ms=4, capsize=2, color=colour)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(name, fontsize=9)
+        if i < len(percent) and percent[i]:
+            ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    axes[0][0].set_yticks(y, labels, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

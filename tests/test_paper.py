@@ -88,6 +88,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "federated_multidomain4.png",
         "federated_multidomain4_traces.png",
         "federated_mnist_shards.png",
+        "federated_mnist_shards_pairs.png",
         "rounds600/federated_multidomain.png",
     }, figures
     assert "quick runs" in text

@@ -420,3 +420,77 @@ def test_traces_figure_leaves_unassigned_rounds_out_of_its_moving_means(tmp_path
     module.plot_traces({"a": {0: run}}, tmp_path / "t.png", smooth=2)
     share = next(curves for title, curves in drawn.items() if title.startswith("routed share"))
     assert share["a (n=1)"].tolist() == [[0.5, 0.5, 0.5]]  # not 0.25 where the window holds the NaN round
+
+
+def test_paired_rows_give_the_tables_figures_and_the_intervals_figure_draws_them(tmp_path, monkeypatch):
+    module = load_script("benchmarks/run_federated.py")
+    # targets of a central accuracy of 1: ref passes 0.8 at round 2 (3 rounds) on both seeds, base at round 3 (4
+    # rounds): 25% fewer rounds at 70% and 80%; neither reaches 90%; final accuracy (mean of the last 10 rounds,
+    # here all 4): 0.425 against 0.2125
+    runs = {"ref": {s: {"accuracy": [0.0, 0.0, 0.85, 0.85]} for s in (0, 1)}}
+    runs["base"] = {s: {"accuracy": [0.0, 0.0, 0.0, 0.85]} for s in (0, 1, 2)}
+    summary = {
+        (p, f): {s: module.stats.rounds_to_target(r["accuracy"], f) for s, r in by_seed.items()}
+        for p, by_seed in runs.items()
+        for f in module.FRACTIONS
+    }
+    rows = module.paired_rows("ref", ["base", "never_ran"], summary, runs, 4)
+    assert [(r["base"], r["n"]) for r in rows] == [("base", 2)]  # seed 2 unpaired; a policy without runs: no row
+    (row,) = rows
+    assert row["targets"][0] == pytest.approx((0.25, 0.25, 0.25)) and row["targets"][2] is None
+    assert row["final"] == pytest.approx((0.2125, 0.2125, 0.2125))
+    lines = module.reduction_table("ref", rows)
+    cells = "+25% [+25%, +25%] | +25% [+25%, +25%] | not estimable (neither reached it) | +0.212 [+0.212, +0.212]"
+    assert lines[-1] == f"| base | 2 | {cells} |"
+    assert module.reduction_table("ref", []) == [] and module.plot_pairs("ref", [], tmp_path / "x.png") is None
+
+    drawn = {}
+    monkeypatch.setattr(
+        module.plots,
+        "plot_intervals",
+        lambda panels, labels, path, **kw: drawn.update(kw, panels=panels, labels=labels) or path,
+    )
+    module.plot_pairs("ref", rows, tmp_path / "p.png")
+    # the 90% target, which no row can estimate, gets no panel; the relative panels are drawn as percentages
+    assert list(drawn["panels"]) == [
+        "70% target: fewer rounds (relative)",
+        "80% target: fewer rounds (relative)",
+        "final accuracy: difference",
+    ]
+    assert drawn["labels"] == ["base (n=2)"] and drawn["percent"] == [True, True, False]
+
+
+def test_the_intervals_figure_checks_its_cells_and_marks_what_it_cannot_estimate(tmp_path):
+    from fedloop import plots
+
+    panels = {"a": [(0.2, 0.1, 0.3), None], "b": [(-0.1, -0.2, 0.05), (0.0, -0.1, 0.1)]}
+    assert plots.plot_intervals(panels, ["x", "y"], tmp_path / "f.png", percent=[True]).is_file()
+    with pytest.raises(ValueError, match=r"panels\['a'\]: must hold one cell per label \(3\); got 2"):
+        plots.plot_intervals(panels, ["x", "y", "z"], tmp_path / "g.png")
+
+
+def test_ablations_and_most_variants_stay_out_of_the_figures_but_not_the_tables(tmp_path, monkeypatch):
+    module = load_script("benchmarks/run_federated.py")
+    assert module.ABLATION.search("aligned_value_noprofiling") and module.ABLATION.search("flex_moe_nodeficit")
+    assert not module.ABLATION.search("aligned_value_greedy") and not module.ABLATION.search("aligned_value_uniform")
+    drawn = {}
+    monkeypatch.setattr(module.plots, "plot_accuracy_panels", lambda panels, path, **kw: drawn.update(panels) or path)
+    run = {"accuracy": [0.5] * 4, "loads": [[1, 1]] * 4, "routed_share": [0.5] * 4, "assigned": [{"x-0": [0]}] * 4}
+    names = ("aligned_value", "random", "aligned_value_greedy", "aligned_value_noload", "aligned_value_topk")
+    runs = {p: {0: run} for p in names}
+    module.plot_curves(runs, 1.0, tmp_path / "c.png")
+    assert list(drawn["variants"]) == ["aligned_value (n=1)", "aligned_value_greedy (n=1)", "aligned_value_topk (n=1)"]
+    drawn.clear()
+    module.plot_traces(runs, tmp_path / "t.png", smooth=2)
+    share = next(curves for title, curves in drawn.items() if title.startswith("routed share"))
+    assert list(share) == ["aligned_value (n=1)", "random (n=1)", "aligned_value_topk (n=1)"]
+
+
+def test_a_legend_below_the_panels_is_drawn(tmp_path):
+    import numpy as np
+
+    from fedloop import plots
+
+    curves = {f"p{i}": np.full((2, 5), 0.1 * i) for i in range(7)}
+    path = plots.plot_accuracy_panels({"l": curves}, tmp_path / "b.png", legend_loc="below", sharey=False)
+    assert path.is_file()
