@@ -27,11 +27,14 @@ class RoundRecord:
     entropy of the global router's top-1 expert use on the test set over ``log E`` (1: even
     over all experts, 0: one expert; NaN in histories written before it was recorded).
     ``assigned`` maps each sampled client given experts to them (whether or not its update
-    arrived); ``routed_share`` is the mean, over those clients, of the share of the routing
-    they reported (their top-k picks under the global router) that falls on their assigned
-    experts: 1 when every client trains the experts the router sends its data to, ``m/E``
-    on average for ``m`` experts drawn at random (NaN when nobody was assigned, or in
-    histories written before it was recorded).
+    arrived); ``routed_share`` is the mean, over those clients, of the share of their routing
+    (their top-k picks under the global router) that falls on their assigned experts: 1 when
+    every client trains the experts the router sends its data to, ``m/E`` on average for ``m``
+    experts drawn at random (NaN when nobody was assigned, or in histories written before it
+    was recorded). The routing is the one the clients reported, as the server saw it on a
+    distributed run too; a private report's negative (noised) entries are clipped to 0 and the
+    rest renormalised (``fedloop.loop.routed_share``), so the share stays in [0, 1] but then
+    measures the noised report, not the client's data.
     """
 
     round: int

@@ -560,8 +560,9 @@ def finish_round(
     loads = rp.matrix.sum(axis=0)
     info = setup.policy.info()
     given = np.flatnonzero(assigned)
-    # what the server saw: with private reports, the noised routing
-    shares = [float(np.asarray(rp.reports[m].routing, float)[rp.matrix[m]].sum()) for m in given]
+    # what the server saw, as on a distributed run (the records of the two must agree): with private reports, the
+    # noised routing, bounded by routed_share
+    shares = [routed_share(rp.reports[m].routing, rp.matrix[m]) for m in given]
     return RoundRecord(
         round=r,
         accuracy=accuracy,
@@ -584,8 +585,16 @@ def finish_round(
         relaxed=list(info.get("relaxed", [])),
         routing_entropy=routing_entropy(share),
         assigned={rp.ids[m]: rp.experts_of(m) for m in given},
-        routed_share=float(np.mean(shares)) if shares else math.nan,
+        routed_share=float(np.nanmean(shares)) if not all(math.isnan(x) for x in shares) else math.nan,
     )
+
+
+def routed_share(routing: Any, experts: np.ndarray) -> float:
+    """The share of a client's routing (E,) that falls on ``experts`` (E,) bool, its negative entries (a noised
+    report's) clipped to 0 and the rest renormalised so that the share stays in [0, 1]; NaN for no routing mass."""
+    mass = np.clip(np.asarray(routing, float), 0.0, None)
+    total = float(mass.sum())
+    return float(mass[np.asarray(experts, bool)].sum() / total) if total > 0 else math.nan
 
 
 def local_training(config: FedConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from fedloop.data import (
     read_idx,
     shard_partition,
 )
+from fedloop.loop import routed_share
 from fedloop.model import MoE, split_state
 from fedloop.policies import make_policy
 
@@ -242,6 +243,17 @@ def test_routed_share_is_the_reported_routing_on_the_assigned_experts():
     # round 0: same model, clients, reports and slots under both policies; top-1 takes each client's largest share
     assert runs["topk_affinity"].records[0].routed_share >= runs["random"].records[0].routed_share
     assert set(runs["random"].records[0].assigned) == set(runs["topk_affinity"].records[0].assigned)
+
+
+def test_routed_share_of_a_private_report_stays_a_share():
+    """A noised report has negative entries and does not sum to 1: they are clipped and the rest renormalised, so
+    the share of all experts is 1 and every share lies in [0, 1]."""
+    full = fedloop.run(small(policy="all_experts", rounds=2, report_epsilon=0.1))
+    assert [full.records[r].routed_share for r in full.rounds] == pytest.approx([1.0, 1.0])
+    noisy = fedloop.run(small(policy="topk_affinity", rounds=2, max_experts=1, report_epsilon=0.1))
+    assert all(0.0 <= rec.routed_share <= 1.0 for rec in noisy.records.values())
+    assert routed_share([-0.5, 0.25, 0.75, 0.0], np.array([False, True, False, False])) == pytest.approx(0.25)
+    assert math.isnan(routed_share([-1.0, 0.0], np.array([True, False])))  # no mass left: no share
 
 
 def test_bytes_are_exact_tensor_sizes():
