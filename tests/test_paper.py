@@ -87,6 +87,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "federated_multidomain-v2.png",
         "federated_multidomain4.png",
         "federated_multidomain4_traces.png",
+        "federated_multidomain4_pairs.png",
         "federated_mnist_shards.png",
         "federated_mnist_shards_pairs.png",
         "rounds600/federated_multidomain.png",
