@@ -154,6 +154,8 @@ PAIRS_REF = "aligned_value"
 #: A run that takes one piece away (``..._no<piece>``): its comparison is in the tables and the intervals figure,
 #: and its curve is left out of the accuracy and traces figures, where a dozen overlapping curves tell nothing.
 ABLATION = re.compile(r"_no[a-z]+$")
+#: What names a variant of one of the two aligners the figures draw apart from the baselines
+VARIANT_PREFIXES = ("aligned_value_", "flex_moe_")
 #: The variants besides the baselines whose assignment traces are drawn: the two the report reads them for
 TRACED_VARIANTS = ("aligned_value_topk", "aligned_value_uniform_queue")
 #: Per task, the policy chosen after a first set of seeds, the first seed it had not seen when it was chosen, and
@@ -436,7 +438,7 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
 
     share, used = {}, {}
     for policy, by_seed in runs.items():
-        if policy.startswith(("aligned_value_", "flex_moe_")) and policy not in TRACED_VARIANTS:
+        if policy.startswith(VARIANT_PREFIXES) and policy not in TRACED_VARIANTS:
             continue  # the table has every policy's traces; the figure those it can show apart
         runs_traced = traced([by_seed[s] for s in sorted(by_seed)])
         if not runs_traced:
@@ -547,12 +549,13 @@ def plot_pairs(ref: str, rows: list[dict], path: Path) -> Path | None:
         for i, f in enumerate(FRACTIONS)
         if any(r["targets"][i] is not None for r in rows)
     }
+    percent = [True] * len(panels)  # relative reductions; the final-accuracy difference is in accuracy units
     panels["final accuracy: difference"] = [r["final"] for r in rows]
     return plots.plot_intervals(
         panels,
         [f"{r['base']} (n={r['n']})" for r in rows],
         path,
-        percent=[title.endswith("(relative)") for title in panels],
+        percent=[*percent, False],
         title=f"{ref} against each policy: paired bootstrap 95% intervals (blue: the interval excludes 0)",
     )
 
@@ -568,7 +571,7 @@ def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) 
     def curves(names):
         return {f"{p} (n={len(runs[p])})": np.array([runs[p][s]["accuracy"] for s in sorted(runs[p])]) for p in names}
 
-    variants = [p for p in runs if p.startswith(("aligned_value_", "flex_moe_"))]
+    variants = [p for p in runs if p.startswith(VARIANT_PREFIXES)]
     main = [p for p in runs if p not in variants]
     variants = [p for p in variants if not ABLATION.search(p)]
     panels = {}

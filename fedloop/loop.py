@@ -563,6 +563,7 @@ def finish_round(
     # what the server saw, as on a distributed run (the records of the two must agree): with private reports, the
     # noised routing, bounded by routed_share
     shares = [routed_share(rp.reports[m].routing, rp.matrix[m]) for m in given]
+    shares = [x for x in shares if not math.isnan(x)]  # a report with no routing mass left has no share
     return RoundRecord(
         round=r,
         accuracy=accuracy,
@@ -585,7 +586,7 @@ def finish_round(
         relaxed=list(info.get("relaxed", [])),
         routing_entropy=routing_entropy(share),
         assigned={rp.ids[m]: rp.experts_of(m) for m in given},
-        routed_share=float(np.nanmean(shares)) if not all(math.isnan(x) for x in shares) else math.nan,
+        routed_share=float(np.mean(shares)) if shares else math.nan,
     )
 
 

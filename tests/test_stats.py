@@ -460,7 +460,7 @@ def test_paired_rows_give_the_tables_figures_and_the_intervals_figure_draws_them
     assert drawn["labels"] == ["base (n=2)"] and drawn["percent"] == [True, True, False]
 
 
-def test_the_intervals_figure_checks_its_cells_and_marks_what_it_cannot_estimate(tmp_path):
+def test_the_intervals_figure_draws_cells_it_cannot_estimate_and_checks_their_number(tmp_path):
     from fedloop import plots
 
     panels = {"a": [(0.2, 0.1, 0.3), None], "b": [(-0.1, -0.2, 0.05), (0.0, -0.1, 0.1)]}
