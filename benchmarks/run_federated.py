@@ -310,6 +310,10 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     intervals = plot_pairs(PAIRS_REF, pairs.get(PAIRS_REF, []), out / f"{stem}_pairs.png")
     if intervals is not None:
         lines += [f"`{PAIRS_REF}` against each policy, the intervals above drawn: `{intervals.name}`."]
+    # a figure an earlier render drew from runs that are gone would otherwise stay beside a table without them
+    for drawn, name in ((traces, f"{stem}_traces.png"), (intervals, f"{stem}_pairs.png")):
+        if drawn is None:
+            (out / name).unlink(missing_ok=True)
     # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
     gates = next((g for g in ("gates.md", "../gates.md") if (out / g).exists()), None)
     lines += ["", f"Sanity gates: see `{gates}`." if gates else "Sanity gates: not measured."]

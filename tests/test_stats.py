@@ -124,6 +124,33 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     assert "## `flex_moe` against" not in text  # none of its comparisons ran: no table without a row
 
 
+def test_a_render_without_traces_or_pairs_removes_the_figures_an_earlier_render_drew(tmp_path):
+    import json
+
+    module = load_script("benchmarks/run_federated.py")
+    folder = module.run_folder(tmp_path, "smoke")
+    folder.mkdir(parents=True)
+    (folder / "central.json").write_text(json.dumps({"accuracy": 0.9}))
+    stale = [tmp_path / "federated_smoke_traces.png", tmp_path / "federated_smoke_pairs.png"]
+    for path in stale:
+        path.write_bytes(b"drawn from runs that are gone")
+    record = {
+        "accuracy": [0.5] * 3,
+        "bytes": [1] * 3,
+        "latency": [1.0] * 3,
+        "load_cv": [0.0] * 3,
+        "loads": [[1, 1]] * 3,
+    }
+    for seed in range(2):  # no aligned_value runs (no pairs) and no assignment traces
+        (folder / f"random-seed{seed}.json").write_text(json.dumps(record | {"policy": "random", "seed": seed}))
+    text = module.render("smoke", tmp_path, "test").read_text()
+    assert not any(path.exists() for path in stale)
+    assert "_traces.png" not in text and "_pairs.png" not in text
+    (folder / "aligned_value-seed0.json").write_text(json.dumps(record | {"policy": "aligned_value", "seed": 0}))
+    module.render("smoke", tmp_path, "test")
+    assert stale[1].is_file()  # drawn again once there are pairs
+
+
 def test_an_earlier_task_definition_renders_as_a_record_beside_todays(tmp_path, capsys):
     import json
 
