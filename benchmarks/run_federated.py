@@ -390,6 +390,7 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
         f"last {window} | domain purity, last {window} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    marked = False
     for policy, by_seed in runs.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         per_round, effective, overlap = [], [], []
@@ -420,10 +421,16 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
         def mean(values: list[float], digits: int = 2) -> str:
             return f"{statistics.fmean(values):.{digits}f}" if values else "-"
 
+        # a private policy's routed share is that of the noised reports the server saw, not of the true routing
+        noised = "*" if with_traces and VARIANTS.get(policy, {}).get("report_epsilon") else ""
         lines.append(
             f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(effective, 1)} | {mean(overlap)} | "
-            f"{len(with_traces)} | {mean(first)} | {mean(last)} | {mean(purity) if by_domain else '-'} |"
+            f"{len(with_traces)} | {mean(first)}{noised} | {mean(last)}{noised} | "
+            f"{mean(purity) if by_domain else '-'} |"
         )
+        marked = marked or bool(noised)
+    if marked:
+        lines += ["", "\\*: share of the noised (private) reports the server saw, not of the clients' true routing."]
     return lines
 
 

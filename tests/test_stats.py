@@ -437,6 +437,10 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith("| 0 | - | - | - |")
     assert module.plot_traces({"b": {0: untraced}, "dense": {0: one_expert}}, tmp_path / "t.png") is None
     assert module.plot_traces(runs, tmp_path / "t.png", smooth=2).is_file()
+    private = module.expert_use({"aligned_value_private": {0: traced}, "b": {0: untraced}}, 4, True, window=2)
+    assert private[-4] == "| aligned_value_private | 1 | 2.0 | 2.0 | 1.00 | 1 | 0.50* | 0.50* | 0.75 |"
+    assert private[-1].startswith("\\*: share of the noised")  # the mark is explained under the table
+    assert not any("noised" in line for line in lines)  # and only where a private policy's share is shown
 
 
 def test_traces_figure_leaves_unassigned_rounds_out_of_its_moving_means(tmp_path, monkeypatch):
