@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def plot_accuracy_panels(
     """
     plt = _pyplot()
     colours = panel_colours(panels)
-    height = 4.5 + (0.2 * max(len(c) for c in panels.values()) / 3 + 0.4 if legend_loc == "below" else 0)
+    below = legend_loc == "below"
+    # a legend below takes a row of three names per 0.22 in; the tight bounding box at saving keeps any excess
+    height = 4.5 + (0.22 * math.ceil(max(len(c) for c in panels.values()) / 3) + 0.4 if below else 0)
     fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), height), sharey=sharey, squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items()):
         for name, acc in curves.items():
@@ -89,14 +92,14 @@ def plot_accuracy_panels(
         for target in targets:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
-        if legend_loc == "below":
+        if below:
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
         else:
             ax.legend(loc=legend_loc, fontsize=8)
     axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight" if below else None)
     plt.close(fig)
     return path
 
