@@ -96,8 +96,10 @@ VARIANTS: dict[str, dict] = {
         for term in ("affinity", "loss", "capability", "load", "switching")
     },
     "aligned_value_staleness": VALUE | {"score_weights": VALUE["score_weights"] | {"staleness": 0.25}},
-    # the reports it scores privatised on the clients: (1, 1e-5)-DP per round (GaussianMechanism)
+    # the reports it scores privatised on the clients: (1, 1e-5)-DP per round (GaussianMechanism), and at a budget
+    # eight times looser, (8, 1e-5), with less noise, to see how the cost follows the budget
     "aligned_value_private": VALUE | {"report_epsilon": 1.0},
+    "aligned_value_private_eps8": VALUE | {"report_epsilon": 8.0},
 }
 POLICIES = (
     "aligned",

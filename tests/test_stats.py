@@ -341,6 +341,10 @@ def test_each_scoring_ablation_changes_one_weight_of_aligned_value():
         assert changed == {term} and weights(f"aligned_value_no{term}")[term] == 0.0
     assert {k for k, v in weights("aligned_value_staleness").items() if v != base[k]} == {"staleness"}
     assert set(module.REFERENCES["aligned_value"]) >= {f"aligned_value_no{t}" for t in terms}
+    full = module.config("smoke", "aligned_value", 0, 2, True).__dict__
+    for policy, epsilon in (("aligned_value_private", 1.0), ("aligned_value_private_eps8", 8.0)):
+        private = module.config("smoke", policy, 0, 2, True).__dict__
+        assert {k for k in full if private[k] != full[k]} == {"report_epsilon"} and private["report_epsilon"] == epsilon
 
 
 def test_each_queue_ablation_changes_one_weight_of_the_aligner_with_the_deficit_queue():
