@@ -369,6 +369,8 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
     routed share (``fedloop.RoundRecord.routed_share``) over the first and the last ``window`` rounds and, where
     clients hold one domain each (``by_domain``, client ids ``<domain>-<k>``), the domain purity of the last
     ``window`` rounds: over experts, the slots of each expert's most frequent trainer domain over all its slots.
+    A policy with private reports (``report_epsilon``) has its routed shares marked ``*``: they are of the noised
+    reports the server saw, and a line under the table says so.
     """
     window = min(window, budget)
     lines = [

@@ -533,5 +533,5 @@ def test_a_legend_below_the_panels_is_drawn(tmp_path):
 
     many = {f"p{i}": np.full((2, 5), 0.01 * i) for i in range(30)}
     longer = plots.plot_accuracy_panels({"l": many}, tmp_path / "m.png", legend_loc="below", sharey=False)
-    # ten rows of names below the panel instead of three: the figure grows to hold them, none is cut off
+    # ten rows of names below the panel instead of three: the figure grows to hold them
     assert imread(longer).shape[0] > imread(path).shape[0] + 60
