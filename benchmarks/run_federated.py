@@ -306,16 +306,17 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     lines += expert_use(runs, budget, by_domain)
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
-    traces = plot_traces(runs, out / f"{stem}_traces.png")
+    traces_path, pairs_path = out / f"{stem}_traces.png", out / f"{stem}_pairs.png"
+    traces = plot_traces(runs, traces_path)
     if traces is not None:
         lines += [f"Routed share and experts trained per round: `{traces.name}` (traced seeds only)."]
-    intervals = plot_pairs(PAIRS_REF, pairs.get(PAIRS_REF, []), out / f"{stem}_pairs.png")
+    intervals = plot_pairs(PAIRS_REF, pairs.get(PAIRS_REF, []), pairs_path)
     if intervals is not None:
         lines += [f"`{PAIRS_REF}` against each policy, the intervals above drawn: `{intervals.name}`."]
     # a figure an earlier render drew from runs that are gone would otherwise stay beside a table without them
-    for drawn, name in ((traces, f"{stem}_traces.png"), (intervals, f"{stem}_pairs.png")):
+    for drawn, path in ((traces, traces_path), (intervals, pairs_path)):
         if drawn is None:
-            (out / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
     # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
     gates = next((g for g in ("gates.md", "../gates.md") if (out / g).exists()), None)
     lines += ["", f"Sanity gates: see `{gates}`." if gates else "Sanity gates: not measured."]
