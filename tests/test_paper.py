@@ -91,6 +91,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "federated_mnist_shards.png",
         "federated_mnist_shards_pairs.png",
         "rounds600/federated_multidomain.png",
+        "rounds600/federated_multidomain4.png",
     }, figures
     assert "quick runs" in text
 
