@@ -166,6 +166,12 @@ TRACED_VARIANTS = ("aligned_value_topk", "aligned_value_uniform_queue")
 UNSEEN: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "mnist_shards": ("aligned_value_uniform_queue", 5, ("random", "topk_affinity", "flex_moe")),
 }
+#: Per results folder (its name) and task, seeds added after the first seeds' intervals had been read: the reference,
+#: the first added seed and the baselines to table on each set alone. Adding seeds until an interval clears 0 is
+#: optional stopping; the added seeds' own table shows whether they alone say what the pooled table says.
+ADDED: dict[tuple[str, str], tuple[str, int, tuple[str, ...]]] = {
+    ("rounds600", "multidomain4"): ("aligned_value", 10, ("random", "topk_affinity", "flex_moe")),
+}
 
 
 def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedloop.FedConfig:
@@ -293,11 +299,17 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     for ref, against in REFERENCES.items():
         pairs[ref] = paired_rows(ref, list(against), summary, runs, budget)
         lines += reduction_table(ref, pairs[ref])
+    splits = []
     if task in UNSEEN:
         ref, first, against = UNSEEN[task]
+        splits.append((ref, first, against, f"those `{ref}` was chosen on", f"not seen when `{ref}` was chosen"))
+    if (out.name, task) in ADDED:
+        ref, first, against = ADDED[(out.name, task)]
+        splits.append((ref, first, against, "the first set", "added after the first set's intervals were read"))
+    for ref, first, against, before, after in splits:
         for title, keep in (
-            (f"Seeds below {first} only (those `{ref}` was chosen on)", lambda s: s < first),
-            (f"Seeds {first} and up only (not seen when `{ref}` was chosen)", lambda s: s >= first),
+            (f"Seeds below {first} only ({before})", lambda s, first=first: s < first),
+            (f"Seeds {first} and up only ({after})", lambda s, first=first: s >= first),
         ):
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
             lines += reduction_table(ref, paired_rows(ref, list(against), summary, part, budget), title=title)

@@ -223,6 +223,24 @@ def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_pa
     seen = text.split("## Seeds below 2 only (those `aligned` was chosen on)")[1].split("##")[0]
     assert "| random | 2 | +25% [+25%, +25%]" in seen and "| dense |" not in seen
 
+    # seeds added to a longer-budget folder after its first seeds were read are tabled apart too, in that folder only
+    longer = tmp_path / "rounds600"
+    longer_folder = module.run_folder(longer, "smoke")
+    longer_folder.mkdir(parents=True)
+    for path in folder.iterdir():
+        (longer_folder / path.name).write_text(path.read_text())
+    module.ADDED[("rounds600", "smoke")] = ("aligned", 2, ("random", "dense"))
+    try:
+        added = module.render("smoke", longer, "test").read_text()
+        elsewhere = module.render("smoke", tmp_path, "test").read_text()
+    finally:
+        del module.ADDED[("rounds600", "smoke")]
+    first = added.split("## Seeds below 2 only (the first set)")[1].split("##")[0]
+    later = added.split("## Seeds 2 and up only (added after the first set's intervals were read)")[1].split("##")[0]
+    assert "| random | 2 | +25% [+25%, +25%]" in first and "| dense |" not in first
+    assert "| dense | 2 | -100% [-100%, -100%]" in later and "| random |" not in later
+    assert "(the first set)" not in elsewhere
+
 
 def test_task_settings_and_the_central_reference_run(monkeypatch):
     from fedloop import tasks
