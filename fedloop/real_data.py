@@ -21,7 +21,12 @@ fetch command, when they are absent.
 * ``shakespeare``: LEAF's next-character task, one client per (play, speaker) with at
   least ``min_chars`` characters of speech; each sample is ``seq_len`` characters
   (token ids) and the label the next character. Each client's last ``test_frac`` of its
-  windows goes to the test set (the speaker's own later lines).
+  windows goes to the test set (the speaker's own later lines). With ``scripts=S > 1``
+  each client writes in one of S *scripts*, dealt round-robin: script ``s`` writes the
+  same characters with its own ids (``s * len(VOCAB) + id``), as clients typing the same
+  language in different alphabets would. A speaker's characters are, to a router that
+  reads them, close to a random sample of the pooled text (``benchmarks/results/
+  client_skew.md``); the scripts give the task a heterogeneity an assignment can align.
 """
 
 from __future__ import annotations
@@ -204,6 +209,7 @@ def load_shakespeare(
     min_chars: int = 2000,
     max_samples: int = 400,
     test_frac: float = 0.1,
+    scripts: int = 1,
     cache: str | Path | None = None,
 ) -> FederatedData:
     """Next-character prediction, one client per (play, speaker) with at least ``min_chars`` characters.
@@ -211,8 +217,16 @@ def load_shakespeare(
     ``n_clients`` speakers are drawn (seeded) from the eligible ones; each client keeps at
     most ``max_samples`` training windows (evenly spaced over its text) and its last
     ``test_frac`` of windows, at most ``max_samples // 4``, go to the test set. Inputs are
-    (seq_len,) int64 token ids; ``n_classes`` is ``len(VOCAB) + 1``.
+    (seq_len,) int64 token ids; ``n_classes`` is ``scripts * len(VOCAB) + 1`` (the last id:
+    any character outside :data:`VOCAB`, in every script).
+
+    ``scripts``: the i-th chosen speaker (sorted by play and name) writes in script
+    ``i % scripts``, whose ids are those of :data:`VOCAB` shifted by ``script * len(VOCAB)``:
+    inputs and labels of different scripts share no id, so the next character's id depends
+    on the client's script. ``info["client_domain"]`` names each client's script.
     """
+    if isinstance(scripts, bool) or not isinstance(scripts, int) or scripts < 1:
+        raise ValueError(f"scripts: must be an integer >= 1; got {scripts!r}")
     doc = json.loads(shakespeare_file(cache).read_text())
     speakers = {key: text for key, text in doc["speakers"].items() if len(text) >= max(min_chars, seq_len + 2)}
     if len(speakers) < n_clients:
@@ -225,8 +239,12 @@ def load_shakespeare(
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(sorted(speakers), size=n_clients, replace=False).tolist())
     clients, tx, ty = [], [], []
-    for key in chosen:
+    unknown = len(VOCAB)
+    for i, key in enumerate(chosen):
         tokens = encode_text(speakers[key])
+        # shift the known characters into the client's script; the unknown id stays shared (and last)
+        script = i % scripts
+        tokens = np.where(tokens == unknown, scripts * unknown, tokens + script * unknown)
         starts = np.arange(len(tokens) - seq_len)
         cut = int(len(starts) * (1 - test_frac))
         train, test = starts[:cut], starts[cut:]
@@ -239,5 +257,7 @@ def load_shakespeare(
     info: dict[str, Any] = dict(
         dataset="shakespeare", seq_len=seq_len, min_chars=min_chars, max_samples=max_samples, seed=seed
     )
+    if scripts > 1:
+        info |= dict(scripts=scripts, client_domain=[f"script{i % scripts}" for i in range(n_clients)])
     test_set = (torch.from_numpy(np.concatenate(tx)), torch.from_numpy(np.concatenate(ty)))
-    return FederatedData(clients, test_set, len(VOCAB) + 1, (seq_len,), chosen, info | {"tokens": True})
+    return FederatedData(clients, test_set, scripts * unknown + 1, (seq_len,), chosen, info | {"tokens": True})

@@ -20,7 +20,7 @@ import fedloop
 from fedloop import cli
 from fedloop import fetch as fetch_mod
 from fedloop.fetch import DatasetMissing, mnist_from_pickle, parse_plays, restricted_load
-from fedloop.real_data import load_image_dataset, load_multidomain, load_shakespeare
+from fedloop.real_data import VOCAB, load_image_dataset, load_multidomain, load_shakespeare
 
 
 def _fake_mnist_pickle(rng, sizes=(50, 10, 20)):
@@ -218,12 +218,34 @@ def test_shakespeare_windows_and_next_characters(cache):
         load_shakespeare(500, cache=cache)
 
 
+def test_shakespeare_scripts_write_the_same_text_under_disjoint_ids(cache):
+    plain = load_shakespeare(6, seq_len=10, min_chars=100, max_samples=20, cache=cache)
+    data = load_shakespeare(6, seq_len=10, min_chars=100, max_samples=20, scripts=3, cache=cache)
+    v = len(VOCAB)
+    assert plain.n_classes == v + 1 and data.n_classes == 3 * v + 1
+    assert data.info["client_domain"] == ["script0", "script1", "script2"] * 2
+    assert "client_domain" not in plain.info
+    for i, ((x0, y0), (x, y)) in enumerate(zip(plain.clients, data.clients)):
+        s = i % 3
+        for a, b in ((x0, x), (y0, y)):
+            known = a < v
+            # the same characters, shifted into the client's script; unknown characters share the last id
+            assert torch.equal(b[known], a[known] + s * v)
+            assert bool((b[~known] == 3 * v).all())
+        assert int(y[y < 3 * v].min()) >= s * v and int(y[y < 3 * v].max()) < (s + 1) * v
+    assert torch.equal(plain.test[0] < v, data.test[0] < 3 * v)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="scripts"):
+            load_shakespeare(6, seq_len=10, min_chars=100, scripts=bad, cache=cache)
+
+
 def test_a_run_on_each_real_task(cache):
     common = dict(n_clients=8, per_round=4, n_experts=4, rounds=1, hidden=16, expert_hidden=16, data_dir=str(cache))
     for dataset, options in (
         ("mnist", {"partition": "shards"}),
         ("multidomain", {"samples_per_client": 5, "test_per_domain": 4}),
         ("shakespeare", {"seq_len": 10, "min_chars": 100, "max_samples": 10}),
+        ("shakespeare", {"seq_len": 10, "min_chars": 100, "max_samples": 10, "scripts": 2}),
     ):
         history = fedloop.run(fedloop.FedConfig(dataset=dataset, data_options=options, **common))
         assert np.isfinite(history.records[0].accuracy), dataset
