@@ -273,3 +273,58 @@ def test_a_run_routes_shakespeare_by_the_last_character(cache):
     history = fedloop.run(fedloop.FedConfig(**settings))
     assert all(np.isfinite(history.column("accuracy")))
     assert 0.0 <= history.records[1].routing_entropy <= 1.0
+
+
+def test_the_scripts_probe_counts_answers_in_the_input_script(cache, tmp_path, monkeypatch):
+    import csv
+
+    from fedloop import tasks
+    from fedloop.model import MoEOutput
+    from tests.scripts import load_script
+
+    module = load_script("benchmarks/run_scripts_probe.py")
+    v = len(VOCAB)
+
+    class Fixed(torch.nn.Module):
+        """Answers ``pred`` whatever the input."""
+
+        def __init__(self, pred):
+            super().__init__()
+            self.pred = pred
+
+        def forward(self, x):
+            logits = torch.full((len(x), 2 * v + 1), -1.0)
+            logits[torch.arange(len(x)), self.pred] = 1.0
+            return MoEOutput(logits=logits, aux=torch.tensor(0.0), top=None, probs=None)
+
+    # last characters: script 0, script 1, unknown (no script), script 1
+    x = torch.tensor([[0, 3], [0, v + 5], [0, 2 * v], [0, v + 1]])
+    pred = torch.tensor([4, 2, 7, v + 1])
+    y = torch.tensor([4, v + 6, 7, v + 2])
+    accuracy, in_script, correct = module.script_answers(Fixed(pred), x, y, scripts=2)
+    assert accuracy == pytest.approx(0.5)  # rows 0 and 2
+    assert in_script == pytest.approx(2 / 3)  # rows 0 and 3 of the three with a known last character
+    assert correct == pytest.approx(0.5)  # of those two, row 0
+
+    small = dict(n_clients=8, per_round=4, n_experts=4, hidden=16, data_dir=str(cache))
+    options = {"seq_len": 10, "min_chars": 100, "max_samples": 10}
+
+    def federation(task, quick=False):
+        extra = {"scripts": 2} if task == "shakespeare_scripts" else {}
+        return tasks.federation(task) | small | {"data_options": options | extra}
+
+    monkeypatch.setattr(module, "federation", federation)
+    argv = ["--rounds", "3", "--every", "2", "--seeds", "1", "--out", str(tmp_path)]
+    assert module.main(argv) == 0
+    rows = list(csv.DictReader(open(tmp_path / "scripts_probe.csv")))
+    assert [(r["task"], r["round"]) for r in rows] == [
+        ("shakespeare", "2"),
+        ("shakespeare", "3"),
+        ("shakespeare_scripts", "2"),
+        ("shakespeare_scripts", "3"),
+    ]
+    assert all(0.0 <= float(r["in_script"]) <= 1.0 for r in rows)
+    assert "| shakespeare_scripts | topk_affinity | 3 | 1 |" in (tmp_path / "scripts_probe.md").read_text()
+    for bad in (["--tasks", "mnist_shards"], ["--every", "0"]):
+        with pytest.raises(SystemExit):
+            module.main([*bad, "--out", str(tmp_path)])
