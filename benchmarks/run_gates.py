@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default: the task's, fedloop.tasks.ROUTER_INPUT)",
     )
     parser.add_argument(
+        "--answer-in-script",
+        choices=("on", "off"),
+        default=None,
+        help="token data in several scripts: answer in the last input token's script "
+        "(default: the task's, fedloop.tasks.ANSWER_IN_SCRIPT)",
+    )
+    parser.add_argument(
         "--gate",
         choices=("both", "central", "federated"),
         default="both",
@@ -121,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     done = _done(path)
     fn = None if args.feature_norm is None else args.feature_norm == "on"
     # the task's settings unless given
-    fed = federation(args.task, args.quick, args.expert_hidden, fn, args.local_routing, args.router_input)
+    ais = None if args.answer_in_script is None else args.answer_in_script == "on"
+    fed = federation(args.task, args.quick, args.expert_hidden, fn, args.local_routing, args.router_input, ais)
     eh, fn, routing, router = fed["expert_hidden"], fed["feature_norm"], fed["local_routing"], fed["router_input"]
+    ais = fed["answer_in_script"]
     setting = f"{VERSION} epochs={args.epochs} rounds={args.rounds} expert_hidden={eh}" + (" feature_norm" * fn)
     setting += f" local_routing={routing}" * (routing != "all") + f" router_input={router}" * (router != "features")
+    setting += " answer_in_script" * ais
     q = args.quick
 
     def central(seed: int, n_experts: int | None = None) -> float:
@@ -137,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             expert_hidden=eh,
             feature_norm=fn,
             router_input=router,
+            answer_in_script=ais,
         )
 
     arms = [("central", "E experts", central), ("central", "1 expert", lambda s: central(s, 1))]
@@ -187,10 +198,11 @@ def write_report(csv_path: Path, md_path: Path, margin: float, command: str, min
         "",
         f"Each {VERSION} row's setting gives the options it ran with: `python benchmarks/run_gates.py --task TASK "
         "--epochs E --rounds R --expert-hidden H --feature-norm on|off --local-routing all|assigned "
-        "--router-input features|token` reproduces it (on where the setting says `feature_norm`: the encoder's "
-        "features batch-normalised, `FedConfig.feature_norm`; `assigned` where it says `local_routing=assigned`: "
-        "local training routes over the assigned experts only; `token` where it says `router_input=token`: the "
-        "router reads the embedding of the last input token). "
+        "--router-input features|token --answer-in-script on|off` reproduces it (on where the setting says "
+        "`feature_norm`: the encoder's features batch-normalised, `FedConfig.feature_norm`; `assigned` where it says "
+        "`local_routing=assigned`: local training routes over the assigned experts only; `token` where it says "
+        "`router_input=token`: the router reads the embedding of the last input token; on where it says "
+        "`answer_in_script`: the model answers in the script of the last input character). "
         "v1 rows ran with the task's first definition (four domains without relabelling, 300 samples per client, "
         "federated lr 0.05 and one local epoch, central SGD): "
         "they are the record of the gate that failed and made the task change. Rows whose setting says "

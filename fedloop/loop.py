@@ -142,6 +142,9 @@ class FedConfig:
     #: What the router reads (``fedloop.model.MoE``'s ``router_input``): "features", or "token" (token data
     #: only) for the embedding of the last input token.
     router_input: str = "features"
+    #: Token data written in several scripts (``load_shakespeare(scripts=S)``): answer in the script of the last
+    #: input token (``fedloop.model.MoE``'s ``scripts``), as a keyboard answers in the alphabet being typed.
+    answer_in_script: bool = False
 
     def routes_all(self) -> bool:
         """Whether local training routes over every expert (so every expert's weights go down to the client)."""
@@ -212,7 +215,7 @@ class FedConfig:
         delta = self.report_delta
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 < delta < 1.0:
             raise bad("report_delta", "must be a number in (0, 1)")
-        for name in ("deadline_mode", "capacity_profiling", "feature_norm"):
+        for name in ("deadline_mode", "capacity_profiling", "feature_norm", "answer_in_script"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")
         try:
@@ -302,6 +305,12 @@ def build_model(config: FedConfig, data: FederatedData) -> MoE:
         raise ConfigError(
             f"router_input: 'token' needs a dataset of token sequences (shakespeare); got dataset {config.dataset!r}"
         )
+    scripts = int(data.info.get("scripts", 1))
+    if config.answer_in_script and scripts < 2:
+        raise ConfigError(
+            "answer_in_script: needs token data written in several scripts (shakespeare with data option "
+            f"scripts >= 2); got dataset {config.dataset!r} with {scripts} script"
+        )
     return MoE(
         data.input_shape,
         data.n_classes,
@@ -313,6 +322,7 @@ def build_model(config: FedConfig, data: FederatedData) -> MoE:
         residual=config.testbed == "residual",
         feature_norm=config.feature_norm,
         router_input=config.router_input,
+        scripts=scripts if config.answer_in_script else 1,
     ).to(config.device)
 
 

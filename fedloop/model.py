@@ -117,6 +117,13 @@ class MoE(nn.Module):
         reads the current token's representation). On next-character prediction a router over the features
         split the inputs in ways no better than one expert; one over the last character lets experts take
         groups of characters.
+    scripts : int, default 1
+        Token inputs written in ``scripts`` scripts of equal size (``fedloop.real_data.load_shakespeare``): ids
+        ``s * m`` to ``(s + 1) * m - 1`` form script ``s`` (``m = (vocab - 1) / scripts``), the last id is an
+        unknown character shared by all. With ``scripts > 1`` the logits outside the script of the last input
+        token (the unknown id excepted) are set to a large negative number, so the answer is always in the
+        script being written; after an unknown last token every answer is allowed. The scripts are read from the
+        input, never from the label.
     """
 
     def __init__(
@@ -132,6 +139,7 @@ class MoE(nn.Module):
         residual: bool = True,
         feature_norm: bool = False,
         router_input: str = "features",
+        scripts: int = 1,
     ) -> None:
         super().__init__()
         if n_experts < 1 or top_k < 1:
@@ -140,6 +148,14 @@ class MoE(nn.Module):
             raise ValueError(f"router_input: must be one of {', '.join(ROUTER_INPUTS)}; got {router_input!r}")
         if router_input == "token" and vocab is None:
             raise ValueError("router_input: 'token' needs token inputs (vocab given); got vocab=None")
+        if isinstance(scripts, bool) or not isinstance(scripts, int) or scripts < 1:
+            raise ValueError(f"scripts: must be an integer >= 1; got {scripts!r}")
+        if scripts > 1 and (vocab is None or vocab != n_classes or (vocab - 1) % scripts):
+            raise ValueError(
+                "scripts: > 1 needs token inputs whose ids are the classes (vocab == n_classes) and vocab - 1 a "
+                f"multiple of scripts; got scripts={scripts}, vocab={vocab}, n_classes={n_classes}"
+            )
+        self.scripts = scripts
         self.router_input = router_input
         self.n_experts = n_experts
         self.top_k = min(top_k, n_experts)
@@ -218,10 +234,23 @@ class MoE(nn.Module):
         # residual: the encoder's features reach the head around the experts (encoder + head alone is a
         # complete model); otherwise every prediction passes through the routed experts.
         logits = self.head(h + mixed if self.residual else mixed)
+        if self.scripts > 1:
+            logits = self._in_script(logits, x[:, -1])
         # Switch-style balance loss: E * sum_j (share of top-1 picks) * (mean router probability).
         share = F.one_hot(top[:, 0], self.n_experts).float().mean(dim=0)
         aux = self.n_experts * (share * probs.mean(dim=0)).sum()
         return MoEOutput(logits=logits, aux=aux, top=top, probs=probs)
+
+    def _in_script(self, logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``logits`` (B, C) with every class outside the script of ``last`` (B,) pushed far down."""
+        unknown = logits.shape[1] - 1
+        size = unknown // self.scripts
+        script = torch.div(last, size, rounding_mode="floor")
+        classes = torch.arange(logits.shape[1], device=logits.device)
+        allowed = (torch.div(classes, size, rounding_mode="floor")[None, :] == script[:, None]) | (classes == unknown)
+        allowed = allowed | (last == unknown)[:, None]
+        # a finite floor, not -inf: a cross-entropy whose label were outside would stay finite
+        return logits.masked_fill(~allowed, -1e9)
 
     def expert_parameters(self, j: int) -> int:
         return sum(p.numel() for p in self.experts[j].parameters())

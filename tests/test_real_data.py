@@ -328,3 +328,43 @@ def test_the_scripts_probe_counts_answers_in_the_input_script(cache, tmp_path, m
     for bad in (["--tasks", "mnist_shards"], ["--every", "0"]):
         with pytest.raises(SystemExit):
             module.main([*bad, "--out", str(tmp_path)])
+
+
+def test_answers_stay_in_the_script_of_the_last_input_character(cache):
+    from fedloop.model import MoE
+
+    v = len(VOCAB)
+    model = MoE((6,), 3 * v + 1, 4, top_k=1, hidden=8, expert_hidden=2, vocab=3 * v + 1, residual=False, scripts=3)
+    torch.manual_seed(0)
+    x = torch.randint(0, 3 * v + 1, (64, 6))
+    x[:5, -1] = 3 * v  # unknown last character: every answer allowed
+    logits = model(x).logits
+    last = x[:, -1]
+    for row, ch in zip(logits, last.tolist()):
+        allowed = row > -1e8
+        if ch == 3 * v:
+            assert bool(allowed.all())
+        else:
+            s = ch // v
+            expected = torch.zeros(3 * v + 1, dtype=torch.bool)
+            expected[s * v : (s + 1) * v] = True
+            expected[-1] = True
+            assert torch.equal(allowed, expected)
+    # the mask keeps the loss finite and the gradient flowing to the allowed classes
+    y = torch.where(last == 3 * v, last, (last // v) * v + 1)
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    for bad in (dict(scripts=0), dict(scripts=7), dict(scripts=3, vocab=None), dict(scripts=True)):
+        kwargs = dict(vocab=3 * v + 1) | bad
+        with pytest.raises(ValueError, match="scripts"):
+            MoE((6,), 3 * v + 1, 4, residual=False, **kwargs)
+
+    common = dict(n_clients=6, per_round=3, n_experts=4, rounds=2, hidden=16, expert_hidden=2, data_dir=str(cache))
+    common |= dict(testbed="experts", router_input="token", top_k=1, answer_in_script=True, dataset="shakespeare")
+    options = {"seq_len": 10, "min_chars": 100, "max_samples": 10}
+    history = fedloop.run(fedloop.FedConfig(**common, data_options=options | {"scripts": 2}))
+    assert all(np.isfinite(history.column("accuracy")))
+    with pytest.raises(fedloop.ConfigError, match="answer_in_script"):
+        fedloop.run(fedloop.FedConfig(**common, data_options=options))
+    with pytest.raises(fedloop.ConfigError, match="answer_in_script"):
+        fedloop.FedConfig(**(common | {"answer_in_script": "yes"}), data_options=options).validate()
