@@ -4,8 +4,9 @@ On ``shakespeare_scripts`` each speaker writes in one of four scripts whose char
 id (``fedloop.real_data.load_shakespeare(scripts=4)``), and a client holds one script only.
 For each task (by default ``shakespeare`` and ``shakespeare_scripts``) this runs ``--rounds``
 federated rounds of one policy (default ``topk_affinity``, the federated gate's better arm) on
-``--seeds`` seeds with the task's settings, and every ``--every`` rounds measures the global
-model on the test set: its accuracy, the share of its answers that lie in the script of the
+``--seeds`` seeds with the task's settings but free to answer in any script
+(``answer_in_script`` off unless ``--answer-in-script on``), and every ``--every`` rounds
+measures the global model on the test set: its accuracy, the share of its answers that lie in the script of the
 input's last character (``in script``; 1 on ``shakespeare``, which has one script), and its
 accuracy on the inputs it answers in the right script.
 
@@ -56,10 +57,17 @@ def script_answers(model: fedloop.MoE, x: torch.Tensor, y: torch.Tensor, scripts
 
 
 def probe(
-    task: str, policy: str, seed: int, rounds: int, every: int, overrides: dict[str, Any] | None = None
+    task: str,
+    policy: str,
+    seed: int,
+    rounds: int,
+    every: int,
+    overrides: dict[str, Any] | None = None,
+    answer_in_script: bool = False,
 ) -> list[dict]:
     """One run's measurements after rounds ``every``, ``2 every``, ... and the last (see the module docstring)."""
-    settings = federation(task) | {"seed": seed, "policy": policy, "rounds": rounds} | (overrides or {})
+    settings = federation(task) | {"seed": seed, "policy": policy, "rounds": rounds}
+    settings |= {"answer_in_script": answer_in_script} | (overrides or {})
     cfg = fedloop.FedConfig(**settings)
     setup = build(cfg)
     local = build_model(cfg, setup.data)
@@ -84,10 +92,11 @@ def probe(
     return rows
 
 
-def write_report(rows: list[dict], path: Path, command: str) -> None:
+def write_report(rows: list[dict], path: Path, command: str, answer_in_script: bool = False) -> None:
     lines = [
         f"# Answers in the input's script ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
+        f"`answer_in_script` {'on' if answer_in_script else 'off'}. "
         "The global model after each listed round, on the task's test set, mean over seeds (n): accuracy; "
         "`in script`, the share of its answers in the script of the input's last character (inputs whose last "
         "character is unknown left out); and its accuracy on the inputs it answers in the right script. A client "
@@ -114,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--every", type=int, default=20, help="measure after every this many rounds")
+    parser.add_argument(
+        "--answer-in-script",
+        choices=("on", "off"),
+        default="off",
+        help="the model answers in the last input character's script (FedConfig.answer_in_script)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     chosen = [t for t in args.tasks.split(",") if t]
@@ -127,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         row
         for task in chosen
         for seed in range(args.seeds)
-        for row in probe(task, args.policy, seed, args.rounds, args.every)
+        for row in probe(task, args.policy, seed, args.rounds, args.every, None, args.answer_in_script == "on")
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "scripts_probe.csv", "w", newline="") as fh:
@@ -135,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     command = " ".join(["python benchmarks/run_scripts_probe.py", *(argv if argv is not None else sys.argv[1:])])
-    write_report(rows, args.out / "scripts_probe.md", command)
+    write_report(rows, args.out / "scripts_probe.md", command, args.answer_in_script == "on")
     return 0
 
 
