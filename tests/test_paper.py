@@ -74,9 +74,9 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     text = (tmp_path / "report.md").read_text()
     missing = re.findall(r"Not measured\*\*: `[^`]*?([a-z_]+\.md)` is missing", text)
     # Only the Flower table may be missing, and only without the flower extra; the real-data tables (the gates, the
-    # collapse study, the client skew and the comparison) need `fedloop fetch` (and the gates, the collapse study and
-    # the comparison minutes to hours), so quick mode never makes them.
-    allowed = {"gates.md", "collapse.md", "client_skew.md", "federated_mnist_shards.md"}
+    # collapse study, the client skew, the scripts probe and the comparison) need `fedloop fetch` (and the gates, the
+    # collapse study, the probe and the comparison minutes to hours), so quick mode never makes them.
+    allowed = {"gates.md", "collapse.md", "client_skew.md", "scripts_probe.md", "federated_mnist_shards.md"}
     # the comparisons' tables, rounds600/ (the longer budget) among them
     allowed |= {"federated_multidomain.md", "federated_multidomain-v2.md", "federated_multidomain4.md"}
     allowed |= set() if importlib.util.find_spec("flwr") else {"flower_overhead.md"}
