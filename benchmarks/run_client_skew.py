@@ -82,8 +82,7 @@ def measure(task: str) -> list[tuple[str, str, int, float, float]]:
     rows = [(task, "label", n, mean_tv(labels, data.n_classes), random_split_tv(labels, data.n_classes))]
     if data.info.get("tokens"):
         last = [x[:, -1].numpy() for x, _ in data.clients]
-        vocab = data.info.get("vocab", data.n_classes)
-        rows.append((task, "last character", n, mean_tv(last, vocab), random_split_tv(last, vocab)))
+        rows.append((task, "last character", n, mean_tv(last, data.n_classes), random_split_tv(last, data.n_classes)))
     if task == "shakespeare":
         plays = by_play(json.loads(shakespeare_file(cfg.data_dir).read_text())["speakers"])
         rows.append(

@@ -23,13 +23,12 @@ import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 
 import fedloop
 from fedloop.loop import build, build_model, run_round
-from fedloop.real_data import VOCAB
+from fedloop.model import script_of
 from fedloop.tasks import TASKS, federation
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,16 +39,17 @@ FIELDS = ["task", "policy", "seed", "round", "accuracy", "in_script", "accuracy_
 def script_answers(model: fedloop.MoE, x: torch.Tensor, y: torch.Tensor, scripts: int) -> tuple[float, float, float]:
     """(accuracy, share of answers in the last input character's script, accuracy on those answers).
 
-    Script ``s`` holds the ids ``s * len(VOCAB)`` to ``(s + 1) * len(VOCAB) - 1``; inputs whose last character
-    is unknown (the shared last id) belong to no script and are left out of the two script measures.
+    Scripts as :func:`fedloop.model.script_of` lays them out over the model's classes; inputs whose last
+    character is unknown (the shared last id) belong to no script and are left out of the two script measures.
     """
     was_training = model.training
     model.eval()
-    pred = model(x).logits.argmax(dim=1)
+    logits = model(x).logits
     model.train(was_training)
-    v = len(VOCAB)
-    known = x[:, -1] < scripts * v
-    right = (pred // v == x[:, -1] // v) & (pred < scripts * v) & known
+    pred = logits.argmax(dim=1)
+    last = script_of(x[:, -1], logits.shape[1], scripts)
+    known = last < scripts
+    right = (script_of(pred, logits.shape[1], scripts) == last) & known
     accuracy = float((pred == y).float().mean())
     in_script = float(right.sum() / known.sum()) if bool(known.any()) else float("nan")
     correct = float(((pred == y) & right).sum() / right.sum()) if bool(right.any()) else float("nan")
@@ -62,12 +62,11 @@ def probe(
     seed: int,
     rounds: int,
     every: int,
-    overrides: dict[str, Any] | None = None,
     answer_in_script: bool = False,
 ) -> list[dict]:
     """One run's measurements after rounds ``every``, ``2 every``, ... and the last (see the module docstring)."""
     settings = federation(task) | {"seed": seed, "policy": policy, "rounds": rounds}
-    settings |= {"answer_in_script": answer_in_script} | (overrides or {})
+    settings |= {"answer_in_script": answer_in_script}
     cfg = fedloop.FedConfig(**settings)
     setup = build(cfg)
     local = build_model(cfg, setup.data)
@@ -105,8 +104,7 @@ def write_report(rows: list[dict], path: Path, command: str, answer_in_script: b
         "| task | policy | round | seeds (n) | accuracy | in script | accuracy when in script |",
         "|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["task"], r["policy"], r["round"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
-    for task, policy, rnd in keys:
+    for task, policy, rnd in sorted({(r["task"], r["policy"], r["round"]) for r in rows}):
         got = [r for r in rows if (r["task"], r["policy"], r["round"]) == (task, policy, rnd)]
         mean = {f: statistics.fmean(r[f] for r in got) for f in ("accuracy", "in_script", "accuracy_in_script")}
         lines.append(
@@ -142,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         row
         for task in chosen
         for seed in range(args.seeds)
-        for row in probe(task, args.policy, seed, args.rounds, args.every, None, args.answer_in_script == "on")
+        for row in probe(task, args.policy, seed, args.rounds, args.every, args.answer_in_script == "on")
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "scripts_probe.csv", "w", newline="") as fh:

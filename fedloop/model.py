@@ -9,7 +9,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ROUTER_INPUTS", "MoE", "MoEOutput", "expert_prefix", "is_expert_key", "silent_units", "split_state"]
+__all__ = [
+    "ROUTER_INPUTS",
+    "MoE",
+    "MoEOutput",
+    "expert_prefix",
+    "is_expert_key",
+    "script_of",
+    "silent_units",
+    "split_state",
+]
 
 #: What the router reads: the encoder's features, or (token inputs only) the embedding of the last input token.
 ROUTER_INPUTS = ("features", "token")
@@ -34,6 +43,16 @@ def expert_prefix(j: int) -> str:
 
 def is_expert_key(key: str) -> bool:
     return key.startswith("experts.")
+
+
+def script_of(ids: torch.Tensor, n_ids: int, scripts: int) -> torch.Tensor:
+    """The script of each token id (same shape as ``ids``), for ``n_ids`` ids written in ``scripts`` scripts.
+
+    Ids ``s * m`` to ``(s + 1) * m - 1`` form script ``s``, with ``m = (n_ids - 1) // scripts``; the last id,
+    ``n_ids - 1``, is the unknown character shared by every script and maps to ``scripts`` (no script). This is
+    the layout of ``fedloop.real_data.load_shakespeare(scripts=...)``.
+    """
+    return torch.div(ids, (n_ids - 1) // scripts, rounding_mode="floor")
 
 
 def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
@@ -243,12 +262,11 @@ class MoE(nn.Module):
 
     def _in_script(self, logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """``logits`` (B, C) with every class outside the script of ``last`` (B,) pushed far down."""
-        unknown = logits.shape[1] - 1
-        size = unknown // self.scripts
-        script = torch.div(last, size, rounding_mode="floor")
-        classes = torch.arange(logits.shape[1], device=logits.device)
-        allowed = (torch.div(classes, size, rounding_mode="floor")[None, :] == script[:, None]) | (classes == unknown)
-        allowed = allowed | (last == unknown)[:, None]
+        n_ids = logits.shape[1]
+        unknown = n_ids - 1
+        classes = torch.arange(n_ids, device=logits.device)
+        same = script_of(classes, n_ids, self.scripts)[None, :] == script_of(last, n_ids, self.scripts)[:, None]
+        allowed = same | (classes == unknown) | (last == unknown)[:, None]
         # a finite floor, not -inf: a cross-entropy whose label were outside would stay finite
         return logits.masked_fill(~allowed, -1e9)
 

@@ -216,8 +216,10 @@ def central_accuracy(
     ``batch_size``, loss ``cross_entropy + aux_weight * balance``, Adam at :data:`CENTRAL_LR`
     decaying linearly to 0 over ``epochs``; the seed fixes data, initialisation and order.
     """
-    settings = federation(task, quick, expert_hidden, feature_norm, router_input=router_input)
-    settings = settings | {"seed": seed} | ({} if answer_in_script is None else {"answer_in_script": answer_in_script})
+    settings = federation(
+        task, quick, expert_hidden, feature_norm, router_input=router_input, answer_in_script=answer_in_script
+    )
+    settings |= {"seed": seed}
     if n_experts is not None:
         settings |= {"n_experts": n_experts, "max_experts": min(settings["max_experts"], n_experts)}
     cfg = FedConfig(**settings)
