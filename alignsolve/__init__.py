@@ -34,7 +34,7 @@ from .federated.capacity import (
     sample_profiles,
 )
 from .federated.monitor import LoadMonitor
-from .federated.privacy import GaussianMechanism, PrivateStatistics, gaussian_sigma
+from .federated.privacy import GaussianMechanism, PrivateStatistics, RandomizedResponse, gaussian_sigma
 from .federated.scoring import FitnessScorer, Scores, ScoringWeights
 from .generators import FAMILIES, generate, generate_sparse
 from .problem import Problem
@@ -72,6 +72,7 @@ __all__ = [
     "MethodUnavailableError",
     "PrivateStatistics",
     "Problem",
+    "RandomizedResponse",
     "Scores",
     "ScoringWeights",
     "SparseProblem",

@@ -100,6 +100,10 @@ VARIANTS: dict[str, dict] = {
     # eight times looser, (8, 1e-5), with less noise, to see how the cost follows the budget
     "aligned_value_private": VALUE | {"report_epsilon": 1.0},
     "aligned_value_private_eps8": VALUE | {"report_epsilon": 8.0},
+    # a lower-dimensional report at the same two budgets: only the client's most-used expert, through k-ary
+    # randomized response ((epsilon, 0)-DP per round), no loss vector
+    "aligned_value_private_top1": VALUE | {"report_epsilon": 1.0, "report_mechanism": "top1"},
+    "aligned_value_private_top1_eps8": VALUE | {"report_epsilon": 8.0, "report_mechanism": "top1"},
 }
 POLICIES = (
     "aligned",

@@ -48,22 +48,34 @@ def client_statistics(
 
 def private_report(
     routing: np.ndarray, loss: np.ndarray, config: Any, round_index: int, client_index: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The report as it leaves client ``client_index`` in round ``round_index``.
 
-    Unchanged when ``config.report_epsilon`` is None. Otherwise both vectors go through
-    :class:`alignsolve.GaussianMechanism` (clipped, noised with the analytic calibration for
-    ``(report_epsilon, report_delta)`` per round, rescaled), with noise drawn from a generator
-    seeded by ``(config.seed, round_index, client_index)`` so that the in-process loop and a
-    Flower client send the same report. A NaN loss (no sample routed to that expert) is sent
-    as 0 before noising: the NaN itself would say which experts the client's data avoid.
+    Unchanged when ``config.report_epsilon`` is None. Otherwise, with
+    ``config.report_mechanism``:
+
+    * "gaussian": both vectors go through :class:`alignsolve.GaussianMechanism` (clipped,
+      noised with the analytic calibration for ``(report_epsilon, report_delta)`` per round,
+      rescaled). A NaN loss (no sample routed to that expert) is sent as 0 before noising:
+      the NaN itself would say which experts the client's data avoid.
+    * "top1": the client's most-used expert goes through :class:`alignsolve.RandomizedResponse`
+      (``report_epsilon``-DP per round); the routing sent is that expert's one-hot vector, and
+      no loss is sent (None).
+
+    Noise comes from a generator seeded by ``(config.seed, round_index, client_index)`` so that
+    the in-process loop and a Flower client send the same report.
     """
     if config.report_epsilon is None:
         return routing, loss
     import alignsolve as als  # the client needs the mechanism only when reports are private
 
-    mechanism = als.GaussianMechanism(config.report_epsilon, config.report_delta)
     rng = np.random.default_rng([config.seed, round_index, client_index, 1])
+    if config.report_mechanism == "top1":
+        r = np.asarray(routing, float)
+        sent_routing = np.zeros(r.size)
+        sent_routing[als.RandomizedResponse(config.report_epsilon).privatize(r, rng=rng)] = 1.0
+        return sent_routing, None
+    mechanism = als.GaussianMechanism(config.report_epsilon, config.report_delta)
     sent = mechanism.privatize(np.asarray(routing, float), np.nan_to_num(np.asarray(loss, float), nan=0.0), rng=rng)
     return sent.routing, sent.loss
 

@@ -55,6 +55,7 @@ CHECKPOINT = "checkpoint.pt"
 
 TESTBEDS = ("residual", "experts")
 LOCAL_ROUTING = ("all", "assigned")
+REPORT_MECHANISMS = ("gaussian", "top1")
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,11 @@ class FedConfig:
     #: they leave it, so the scorer reads only the privatised vectors.
     report_epsilon: float | None = None
     report_delta: float = 1e-5
+    #: How a private report is made (with ``report_epsilon`` set): "gaussian" noises the routing and loss vectors
+    #: (``alignsolve.GaussianMechanism``, (report_epsilon, report_delta)-DP); "top1" sends only the client's
+    #: most-used expert through k-ary randomized response (``alignsolve.RandomizedResponse``, (report_epsilon,
+    #: 0)-DP): the server sees a one-hot routing vector and no loss vector.
+    report_mechanism: str = "gaussian"
     data_options: dict[str, Any] = field(default_factory=dict)
     faults: FaultPlan = field(default_factory=FaultPlan)
     #: "residual": the first testbed (experts added to the encoder's features, router masked to the assigned
@@ -215,6 +221,8 @@ class FedConfig:
         delta = self.report_delta
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 < delta < 1.0:
             raise bad("report_delta", "must be a number in (0, 1)")
+        if self.report_mechanism not in REPORT_MECHANISMS:
+            raise bad("report_mechanism", f"must be one of {', '.join(REPORT_MECHANISMS)}")
         for name in ("deadline_mode", "capacity_profiling", "feature_norm", "answer_in_script"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be True or False")

@@ -109,8 +109,8 @@ def test_each_node_gets_exactly_its_assigned_experts():
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"report_epsilon": 2.0}, {"feature_norm": True}],
-    ids=["plain-reports", "private-reports", "feature-norm"],
+    [{}, {"report_epsilon": 2.0}, {"report_epsilon": 2.0, "report_mechanism": "top1"}, {"feature_norm": True}],
+    ids=["plain-reports", "private-reports", "top1-reports", "feature-norm"],
 )
 def test_strategy_over_a_fake_grid_reproduces_the_in_process_run(options):
     # private reports: the client app noises them as the loop does; feature_norm: normalisation statistics travel

@@ -345,3 +345,40 @@ def test_mechanism_clips_noises_and_states_its_sigma():
         als.GaussianMechanism(epsilon=1.0, delta=0.0)
     with pytest.raises(als.InvalidProblemError, match="loss"):
         mech.privatize(routing, [1.0, np.nan, 0, 0])
+
+
+@pytest.mark.parametrize("epsilon, e", [(1.0, 16), (4.0, 4), (0.2, 2)])
+def test_randomized_response_sends_the_top_expert_with_its_stated_probability(epsilon, e):
+    mech = als.RandomizedResponse(epsilon)
+    p = mech.keep_probability(e)
+    assert p == pytest.approx(math.exp(epsilon) / (math.exp(epsilon) + e - 1))
+    routing = np.linspace(1.0, 2.0, e)[::-1]  # expert 0 is the top one
+    gen = np.random.default_rng(0)
+    n = 40000
+    counts = np.bincount([mech.privatize(routing, rng=gen) for _ in range(n)], minlength=e) / n
+    q = (1 - p) / (e - 1)
+    # within 5 standard errors of the stated probabilities: the true one and each other one
+    assert counts[0] == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / n))
+    assert counts[1:] == pytest.approx(np.full(e - 1, q), abs=5 * math.sqrt(q * (1 - q) / n))
+    # epsilon-DP: whatever the input, every output's probability is within e^epsilon of any other input's
+    assert p / q == pytest.approx(math.exp(epsilon))
+
+
+def test_randomized_response_edge_cases_and_hostile_input():
+    assert als.RandomizedResponse(800.0).keep_probability(16) == 1.0  # no overflow at a huge budget
+    assert als.RandomizedResponse(1.0).privatize([0.0, 3.0, 3.0], rng=np.random.default_rng(5)) in (0, 1, 2)
+    assert als.RandomizedResponse(50.0).privatize([0.0, 3.0, 3.0], rng=1) == 1  # a tie goes to the first
+    assert als.RandomizedResponse(0.1).privatize([5.0], rng=1) == 0  # one expert: nothing to hide
+    # no mass: a uniform draw, the same whatever the budget
+    empty = [als.RandomizedResponse(50.0).privatize(np.zeros(4), rng=s) for s in range(200)]
+    assert set(empty) == {0, 1, 2, 3}
+    for bad in (0.0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(als.InvalidProblemError, match="epsilon"):
+            als.RandomizedResponse(bad)
+    mech = als.RandomizedResponse(1.0)
+    for routing in ([], [[1.0, 0.0]], [1.0, np.nan], [1.0, -0.5], [np.inf, 0.0]):
+        with pytest.raises(als.InvalidProblemError, match="routing"):
+            mech.privatize(routing, rng=0)
+    for n_experts in (0, -2, 1.5, True):
+        with pytest.raises(als.InvalidProblemError, match="n_experts"):
+            mech.keep_probability(n_experts)

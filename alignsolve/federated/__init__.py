@@ -5,7 +5,8 @@
   budgets (:func:`plan_capacity`), and trace-calibrated profiles (:func:`sample_profiles`);
 * :mod:`.scoring` - :class:`FitnessScorer`, the fitness the solver maximises;
 * :mod:`.monitor` - :class:`LoadMonitor`, each expert's training history;
-* :mod:`.privacy` - :class:`GaussianMechanism`, client-side noise on the reports.
+* :mod:`.privacy` - :class:`GaussianMechanism` and :class:`RandomizedResponse`, client-side
+  privacy of the reports.
 
 Everything here is also exported from :mod:`alignsolve` itself.
 """

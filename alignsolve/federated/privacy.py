@@ -17,6 +17,15 @@ that reports in T rounds spends T times (epsilon, delta) under basic composition
 (tighter accountants apply; none is implemented here). The server's scorer treats the
 noised vectors as post-processing (clips negatives, renormalises), which costs no privacy.
 
+A lower-dimensional report trades information for privacy: :class:`RandomizedResponse`
+sends only the expert the client's router uses most, through k-ary randomized response
+(Warner, 1965; the k-ary form of Kairouz, Oh and Viswanath, 2014): with ``E`` experts the
+true expert is sent with probability ``e^epsilon / (e^epsilon + E - 1)`` and each other
+one with ``1 / (e^epsilon + E - 1)``. Any two inputs give every output with probabilities
+within a factor ``e^epsilon``: the report is epsilon-DP with delta = 0, per round. No loss
+vector is sent. Where the Gaussian mechanism must spread its noise over 2E numbers, this one
+spends the whole budget on one choice among E.
+
 The other privacy mechanism of the aligner is structural: ``expert_min`` doubles as the
 minimum cohort of secure aggregation, so that no expert's update is aggregated from
 fewer than ``min_cohort`` clients (see :class:`alignsolve.Aligner`).
@@ -31,10 +40,10 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
-from .._validation import POSITIVE, Option
+from .._validation import AT_LEAST_ONE, POSITIVE, Option
 from ..errors import InvalidProblemError
 
-__all__ = ["GaussianMechanism", "PrivateStatistics", "clip_l2", "gaussian_sigma"]
+__all__ = ["GaussianMechanism", "PrivateStatistics", "RandomizedResponse", "clip_l2", "gaussian_sigma"]
 
 _DELTA = Option("float", low=0.0, high=1.0, low_open=True, high_open=True, text="must be a number in (0, 1)")
 
@@ -163,3 +172,55 @@ class GaussianMechanism:
             epsilon=float(self.epsilon),
             delta=float(self.delta),
         )
+
+
+@dataclass(frozen=True)
+class RandomizedResponse:
+    """Send a client's most-used expert, and nothing else, through k-ary randomized response.
+
+    Parameters
+    ----------
+    epsilon : float > 0
+        Privacy budget per round; the report is (epsilon, 0)-DP.
+
+    Notes
+    -----
+    With E experts, the client's top expert ``t = argmax_j r_j`` (the first on a tie) is
+    sent with probability ``p = e^epsilon / (e^epsilon + E - 1)`` and every other expert with
+    ``q = 1 / (e^epsilon + E - 1)``; ``p / q = e^epsilon``. A routing vector without mass
+    (all zeros: no sample routed) has no top expert: an expert drawn uniformly is sent, which
+    is as private and says nothing.
+    """
+
+    epsilon: float
+
+    def __post_init__(self) -> None:
+        POSITIVE("epsilon", self.epsilon)
+
+    def keep_probability(self, n_experts: int) -> float:
+        """``p``, the probability that the true top expert is the one sent, among ``n_experts``."""
+        e = AT_LEAST_ONE("n_experts", n_experts)
+        # the exp(-epsilon) form: e^epsilon overflows a float beyond epsilon = 709
+        return 1.0 / (1.0 + (e - 1) * math.exp(-self.epsilon))
+
+    def privatize(self, routing: Any, *, rng: np.random.Generator | int | None = None) -> int:
+        """The expert index the client sends.
+
+        Parameters
+        ----------
+        routing : array_like, shape (E,)
+            Shares or counts of the client's samples per expert (finite, >= 0).
+        rng : numpy Generator or seed, optional
+        """
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        r = np.asarray(routing, dtype=float)
+        if r.ndim != 1 or r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
+            raise InvalidProblemError("routing", "must be a non-empty finite 1-D vector of values >= 0", routing)
+        e = r.size
+        if r.max() <= 0:
+            return int(gen.integers(e))
+        top = int(np.argmax(r))
+        if e == 1 or gen.random() < self.keep_probability(e):
+            return top
+        other = int(gen.integers(e - 1))  # uniform over the E - 1 others
+        return other + (other >= top)

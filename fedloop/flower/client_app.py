@@ -130,9 +130,10 @@ def handle_query(msg: Message, context: Context, config: FedConfig) -> Message:
     records: dict[str, Any] = {"profile": ConfigRecord(profile.to_dict())}
     if kind == "report":
         routing, loss = private_report(*client_statistics(model, *data.clients[pid]), config, r, pid)
-        records["stats"] = ArrayRecord(
-            {"routing": torch.from_numpy(np.asarray(routing)), "loss": torch.from_numpy(np.asarray(loss))}
-        )
+        stats = {"routing": torch.from_numpy(np.asarray(routing))}
+        if loss is not None:  # a top-1 private report sends no loss
+            stats["loss"] = torch.from_numpy(np.asarray(loss))
+        records["stats"] = ArrayRecord(stats)
     return Message(RecordDict({"info": ConfigRecord(reply), **records}), reply_to=msg)
 
 

@@ -159,7 +159,7 @@ class AlignedMoEStrategy(Strategy):
                 query["uplink-bytes"], query["uplink-seconds"] = self.uploads[cid]
             content = RecordDict({"arrays": state, "config": ConfigRecord(query)})
             messages.append(Message(content, dst_node_id=self.node_of[cid], message_type=MessageType.QUERY))
-        got: dict[str, tuple[als.ClientProfile, np.ndarray, np.ndarray]] = {}
+        got: dict[str, tuple[als.ClientProfile, np.ndarray, np.ndarray | None]] = {}
         answered: set[str] = set()
         for reply in grid.send_and_receive(messages, timeout=self.timeout):
             if reply.has_error():
@@ -172,7 +172,8 @@ class AlignedMoEStrategy(Strategy):
                 log.warning("round %d: ignored the report of %s: %s", r, cid, exc)
                 continue
             stats = reply.content["stats"].to_torch_state_dict()
-            got[cid] = (profile, stats["routing"].numpy(), stats["loss"].numpy())
+            loss = stats["loss"].numpy() if "loss" in stats else None
+            got[cid] = (profile, stats["routing"].numpy(), loss)
         reports = []
         e = self.config.n_experts
         for c, cid in zip(sampled, ids):
