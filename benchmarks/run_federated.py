@@ -8,6 +8,8 @@ Every policy sees the same partition, participation, profiles and initialisation
 seed (the seed fixes them all), so policies are compared per seed. Each run's history is
 saved as JSON under ``benchmarks/results/federated/<task>-<version>/`` as soon as it ends; a
 rerun skips the runs already there (one task per process: run two tasks on two cores).
+Where clients hold domains, ``domains.json`` beside the runs names each seed's client domains,
+which the traces' domain purity reads.
 
 Targets are 70%, 80% and 90% of the *central accuracy*: the testbed's MoE trained
 centrally on the pooled training data (computed once per task and seed 0, saved with the
@@ -222,6 +224,35 @@ def run_all(
             tmp.replace(path)
             final = stats.final_accuracy(record["accuracy"])  # the table's figure: mean of the last 10 rounds
             print(f"{task} {policy} seed {seed}: final accuracy {final:.3f}", flush=True)
+    if task != "smoke":
+        save_domains(folder, task, seeds, quick)
+
+
+def save_domains(folder: Path, task: str, seeds: list[int], quick: bool) -> Path | None:
+    """Write (or extend) ``domains.json`` in ``folder``: ``{seed: {client id: domain}}`` for the seeds given, read
+    from the partition each seed's runs trained on (``info["client_domain"]`` of :func:`fedloop.loop.load_data`).
+
+    The traces' domain purity needs each client's domain; on ``multidomain`` it is also in the client id, but a
+    speaker's id does not name its script, and which script a speaker writes in changes with the seed. Returns
+    None, writing nothing, when the task's data has no domains.
+    """
+    path = folder / "domains.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    for seed in seeds:
+        if str(seed) in known:
+            continue
+        data = fedloop.loop.load_data(config(task, "random", seed, 1, quick))
+        if "client_domain" not in data.info:
+            return None
+        known[str(seed)] = dict(zip(data.client_ids, data.info["client_domain"]))
+    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
+    return path
+
+
+def load_domains(folder: Path) -> dict[int, dict[str, str]]:
+    """``domains.json`` of ``folder`` (:func:`save_domains`) keyed by integer seed; empty when there is none."""
+    path = folder / "domains.json"
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
 def run_folder(out: Path, task: str, version: str | None = None) -> Path:
@@ -319,7 +350,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             lines += reduction_table(ref, paired_rows(ref, list(against), summary, part, budget), title=title)
     lines += along_the_budget(runs, budget)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
-    lines += expert_use(runs, budget, by_domain)
+    lines += expert_use(runs, budget, by_domain, domains=load_domains(folder))
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     traces_path, pairs_path = out / f"{stem}_traces.png", out / f"{stem}_pairs.png"
@@ -376,7 +407,13 @@ def traced(recs: list[dict]) -> list[dict]:
     return [r for r in recs if r.get("assigned") and len(r["loads"][0]) > 1]
 
 
-def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, window: int = 50) -> list[str]:
+def expert_use(
+    runs: dict[str, dict[int, dict]],
+    budget: int,
+    by_domain: bool,
+    window: int = 50,
+    domains: dict[int, dict[str, str]] | None = None,
+) -> list[str]:
     """Table lines: what the traces of expert load and of the assignment show, per policy.
 
     From the loads (every run): experts trained per round; the effective number of experts trained in the last
@@ -384,12 +421,16 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
     expert); the overlap of consecutive rounds' sets of trained experts (Jaccard, mean over the last ``window``).
     From the assignment traces (runs saved with ``routed_share`` and ``assigned``; older runs have none): the
     routed share (``fedloop.RoundRecord.routed_share``) over the first and the last ``window`` rounds and, where
-    clients hold one domain each (``by_domain``, client ids ``<domain>-<k>``), the domain purity of the last
-    ``window`` rounds: over experts, the slots of each expert's most frequent trainer domain over all its slots.
+    clients hold one domain each, the domain purity of the last ``window`` rounds: over experts, the slots of each
+    expert's most frequent trainer domain over all its slots. A client's domain is read from ``domains`` (seed ->
+    client id -> domain, :func:`load_domains`) where it holds the run's seed, else from a client id
+    ``<domain>-<k>`` when ``by_domain``; a run with neither has no purity.
     A policy with private reports (``report_epsilon``) has its routed shares marked ``*``: they are of the noised
     reports the server saw, and a line under the table says so.
     """
     window = min(window, budget)
+    domains = domains or {}
+    with_purity = by_domain or bool(domains)
     lines = [
         "",
         "## Expert use along the run",
@@ -401,7 +442,7 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
         + (
             f"; domain purity of the last {window} rounds (per expert, the share of its slots taken by its most "
             "frequent trainer domain, pooled over experts)"
-            if by_domain
+            if with_purity
             else ""
         )
         + ":",
@@ -426,16 +467,22 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
                 overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
         with_traces = traced(recs)
         first, last, purity = [], [], []
-        for r in with_traces:
+        for seed in sorted(by_seed):
+            r = by_seed[seed]
+            if not traced([r]):
+                continue
             # a round nobody was assigned in has no share (NaN): left out of the mean
             shares = np.asarray(r["routed_share"], dtype=float)
             first.append(float(np.nanmean(shares[:window])))
             last.append(float(np.nanmean(shares[-window:])))
+            named = domains.get(seed)
+            if named is None and not by_domain:
+                continue
             slots: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
             for given in r["assigned"][-window:]:
                 for client, experts in given.items():
                     for j in experts:
-                        slots[j][client.rsplit("-", 1)[0]] += 1
+                        slots[j][named[client] if named is not None else client.rsplit("-", 1)[0]] += 1
             held = sum(c.total() for c in slots.values())
             purity.append(sum(max(c.values()) for c in slots.values()) / held if held else float("nan"))
 
@@ -447,7 +494,7 @@ def expert_use(runs: dict[str, dict[int, dict]], budget: int, by_domain: bool, w
         lines.append(
             f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(effective, 1)} | {mean(overlap)} | "
             f"{len(with_traces)} | {mean(first)}{noised} | {mean(last)}{noised} | "
-            f"{mean(purity) if by_domain else '-'} |"
+            f"{mean(purity) if with_purity else '-'} |"
         )
         marked = marked or bool(noised)
     if marked:

@@ -368,3 +368,28 @@ def test_answers_stay_in_the_script_of_the_last_input_character(cache):
         fedloop.run(fedloop.FedConfig(**common, data_options=options))
     with pytest.raises(fedloop.ConfigError, match="answer_in_script"):
         fedloop.FedConfig(**(common | {"answer_in_script": "yes"}), data_options=options).validate()
+
+
+def test_the_comparison_saves_each_seeds_client_domains_for_the_traces(cache, tmp_path, monkeypatch):
+    from tests.scripts import load_script
+
+    module = load_script("benchmarks/run_federated.py")
+    options = {"seq_len": 10, "min_chars": 100, "max_samples": 10, "scripts": 3}
+
+    def config(task, policy, seed, rounds, quick):
+        extra = {"data_options": options} if task == "scripts" else {"data_options": {"min_chars": 100}}
+        return fedloop.FedConfig(dataset="shakespeare", n_clients=6, seed=seed, data_dir=str(cache), **extra)
+
+    monkeypatch.setattr(module, "config", config)
+    path = module.save_domains(tmp_path, "scripts", [0, 1], quick=False)
+    saved = module.load_domains(tmp_path)
+    for seed in (0, 1):
+        data = load_shakespeare(6, seed=seed, cache=cache, **options)
+        assert saved[seed] == dict(zip(data.client_ids, data.info["client_domain"]))  # the run's own partition
+    assert saved[0] != saved[1]  # which speaker writes in which script changes with the seed
+    stamp = path.read_text()
+    with monkeypatch.context() as m:
+        m.setattr(module.fedloop.loop, "load_data", lambda c: pytest.fail("a saved seed is loaded again"))
+        assert module.save_domains(tmp_path, "scripts", [1, 0], quick=False) == path and path.read_text() == stamp
+    assert module.save_domains(tmp_path / "plain", "plain", [0], quick=False) is None  # no domains: nothing written
+    assert module.load_domains(tmp_path / "plain") == {}

@@ -459,6 +459,14 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith("| 0 | - | - | - |")
     assert module.plot_traces({"b": {0: untraced}, "dense": {0: one_expert}}, tmp_path / "t.png") is None
     assert module.plot_traces(runs, tmp_path / "t.png", smooth=2).is_file()
+    # domains read from a map (a speaker's id does not name its script): seed 0's clients, seed 1 without one
+    speakers = dict(traced, assigned=[{}, {}, {"kent": [2], "lear": [3]}, {"edgar": [2], "goneril": [3]}])
+    named = {0: {"kent": "script0", "edgar": "script0", "lear": "script1", "goneril": "script2"}}
+    mapped = module.expert_use({"a": {0: speakers, 1: speakers}}, 4, by_domain=False, window=2, domains=named)
+    assert "domain purity of the last 2 rounds" in mapped[3]
+    assert mapped[-1] == "| a | 2 | 2.0 | 2.0 | 1.00 | 2 | 0.50 | 0.50 | 0.75 |"  # seed 1 has no purity
+    unnamed = module.expert_use({"a": {1: speakers}}, 4, by_domain=False, window=2, domains=named)
+    assert unnamed[-1].endswith("| 0.50 | 0.50 | - |")
     private = module.expert_use({"aligned_value_private": {0: traced}, "b": {0: untraced}}, 4, True, window=2)
     assert private[-4] == "| aligned_value_private | 1 | 2.0 | 2.0 | 1.00 | 1 | 0.50* | 0.50* | 0.75 |"
     assert private[-1].startswith("\\*: share of the noised")  # the mark is explained under the table
