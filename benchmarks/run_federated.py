@@ -348,6 +348,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
         ):
             part = {p: {s: r for s, r in by_seed.items() if keep(s)} for p, by_seed in runs.items()}
             lines += reduction_table(ref, paired_rows(ref, list(against), summary, part, budget), title=title)
+    lines += budget_ceiling([ref for ref, rows in pairs.items() if rows], summary, budget)
     lines += along_the_budget(runs, budget)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
     lines += expert_use(runs, budget, by_domain, domains=load_domains(folder))
@@ -589,6 +590,39 @@ def paired_rows(
             {"base": base, "n": len(seeds), "targets": targets, "final": stats.paired_bootstrap(gain, len(seeds))}
         )
     return rows
+
+
+def budget_ceiling(
+    refs: list[str], summary: dict[tuple[str, float], dict[int, tuple[int, bool]]], budget: int
+) -> list[str]:
+    """Markdown lines: for each policy of ``refs``, the largest reduction of its rounds to each target that any
+    baseline can show within ``budget`` rounds, ``1 - RMST(ref) / budget`` over the policy's seeds.
+
+    A restricted mean never exceeds the budget, so a baseline censored at the budget on every seed gives exactly
+    this reduction and no baseline gives more: a reduction target above it cannot be shown at this budget, however
+    slow the baseline, only with a longer budget (at least ``RMST(ref) / (1 - target)`` rounds) or a faster
+    ``ref``. No refs, no lines.
+    """
+    if not refs:
+        return []
+    lines = [
+        "",
+        "## The most a reduction can show at this budget",
+        "",
+        f"Largest reduction of rounds to target that a baseline can show against each policy within {budget} rounds: "
+        f"1 - RMST / {budget} over the policy's seeds (what a baseline that misses the target on every seed gives):",
+        "",
+        "| policy | seeds (n) | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " |",
+        "|---|---|" + "---|" * len(FRACTIONS),
+    ]
+    for ref in refs:
+        cells = []
+        for f in FRACTIONS:
+            hits = summary[(ref, f)]
+            times, events = [h[0] for h in hits.values()], [h[1] for h in hits.values()]
+            cells.append(f"{1.0 - stats.restricted_mean(times, events, budget) / budget:.0%}")
+        lines.append(f"| {ref} | {len(summary[(ref, FRACTIONS[0])])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def reduction_table(ref: str, rows: list[dict], title: str | None = None) -> list[str]:

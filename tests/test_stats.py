@@ -561,3 +561,21 @@ def test_a_legend_below_the_panels_is_drawn(tmp_path):
     longer = plots.plot_accuracy_panels({"l": many}, tmp_path / "m.png", legend_loc="below", sharey=False)
     # ten rows of names below the panel instead of three: the figure grows to hold them
     assert imread(longer).shape[0] > imread(path).shape[0] + 60
+
+
+def test_the_budget_ceiling_is_the_reduction_a_baseline_censored_everywhere_gives():
+    module = load_script("benchmarks/run_federated.py")
+    # 70%: reached at 50 on seed 0, missed on seed 1 (censored at 100): RMST 75; 80%: missed on both; 90%: at 20, 40
+    hits = {
+        0.7: {0: (50, True), 1: (100, False)},
+        0.8: {0: (100, False), 1: (100, False)},
+        0.9: {0: (20, True), 1: (40, True)},
+    }
+    summary = {("a", f): v for f, v in hits.items()}
+    lines = module.budget_ceiling(["a"], summary, 100)
+    assert lines[-1] == "| a | 2 | 25% | 0% | 70% |"
+    never = module.stats.relative_reduction([50, 100], [True, False], [100, 100], [False, False], 100)
+    assert never == pytest.approx(0.25)  # the ceiling is what a baseline that never reaches the target gives
+    slower = module.stats.relative_reduction([50, 100], [True, False], [90, 100], [True, False], 100)
+    assert slower < 0.25  # any baseline that reaches it at all gives less
+    assert module.budget_ceiling([], summary, 100) == []
