@@ -40,6 +40,7 @@ import os
 import re
 import statistics
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def run_all(
             path = folder / f"{policy}-seed{seed}.json"
             if path.exists():
                 continue
+            started = time.perf_counter()
             history = fedloop.run(config(task, policy, seed, rounds, quick))
+            wall = time.perf_counter() - started
             record = {
                 "policy": policy,
                 "seed": seed,
@@ -217,6 +220,8 @@ def run_all(
                 "routing_entropy": history.column("routing_entropy"),
                 "routed_share": history.column("routed_share"),
                 "assigned": history.column("assigned"),
+                # what the run cost on the machine it ran on (shared, so a cost estimate, never a speed claim)
+                "wall_s": wall,
             }
             # one temporary file per process: two processes given the same (policy, seed) never write into one
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
@@ -289,7 +294,9 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
         "",
         f"Central accuracy {reference:.4f}"
         + ("" if central is not None else " (no central run: the best final accuracy stands in)")
-        + f"; {seed_note(runs)}; budget {budget} rounds; censored runs count at the budget.",
+        + f"; {seed_note(runs)}; budget {budget} rounds; censored runs count at the budget"
+        + cost_note(runs)
+        + ".",
         "",
         "| policy | "
         + " | ".join(f"reached {int(f * 100)}% (n) / KM median / RMST" for f in FRACTIONS)
@@ -534,6 +541,19 @@ def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) 
     }
     return plots.plot_accuracy_panels(
         panels, path, ylabel="per-round value (see titles)", sharey=False, legend_loc="below"
+    )
+
+
+def cost_note(runs: dict[str, dict[int, dict]]) -> str:
+    """What a run cost: the median and the range of the wall seconds of the runs saved with them (runs saved
+    before the cost was recorded have none; no such run, no note). A run's wall time on a shared machine is an
+    estimate of the cost of the benchmark, not a measurement of any policy's speed."""
+    walls = [r["wall_s"] for by_seed in runs.values() for r in by_seed.values() if r.get("wall_s") is not None]
+    if not walls:
+        return ""
+    return (
+        f"; wall time per run (the {len(walls)} runs saved with it): median {statistics.median(walls):.0f} s, "
+        f"{min(walls):.0f}-{max(walls):.0f} s"
     )
 
 

@@ -72,6 +72,7 @@ def test_curve_summaries():
 
 
 def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
+    import json
     import shutil
 
     module = load_script("benchmarks/run_federated.py")
@@ -84,6 +85,8 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     saved = sorted(module.run_folder(tmp_path, "smoke").glob("*.json"))
     assert len(saved) == 2 * len(chosen.split(","))
     assert not list(module.run_folder(tmp_path, "smoke").glob("*.part"))  # each run's temporary file was moved in
+    assert all(json.loads(path.read_text())["wall_s"] > 0 for path in saved)  # what each run cost
+    assert f"wall time per run (the {len(saved)} runs saved with it): median" in report
     assert "## `aligned_value` against each baseline" in report and "| flex_moe |" in report
     flex = report.split("## `flex_moe` against each baseline")[1].split("##")[0]
     assert "| fedmoe |" in flex and "flex_moe_nodeficit" not in flex  # only the comparisons that ran
@@ -122,6 +125,9 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     dense_row = next(line for line in text.splitlines() if line.startswith("| dense |") and "%" in line)
     assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
     assert "## `flex_moe` against" not in text  # none of its comparisons ran: no table without a row
+    assert "wall time" not in text  # runs saved before their cost was recorded: no cost note
+    runs = {"a": {0: {"wall_s": 30.0}, 1: {}}, "b": {0: {"wall_s": 10.0}, 1: {"wall_s": 50.0}}}
+    assert module.cost_note(runs) == "; wall time per run (the 3 runs saved with it): median 30 s, 10-50 s"
 
 
 def test_a_render_without_traces_or_pairs_removes_the_figures_an_earlier_render_drew(tmp_path):
