@@ -619,9 +619,9 @@ def budget_ceiling(
     baseline can show within ``budget`` rounds, ``1 - RMST(ref) / budget`` over the policy's seeds.
 
     A restricted mean never exceeds the budget, so a baseline censored at the budget on every seed gives exactly
-    this reduction and no baseline gives more: a reduction target above it cannot be shown at this budget, however
-    slow the baseline, only with a longer budget (at least ``RMST(ref) / (1 - target)`` rounds) or a faster
-    ``ref``. No refs, no lines.
+    this reduction and no baseline gives more: a reduction ``r`` above it cannot be shown at this budget, however
+    slow the baseline, only with a longer budget (at least ``RMST(ref) / (1 - r)`` rounds) or a faster ``ref``. No
+    refs, no lines.
     """
     if not refs:
         return []
