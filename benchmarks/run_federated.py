@@ -473,12 +473,9 @@ def expert_use(
             sets = [frozenset(np.flatnonzero(row)) for row in loads[-window:]]
             if len(sets) > 1:  # a one-round budget has no consecutive rounds
                 overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
-        with_traces = traced(recs)
+        with_traces = {seed: by_seed[seed] for seed in sorted(by_seed) if traced([by_seed[seed]])}
         first, last, purity = [], [], []
-        for seed in sorted(by_seed):
-            r = by_seed[seed]
-            if not traced([r]):
-                continue
+        for seed, r in with_traces.items():
             # a round nobody was assigned in has no share (NaN): left out of the mean
             shares = np.asarray(r["routed_share"], dtype=float)
             first.append(float(np.nanmean(shares[:window])))
