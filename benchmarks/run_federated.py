@@ -146,6 +146,9 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         *QUEUE_ABLATIONS,
         "topk_capped",
         "fedmoe",
+        # the baselines issue 19's target names, so that its parts can be read for the published policy as well
+        "random",
+        "topk_affinity",
     ),
     # the aligner that ties it in final accuracy, against the targets' baselines, taken apart one scoring term at a
     # time

@@ -124,7 +124,12 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     assert random_row.count("not estimable") == 3  # no 0% tie at any target
     dense_row = next(line for line in text.splitlines() if line.startswith("| dense |") and "%" in line)
     assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
-    assert "## `flex_moe` against" not in text  # none of its comparisons ran: no table without a row
+    flex = text.split("## `flex_moe` against each baseline")[1].split("##")[0]
+    assert "| random | 2 | not estimable" in flex and "| fedmoe |" not in flex  # only the comparisons that ran
+    for path in [*folder.glob("random-seed*.json"), *folder.glob("aligned-seed*.json")]:
+        path.unlink()
+    alone = module.render("smoke", tmp_path, "test").read_text()
+    assert "## `flex_moe` against" not in alone  # none of its comparisons ran: no table without a row
     assert "wall time" not in text  # runs saved before their cost was recorded: no cost note
     runs = {"a": {0: {"wall_s": 30.0}, 1: {}}, "b": {0: {"wall_s": 10.0}, 1: {"wall_s": 50.0}}}
     assert module.cost_note(runs) == "; wall time per run (the 3 runs saved with it): median 30 s, 10-50 s"
