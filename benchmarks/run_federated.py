@@ -412,10 +412,15 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
     return lines
 
 
+def is_traced(record: dict) -> bool:
+    """Whether a run was saved with assignment traces. A one-expert model (dense) has no routing for an assignment
+    to follow, so its runs never count as traced."""
+    return bool(record.get("assigned")) and len(record["loads"][0]) > 1
+
+
 def traced(recs: list[dict]) -> list[dict]:
-    """The runs saved with assignment traces. A one-expert model (dense) has no routing for an assignment to
-    follow, so its runs never count as traced."""
-    return [r for r in recs if r.get("assigned") and len(r["loads"][0]) > 1]
+    """The runs of ``recs`` saved with assignment traces (:func:`is_traced`), in their order."""
+    return [r for r in recs if is_traced(r)]
 
 
 def expert_use(
@@ -476,7 +481,7 @@ def expert_use(
             sets = [frozenset(np.flatnonzero(row)) for row in loads[-window:]]
             if len(sets) > 1:  # a one-round budget has no consecutive rounds
                 overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
-        with_traces = {seed: by_seed[seed] for seed in sorted(by_seed) if traced([by_seed[seed]])}
+        with_traces = {seed: by_seed[seed] for seed in sorted(by_seed) if is_traced(by_seed[seed])}
         first, last, purity = [], [], []
         for seed, r in with_traces.items():
             # a round nobody was assigned in has no share (NaN): left out of the mean
