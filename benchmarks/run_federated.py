@@ -89,6 +89,15 @@ VARIANTS: dict[str, dict] = {
         | {"score_weights": UNIFORM_QUEUE["score_weights"] | {term: 0.0}}
         for term in ("value", "loss", "capability", "switching")
     },
+    # the three at once, leaving the scores of the FLEX-MoE-style policy's form (affinity, loss-weighted affinity,
+    # deficit queue): what is left between the two is how the loss-weighted affinity is scaled
+    "aligned_value_uniform_queue_noextras": UNIFORM_QUEUE
+    | {"score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0}},
+    # one expert per client for sure, a second only when its pair's score beats a price of 0.25 (the weight the
+    # score already gives a download): a client whose data one expert covers trains that expert alone, as under the
+    # FedMoE-style policy's coverage rule, while the deficit queue still raises the experts its data hardly reach
+    "aligned_value_uniform_queue_sparse": UNIFORM_QUEUE
+    | {"min_slots": 1, "score_weights": UNIFORM_QUEUE["score_weights"] | {"price": 0.25}},
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
     "aligned_value_queue": VALUE | {"load_signal": "queue"},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
@@ -159,6 +168,15 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         *QUEUE_ABLATIONS,
         "aligned_value_uniform",
     ),
+    # the same aligner leaving a client's second slot empty unless a pair beats the price: against the targets'
+    # baselines, the published policy whose coverage rule it borrows, and the aligner it changes
+    "aligned_value_uniform_queue_sparse": (
+        "random",
+        "topk_affinity",
+        "flex_moe",
+        "fedmoe",
+        "aligned_value_uniform_queue",
+    ),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
 #: The aligner whose paired comparisons are also drawn (``federated_<task>_pairs.png``)
@@ -168,8 +186,8 @@ PAIRS_REF = "aligned_value"
 ABLATION = re.compile(r"_no[a-z]+$")
 #: What names a variant of one of the two aligners the figures draw apart from the baselines
 VARIANT_PREFIXES = ("aligned_value_", "flex_moe_")
-#: The variants besides the baselines whose assignment traces are drawn: the two the report reads them for
-TRACED_VARIANTS = ("aligned_value_topk", "aligned_value_uniform_queue")
+#: The variants besides the baselines whose assignment traces are drawn: those the report reads them for
+TRACED_VARIANTS = ("aligned_value_topk", "aligned_value_uniform_queue", "aligned_value_uniform_queue_sparse")
 #: Per task, the policy chosen after a first set of seeds, the first seed it had not seen when it was chosen, and
 #: the baselines to table again on the unseen seeds alone: a check that the choice did not fit the first seeds'
 #: noise (``aligned_value_uniform_queue`` was defined after seeds 0-4 of ``mnist_shards`` had run).

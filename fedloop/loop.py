@@ -112,6 +112,9 @@ class FedConfig:
     #: historical deficit in clients per round, as the FLEX-MoE-style policy's); see ``alignsolve.Aligner``.
     load_signal: str = "share"
     min_cohort: int = 1
+    #: None: the aligner fills every client's slots; k: at least k each, the rest only with pairs that beat the
+    #: scorer's price (``alignsolve.Aligner(min_slots=...)``).
+    min_slots: int | None = None
     reject_factor: float = 10.0
     device: str = "cpu"
     #: Overrides of the aligner's scoring weights (``alignsolve.ScoringWeights`` fields), e.g. {"load": 0.0}.
@@ -197,6 +200,10 @@ class FedConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise bad(name, "must be an integer >= 0")
+        if self.min_slots is not None and (
+            isinstance(self.min_slots, bool) or not isinstance(self.min_slots, int) or self.min_slots < 0
+        ):
+            raise bad("min_slots", "must be None (every slot filled) or an integer >= 0")
         for name, low, strict in (
             ("lr", 0.0, True),
             ("aux_weight", 0.0, False),
@@ -367,6 +374,7 @@ def build(config: FedConfig) -> Setup:
             load_target=config.load_target,
             load_signal=config.load_signal,
             min_cohort=config.min_cohort,
+            min_slots=config.min_slots,
             local_epochs=config.local_epochs,
             max_experts=config.max_experts,
             seed=config.seed,

@@ -238,3 +238,75 @@ def test_demand_bounds_keep_the_secure_aggregation_cohort():
     assert a.has_solution
     loads = a.loads
     assert not ((loads > 0) & (loads < 2)).any()  # no expert aggregated from a single client
+
+
+# -- price of training and empty slots -----------------------------------------------------------------------------
+
+
+def test_price_lowers_every_pair_by_its_weight_and_defaults_to_nothing():
+    rng = np.random.default_rng(1)
+    routing, loss = rng.dirichlet(np.ones(E), 5), rng.uniform(0.1, 3.0, (5, E))
+    base = als.FitnessScorer().score(routing, loss=loss)
+    assert als.ScoringWeights().price == 0.0
+    priced = als.FitnessScorer(als.ScoringWeights(price=0.3)).score(routing, loss=loss)
+    np.testing.assert_allclose(base.fitness - priced.fitness, 0.3)
+    np.testing.assert_array_equal(priced.terms["price"], np.ones((5, E)))
+    assert priced.weights["price"] == 0.3
+    with pytest.raises(als.InvalidProblemError, match=r"weights\.price"):
+        als.ScoringWeights(price=-0.1)
+
+
+def _concentrated(n):
+    """n clients with two slots each whose data all route to one expert (client i to expert i % E)."""
+    profiles, _ = make_clients(n, seed=11)
+    routing = np.zeros((n, E))
+    routing[np.arange(n), np.arange(n) % E] = 1.0
+    return [als.ClientReport(f"c{i}", p, routing[i], loss=np.ones(E)) for i, p in enumerate(profiles)]
+
+
+def test_with_empty_slots_allowed_a_priced_pair_worth_less_is_left_out():
+    reports = _concentrated(12)
+    weights = als.ScoringWeights(capability=0.0, load=0.0, switching=0.0, price=0.5)
+    kwargs = dict(method="flow", min_cohort=0, balance_tolerance=10.0, max_experts=2)
+    full = als.Aligner(E, SPEC, 1e6, scorer=als.FitnessScorer(weights), **kwargs).assign(0, reports)
+    sparse = als.Aligner(E, SPEC, 1e6, scorer=als.FitnessScorer(weights), min_slots=0, **kwargs)
+    a = sparse.assign(0, reports)
+    problem = sparse.last_problem
+    assert (full.matrix.sum(axis=1) == problem.client_capacity).all()  # filled: a second, worthless expert each
+    assert not problem.client_min.any() and (problem.client_capacity >= 2).any()
+    # each client keeps the one expert its data reach (score 1 + 0.5 - 0.5 > 0); the others score below 0
+    by_client = a.by_client()
+    assert all(by_client[f"c{i}"] == [i % E] for i in range(12) if problem.client_capacity[i] > 0)
+    assert a.stats["aligner"]["relaxed"] == []
+    als.verify(problem, a)
+
+
+def test_min_slots_is_a_floor_that_holds_even_when_every_pair_scores_below_zero():
+    reports = _concentrated(12)
+    weights = als.ScoringWeights(capability=0.0, load=0.0, switching=0.0, price=5.0)  # every pair below 0
+    kwargs = dict(method="flow", min_cohort=0, balance_tolerance=10.0, max_experts=2)
+    for k, floor in ((0, 0), (1, 1), (2, 2)):
+        aligner = als.Aligner(E, SPEC, 1e6, scorer=als.FitnessScorer(weights), min_slots=k, **kwargs)
+        a = aligner.assign(0, reports)
+        cap = aligner.last_problem.client_capacity
+        np.testing.assert_array_equal(aligner.last_problem.client_min, np.minimum(cap, floor))
+        np.testing.assert_array_equal(a.matrix.sum(axis=1), np.minimum(cap, floor))  # nothing above the floor
+        if k == 1:  # the one kept is the expert its data reach
+            assert all(a.by_client()[f"c{i}"] == [i % E] for i in range(12) if cap[i] > 0)
+
+
+def test_min_slots_is_checked_and_survives_a_checkpoint():
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(als.InvalidProblemError, match="min_slots"):
+            als.Aligner(E, SPEC, 1.0, min_slots=bad)
+    aligner = als.Aligner(E, SPEC, 1e6, min_slots=1)
+    assert als.Aligner.from_json(aligner.to_json()).min_slots == 1
+    old = aligner.state_dict()
+    del old["config"]["min_slots"]  # a checkpoint written before the option existed
+    assert als.Aligner.from_state(old).min_slots is None
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ConfigError, match="min_slots: must be None"):
+            FedConfig(min_slots=bad).validate()
+    data = {"samples_per_client": 20, "test_size": 50}
+    setup = build(FedConfig(dataset="synthetic", n_clients=6, per_round=3, n_experts=3, min_slots=1, data_options=data))
+    assert setup.policy.aligner.min_slots == 1

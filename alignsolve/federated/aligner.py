@@ -16,7 +16,9 @@ scores every pair (:class:`~alignsolve.FitnessScorer`, fed by the
 - ``expert_min = min_cohort``: every expert trained by at least that many clients, which
   is also the minimum cohort secure aggregation needs to hide one client's update;
 - ``client_min = client_capacity``: every eligible client uses all its slots (so the
-  realised mean load is the planned one).
+  realised mean load is the planned one); with ``min_slots = k``, ``client_min =
+  min(k, client_capacity)``: a client trains k experts and more only where a pair's score
+  is positive (the scorer's ``price`` sets the bar).
 
 When that round is infeasible the aligner relaxes, in this order, and records each step
 in ``stats["aligner"]["relaxed"]``:
@@ -132,6 +134,11 @@ class Aligner:
         Cap on any client's slots (for example the router's top-k).
     enforce_cohort : bool, default True
         Remove the pairs of an expert that ends a relaxed round with 0 < load < min_cohort.
+    min_slots : int >= 0, optional
+        None (the default) asks every eligible client to use all its slots
+        (``client_min = client_capacity``). An integer k asks for ``min(k, client_capacity)``
+        and allows the rest to stay empty: the solver then fills a slot beyond the k-th only
+        with a pair whose fitness is above 0.
     smoothing : float, default 0.3
         The load monitor's EMA weight.
     seed : int, default 0
@@ -160,6 +167,7 @@ class Aligner:
         budget_mode: bool = False,
         max_experts: int | None = None,
         enforce_cohort: bool = True,
+        min_slots: int | None = None,
         smoothing: float = 0.3,
         seed: int = 0,
         time_limit: float | None = None,
@@ -190,6 +198,7 @@ class Aligner:
         self.budget_mode = FLAG("budget_mode", budget_mode)
         self.max_experts = None if max_experts is None else AT_LEAST_ONE("max_experts", max_experts)
         self.enforce_cohort = FLAG("enforce_cohort", enforce_cohort)
+        self.min_slots = None if min_slots is None else COUNT("min_slots", min_slots)
         self.seed = COUNT("seed", seed)
         self.time_limit = as_optional_positive_float("time_limit", time_limit)
         self.strict = FLAG("strict", strict)
@@ -397,14 +406,15 @@ class Aligner:
         c = self.min_cohort
         lowest_cap = int(np.min(expert_max))  # per expert under load_target="demand"
         reachable = (allowed & (capacity > 0)[:, None]).sum(axis=0) >= c
+        fill = capacity if self.min_slots is None else np.minimum(capacity, self.min_slots)
         rungs: list[tuple[str, Any, Any]] = [
-            ("none", capacity, c),
+            ("none", fill, c),
             ("client_min", 0, c),
             ("cohort_partial", 0, np.where(reachable, c, 0)),
             ("cohort", 0, 0),
         ]
         if c > lowest_cap:  # the cohort cannot be asked for under the load cap: drop it first
-            rungs = [("cohort", capacity, 0), ("client_min", 0, 0)]
+            rungs = [("cohort", fill, 0), ("client_min", 0, 0)]
         ladder: list[tuple[str, Any, Any]] = []
         tried: list[tuple[bytes, bytes]] = []
         for step, client_min, expert_min in rungs:

@@ -2,7 +2,7 @@
 
 .. math::
 
-    F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_v V_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij}
+    F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_v V_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij} - w_p
 
 Every term is normalised to [0, 1] (``D`` to [-1, 1]):
 
@@ -27,6 +27,8 @@ staleness  ``S_j = 1 - exp(-s_j / tau)``, ``s_j`` rounds since expert j was last
            trained, ``tau`` = ``staleness_scale`` (5 rounds)
 switching  ``W_ij = 1`` if client i does not already hold expert j (it must          0.25
            download it), else 0; enters with a minus sign
+price      ``P_ij = 1``: what one round of training any pair costs, subtracted; see   0.0
+           below
 ========== ========================================================================= =========
 
 **Value of training.** Under top-1 routing a step on expert j changes client i's loss only
@@ -35,6 +37,13 @@ their loss: ``A_ij l_ij`` estimates what training j on i is worth. Unlike ``Q``,
 each client's loss out over its experts (every client's row sums to 1), ``V`` compares across
 clients, so a client the model already fits counts less than one it does not. Its default
 weight is 0 (the first scorer); the comparison of ``benchmarks/run_federated.py`` turns it on.
+
+**Price of training.** A constant moves no optimum while every client must fill its slots,
+but with empty slots allowed (the Aligner's ``min_slots``) the solver fills a slot beyond
+those asked for only with a pair whose score beats ``w_p``: a client whose data one expert
+already covers trains that expert alone and saves the other's traffic and time, and an
+expert its data hardly reach is trained by it only when the load term asks for it. Its
+default weight is 0.
 
 **Adaptive load weight.** While the experts' load is unbalanced the load term grows:
 ``w_d(t) = w_d * min(max_load_boost, 1 + load_gain * cv_t)``, where ``cv_t`` is the load
@@ -60,7 +69,7 @@ from ..errors import InvalidProblemError
 
 __all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
 
-TERMS = ("affinity", "loss", "value", "capability", "load", "staleness", "switching")
+TERMS = ("affinity", "loss", "value", "capability", "load", "staleness", "switching", "price")
 
 
 def _weight(name: str, value: Any) -> float:
@@ -78,6 +87,7 @@ class ScoringWeights:
     load: float = 0.5
     staleness: float = 0.25
     switching: float = 0.25
+    price: float = 0.0
 
     def __post_init__(self) -> None:
         for name in TERMS:
@@ -254,6 +264,7 @@ class FitnessScorer:
             + w["load"] * load[None, :]
             + w["staleness"] * stale[None, :]
             - w["switching"] * switching
+            - w["price"]
         )
         terms = {
             "affinity": affinity,
@@ -263,6 +274,7 @@ class FitnessScorer:
             "load": load,
             "staleness": stale,
             "switching": switching,
+            "price": np.ones((n, e)),
         }
         return Scores(fitness=fitness, terms=terms, weights=w)
 

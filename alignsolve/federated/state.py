@@ -140,6 +140,7 @@ def config_of(aligner: Any) -> dict[str, Any]:
         "budget_mode": aligner.budget_mode,
         "max_experts": aligner.max_experts,
         "enforce_cohort": aligner.enforce_cohort,
+        "min_slots": aligner.min_slots,
         "smoothing": aligner.monitor.smoothing,
         "seed": aligner.seed,
         "time_limit": aligner.time_limit,
