@@ -450,9 +450,11 @@ def expert_use(
 ) -> list[str]:
     """Table lines: what the traces of expert load and of the assignment show, per policy.
 
-    From the loads (every run): experts trained per round; the effective number of experts trained in the last
-    ``window`` rounds, ``exp`` of the entropy of their summed loads (16 for even loads on 16 experts, 1 for one
-    expert); the overlap of consecutive rounds' sets of trained experts (Jaccard, mean over the last ``window``).
+    From the loads (every run): experts trained per round; client-expert pairs assigned per round (the slots
+    filled: a policy that leaves slots empty assigns fewer than the clients offer); the effective number of
+    experts trained in the last ``window`` rounds, ``exp`` of the entropy of their summed loads (16 for even loads
+    on 16 experts, 1 for one expert); the overlap of consecutive rounds' sets of trained experts (Jaccard, mean
+    over the last ``window``).
     From the assignment traces (runs saved with ``routed_share`` and ``assigned``; older runs have none): the
     routed share (``fedloop.RoundRecord.routed_share``) over the first and the last ``window`` rounds and, where
     clients hold one domain each, the domain purity of the last ``window`` rounds: over experts, the slots of each
@@ -469,10 +471,11 @@ def expert_use(
         "",
         "## Expert use along the run",
         "",
-        f"Loads (all seeds): experts trained per round; effective number of experts trained in the last {window} "
-        f"rounds (exp of the entropy of their summed loads); overlap (Jaccard) of consecutive rounds' trained "
-        f"experts, last {window} rounds. Assignment traces (seeds saved with them): share of each assigned client's "
-        f"reported routing that falls on its assigned experts (routed share), first and last {window} rounds"
+        "Loads (all seeds): experts trained per round; client-expert pairs assigned per round; effective number of "
+        f"experts trained in the last {window} rounds (exp of the entropy of their summed loads); overlap (Jaccard) "
+        f"of consecutive rounds' trained experts, last {window} rounds. Assignment traces (seeds saved with them): "
+        "share of each assigned client's reported routing that falls on its assigned experts (routed share), first "
+        f"and last {window} rounds"
         + (
             f"; domain purity of the last {window} rounds (per expert, the share of its slots taken by its most "
             "frequent trainer domain, pooled over experts)"
@@ -481,18 +484,19 @@ def expert_use(
         )
         + ":",
         "",
-        f"| policy | seeds (n) | experts trained per round | effective experts, last {window} | overlap of "
-        f"consecutive rounds, last {window} | traced seeds (n) | routed share, first {window} | routed share, "
-        f"last {window} | domain purity, last {window} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| policy | seeds (n) | experts trained per round | pairs per round | effective experts, last {window} | "
+        f"overlap of consecutive rounds, last {window} | traced seeds (n) | routed share, first {window} | routed "
+        f"share, last {window} | domain purity, last {window} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     marked = False
     for policy, by_seed in runs.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
-        per_round, effective, overlap = [], [], []
+        per_round, pairs, effective, overlap = [], [], [], []
         for r in recs:
             loads = np.asarray(r["loads"], dtype=float)
             per_round.append(float((loads > 0).sum(axis=1).mean()))
+            pairs.append(float(loads.sum(axis=1).mean()))
             total = loads[-window:].sum(axis=0)
             share = total[total > 0] / total.sum() if total.sum() > 0 else np.ones(1)
             effective.append(float(np.exp(-(share * np.log(share)).sum())))
@@ -523,8 +527,8 @@ def expert_use(
         # a private policy's routed share is that of the noised reports the server saw, not of the true routing
         noised = "*" if with_traces and VARIANTS.get(policy, {}).get("report_epsilon") else ""
         lines.append(
-            f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(effective, 1)} | {mean(overlap)} | "
-            f"{len(with_traces)} | {mean(first)}{noised} | {mean(last)}{noised} | "
+            f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(pairs)} | {mean(effective, 1)} | "
+            f"{mean(overlap)} | {len(with_traces)} | {mean(first)}{noised} | {mean(last)}{noised} | "
             f"{mean(purity) if with_purity else '-'} |"
         )
         marked = marked or bool(noised)

@@ -461,10 +461,10 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     untraced = {"loads": [[4, 0, 0, 0]] * 4}
     runs = {"a": {0: traced}, "b": {0: untraced}}
     lines = module.expert_use(runs, 4, by_domain=True, window=2)
-    # a: 2 experts a round; last 2 rounds' loads (0, 0, 2, 2) give 2 effective experts and full overlap; purity:
-    # expert 2 is trained by two domains once each (mnist-inverted is not mnist), expert 3 twice by fashion: 3/4
-    assert lines[-2] == "| a | 1 | 2.0 | 2.0 | 1.00 | 1 | 0.50 | 0.50 | 0.75 |"
-    assert lines[-1] == "| b | 1 | 1.0 | 1.0 | 1.00 | 0 | - | - | - |"
+    # a: 2 experts and 2 pairs a round; last 2 rounds' loads (0, 0, 2, 2) give 2 effective experts and full overlap;
+    # purity: expert 2 is trained by two domains once each (mnist-inverted is not mnist), expert 3 twice by fashion
+    assert lines[-2] == "| a | 1 | 2.0 | 2.00 | 2.0 | 1.00 | 1 | 0.50 | 0.50 | 0.75 |"
+    assert lines[-1] == "| b | 1 | 1.0 | 4.00 | 1.0 | 1.00 | 0 | - | - | - |"  # one expert, four clients on it
     assert module.expert_use(runs, 4, by_domain=False, window=2)[-2].endswith("| 0.50 | 0.50 | - |")
     one_expert = {"loads": [[3]] * 4, "routed_share": [1.0] * 4, "assigned": [{"mnist-0": [0]}] * 4}
     assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith("| 0 | - | - | - |")
@@ -475,11 +475,11 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     named = {0: {"kent": "script0", "edgar": "script0", "lear": "script1", "goneril": "script2"}}
     mapped = module.expert_use({"a": {0: speakers, 1: speakers}}, 4, by_domain=False, window=2, domains=named)
     assert "domain purity of the last 2 rounds" in mapped[3]
-    assert mapped[-1] == "| a | 2 | 2.0 | 2.0 | 1.00 | 2 | 0.50 | 0.50 | 0.75 |"  # seed 1 has no purity
+    assert mapped[-1] == "| a | 2 | 2.0 | 2.00 | 2.0 | 1.00 | 2 | 0.50 | 0.50 | 0.75 |"  # seed 1 has no purity
     unnamed = module.expert_use({"a": {1: speakers}}, 4, by_domain=False, window=2, domains=named)
     assert unnamed[-1].endswith("| 0.50 | 0.50 | - |")
     private = module.expert_use({"aligned_value_private": {0: traced}, "b": {0: untraced}}, 4, True, window=2)
-    assert private[-4] == "| aligned_value_private | 1 | 2.0 | 2.0 | 1.00 | 1 | 0.50* | 0.50* | 0.75 |"
+    assert private[-4] == "| aligned_value_private | 1 | 2.0 | 2.00 | 2.0 | 1.00 | 1 | 0.50* | 0.50* | 0.75 |"
     assert private[-1].startswith("\\*: share of the noised")  # the mark is explained under the table
     assert not any("noised" in line for line in lines)  # and only where a private policy's share is shown
 
