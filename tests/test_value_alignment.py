@@ -41,15 +41,20 @@ def test_value_fills_a_missing_loss_with_the_median_and_falls_back_to_affinity()
     np.testing.assert_allclose(no_loss, [[0.5, 0.5], [1.0, 0.0]])
 
 
-def test_value_weight_zero_is_the_first_scorer_and_its_weight_enters_linearly():
+@pytest.mark.parametrize(("term", "sign"), [("value", 1.0), ("price", -1.0)])
+def test_a_term_off_by_default_enters_linearly_with_its_weight(term, sign):
+    """The value term (0: the first scorer) and the price (0: no bar on a pair) add ``sign * w * term`` to F."""
     rng = np.random.default_rng(0)
     routing, loss = rng.dirichlet(np.ones(E), 8), rng.uniform(0.1, 3.0, (8, E))
     base = als.FitnessScorer().score(routing, loss=loss)
-    assert als.ScoringWeights().value == 0.0
-    on = als.FitnessScorer(als.ScoringWeights(value=2.0)).score(routing, loss=loss)
-    np.testing.assert_allclose(on.fitness - base.fitness, 2.0 * base.terms["value"])
-    with pytest.raises(als.InvalidProblemError, match=r"weights\.value"):
-        als.ScoringWeights(value=-1.0)
+    assert getattr(als.ScoringWeights(), term) == 0.0
+    on = als.FitnessScorer(als.ScoringWeights(**{term: 2.0})).score(routing, loss=loss)
+    np.testing.assert_allclose(on.fitness - base.fitness, sign * 2.0 * on.terms[term])
+    assert on.weights[term] == 2.0
+    if term == "price":  # the same for every pair: a constant shift of F
+        np.testing.assert_array_equal(on.terms["price"], np.ones((8, E)))
+    with pytest.raises(als.InvalidProblemError, match=rf"weights\.{term}"):
+        als.ScoringWeights(**{term: -1.0})
 
 
 # -- load bounds following demand ----------------------------------------------------------------------------------
@@ -241,19 +246,6 @@ def test_demand_bounds_keep_the_secure_aggregation_cohort():
 
 
 # -- price of training and empty slots -----------------------------------------------------------------------------
-
-
-def test_price_lowers_every_pair_by_its_weight_and_defaults_to_nothing():
-    rng = np.random.default_rng(1)
-    routing, loss = rng.dirichlet(np.ones(E), 5), rng.uniform(0.1, 3.0, (5, E))
-    base = als.FitnessScorer().score(routing, loss=loss)
-    assert als.ScoringWeights().price == 0.0
-    priced = als.FitnessScorer(als.ScoringWeights(price=0.3)).score(routing, loss=loss)
-    np.testing.assert_allclose(base.fitness - priced.fitness, 0.3)
-    np.testing.assert_array_equal(priced.terms["price"], np.ones((5, E)))
-    assert priced.weights["price"] == 0.3
-    with pytest.raises(als.InvalidProblemError, match=r"weights\.price"):
-        als.ScoringWeights(price=-0.1)
 
 
 def _concentrated(n):
