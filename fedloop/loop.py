@@ -78,6 +78,11 @@ class FaultPlan:
         return [round, client_id] in getattr(self, kind)
 
 
+def _is_int_at_least(value: Any, low: int) -> bool:
+    """An int (not a bool, which Python counts as one) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 @dataclass
 class FedConfig:
     """Everything a run depends on (JSON-ready; the seed fixes the run)."""
@@ -185,8 +190,7 @@ class FedConfig:
             "hidden",
             "expert_hidden",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_int_at_least(getattr(self, name), 1):
                 raise bad(name, "must be an integer >= 1")
         if self.per_round > self.n_clients:
             raise bad("per_round", f"must be <= n_clients = {self.n_clients}")
@@ -197,12 +201,9 @@ class FedConfig:
         if self.deadline is not None and not (self.deadline > 0 and math.isfinite(self.deadline)):
             raise bad("deadline", "must be None (calibrated) or a number of seconds > 0")
         for name in ("seed", "min_cohort"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not _is_int_at_least(getattr(self, name), 0):
                 raise bad(name, "must be an integer >= 0")
-        if self.min_slots is not None and (
-            isinstance(self.min_slots, bool) or not isinstance(self.min_slots, int) or self.min_slots < 0
-        ):
+        if self.min_slots is not None and not _is_int_at_least(self.min_slots, 0):
             raise bad("min_slots", "must be None (every slot filled) or an integer >= 0")
         for name, low, strict in (
             ("lr", 0.0, True),
