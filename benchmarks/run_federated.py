@@ -746,7 +746,14 @@ def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=[*sorted(tasks.TASKS), "smoke"], default="multidomain")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="how many seeds to run")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the first of the seeds run (seeds first-seed .. first-seed + seeds - 1): adds later seeds to one "
+        "policy without running the earlier ones",
+    )
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="2 seeds, 6 rounds")
     parser.add_argument(
@@ -773,12 +780,15 @@ def main(argv: list[str] | None = None) -> int:
         k, m = parse_shard(args.shard)
     except ValueError as err:
         parser.error(str(err))
+    if args.first_seed < 0:
+        parser.error(f"--first-seed: must be an integer >= 0; got {args.first_seed}")
     if args.version is not None and not args.render:
         parser.error(f"--version: only with --render (runs always use today's definition); got {args.version!r}")
     if args.version is not None and re.fullmatch(r"v[0-9]+", args.version) is None:
         parser.error(f"--version: must be v followed by digits, as in fedloop.tasks.VERSION; got {args.version!r}")
     if not args.render:
-        run_all(args.task, [s for s in range(args.seeds) if s % m == k], args.rounds, args.quick, args.out, policies)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        run_all(args.task, [s for s in seeds if s % m == k], args.rounds, args.quick, args.out, policies)
     command = " ".join(["python benchmarks/run_federated.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"written {render(args.task, args.out, command, args.version)}")
     return 0

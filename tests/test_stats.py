@@ -190,6 +190,54 @@ def test_an_earlier_task_definition_renders_as_a_record_beside_todays(tmp_path, 
     assert "--version: must be v followed by digits" in capsys.readouterr().err
 
 
+def test_later_seeds_can_be_added_to_one_policy_without_the_earlier_ones(tmp_path, capsys):
+    module = load_script("benchmarks/run_federated.py")
+    common = ["--task", "smoke", "--quick", "--rounds", "2", "--policies", "random", "--out", str(tmp_path)]
+    folder = module.run_folder(tmp_path, "smoke")
+    assert module.main([*common, "--seeds", "2", "--first-seed", "3", "--shard", "1/2"]) == 0  # seeds 3-4, odd ones
+    assert sorted(p.name for p in folder.glob("random-*.json")) == ["random-seed3.json"]
+    stamp = (folder / "random-seed3.json").stat().st_mtime_ns
+    assert module.main([*common, "--seeds", "2", "--first-seed", "3"]) == 0
+    assert sorted(p.name for p in folder.glob("random-*.json")) == ["random-seed3.json", "random-seed4.json"]
+    assert (folder / "random-seed3.json").stat().st_mtime_ns == stamp  # the saved seed is not run again
+    with pytest.raises(SystemExit):
+        module.main([*common, "--first-seed", "-1"])
+    assert "--first-seed: must be an integer >= 0; got -1" in capsys.readouterr().err
+
+
+def test_the_build_check_reruns_a_saved_runs_first_rounds_and_names_the_first_difference(tmp_path, capsys):
+    import json
+
+    module = load_script("benchmarks/check_build.py")
+    module.run_federated.run_all("smoke", [1], 3, True, tmp_path, ("aligned_value",))
+    path = module.run_federated.run_folder(tmp_path, "smoke") / "aligned_value-seed1.json"
+    args = ["--task", "smoke", "--policy", "aligned_value", "--seed", "1", "--out", str(tmp_path)]
+    assert module.main([*args, "--rounds", "2"]) == 0  # same process, same build: identical
+    assert "identical" in capsys.readouterr().out
+    record = json.loads(path.read_text())
+    record["loads"][1][0] += 1  # as if this build had trained another expert in round 2
+    path.write_text(json.dumps(record))
+    assert module.main([*args, "--rounds", "3"]) == 1
+    assert "from round 2 (loads)" in capsys.readouterr().out
+    record["accuracy"][0] += 0.5
+    path.write_text(json.dumps(record))
+    log = tmp_path / "checks.md"
+    assert module.main([*args, "--rounds", "1", "--log", str(log)]) == 1
+    assert "from round 1 (accuracy)" in capsys.readouterr().out
+    assert module.main([*args, "--rounds", "1", "--log", str(log)]) == 1  # appended, header written once
+    rows = [line for line in log.read_text().splitlines() if line.startswith("| 20")]
+    assert len(rows) == 2 and log.read_text().count("| date (UTC) |") == 1
+    assert rows[0].endswith("--rounds 1 --log " + str(log) + "` | differs from round 1 (accuracy) |")
+    for bad, message in (
+        (["--rounds", "4"], "--rounds: must be an integer in [1, 3] (the saved run's); got 4"),
+        (["--rounds", "0"], "got 0"),
+        (["--seed", "7"], "no saved run aligned_value-seed7.json"),
+    ):
+        with pytest.raises(SystemExit):
+            module.main([*args, *bad])
+        assert message in capsys.readouterr().err
+
+
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
     import json
 

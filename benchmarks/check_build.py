@@ -1,0 +1,93 @@
+"""Whether this environment reproduces a saved federated run: reruns its first rounds and compares them.
+
+    python benchmarks/check_build.py --task multidomain4 --policy random --seed 10 \\
+        --out benchmarks/results/rounds600 --rounds 3
+
+A seed fixes a run's partition, participation, profiles and initialisation, not its floating-point arithmetic,
+which follows the processor, the library builds and the thread count (``docs/benchmarks.md``). Runs added to a
+saved comparison are paired with its runs either way; whether they also ran in the same build decides whether the
+new runs' trajectories can be compared round for round with the saved ones. This script reruns the first
+``--rounds`` rounds of one saved run (``run_federated.config``, the saved run's task, policy and seed, a budget of
+``--rounds``) and reports the first round whose test accuracy, expert loads or assignment differs from the saved
+record, or that none does. Exit status 0: identical; 1: differs. ``--log FILE`` also appends the verdict, with the
+date and the command, to a Markdown table (``benchmarks/results/build_checks.md`` for the committed checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run_federated
+
+import fedloop
+
+
+def first_difference(saved: dict, rerun: fedloop.History) -> tuple[int, str] | None:
+    """The first round (1-based) at which ``rerun`` departs from the ``saved`` record, and in what; None if none.
+
+    Parameters
+    ----------
+    saved : dict
+        A run saved by ``run_federated.run_all``: per-round lists ``accuracy``, ``loads`` and (where recorded)
+        ``assigned``.
+    rerun : fedloop.History
+        The rerun's history, no longer than the saved run.
+    """
+    fields = {
+        "accuracy": rerun.column("accuracy"),
+        "loads": [rerun.records[r].loads for r in rerun.rounds],
+        "assigned": rerun.column("assigned"),
+    }
+    for k in range(len(fields["accuracy"])):
+        for name, values in fields.items():
+            if name in saved and k < len(saved[name]) and json.loads(json.dumps(values[k])) != saved[name][k]:
+                return k + 1, name
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=[*sorted(run_federated.tasks.TASKS), "smoke"])
+    parser.add_argument("--policy", required=True, choices=run_federated.POLICIES)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--rounds", type=int, default=3, help="how many first rounds to rerun")
+    parser.add_argument("--out", type=Path, default=run_federated.RESULTS, help="the results folder of the run")
+    parser.add_argument("--log", type=Path, help="a Markdown file to append the verdict to (created with a header)")
+    args = parser.parse_args(argv)
+    path = run_federated.run_folder(args.out, args.task) / f"{args.policy}-seed{args.seed}.json"
+    if not path.is_file():
+        parser.error(f"--out: no saved run {path.name} in {path.parent}")
+    saved = json.loads(path.read_text())
+    if not 1 <= args.rounds <= len(saved["accuracy"]):
+        limit = len(saved["accuracy"])
+        parser.error(f"--rounds: must be an integer in [1, {limit}] (the saved run's); got {args.rounds}")
+    history = fedloop.run(run_federated.config(args.task, args.policy, args.seed, args.rounds, quick=False))
+    found = first_difference(saved, history)
+    word, detail = (
+        ("identical", f"over its first {args.rounds} rounds (accuracy, loads, assignments)")
+        if found is None
+        else ("differs", f"from round {found[0]} ({found[1]})")
+    )
+    verdict = f"{word} {detail}"
+    print(f"{word}: {path} {detail}")
+    if args.log is not None:
+        if not args.log.exists():
+            args.log.write_text(
+                "# Build checks\n\nWhether this environment reproduced a saved run's first rounds "
+                "(`benchmarks/check_build.py`; a seed fixes the partition, participation, profiles and "
+                "initialisation, the build the arithmetic).\n\n| date (UTC) | command | verdict |\n|---|---|---|\n"
+            )
+        command = " ".join(["python benchmarks/check_build.py", *(argv if argv is not None else sys.argv[1:])])
+        with args.log.open("a") as log:
+            log.write(f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} | `{command}` | {verdict} |\n")
+    return 0 if found is None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
