@@ -77,7 +77,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     # collapse study, the client skew, the scripts probe and the comparison) need `fedloop fetch` (and the gates, the
     # collapse study, the probe and the comparison minutes to hours), so quick mode never makes them.
     allowed = {"gates.md", "collapse.md", "client_skew.md", "scripts_probe.md", "federated_mnist_shards.md"}
-    # the comparisons' tables, rounds600/ and rounds300/ (the longer budgets) among them
+    # the comparisons' tables, rounds600/ and rounds300/ (the longer budgets) and rebuild200/ among them
     allowed |= {"federated_multidomain.md", "federated_multidomain-v2.md", "federated_multidomain4.md"}
     allowed |= {"federated_shakespeare_scripts.md"}
     allowed |= set() if importlib.util.find_spec("flwr") else {"flower_overhead.md"}
@@ -94,6 +94,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "rounds600/federated_multidomain.png",
         "rounds600/federated_multidomain4.png",
         "rounds300/federated_mnist_shards.png",
+        "rebuild200/federated_multidomain4.png",
     }, figures
     assert "quick runs" in text
 
