@@ -780,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
         k, m = parse_shard(args.shard)
     except ValueError as err:
         parser.error(str(err))
+    if args.seeds < 1:
+        parser.error(f"--seeds: must be an integer >= 1; got {args.seeds}")
     if args.first_seed < 0:
         parser.error(f"--first-seed: must be an integer >= 0; got {args.first_seed}")
     if args.version is not None and not args.render:

@@ -200,9 +200,13 @@ def test_later_seeds_can_be_added_to_one_policy_without_the_earlier_ones(tmp_pat
     assert module.main([*common, "--seeds", "2", "--first-seed", "3"]) == 0
     assert sorted(p.name for p in folder.glob("random-*.json")) == ["random-seed3.json", "random-seed4.json"]
     assert (folder / "random-seed3.json").stat().st_mtime_ns == stamp  # the saved seed is not run again
-    with pytest.raises(SystemExit):
-        module.main([*common, "--first-seed", "-1"])
-    assert "--first-seed: must be an integer >= 0; got -1" in capsys.readouterr().err
+    for bad, message in (
+        (["--first-seed", "-1"], "--first-seed: must be an integer >= 0; got -1"),
+        (["--seeds", "0"], "--seeds: must be an integer >= 1; got 0"),
+    ):
+        with pytest.raises(SystemExit):
+            module.main([*common, *bad])
+        assert message in capsys.readouterr().err
 
 
 def test_the_build_check_reruns_a_saved_runs_first_rounds_and_names_the_first_difference(tmp_path, capsys):
