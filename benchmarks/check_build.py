@@ -27,26 +27,23 @@ import run_federated
 
 import fedloop
 
+#: The per-round fields compared, in the order a difference is named within a round
+COMPARED = ("accuracy", "loads", "assigned")
 
-def first_difference(saved: dict, rerun: fedloop.History) -> tuple[int, str] | None:
+
+def first_difference(saved: dict, rerun: dict) -> tuple[int, str] | None:
     """The first round (1-based) at which ``rerun`` departs from the ``saved`` record, and in what; None if none.
 
     Parameters
     ----------
-    saved : dict
-        A run saved by ``run_federated.run_all``: per-round lists ``accuracy``, ``loads`` and (where recorded)
-        ``assigned``.
-    rerun : fedloop.History
-        The rerun's history, no longer than the saved run.
+    saved, rerun : dict
+        Runs as ``run_federated.record_of`` gives them (``saved`` read back from its JSON, ``rerun`` passed through
+        JSON the same way): per-round lists, of which ``COMPARED`` are compared where ``saved`` has them (runs saved
+        before the assignments were recorded have no ``assigned``). ``rerun`` is no longer than ``saved``.
     """
-    fields = {
-        "accuracy": rerun.column("accuracy"),
-        "loads": [rerun.records[r].loads for r in rerun.rounds],
-        "assigned": rerun.column("assigned"),
-    }
-    for k in range(len(fields["accuracy"])):
-        for name, values in fields.items():
-            if name in saved and k < len(saved[name]) and json.loads(json.dumps(values[k])) != saved[name][k]:
+    for k in range(len(rerun["accuracy"])):
+        for name in COMPARED:
+            if name in saved and k < len(saved[name]) and rerun[name][k] != saved[name][k]:
                 return k + 1, name
     return None
 
@@ -68,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         limit = len(saved["accuracy"])
         parser.error(f"--rounds: must be an integer in [1, {limit}] (the saved run's); got {args.rounds}")
     history = fedloop.run(run_federated.config(args.task, args.policy, args.seed, args.rounds, quick=False))
-    found = first_difference(saved, history)
+    rerun = json.loads(json.dumps(run_federated.record_of(args.policy, args.seed, history)))
+    found = first_difference(saved, rerun)
     word, detail = (
         ("identical", f"over its first {args.rounds} rounds (accuracy, loads, assignments)")
         if found is None

@@ -230,20 +230,8 @@ def run_all(
             started = time.perf_counter()
             history = fedloop.run(config(task, policy, seed, rounds, quick))
             wall = time.perf_counter() - started
-            record = {
-                "policy": policy,
-                "seed": seed,
-                "accuracy": history.column("accuracy"),
-                "bytes": [a + b for a, b in zip(history.column("bytes_down"), history.column("bytes_up"))],
-                "latency": history.column("latency_s"),
-                "load_cv": history.column("load_cv"),
-                "loads": [history.records[r].loads for r in history.rounds],
-                "routing_entropy": history.column("routing_entropy"),
-                "routed_share": history.column("routed_share"),
-                "assigned": history.column("assigned"),
-                # what the run cost on the machine it ran on (shared, so a cost estimate, never a speed claim)
-                "wall_s": wall,
-            }
+            # what the run cost on the machine it ran on (shared, so a cost estimate, never a speed claim)
+            record = record_of(policy, seed, history) | {"wall_s": wall}
             # one temporary file per process: two processes given the same (policy, seed) never write into one
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
             tmp.write_text(json.dumps(record))
@@ -252,6 +240,23 @@ def run_all(
             print(f"{task} {policy} seed {seed}: final accuracy {final:.3f}", flush=True)
     if task != "smoke":
         save_domains(folder, task, seeds, quick)
+
+
+def record_of(policy: str, seed: int, history: fedloop.History) -> dict:
+    """What a run saves of its history, one list entry per round (``run_all``'s JSON, less its wall time); also
+    what ``check_build.py`` compares a rerun's first rounds by."""
+    return {
+        "policy": policy,
+        "seed": seed,
+        "accuracy": history.column("accuracy"),
+        "bytes": [a + b for a, b in zip(history.column("bytes_down"), history.column("bytes_up"))],
+        "latency": history.column("latency_s"),
+        "load_cv": history.column("load_cv"),
+        "loads": [history.records[r].loads for r in history.rounds],
+        "routing_entropy": history.column("routing_entropy"),
+        "routed_share": history.column("routed_share"),
+        "assigned": history.column("assigned"),
+    }
 
 
 def save_domains(folder: Path, task: str, seeds: list[int], quick: bool) -> Path | None:
