@@ -199,6 +199,20 @@ UNSEEN: dict[str, tuple[str, int, tuple[str, ...]]] = {
 #: optional stopping; the added seeds' own table shows whether they alone say what the pooled table says.
 ADDED: dict[tuple[str, str], tuple[str, int, tuple[str, ...]]] = {
     ("rounds600", "multidomain4"): ("aligned_value", 10, ("random", "topk_affinity", "flex_moe")),
+    # seeds 5-9 of aligned_value's own ablations, run after seeds 0-4 had been tabled
+    ("results", "mnist_shards"): (
+        "aligned_value",
+        5,
+        (
+            "aligned_value_noaffinity",
+            "aligned_value_noloss",
+            "aligned_value_nocapability",
+            "aligned_value_noload",
+            "aligned_value_noswitching",
+            "aligned_value_staleness",
+            "aligned_value_noprofiling",
+        ),
+    ),
 }
 
 
