@@ -23,7 +23,15 @@ from .errors import (
     MethodUnavailableError,
 )
 from .feasibility import Certificate, diagnose, diagnose_generalised
-from .federated.aligner import LOAD_SIGNALS, LOAD_TARGETS, Aligner, ClientOutcome, ClientReport, top_k_affinity
+from .federated.aligner import (
+    LOAD_SIGNALS,
+    LOAD_TARGETS,
+    TIE_BREAKS,
+    Aligner,
+    ClientOutcome,
+    ClientReport,
+    top_k_affinity,
+)
 from .federated.capacity import (
     HETEROGENEITY,
     CapacityPlan,
@@ -53,6 +61,7 @@ __all__ = [
     "HETEROGENEITY",
     "LOAD_SIGNALS",
     "LOAD_TARGETS",
+    "TIE_BREAKS",
     "Aligner",
     "AlignsolveError",
     "Assignment",

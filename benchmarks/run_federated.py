@@ -108,6 +108,10 @@ VARIANTS: dict[str, dict] = {
         for term in ("affinity", "loss", "capability", "load", "switching")
     },
     "aligned_value_staleness": VALUE | {"score_weights": VALUE["score_weights"] | {"staleness": 0.25}},
+    # the same scores and bounds with ties among optima broken at random (an order of clients and experts drawn
+    # per round) instead of by the flow solver's arc order: a second draw of aligned_value, to see how far which
+    # tied optimum is returned moves a run (the capability placebo changes nothing else)
+    "aligned_value_shuffle": VALUE | {"tie_break": "shuffle"},
     # the reports it scores privatised on the clients: (1, 1e-5)-DP per round (GaussianMechanism), and at a budget
     # eight times looser, (8, 1e-5), with less noise, to see how the cost follows the budget
     "aligned_value_private": VALUE | {"report_epsilon": 1.0},

@@ -116,6 +116,9 @@ class FedConfig:
     #: What the aligner's load term reads: "share" (the monitor's smoothed sample shares) or "queue" (a
     #: historical deficit in clients per round, as the FLEX-MoE-style policy's); see ``alignsolve.Aligner``.
     load_signal: str = "share"
+    #: How the aligner picks among tied optima: "solver" (the method's own order) or "shuffle" (clients and experts
+    #: in an order drawn from the seed and the round, so ties fall at random); see ``alignsolve.Aligner``.
+    tie_break: str = "solver"
     min_cohort: int = 1
     #: None: the aligner fills every client's slots; k: at least k each, the rest only with pairs that beat the
     #: scorer's price (``alignsolve.Aligner(min_slots=...)``).
@@ -249,6 +252,8 @@ class FedConfig:
             raise bad("load_target", f"must be one of {', '.join(als.LOAD_TARGETS)}")
         if self.load_signal not in als.LOAD_SIGNALS:
             raise bad("load_signal", f"must be one of {', '.join(als.LOAD_SIGNALS)}")
+        if self.tie_break not in als.TIE_BREAKS:
+            raise bad("tie_break", f"must be one of {', '.join(als.TIE_BREAKS)}")
         if self.testbed not in TESTBEDS:
             raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
         if self.local_routing not in LOCAL_ROUTING:
@@ -379,6 +384,7 @@ def build(config: FedConfig) -> Setup:
             local_epochs=config.local_epochs,
             max_experts=config.max_experts,
             seed=config.seed,
+            tie_break=config.tie_break,
         )
     policy = make_policy(
         config.policy,

@@ -82,6 +82,8 @@ FORMAT = "alignsolve.aligner"
 LOAD_TARGETS = ("uniform", "demand")
 #: What the load term reads (see the ``load_signal`` parameter of :class:`Aligner`).
 LOAD_SIGNALS = ("share", "queue")
+#: How the aligner picks among tied optima (see the ``tie_break`` parameter of :class:`Aligner`).
+TIE_BREAKS = ("solver", "shuffle")
 
 
 def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
@@ -143,6 +145,16 @@ class Aligner:
         The load monitor's EMA weight.
     seed : int, default 0
         Round r is solved with seed ``seed + r``: same seed, same run.
+    tie_break : {"solver", "shuffle"}, default "solver"
+        Which optimum a round returns when several have the same objective. ``solver``:
+        the one the method reaches first, which follows the order of the clients and
+        experts (for the flow solver, the order of its arcs), so the same kind of tie falls
+        the same way round after round. ``shuffle``: the round's problem is solved with its
+        clients and experts in an order drawn from ``(seed, round)`` and the answer mapped
+        back, so ties fall at random, reproducibly. Relabelling moves no objective: the
+        answer is an optimum of the same problem with the same status and bound. The
+        method's certificate names the shuffled indices and is left out of ``stats``
+        (``stats["tie_break"]`` holds the two orders).
     time_limit : float, optional
         Passed to :func:`alignsolve.solve`.
     strict : bool, default False
@@ -170,6 +182,7 @@ class Aligner:
         min_slots: int | None = None,
         smoothing: float = 0.3,
         seed: int = 0,
+        tie_break: str = "solver",
         time_limit: float | None = None,
         strict: bool = False,
         solver_options: Mapping[str, Any] | None = None,
@@ -200,6 +213,9 @@ class Aligner:
         self.enforce_cohort = FLAG("enforce_cohort", enforce_cohort)
         self.min_slots = None if min_slots is None else COUNT("min_slots", min_slots)
         self.seed = COUNT("seed", seed)
+        if tie_break not in TIE_BREAKS:
+            raise InvalidProblemError("tie_break", f"must be one of {', '.join(TIE_BREAKS)}", tie_break)
+        self.tie_break = tie_break
         self.time_limit = as_optional_positive_float("time_limit", time_limit)
         self.strict = FLAG("strict", strict)
         if solver_options is not None and not isinstance(solver_options, Mapping):
@@ -435,7 +451,7 @@ class Aligner:
             problem = Problem(**base, client_min=client_min, expert_min=expert_min)
             if not problem.is_generalised and diagnose(problem) is not None:
                 continue  # proven infeasible without solving
-            answer = solve(problem, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+            answer = self._solve(problem, r)
             if answer.has_solution:
                 break
         if answer is None or problem is None:  # unreachable: the last rung has no lower bounds
@@ -443,6 +459,30 @@ class Aligner:
         if c > lowest_cap:
             applied.insert(0, f"cohort above the load cap ({c} > {lowest_cap})")
         return answer, problem, applied
+
+    def _solve(self, problem: Problem, r: int) -> Assignment:
+        """Solve one rung; under ``tie_break="shuffle"`` in an order drawn from ``(seed, r)``, mapped back."""
+        if self.tie_break == "solver":
+            return solve(problem, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+        rng = np.random.default_rng([self.seed, r])
+        rows, cols = rng.permutation(problem.shape[0]), rng.permutation(problem.shape[1])
+        shuffled = Problem(
+            problem.fitness[np.ix_(rows, cols)],
+            problem.client_capacity[rows],
+            client_min=problem.client_min[rows],
+            expert_min=problem.expert_min[cols],
+            expert_max=problem.expert_max[cols],
+            allowed=problem.allowed[np.ix_(rows, cols)],
+            load_penalty=problem.load_penalty,
+            cost=None if problem.cost is None else problem.cost[np.ix_(rows, cols)],
+            budget=None if problem.budget is None else problem.budget[rows],
+        )
+        answer = solve(shuffled, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+        matrix = np.zeros(problem.shape, dtype=bool)
+        matrix[np.ix_(rows, cols)] = np.asarray(answer.matrix, dtype=bool)
+        stats = {k: v for k, v in answer.stats.items() if k != "certificate"}
+        stats["tie_break"] = {"client_order": rows.tolist(), "expert_order": cols.tolist()}
+        return dataclasses.replace(answer, matrix=matrix, stats=stats)
 
     def observe(self, outcomes: Iterable[ClientOutcome | Mapping[str, Any]]) -> dict[str, Any]:
         """Record how the last assigned round went.

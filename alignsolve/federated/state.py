@@ -143,6 +143,7 @@ def config_of(aligner: Any) -> dict[str, Any]:
         "min_slots": aligner.min_slots,
         "smoothing": aligner.monitor.smoothing,
         "seed": aligner.seed,
+        "tie_break": aligner.tie_break,
         "time_limit": aligner.time_limit,
         "strict": aligner.strict,
         "solver_options": aligner.solver_options,
