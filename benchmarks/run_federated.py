@@ -112,6 +112,12 @@ VARIANTS: dict[str, dict] = {
     # per round) instead of by the flow solver's arc order: a second draw of aligned_value, to see how far which
     # tied optimum is returned moves a run (the capability placebo changes nothing else)
     "aligned_value_shuffle": VALUE | {"tie_break": "shuffle"},
+    # the capability placebo again with ties at random: against aligned_value_shuffle, a second look at what a
+    # row-constant shift of the scores does when it cannot change how ties fall
+    "aligned_value_shuffle_nocapability": VALUE
+    | {"tie_break": "shuffle", "score_weights": VALUE["score_weights"] | {"capability": 0.0}},
+    # the aligner that ties the FLEX-MoE-style policy in final accuracy, with ties at random
+    "aligned_value_uniform_queue_shuffle": UNIFORM_QUEUE | {"tie_break": "shuffle"},
     # the reports it scores privatised on the clients: (1, 1e-5)-DP per round (GaussianMechanism), and at a budget
     # eight times looser, (8, 1e-5), with less noise, to see how the cost follows the budget
     "aligned_value_private": VALUE | {"report_epsilon": 1.0},
@@ -171,6 +177,14 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "flex_moe",
         *QUEUE_ABLATIONS,
         "aligned_value_uniform",
+        "aligned_value_uniform_queue_shuffle",
+    ),
+    # aligned_value with ties at random: against the targets' baselines, and its capability placebo
+    "aligned_value_shuffle": (
+        "random",
+        "topk_affinity",
+        "flex_moe",
+        "aligned_value_shuffle_nocapability",
     ),
     # the same aligner leaving a client's second slot empty unless a pair beats the price: against the targets'
     # baselines, the published policy whose coverage rule it borrows, and the aligner it changes
