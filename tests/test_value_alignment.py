@@ -302,3 +302,76 @@ def test_min_slots_is_checked_and_survives_a_checkpoint():
     data = {"samples_per_client": 20, "test_size": 50}
     setup = build(FedConfig(dataset="synthetic", n_clients=6, per_round=3, n_experts=3, min_slots=1, data_options=data))
     assert setup.policy.aligner.min_slots == 1
+
+
+# -- how ties among optima fall ------------------------------------------------------------------------------------
+
+
+def _twins(n=12):
+    """n clients with the same device and the same routing: every row of F is the same, so optima tie."""
+    profiles, _ = make_clients(1, seed=1)
+    return [als.ClientReport(f"c{i}", profiles[0], np.ones(E)) for i in range(n)]
+
+
+def test_shuffled_ties_fall_at_random_on_an_optimum_of_the_same_problem():
+    reports = _twins()
+    got = {}
+    for tie_break in als.TIE_BREAKS:
+        for seed in range(4):
+            aligner = als.Aligner(
+                E, SPEC, 1e6, method="flow", min_cohort=0, max_experts=2, tie_break=tie_break, seed=seed
+            )
+            got[tie_break, seed] = (aligner.assign(0, reports), aligner.last_problem)
+    best = got["solver", 0][0].objective
+    for (tie_break, _seed), (a, problem) in got.items():
+        assert a.status == "optimal"  # relabelling keeps the solver's proof
+        assert a.objective == pytest.approx(best, rel=1e-12, abs=1e-12)
+        assert problem.objective(a.matrix) == pytest.approx(best, rel=1e-12, abs=1e-12)
+        assert ("tie_break" in a.stats) == (tie_break == "shuffle")
+        if tie_break == "shuffle":  # the orders are permutations, and the certificate of the shuffled problem is gone
+            orders = a.stats["tie_break"]
+            assert sorted(orders["client_order"]) == list(range(12)) and sorted(orders["expert_order"]) == list(
+                range(E)
+            )
+            assert "certificate" not in a.stats
+    distinct = {tb: len({got[tb, s][0].matrix.tobytes() for s in range(4)}) for tb in als.TIE_BREAKS}
+    assert distinct["solver"] == 1  # the flow solver's arc order decides every tie the same way
+    assert distinct["shuffle"] > 1  # the seed moves which tied optimum comes back
+    again = als.Aligner(E, SPEC, 1e6, method="flow", min_cohort=0, max_experts=2, tie_break="shuffle", seed=2)
+    assert np.array_equal(again.assign(0, reports).matrix, got["shuffle", 2][0].matrix)  # same seed, same answer
+
+
+def test_shuffling_leaves_a_unique_optimum_and_every_guarantee_in_place():
+    """Without ties the shuffled solve returns the very same assignment, relaxed rounds and budget mode included."""
+    profiles, routing = make_clients(30, seed=6)
+    for kwargs in (
+        dict(method="flow", min_cohort=3, max_experts=2),  # cohort and cap bounds permuted with the experts
+        dict(method="cpsat", budget_mode=True, min_cohort=1, time_limit=5.0),  # per-pair costs and budgets permuted
+    ):
+        pair = [als.Aligner(E, SPEC, 15.0, tie_break=tb, seed=4, **kwargs) for tb in als.TIE_BREAKS]
+        rng = np.random.default_rng(9)
+        for r in range(3):
+            reports = reports_for(r, profiles, routing, rng)
+            plain, shuffled = (al.assign(r, reports) for al in pair)
+            assert shuffled.status == plain.status
+            assert shuffled.stats["aligner"]["relaxed"] == plain.stats["aligner"]["relaxed"]
+            assert shuffled.by_client() == plain.by_client()
+            for al, a in zip(pair, (plain, shuffled)):
+                al.observe([als.ClientOutcome(cid, samples=10.0 * row) for cid, row in zip(a.client_ids, a.matrix)])
+
+
+def test_tie_break_is_checked_and_survives_a_checkpoint():
+    with pytest.raises(als.InvalidProblemError, match="tie_break: must be one of solver, shuffle; got random"):
+        als.Aligner(E, SPEC, 1e6, tie_break="random")
+    aligner = als.Aligner(E, SPEC, 1e6, tie_break="shuffle")
+    assert als.Aligner.from_json(aligner.to_json()).tie_break == "shuffle"
+    old = aligner.state_dict()
+    del old["config"]["tie_break"]  # a checkpoint written before the option existed
+    assert als.Aligner.from_state(old).tie_break == "solver"
+    with pytest.raises(ConfigError, match="tie_break: must be one of solver, shuffle; got 'x'"):
+        FedConfig(tie_break="x").validate()
+    data = {"samples_per_client": 20, "test_size": 50}
+    setup = build(
+        FedConfig(dataset="synthetic", n_clients=6, per_round=3, n_experts=3, tie_break="shuffle", data_options=data)
+    )
+    assert setup.policy.aligner.tie_break == "shuffle"
