@@ -197,6 +197,9 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
+#: The references whose comparisons are also counted seed by seed (``seed_by_seed``): how often each policy reaches
+#: a target sooner, at the same round or later, which an interval on ten seeds can hide (one run far off moves it)
+SEED_BY_SEED = ("aligned_value", "aligned_value_shuffle")
 #: The aligner whose paired comparisons are also drawn (``federated_<task>_pairs.png``)
 PAIRS_REF = "aligned_value"
 #: A run that takes one piece away (``..._no<piece>``): its comparison is in the tables and the intervals figure,
@@ -399,6 +402,9 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     for ref, against in REFERENCES.items():
         pairs[ref] = paired_rows(ref, list(against), summary, runs, budget)
         lines += reduction_table(ref, pairs[ref])
+    for ref in SEED_BY_SEED:
+        if pairs.get(ref):
+            lines += seed_by_seed(ref, [row["base"] for row in pairs[ref]], summary, runs)
     splits = []
     if task in UNSEEN:
         ref, first, against = UNSEEN[task]
@@ -733,6 +739,38 @@ def reduction_table(ref: str, rows: list[dict], title: str | None = None) -> lis
         point, lo, hi = row["final"]
         cells.append(f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         lines.append(f"| {row['base']} | {row['n']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def seed_by_seed(
+    ref: str,
+    baselines: list[str],
+    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
+    runs: dict[str, dict[int, dict]],
+) -> list[str]:
+    """Markdown lines: on how many of the seeds both ran each policy of ``baselines`` reaches each target sooner
+    than ``ref``, at the same round, or later. A run that misses a target counts at the budget (censored), so two
+    runs that both miss it count as the same round; one that misses it is later than one that reaches it."""
+    lines = [
+        "",
+        f"## `{ref}` against each policy, seed by seed",
+        "",
+        f"Seeds on which the policy reaches the target sooner than `{ref}` / at the same round / later (a run that "
+        "misses the target counts at the budget):",
+        "",
+        "| policy | n | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " |",
+        "|---|---|" + "---|" * len(FRACTIONS),
+    ]
+    for base in baselines:
+        seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
+        cells = []
+        for f in FRACTIONS:
+            # (round, missed): a run that misses counts at the budget, after one that reaches the target there
+            key = {p: [(summary[(p, f)][s][0], not summary[(p, f)][s][1]) for s in seeds] for p in (ref, base)}
+            sooner = sum(b < a for a, b in zip(key[ref], key[base]))
+            same = sum(b == a for a, b in zip(key[ref], key[base]))
+            cells.append(f"{sooner} / {same} / {len(seeds) - sooner - same}")
+        lines.append(f"| {base} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -126,6 +126,22 @@ def test_a_reduction_is_not_estimable_when_both_policies_miss_the_target_everywh
     assert "not estimable" in dense_row and "[" in dense_row  # 0.7 reaches the 70% target (0.63) only
     flex = text.split("## `flex_moe` against each baseline")[1].split("##")[0]
     assert "| random | 2 | not estimable" in flex and "| fedmoe |" not in flex  # only the comparisons that ran
+    # seed by seed against aligned_value: sooner on seed 0, the same round on seed 1 (both miss), later on seed 2
+    for policy, curves in (
+        ("aligned_value", ([0.1, 0.1, 0.7, 0.7, 0.7], [0.1] * 5, [0.7] * 5)),
+        ("topk_affinity", ([0.7] * 5, [0.1] * 5, [0.1, 0.1, 0.1, 0.1, 0.7])),
+    ):
+        for seed, acc in enumerate(curves):
+            record = {"policy": policy, "seed": seed, "accuracy": acc, "bytes": [1] * 5, "latency": [1.0] * 5}
+            record |= {"load_cv": [0.0] * 5, "loads": [[1, 1]] * 5}
+            (folder / f"{policy}-seed{seed}.json").write_text(json.dumps(record))
+    signs = module.render("smoke", tmp_path, "test").read_text().split("seed by seed")[1].split("\n## ")[0]
+    # 70% (0.63): seed 0 sooner (1 < 3), seed 1 both miss (same), seed 2 later (5 > 1); 80% and 90%: all miss
+    assert "| topk_affinity | 3 | 1 / 1 / 1 | 0 / 3 / 0 | 0 / 3 / 0 |" in signs
+    assert "| random | 2 | 0 / 1 / 1 |" in signs  # no seed 2 of random: n is the seeds both ran
+    for policy in ("aligned_value", "topk_affinity"):
+        for path in folder.glob(f"{policy}-seed*.json"):
+            path.unlink()
     for path in [*folder.glob("random-seed*.json"), *folder.glob("aligned-seed*.json")]:
         path.unlink()
     alone = module.render("smoke", tmp_path, "test").read_text()
