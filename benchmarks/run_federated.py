@@ -179,6 +179,8 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform",
         "aligned_value_uniform_queue_shuffle",
     ),
+    # the same with ties at random: does its standing against the targets' baselines hold on a second draw?
+    "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe"),
     # aligned_value with ties at random: against the targets' baselines, and its capability placebo
     "aligned_value_shuffle": (
         "random",
