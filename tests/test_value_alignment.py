@@ -360,6 +360,20 @@ def test_shuffling_leaves_a_unique_optimum_and_every_guarantee_in_place():
                 al.observe([als.ClientOutcome(cid, samples=10.0 * row) for cid, row in zip(a.client_ids, a.matrix)])
 
 
+def test_a_shuffled_round_without_a_solution_explains_itself_in_the_problems_own_indices():
+    # client 0 must fill 2 slots and may train expert 4 only: the explanation names client 0
+    allowed = np.ones((4, E), dtype=bool)
+    allowed[0, :] = False
+    allowed[0, 4] = True
+    problem = als.Problem(np.ones((4, E)), 2, client_min=2, expert_max=3, allowed=allowed)
+    plain = als.solve(problem, "flow")
+    assert plain.status == "infeasible" and "client 0 " in plain.message
+    for seed in range(4):  # a shuffled order would move client 0 elsewhere on most seeds
+        aligner = als.Aligner(E, SPEC, 1e6, method="flow", tie_break="shuffle", seed=seed)
+        answer = aligner._solve(problem, 0)
+        assert answer.status == "infeasible" and answer.message == plain.message and "tie_break" not in answer.stats
+
+
 def test_tie_break_is_checked_and_survives_a_checkpoint():
     with pytest.raises(als.InvalidProblemError, match="tie_break: must be one of solver, shuffle; got random"):
         als.Aligner(E, SPEC, 1e6, tie_break="random")

@@ -152,9 +152,11 @@ class Aligner:
         the same way round after round. ``shuffle``: the round's problem is solved with its
         clients and experts in an order drawn from ``(seed, round)`` and the answer mapped
         back, so ties fall at random, reproducibly. Relabelling moves no objective: the
-        answer is an optimum of the same problem with the same status and bound. The
-        method's certificate names the shuffled indices and is left out of ``stats``
-        (``stats["tie_break"]`` holds the two orders).
+        answer is one the method could return for the same problem, with the same status
+        and bound (an exact method's optimum stays optimal). The method's certificate
+        names the shuffled indices and is left out of ``stats`` (``stats["tie_break"]``
+        holds the two orders); a round with no solution is solved again as given, so its
+        explanation names the problem's own clients and experts.
     time_limit : float, optional
         Passed to :func:`alignsolve.solve`.
     strict : bool, default False
@@ -478,6 +480,9 @@ class Aligner:
             budget=None if problem.budget is None else problem.budget[rows],
         )
         answer = solve(shuffled, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+        if not answer.has_solution:
+            # no tie to break; solved as given, its explanation names the problem's own clients and experts
+            return solve(problem, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
         matrix = np.zeros(problem.shape, dtype=bool)
         matrix[np.ix_(rows, cols)] = np.asarray(answer.matrix, dtype=bool)
         stats = {k: v for k, v in answer.stats.items() if k != "certificate"}
