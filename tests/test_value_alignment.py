@@ -89,16 +89,25 @@ def test_demand_bounds_let_a_popular_expert_take_more_than_the_uniform_cap():
     assert demand.loads[0] > uniform.loads[0]
 
 
-def test_load_target_is_checked_and_survives_a_checkpoint():
-    with pytest.raises(als.InvalidProblemError, match="load_target"):
-        als.Aligner(E, SPEC, 1.0, load_target="popular")
-    aligner = als.Aligner(E, SPEC, 1e6, load_target="demand")
-    assert als.Aligner.from_json(aligner.to_json()).load_target == "demand"
+@pytest.mark.parametrize(
+    ("option", "choices", "default", "other"),
+    [("load_target", "uniform, demand", "uniform", "demand"), ("tie_break", "solver, shuffle", "solver", "shuffle")],
+)
+def test_an_aligner_option_is_checked_and_survives_a_checkpoint(option, choices, default, other):
+    with pytest.raises(als.InvalidProblemError, match=f"{option}: must be one of {choices}; got bogus"):
+        als.Aligner(E, SPEC, 1.0, **{option: "bogus"})
+    aligner = als.Aligner(E, SPEC, 1e6, **{option: other})
+    assert getattr(als.Aligner.from_json(aligner.to_json()), option) == other
     old = aligner.state_dict()
-    del old["config"]["load_target"]  # a checkpoint written before the option existed
-    assert als.Aligner.from_state(old).load_target == "uniform"
-    with pytest.raises(ConfigError, match="load_target"):
-        FedConfig(load_target="popular").validate()
+    del old["config"][option]  # a checkpoint written before the option existed
+    assert getattr(als.Aligner.from_state(old), option) == default
+    with pytest.raises(ConfigError, match=f"{option}: must be one of {choices}; got 'x'"):
+        FedConfig(**{option: "x"}).validate()
+    data = {"samples_per_client": 20, "test_size": 50}
+    setup = build(
+        FedConfig(dataset="synthetic", n_clients=6, per_round=3, n_experts=3, data_options=data, **{option: other})
+    )
+    assert getattr(setup.policy.aligner, option) == other
 
 
 # -- published-method policies -------------------------------------------------------------------------------------
@@ -372,20 +381,3 @@ def test_a_shuffled_round_without_a_solution_explains_itself_in_the_problems_own
         aligner = als.Aligner(E, SPEC, 1e6, method="flow", tie_break="shuffle", seed=seed)
         answer = aligner._solve(problem, 0)
         assert answer.status == "infeasible" and answer.message == plain.message and "tie_break" not in answer.stats
-
-
-def test_tie_break_is_checked_and_survives_a_checkpoint():
-    with pytest.raises(als.InvalidProblemError, match="tie_break: must be one of solver, shuffle; got random"):
-        als.Aligner(E, SPEC, 1e6, tie_break="random")
-    aligner = als.Aligner(E, SPEC, 1e6, tie_break="shuffle")
-    assert als.Aligner.from_json(aligner.to_json()).tie_break == "shuffle"
-    old = aligner.state_dict()
-    del old["config"]["tie_break"]  # a checkpoint written before the option existed
-    assert als.Aligner.from_state(old).tie_break == "solver"
-    with pytest.raises(ConfigError, match="tie_break: must be one of solver, shuffle; got 'x'"):
-        FedConfig(tie_break="x").validate()
-    data = {"samples_per_client": 20, "test_size": 50}
-    setup = build(
-        FedConfig(dataset="synthetic", n_clients=6, per_round=3, n_experts=3, tie_break="shuffle", data_options=data)
-    )
-    assert setup.policy.aligner.tie_break == "shuffle"
