@@ -33,6 +33,17 @@ FORMAT_VERSION = 1
 
 _ARRAY_FIELDS = ("fitness", "client_capacity", "client_min", "expert_min", "expert_max", "allowed", "cost", "budget")
 _FIELDS = (*_ARRAY_FIELDS, "load_penalty")
+#: Which axes of each array field are indexed by clients ("n") and by experts ("e")
+_AXES = {
+    "fitness": "ne",
+    "client_capacity": "n",
+    "client_min": "n",
+    "expert_min": "e",
+    "expert_max": "e",
+    "allowed": "ne",
+    "cost": "ne",
+    "budget": "n",
+}
 
 
 class Problem:
@@ -228,6 +239,31 @@ class Problem:
         fields.update(changes)
         return Problem(**fields)
 
+    def relabel(self, clients: Any, experts: Any) -> Problem:
+        """The same problem with its clients and experts listed in another order.
+
+        Parameters
+        ----------
+        clients : array_like of int, shape (N,)
+            A permutation of ``range(N)``: row i of the new problem is client ``clients[i]``.
+        experts : array_like of int, shape (E,)
+            A permutation of ``range(E)``: column j of the new problem is expert ``experts[j]``.
+
+        Returns
+        -------
+        Problem
+            Every field reordered along its client and expert axes. An assignment ``y`` of it is
+            the assignment ``x`` of this problem with ``x[np.ix_(clients, experts)] = y``, with
+            the same objective and feasibility: the two problems have the same optimum.
+        """
+        order = {"n": _permutation("clients", clients, self.n_clients)}
+        order["e"] = _permutation("experts", experts, self.n_experts)
+        fields = self.to_dict(arrays=True)
+        for name, axes in _AXES.items():
+            if fields[name] is not None:
+                fields[name] = fields[name][np.ix_(*(order[a] for a in axes))]
+        return Problem(**fields)
+
     # -- serialisation -------------------------------------------------------------
     def to_dict(self, *, arrays: bool = False) -> dict[str, Any]:
         """Fields as a dict: numpy arrays (``arrays=True``) or JSON-ready lists."""
@@ -363,3 +399,15 @@ def _list_shape(value: Any) -> tuple[int, ...] | None:
         return None
     first = value[0] if value else []
     return (len(value), len(first)) if isinstance(first, list) else (len(value),)
+
+
+def _permutation(name: str, value: Any, size: int) -> np.ndarray:
+    """``value`` as an int64 permutation of ``range(size)``, or InvalidProblemError naming ``name``."""
+    order = np.asarray(value)
+    if (
+        order.shape != (size,)
+        or (size and not np.issubdtype(order.dtype, np.integer))
+        or not np.array_equal(np.sort(order), np.arange(size))
+    ):
+        raise InvalidProblemError(name, f"must be a permutation of range({size})", value)
+    return order.astype(np.int64)

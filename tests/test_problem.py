@@ -124,6 +124,32 @@ def test_replace_validates_again():
         p.replace(nonsense=1)
 
 
+def test_relabel_reorders_every_field_and_keeps_the_objective():
+    p = _full_problem()
+    clients, experts = np.array([3, 0, 4, 1, 2]), np.array([2, 0, 1])
+    q = p.relabel(clients, experts)
+    assert q.load_penalty == p.load_penalty
+    for name in ("fitness", "allowed", "cost"):
+        assert np.array_equal(getattr(q, name), getattr(p, name)[np.ix_(clients, experts)])
+    for name in ("client_capacity", "client_min", "budget"):
+        assert np.array_equal(getattr(q, name), getattr(p, name)[clients])
+    for name in ("expert_min", "expert_max"):
+        assert np.array_equal(getattr(q, name), getattr(p, name)[experts])
+    y = np.random.default_rng(1).random(q.shape) < 0.5
+    x = np.zeros(p.shape, dtype=bool)
+    x[np.ix_(clients, experts)] = y
+    assert q.objective(y) == pytest.approx(p.objective(x))
+    assert p.relabel(np.arange(5), np.arange(3)) == p
+    for bad_clients, bad_experts, name in (
+        ([0, 1, 2, 3], [0, 1, 2], "clients"),  # too short
+        ([0, 1, 2, 3, 3], [0, 1, 2], "clients"),  # a repeat
+        ([0.0, 1.0, 2.0, 3.0, 4.0], [0, 1, 2], "clients"),  # not integers
+        (np.arange(5), [0, 1, 3], "experts"),  # out of range
+    ):
+        with pytest.raises(InvalidProblemError, match=rf"{name}: must be a permutation of range"):
+            p.relabel(bad_clients, bad_experts)
+
+
 def _full_problem():
     rng = np.random.default_rng(0)
     return als.Problem(

@@ -72,14 +72,7 @@ def test_optimum_is_invariant_under_permutations(problem, rnd):
     n, e = problem.shape
     pi = np.array(rnd.sample(range(n), n))
     sigma = np.array(rnd.sample(range(e), e))
-    permuted = als.Problem(
-        problem.fitness[pi][:, sigma],
-        problem.client_capacity[pi],
-        client_min=problem.client_min[pi],
-        expert_min=problem.expert_min[sigma],
-        expert_max=problem.expert_max[sigma],
-        allowed=problem.allowed[pi][:, sigma],
-    )
+    permuted = problem.relabel(pi, sigma)
     a, b = als.solve(problem, "flow"), als.solve(permuted, "flow")
     assert a.status == b.status
     if a.has_solution:

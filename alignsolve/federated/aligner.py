@@ -464,25 +464,18 @@ class Aligner:
 
     def _solve(self, problem: Problem, r: int) -> Assignment:
         """Solve one rung; under ``tie_break="shuffle"`` in an order drawn from ``(seed, r)``, mapped back."""
+
+        def run(p: Problem) -> Assignment:
+            return solve(p, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+
         if self.tie_break == "solver":
-            return solve(problem, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+            return run(problem)
         rng = np.random.default_rng([self.seed, r])
         rows, cols = rng.permutation(problem.shape[0]), rng.permutation(problem.shape[1])
-        shuffled = Problem(
-            problem.fitness[np.ix_(rows, cols)],
-            problem.client_capacity[rows],
-            client_min=problem.client_min[rows],
-            expert_min=problem.expert_min[cols],
-            expert_max=problem.expert_max[cols],
-            allowed=problem.allowed[np.ix_(rows, cols)],
-            load_penalty=problem.load_penalty,
-            cost=None if problem.cost is None else problem.cost[np.ix_(rows, cols)],
-            budget=None if problem.budget is None else problem.budget[rows],
-        )
-        answer = solve(shuffled, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+        answer = run(problem.relabel(rows, cols))
         if not answer.has_solution:
             # no tie to break; solved as given, its explanation names the problem's own clients and experts
-            return solve(problem, self.method, time_limit=self.time_limit, seed=self.seed + r, **self.solver_options)
+            return run(problem)
         matrix = np.zeros(problem.shape, dtype=bool)
         matrix[np.ix_(rows, cols)] = np.asarray(answer.matrix, dtype=bool)
         stats = {k: v for k, v in answer.stats.items() if k != "certificate"}
