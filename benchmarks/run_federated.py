@@ -199,6 +199,8 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     ),
 }
 FRACTIONS = (0.7, 0.8, 0.9)
+#: A table's column per target
+TARGET_COLUMNS = tuple(f"{int(f * 100)}% target" for f in FRACTIONS)
 #: The references whose comparisons are also counted seed by seed (``seed_by_seed``): how often each policy reaches
 #: a target sooner, at the same round or later, which an interval on ten seeds can hide (one run far off moves it)
 SEED_BY_SEED = ("aligned_value", "aligned_value_shuffle")
@@ -446,21 +448,23 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     return report
 
 
+def table_head(title: str, intro: str, columns: list[str]) -> list[str]:
+    """Markdown lines that open a section of the results: its heading, the sentence saying what the table holds,
+    and the table's header row and rule."""
+    return ["", f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int = 10) -> list[str]:
     """Table lines: each policy's mean accuracy over the ``window`` rounds ending at each quarter of the budget,
     so that a reader sees whether the curves still rise at the end (no plateau yet) or have levelled off."""
     window = min(window, budget)
     ends = sorted({max(window, round(budget * q / 4)) for q in (1, 2, 3, 4)})
-    lines = [
-        "",
-        "## Accuracy along the budget",
-        "",
+    lines = table_head(
+        "Accuracy along the budget",
         f"Mean test accuracy of the {window} rounds ending at each round, over each policy's seeds (a run shorter "
         "than the round: -):",
-        "",
-        "| policy | seeds (n) | " + " | ".join(f"round {k}" for k in ends) + " |",
-        "|---|---|" + "---|" * len(ends),
-    ]
+        ["policy", "seeds (n)", *(f"round {k}" for k in ends)],
+    )
     for policy, by_seed in runs.items():
         accs = [r["accuracy"] for r in by_seed.values()]
         cells = []
@@ -512,10 +516,8 @@ def expert_use(
     window = min(window, budget)
     domains = domains or {}
     with_purity = by_domain or bool(domains)
-    lines = [
-        "",
-        "## Expert use along the run",
-        "",
+    lines = table_head(
+        "Expert use along the run",
         "Loads (all seeds): experts trained per round; client-expert pairs assigned per round; effective number of "
         f"experts trained in the last {window} rounds (exp of the entropy of their summed loads); overlap (Jaccard) "
         f"of consecutive rounds' trained experts, last {window} rounds. Assignment traces (seeds saved with them): "
@@ -528,12 +530,19 @@ def expert_use(
             else ""
         )
         + ":",
-        "",
-        f"| policy | seeds (n) | experts trained per round | pairs per round | effective experts, last {window} | "
-        f"overlap of consecutive rounds, last {window} | traced seeds (n) | routed share, first {window} | routed "
-        f"share, last {window} | domain purity, last {window} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        [
+            "policy",
+            "seeds (n)",
+            "experts trained per round",
+            "pairs per round",
+            f"effective experts, last {window}",
+            f"overlap of consecutive rounds, last {window}",
+            "traced seeds (n)",
+            f"routed share, first {window}",
+            f"routed share, last {window}",
+            f"domain purity, last {window}",
+        ],
+    )
     marked = False
     for policy, by_seed in runs.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
@@ -697,16 +706,12 @@ def budget_ceiling(
     """
     if not refs:
         return []
-    lines = [
-        "",
-        "## The most a reduction can show at this budget",
-        "",
+    lines = table_head(
+        "The most a reduction can show at this budget",
         f"Largest reduction of rounds to target that a baseline can show against each policy within {budget} rounds: "
         f"1 - RMST / {budget} over the policy's seeds (what a baseline that misses the target on every seed gives):",
-        "",
-        "| policy | seeds (n) | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " |",
-        "|---|---|" + "---|" * len(FRACTIONS),
-    ]
+        ["policy", "seeds (n)", *TARGET_COLUMNS],
+    )
     for ref in refs:
         cells = []
         for f in FRACTIONS:
@@ -723,16 +728,12 @@ def reduction_table(ref: str, rows: list[dict], title: str | None = None) -> lis
     say nothing."""
     if not rows:
         return []
-    lines = [
-        "",
-        f"## {title or f'`{ref}` against each baseline'}",
-        "",
+    lines = table_head(
+        title or f"`{ref}` against each baseline",
         "Relative reduction of the restricted mean rounds to target, and the difference in final accuracy "
         "(paired bootstrap 95% interval over the n seeds both ran, 2000 resamples):",
-        "",
-        "| baseline | n | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " | final accuracy |",
-        "|---|---|" + "---|" * (len(FRACTIONS) + 1),
-    ]
+        ["baseline", "n", *TARGET_COLUMNS, "final accuracy"],
+    )
     for row in rows:
         cells = [
             "not estimable (neither reached it)" if t is None else f"{t[0]:+.0%} [{t[1]:+.0%}, {t[2]:+.0%}]"
@@ -753,16 +754,12 @@ def seed_by_seed(
     """Markdown lines: on how many of the seeds both ran each policy of ``baselines`` reaches each target sooner
     than ``ref``, at the same round, or later. A run that misses a target counts at the budget (censored), so two
     runs that both miss it count as the same round; one that misses it is later than one that reaches it."""
-    lines = [
-        "",
-        f"## `{ref}` against each policy, seed by seed",
-        "",
+    lines = table_head(
+        f"`{ref}` against each policy, seed by seed",
         f"Seeds on which the policy reaches the target sooner than `{ref}` / at the same round / later (a run that "
         "misses the target counts at the budget):",
-        "",
-        "| policy | n | " + " | ".join(f"{int(f * 100)}% target" for f in FRACTIONS) + " |",
-        "|---|---|" + "---|" * len(FRACTIONS),
-    ]
+        ["policy", "n", *TARGET_COLUMNS],
+    )
     for base in baselines:
         seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
         cells = []
