@@ -204,6 +204,24 @@ TARGET_COLUMNS = tuple(f"{int(f * 100)}% target" for f in FRACTIONS)
 #: The references whose comparisons are also counted seed by seed (``seed_by_seed``): how often each policy reaches
 #: a target sooner, at the same round or later, which an interval on ten seeds can hide (one run far off moves it)
 SEED_BY_SEED = ("aligned_value", "aligned_value_shuffle")
+#: Runs of one aligner's scores that differ only in which of several tied optima the solver returns: the flow
+#: solver's arc order or a random order (``_shuffle``), each with and without the capability term, which on a task
+#: whose experts all have one size adds a constant to each client's row and moves no optimum (``_nocapability``).
+#: Training amplifies the first differing assignment, so these are draws of one policy; ``draws`` tests whether
+#: they are told apart and measures how far apart a seed's draws land, the noise floor of a comparison on that task.
+DRAWS: dict[str, tuple[str, ...]] = {
+    "aligned_value": (
+        "aligned_value",
+        "aligned_value_nocapability",
+        "aligned_value_shuffle",
+        "aligned_value_shuffle_nocapability",
+    ),
+    "aligned_value_uniform_queue": (
+        "aligned_value_uniform_queue",
+        "aligned_value_uniform_queue_nocapability",
+        "aligned_value_uniform_queue_shuffle",
+    ),
+}
 #: The aligner whose paired comparisons are also drawn (``federated_<task>_pairs.png``)
 PAIRS_REF = "aligned_value"
 #: A run that takes one piece away (``..._no<piece>``): its comparison is in the tables and the intervals figure,
@@ -219,24 +237,31 @@ TRACED_VARIANTS = ("aligned_value_topk", "aligned_value_uniform_queue", "aligned
 UNSEEN: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "mnist_shards": ("aligned_value_uniform_queue", 5, ("random", "topk_affinity", "flex_moe")),
 }
-#: Per results folder (its name) and task, seeds added after the first seeds' intervals had been read: the reference,
-#: the first added seed and the baselines to table on each set alone. Adding seeds until an interval clears 0 is
-#: optional stopping; the added seeds' own table shows whether they alone say what the pooled table says.
-ADDED: dict[tuple[str, str], tuple[str, int, tuple[str, ...]]] = {
-    ("rounds600", "multidomain4"): ("aligned_value", 10, ("random", "topk_affinity", "flex_moe")),
-    # seeds 5-9 of aligned_value's own ablations, run after seeds 0-4 had been tabled
+#: Per results folder (its name) and task, seeds added after the first seeds' intervals had been read: for each
+#: reference, the first added seed and the baselines to table on each set alone. Adding seeds until an interval
+#: clears 0 is optional stopping; the added seeds' own table shows whether they alone say what the pooled table says.
+ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
+    ("rounds600", "multidomain4"): (("aligned_value", 10, ("random", "topk_affinity", "flex_moe")),),
     ("results", "mnist_shards"): (
-        "aligned_value",
-        5,
+        # seeds 5-9 of aligned_value's own ablations and of its private reports, run after seeds 0-4 had been tabled
         (
-            "aligned_value_noaffinity",
-            "aligned_value_noloss",
-            "aligned_value_nocapability",
-            "aligned_value_noload",
-            "aligned_value_noswitching",
-            "aligned_value_staleness",
-            "aligned_value_noprofiling",
+            "aligned_value",
+            5,
+            (
+                "aligned_value_noaffinity",
+                "aligned_value_noloss",
+                "aligned_value_nocapability",
+                "aligned_value_noload",
+                "aligned_value_noswitching",
+                "aligned_value_staleness",
+                "aligned_value_noprofiling",
+                "aligned_value_private",
+            ),
         ),
+        # seeds 5-9 of the deficit-queue aligner's scoring-term ablations, the same way
+        ("aligned_value_uniform_queue", 5, QUEUE_ABLATIONS),
+        # and of the FLEX-MoE-style policy without its deficit
+        ("flex_moe", 5, ("flex_moe_nodeficit",)),
     ),
 }
 
@@ -409,13 +434,23 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     for ref in SEED_BY_SEED:
         if pairs.get(ref):
             lines += seed_by_seed(ref, [row["base"] for row in pairs[ref]], summary, runs)
+    for ref, group in DRAWS.items():
+        lines += draws(ref, group, summary, runs)
     splits = []
     if task in UNSEEN:
         ref, first, against = UNSEEN[task]
         splits.append((ref, first, against, f"those `{ref}` was chosen on", f"not seen when `{ref}` was chosen"))
-    if (out.name, task) in ADDED:
-        ref, first, against = ADDED[(out.name, task)]
-        splits.append((ref, first, against, "the first set", "added after the first set's intervals were read"))
+    for ref, first, against in ADDED.get((out.name, task), ()):
+        # several references can share a first seed: each split names its reference, so no two headings are alike
+        splits.append(
+            (
+                ref,
+                first,
+                against,
+                f"the first set, `{ref}` against",
+                f"added after the first set's intervals were read, `{ref}` against",
+            )
+        )
     for ref, first, against, before, after in splits:
         for title, keep in (
             (f"Seeds below {first} only ({before})", lambda s, first=first: s < first),
@@ -770,6 +805,51 @@ def seed_by_seed(
             same = sum(b == a for a, b in zip(key[ref], key[base]))
             cells.append(f"{sooner} / {same} / {len(seeds) - sooner - same}")
         lines.append(f"| {base} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def draws(
+    ref: str,
+    group: tuple[str, ...],
+    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
+    runs: dict[str, dict[int, dict]],
+) -> list[str]:
+    """Markdown lines: are the draws of ``DRAWS[ref]`` told apart? Over the seeds every draw ran (none unless every
+    draw ran two or more), each draw's mean rank within a seed at each target (1 = soonest; a run that misses
+    counts at the budget, after one that reaches it) and in final accuracy (1 = highest); Friedman's statistic with
+    its permutation p-value (``stats.rank_test``); and the mean over seeds of the range from a seed's soonest draw to
+    its slowest (a missed target counted at the budget), or from its lowest final accuracy to its highest."""
+    seeds = sorted(set.intersection(*(set(runs.get(p, {})) for p in group)))
+    if len(seeds) < 2:
+        return []
+    lines = table_head(
+        f"Draws of `{ref}`'s scores",
+        "Runs that differ only in which tied optimum the solver returns, over the n seeds all ran: each draw's mean "
+        "rank within a seed (1 = soonest to the target, or highest final accuracy; a run that misses the target "
+        "counts at the budget, after one that reaches it), the rank test of whether the draws differ (Friedman's "
+        "statistic Q, permutation p-value over 10000 relabellings), and the mean over seeds of the range between a "
+        "seed's draws:",
+        ["draw", "n", *TARGET_COLUMNS, "final accuracy"],
+    )
+    columns = []  # per column: (values, missed), each of shape (seeds, draws), smaller is better
+    for f in FRACTIONS:
+        hits = np.array([[summary[(p, f)][s] for p in group] for s in seeds], dtype=float)
+        columns.append((hits[..., 0], hits[..., 1] == 0))
+    finals = np.array([[stats.final_accuracy(runs[p][s]["accuracy"]) for p in group] for s in seeds])
+    columns.append((-finals, np.zeros(finals.shape, dtype=bool)))
+    tests = [stats.rank_test(values, missed) for values, missed in columns]
+    for j, policy in enumerate(group):
+        lines.append(f"| {policy} | {len(seeds)} | " + " | ".join(f"{ranks[j]:.2f}" for _, _, ranks in tests) + " |")
+    cells = [
+        f"Q = {q:.2f}, p = {p_value:.3f}" if not missed.all() else "no draw reached it"
+        for (_, missed), (q, p_value, _) in zip(columns, tests)
+    ]
+    lines.append(f"| rank test | {len(seeds)} | " + " | ".join(cells) + " |")
+    spans = [
+        f"{np.mean(np.ptp(values, axis=1)):.1f} rounds" if not missed.all() else "-" for values, missed in columns[:-1]
+    ]
+    spans.append(f"{np.mean(np.ptp(finals, axis=1)):.3f}")
+    lines.append(f"| range within a seed | {len(seeds)} | " + " | ".join(spans) + " |")
     return lines
 
 

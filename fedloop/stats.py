@@ -12,7 +12,10 @@ mean towards the easy seeds, so the summaries here keep them:
   target with every censored run counted as R (a lower bound on the true mean, the same
   for every policy);
 * :func:`paired_bootstrap`: a percentile interval of any statistic of paired samples
-  (seeds shared by two policies), resampling seeds with replacement.
+  (seeds shared by two policies), resampling seeds with replacement;
+* :func:`rank_test`: whether k runs per seed (k draws of one policy, or k policies) are told
+  apart at all: Friedman's rank statistic with a permutation p-value, censored runs ranked
+  after every run that reaches the target.
 
 Only numpy; deterministic given ``seed``.
 """
@@ -29,6 +32,7 @@ __all__ = [
     "kaplan_meier",
     "km_median",
     "paired_bootstrap",
+    "rank_test",
     "relative_reduction",
     "restricted_mean",
     "rounds_to_target",
@@ -121,6 +125,60 @@ def paired_bootstrap(
         return point, float("nan"), float("nan")
     tail = (1.0 - level) / 2.0
     return point, float(np.quantile(draws, tail)), float(np.quantile(draws, 1.0 - tail))
+
+
+def rank_test(
+    values: Sequence[Sequence[float]],
+    missed: Sequence[Sequence[bool]] | None = None,
+    *,
+    permutations: int = 10000,
+    seed: int = 0,
+) -> tuple[float, float, np.ndarray]:
+    """(Friedman statistic, permutation p-value, mean rank of each column): are k runs per seed told apart?
+
+    ``values`` has shape (n seeds, k runs); smaller is better (rounds to target; pass ``-accuracy`` for
+    accuracy). Within each seed the k runs are ranked 1..k, ties sharing their mean rank; ``missed[s, j]``
+    True marks a run censored at ``values[s, j]`` (the budget), ranked after every run that reached the
+    target there, and tied with another censored one. With mean ranks :math:`\\bar R_j` the statistic is
+
+    .. math:: Q = \\frac{12 n}{k (k + 1)} \\sum_j \\left(\\bar R_j - \\frac{k + 1}{2}\\right)^2 .
+
+    Under the null hypothesis that the k runs of a seed are exchangeable (draws of the same process, as runs
+    that differ only in how tied optima are broken), every permutation of a seed's ranks is as likely as the
+    observed one; the p-value is the share of ``permutations`` random relabellings, plus the observed, whose
+    statistic is at least the observed one. That is exact in the permutation sense with ties and small n,
+    where the chi-squared approximation is not.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2:
+        raise ValueError(f"values: need shape (n >= 1 seeds, k >= 2 runs); got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("values: must be finite (a censored run is its budget with missed=True); got a NaN or inf")
+    m = np.zeros(x.shape, dtype=bool) if missed is None else np.asarray(missed, dtype=bool)
+    if m.shape != x.shape:
+        raise ValueError(f"missed: need the shape of values, {x.shape}; got {m.shape}")
+    if permutations < 1:
+        raise ValueError(f"permutations: must be >= 1; got {permutations}")
+    n, k = x.shape
+    # a run that misses at the budget ranks after one that reaches the target there: order by (value, missed)
+    ranks = np.empty_like(x)
+    for s in range(n):
+        keys = list(zip(x[s], m[s]))
+        for j, key in enumerate(keys):
+            below = sum(other < key for other in keys)
+            equal = sum(other == key for other in keys)
+            ranks[s, j] = below + (equal + 1) / 2.0
+
+    def statistic(r: np.ndarray) -> float:
+        return float(12.0 * n / (k * (k + 1)) * np.sum((r.mean(0) - (k + 1) / 2.0) ** 2))
+
+    observed = statistic(ranks)
+    rng = np.random.default_rng(seed)
+    hits = 1
+    for _ in range(permutations):
+        shuffled = np.take_along_axis(ranks, rng.permuted(np.tile(np.arange(k), (n, 1)), axis=1), axis=1)
+        hits += statistic(shuffled) >= observed - 1e-12
+    return observed, hits / (permutations + 1), ranks.mean(0)
 
 
 def area_under_curve(accuracy: Sequence[float]) -> float:

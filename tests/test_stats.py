@@ -13,6 +13,7 @@ from fedloop.stats import (
     kaplan_meier,
     km_median,
     paired_bootstrap,
+    rank_test,
     relative_reduction,
     restricted_mean,
     rounds_to_target,
@@ -64,6 +65,52 @@ def test_relative_reduction_and_paired_bootstrap():
     assert est == pytest.approx(point) and lo <= est <= hi and lo > 0
     again = paired_bootstrap(lambda idx: relative_reduction(a[idx], ev[idx], b[idx], ev[idx], 40), 5, seed=1)
     assert again == (est, lo, hi)
+
+
+def test_rank_test_by_hand_with_ties_and_censoring():
+    # two seeds with the same order of three runs: mean ranks 1, 2, 3 and Q = 12*2/(3*4) * (1 + 0 + 1) = 4, the
+    # largest Q there is; a random relabelling reaches it when both seeds get the same order: p = 6/36
+    q, p, ranks = rank_test([[10, 20, 30], [1, 2, 3]], permutations=20000, seed=3)
+    assert q == pytest.approx(4.0) and list(ranks) == [1.0, 2.0, 3.0]
+    assert p == pytest.approx(1 / 6, abs=0.01)
+    # a run that misses at the budget ranks after one that reaches the target at that round; two that miss tie
+    _, _, ranks = rank_test([[200, 200, 200, 50]], [[False, True, True, False]], permutations=1)
+    assert list(ranks) == [2.0, 3.5, 3.5, 1.0]
+    # runs that cannot be told apart: every relabelling gives the observed Q = 0, p = 1
+    q, p, _ = rank_test(np.full((5, 3), 7.0), permutations=50)
+    assert q == 0.0 and p == 1.0
+    # deterministic given the seed
+    assert rank_test([[3, 1, 2], [2, 1, 3]], seed=4)[:2] == rank_test([[3, 1, 2], [2, 1, 3]], seed=4)[:2]
+
+
+def test_rank_test_agrees_with_friedman_without_ties_and_finds_a_consistent_order():
+    from scipy.stats import friedmanchisquare
+
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 4))
+    q, p, _ = rank_test(x, permutations=4000)
+    chi2 = friedmanchisquare(*x.T)
+    assert q == pytest.approx(chi2.statistic)
+    assert p == pytest.approx(chi2.pvalue, abs=0.05)  # chi-squared is an approximation at n = 12
+    x[:, 0] -= 2.0  # one run first on every seed
+    _, p, ranks = rank_test(x, permutations=4000)
+    assert ranks[0] == 1.0 and p < 0.01
+
+
+@pytest.mark.parametrize(
+    ("values", "missed", "permutations", "message"),
+    [
+        ([1.0, 2.0], None, 10, "values: need shape (n >= 1 seeds, k >= 2 runs); got (2,)"),
+        ([[1.0], [2.0]], None, 10, "k >= 2 runs); got (2, 1)"),
+        ([[1.0, float("nan")]], None, 10, "values: must be finite"),
+        ([[1.0, 2.0]], [[True]], 10, "missed: need the shape of values, (1, 2); got (1, 1)"),
+        ([[1.0, 2.0]], None, 0, "permutations: must be >= 1; got 0"),
+    ],
+)
+def test_rank_test_names_what_is_wrong_with_its_input(values, missed, permutations, message):
+    with pytest.raises(ValueError) as err:
+        rank_test(values, missed, permutations=permutations)
+    assert message in str(err.value)
 
 
 def test_curve_summaries():
@@ -308,17 +355,24 @@ def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_pa
     longer_folder.mkdir(parents=True)
     for path in folder.iterdir():
         (longer_folder / path.name).write_text(path.read_text())
-    module.ADDED[("rounds600", "smoke")] = ("aligned", 2, ("random", "dense"))
+    module.ADDED[("rounds600", "smoke")] = (("aligned", 2, ("random", "dense")), ("dense", 3, ("aligned",)))
     try:
         added = module.render("smoke", longer, "test").read_text()
         elsewhere = module.render("smoke", tmp_path, "test").read_text()
     finally:
         del module.ADDED[("rounds600", "smoke")]
-    first = added.split("## Seeds below 2 only (the first set)")[1].split("##")[0]
-    later = added.split("## Seeds 2 and up only (added after the first set's intervals were read)")[1].split("##")[0]
+    first = added.split("## Seeds below 2 only (the first set, `aligned` against)")[1].split("##")[0]
+    later = added.split("## Seeds 2 and up only (added after the first set's intervals were read, `aligned` against)")
+    later = later[1].split("##")[0]
     assert "| random | 2 | +25% [+25%, +25%]" in first and "| dense |" not in first
     assert "| dense | 2 | -100% [-100%, -100%]" in later and "| random |" not in later
-    assert "(the first set)" not in elsewhere
+    # a second reference in the same folder gets its own pair of tables, split at its own seed: dense (round 1, 2
+    # rounds) against aligned (censored at 4) is +50% on seed 2 alone and on seed 3 alone
+    for head in ("Seeds below 3 only (the first set,", "Seeds 3 and up only (added after the first set's intervals"):
+        table = added.split(f"## {head}")[1].split("##")[0]
+        assert "`dense` against" in table.splitlines()[0]
+        assert "| aligned | 1 | +50% [+50%, +50%]" in table and "| random |" not in table
+    assert "(the first set" not in elsewhere
 
 
 def test_task_settings_and_the_central_reference_run(monkeypatch):
@@ -516,6 +570,36 @@ def test_accuracy_along_the_budget_is_the_mean_of_the_last_rounds_at_each_quarte
     short = module.along_the_budget({"a": rising}, 4)  # a budget shorter than the window: the window shrinks to it
     assert short[5] == "| policy | seeds (n) | round 4 |"
     assert short[7] == "| a | 2 | 0.2812 |"  # seed 0 averages rounds 1-4 (0.0625), seed 1 is flat at 0.5
+
+
+def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range():
+    module = load_script("benchmarks/run_federated.py")
+    missed = (4, False)  # a budget of 4 rounds
+    summary = {
+        ("a", 0.7): {0: (1, True), 1: (2, True)},
+        ("b", 0.7): {0: (3, True), 1: missed},
+        ("c", 0.7): {0: missed, 1: missed, 2: (1, True)},
+    }
+    summary |= {(p, f): {s: missed for s in range(3)} for p in "abc" for f in (0.8, 0.9)}
+    finals = {"a": (0.5, 0.5), "b": (0.6, 0.6), "c": (0.4, 0.7, 0.1)}
+    runs = {p: {s: {"accuracy": [acc] * 4} for s, acc in enumerate(accs)} for p, accs in finals.items()}
+    lines = module.draws("a", ("a", "b", "c"), summary, runs)
+    assert lines[1] == "## Draws of `a`'s scores"
+    rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+    # seed 2 is c's alone: n = 2. At 70%: seed 0 ranks a, b, c; on seed 1 b and c both miss and tie (2.5 each);
+    # the 80% and 90% targets nobody reaches: all tied. Final accuracy, highest first: b a c, then c b a
+    assert rows["a"] == "| a | 2 | 1.00 | 2.00 | 2.00 | 2.50 |"
+    assert rows["b"] == "| b | 2 | 2.25 | 2.00 | 2.00 | 1.50 |"
+    assert rows["c"] == "| c | 2 | 2.75 | 2.00 | 2.00 | 2.00 |"
+    # Q = 12 * 2 / (3 * 4) * ((1 - 2)^2 + 0.25^2 + 0.75^2) = 3.25
+    assert rows["rank test"].startswith("| rank test | 2 | Q = 3.25, p = ")
+    assert "| no draw reached it | no draw reached it | Q = 1.00, p = " in rows["rank test"]  # (0.5^2 + 0.5^2) * 2
+    # ranges: 70% from 1 to 4 rounds on seed 0 and 2 to 4 on seed 1; final accuracy 0.2 on both
+    assert rows["range within a seed"] == "| range within a seed | 2 | 2.5 rounds | - | - | 0.200 |"
+    # a draw with fewer than two seeds in common leaves nothing to test
+    assert module.draws("a", ("a", "c"), summary, runs) != []
+    runs["c"] = {2: runs["c"][2]}
+    assert module.draws("a", ("a", "c"), summary, runs) == []
 
 
 def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(tmp_path):
