@@ -465,6 +465,10 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     traces_path, pairs_path = out / f"{stem}_traces.png", out / f"{stem}_pairs.png"
+    draws_path = out / f"{stem}_draws.png"
+    drawn_draws = plot_draws(summary, runs, draws_path)
+    if drawn_draws is not None:
+        lines += [f"Each seed's draws of one aligner's scores: `{drawn_draws.name}`."]
     traces = plot_traces(runs, traces_path)
     if traces is not None:
         lines += [f"Routed share and experts trained per round: `{traces.name}` (traced seeds only)."]
@@ -472,7 +476,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     if intervals is not None:
         lines += [f"`{PAIRS_REF}` against each policy, the intervals above drawn: `{intervals.name}`."]
     # a figure an earlier render drew from runs that are gone would otherwise stay beside a table without them
-    for drawn, path in ((traces, traces_path), (intervals, pairs_path)):
+    for drawn, path in ((traces, traces_path), (intervals, pairs_path), (drawn_draws, draws_path)):
         if drawn is None:
             path.unlink(missing_ok=True)
     # runs kept apart in a subfolder of the results (a longer budget) share the results' gates
@@ -808,6 +812,25 @@ def seed_by_seed(
     return lines
 
 
+def draw_columns(
+    group: tuple[str, ...],
+    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
+    runs: dict[str, dict[int, dict]],
+) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]]:
+    """The seeds every run of ``group`` ran and, per target and then for final accuracy, (values, missed) of shape
+    (seeds, runs): rounds to the target (a miss at the budget, ``missed`` True), then final accuracy."""
+    seeds = sorted(set.intersection(*(set(runs.get(p, {})) for p in group)))
+    columns = []
+    for f in FRACTIONS:
+        hits = np.array([[summary[(p, f)][s] for p in group] for s in seeds], dtype=float).reshape(
+            len(seeds), len(group), 2
+        )
+        columns.append((hits[..., 0], hits[..., 1] == 0))
+    finals = np.array([[stats.final_accuracy(runs[p][s]["accuracy"]) for p in group] for s in seeds], dtype=float)
+    columns.append((finals.reshape(len(seeds), len(group)), np.zeros((len(seeds), len(group)), dtype=bool)))
+    return seeds, columns
+
+
 def draws(
     ref: str,
     group: tuple[str, ...],
@@ -819,7 +842,7 @@ def draws(
     counts at the budget, after one that reaches it) and in final accuracy (1 = highest); Friedman's statistic with
     its permutation p-value (``stats.rank_test``); and the mean over seeds of the range from a seed's soonest draw to
     its slowest (a missed target counted at the budget), or from its lowest final accuracy to its highest."""
-    seeds = sorted(set.intersection(*(set(runs.get(p, {})) for p in group)))
+    seeds, columns = draw_columns(group, summary, runs)
     if len(seeds) < 2:
         return []
     lines = table_head(
@@ -831,13 +854,10 @@ def draws(
         "seed's draws:",
         ["draw", "n", *TARGET_COLUMNS, "final accuracy"],
     )
-    columns = []  # per column: (values, missed), each of shape (seeds, draws), smaller is better
-    for f in FRACTIONS:
-        hits = np.array([[summary[(p, f)][s] for p in group] for s in seeds], dtype=float)
-        columns.append((hits[..., 0], hits[..., 1] == 0))
-    finals = np.array([[stats.final_accuracy(runs[p][s]["accuracy"]) for p in group] for s in seeds])
-    columns.append((-finals, np.zeros(finals.shape, dtype=bool)))
-    tests = [stats.rank_test(values, missed) for values, missed in columns]
+    finals = columns[-1][0]
+    # smaller is better for the test: final accuracy negated
+    tests = [stats.rank_test(values, missed) for values, missed in columns[:-1]]
+    tests.append(stats.rank_test(-finals))
     for j, policy in enumerate(group):
         lines.append(f"| {policy} | {len(seeds)} | " + " | ".join(f"{ranks[j]:.2f}" for _, _, ranks in tests) + " |")
     cells = [
@@ -851,6 +871,32 @@ def draws(
     spans.append(f"{np.mean(np.ptp(finals, axis=1)):.3f}")
     lines.append(f"| range within a seed | {len(seeds)} | " + " | ".join(spans) + " |")
     return lines
+
+
+def plot_draws(
+    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
+    runs: dict[str, dict[int, dict]],
+    path: Path,
+) -> Path | None:
+    """Each seed's draws of every ``DRAWS`` group that :func:`draws` tables: a row of panels per group, one per
+    target (rounds to it, a miss hollow at the budget) and one for final accuracy. None when no group has two
+    seeds."""
+    panels = {}
+    for ref, group in DRAWS.items():
+        seeds, columns = draw_columns(group, summary, runs)
+        if len(seeds) < 2:
+            continue
+        names = [*(f"rounds to {c}" for c in TARGET_COLUMNS), "final accuracy"]
+        for name, (values, missed) in zip(names, columns):
+            panels[f"{ref}: {name}"] = (seeds, {p: (values[:, j], missed[:, j]) for j, p in enumerate(group)})
+    if not panels:
+        return None
+    return plots.plot_draws(
+        panels,
+        path,
+        columns=len(FRACTIONS) + 1,
+        title="Draws of one aligner's scores, seed by seed (grey: a seed's range; hollow: target missed)",
+    )
 
 
 def plot_pairs(ref: str, rows: list[dict], path: Path) -> Path | None:

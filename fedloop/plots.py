@@ -15,6 +15,7 @@ __all__ = [
     "plot_accuracy_bands",
     "plot_accuracy_panels",
     "plot_comparison",
+    "plot_draws",
     "plot_history",
     "plot_intervals",
 ]
@@ -140,6 +141,60 @@ def plot_intervals(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_draws(
+    panels: Mapping[str, tuple[Sequence[int], Mapping[str, tuple[Sequence[float], Sequence[bool]]]]],
+    path: str | Path,
+    *,
+    columns: int = 3,
+    title: str = "",
+) -> Path:
+    """Runs of one seed side by side: one panel per entry {title: (seeds, {run name: (values, missed)})}.
+
+    Each seed is a column of points, one per run, offset a little so that equal values stay visible, joined by a
+    line from the lowest to the highest (the seed's range); ``missed[k]`` True draws run k's point hollow (a target
+    missed, its value the budget). Panels fill a grid ``columns`` wide; a run keeps its colour in every panel.
+    """
+    plt = _pyplot()
+    rows = max(1, math.ceil(len(panels) / columns))
+    width = min(columns, max(1, len(panels)))
+    fig, axes = plt.subplots(rows, width, figsize=(4.6 * width, 3.0 * rows + 0.9), squeeze=False)
+    colours = panel_colours({name: dict(runs) for name, (_, runs) in panels.items()})
+    for ax, (name, (seeds, runs)) in zip(axes.flat, panels.items()):
+        seeds = list(seeds)
+        for k, (label, (values, missed)) in enumerate(runs.items()):
+            if len(values) != len(seeds) or len(missed) != len(seeds):
+                raise ValueError(
+                    f"panels[{name!r}][{label!r}]: need one value and one missed flag per seed ({len(seeds)}); "
+                    f"got {len(values)} and {len(missed)}"
+                )
+            x = np.arange(len(seeds)) + (k - (len(runs) - 1) / 2) * 0.12
+            hit = ~np.asarray(missed, dtype=bool)
+            v = np.asarray(values, dtype=float)
+            ax.scatter(x[hit], v[hit], s=18, color=colours[label], label=label, zorder=3)
+            ax.scatter(x[~hit], v[~hit], s=18, facecolors="none", edgecolors=colours[label], zorder=3)
+        stacked = np.array([values for values, _ in runs.values()], dtype=float)
+        ax.vlines(np.arange(len(seeds)), stacked.min(0), stacked.max(0), color="lightgrey", linewidth=3, zorder=1)
+        ax.set_xticks(np.arange(len(seeds)), [str(s) for s in seeds], fontsize=7)
+        ax.set_xlabel("seed", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -572,7 +572,7 @@ def test_accuracy_along_the_budget_is_the_mean_of_the_last_rounds_at_each_quarte
     assert short[7] == "| a | 2 | 0.2812 |"  # seed 0 averages rounds 1-4 (0.0625), seed 1 is flat at 0.5
 
 
-def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range():
+def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range(tmp_path, monkeypatch):
     module = load_script("benchmarks/run_federated.py")
     missed = (4, False)  # a budget of 4 rounds
     summary = {
@@ -596,6 +596,11 @@ def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range():
     assert "| no draw reached it | no draw reached it | Q = 1.00, p = " in rows["rank test"]  # (0.5^2 + 0.5^2) * 2
     # ranges: 70% from 1 to 4 rounds on seed 0 and 2 to 4 on seed 1; final accuracy 0.2 on both
     assert rows["range within a seed"] == "| range within a seed | 2 | 2.5 rounds | - | - | 0.200 |"
+    # the figure: a row of panels per group with two or more seeds in common, none without
+    monkeypatch.setattr(module, "DRAWS", {"a": ("a", "b", "c"), "z": ("a", "nobody")})
+    assert module.plot_draws(summary, runs, tmp_path / "d.png").is_file()
+    monkeypatch.setattr(module, "DRAWS", {"z": ("a", "nobody")})
+    assert module.plot_draws(summary, runs, tmp_path / "e.png") is None
     # a draw with fewer than two seeds in common leaves nothing to test
     assert module.draws("a", ("a", "c"), summary, runs) != []
     runs["c"] = {2: runs["c"][2]}
@@ -682,6 +687,16 @@ def test_paired_rows_give_the_tables_figures_and_the_intervals_figure_draws_them
         "final accuracy: difference",
     ]
     assert drawn["labels"] == ["base (n=2)"] and drawn["percent"] == [True, True, False]
+
+
+def test_the_draws_figure_checks_one_value_per_seed(tmp_path):
+    from fedloop import plots
+
+    panels = {"p": ([0, 1], {"a": ([1.0, 2.0], [False, True]), "b": ([3.0, 3.0], [True, True])})}
+    assert plots.plot_draws(panels, tmp_path / "f.png", columns=2, title="t").is_file()
+    panels["q"] = ([0, 1], {"a": ([1.0], [False])})
+    with pytest.raises(ValueError, match=r"panels\['q'\]\['a'\]: need one value and one missed flag per seed \(2\)"):
+        plots.plot_draws(panels, tmp_path / "g.png")
 
 
 def test_the_intervals_figure_draws_cells_it_cannot_estimate_and_checks_their_number(tmp_path):
