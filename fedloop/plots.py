@@ -76,7 +76,7 @@ def plot_accuracy_panels(
     """One panel per entry {title: {name: (seeds, rounds)}}, side by side, sharing the accuracy axis.
 
     Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. A name keeps
-    one colour in every panel (``panel_colours``). Split many policies over panels: beyond ten names colours repeat.
+    one colour in every panel (``panel_colours``). Split many policies over panels: beyond twenty names colours repeat.
     Panels of other per-round quantities than accuracy: ``sharey=False`` and their titles say what each shows;
     ``legend_loc`` as matplotlib's ``loc`` (accuracy curves start low: the top left is where they are not), or
     ``"below"``: under each panel, where it hides no curve.
@@ -202,9 +202,21 @@ def plot_draws(
 
 
 def panel_colours(panels: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
-    """One matplotlib cycle colour per curve name, in the order names first appear across ``panels``."""
-    names = dict.fromkeys(name for curves in panels.values() for name in curves)
-    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+    """One colour per curve name, in the order names first appear across ``panels``.
+
+    Up to ten names: matplotlib's cycle colours C0-C9. More: twenty colours of the ``tab20`` map, the ten cycle
+    hues first and then their light shades, so that no two of the first twenty names share a colour (the first ten
+    keep the colours they have with fewer names); beyond twenty the colours repeat.
+    """
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    if len(names) <= 10:
+        return {name: f"C{i}" for i, name in enumerate(names)}
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    shades = colormaps["tab20"].colors
+    palette = [to_hex(shades[i]) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+    return {name: palette[i % 20] for i, name in enumerate(names)}
 
 
 def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, target: float | None = None) -> Path:

@@ -552,8 +552,12 @@ def test_a_policy_keeps_one_colour_in_every_panel_of_the_curves(tmp_path):
 
     panels = {"left": {"a": None, "b": None}, "right": {"a": None, "c": None, "b": None}}
     assert plots.panel_colours(panels) == {"a": "C0", "b": "C1", "c": "C2"}
-    many = {"p": {f"x{i}": None for i in range(12)}}
-    assert plots.panel_colours(many)["x10"] == "C0"  # beyond ten names the cycle repeats
+    many = plots.panel_colours({"p": {f"x{i}": None for i in range(21)}})
+    from matplotlib.colors import to_hex
+
+    assert many["x0"] == to_hex("C0") and many["x9"] == to_hex("C9")  # the first ten keep the cycle's hues
+    assert len(set(list(many.values())[:20])) == 20  # twenty names, twenty colours
+    assert many["x20"] == many["x0"]  # beyond twenty they repeat
     curves = {name: np.full((2, 3), 0.5) for name in ("a", "b")}
     path = plots.plot_accuracy_panels({"l": curves, "r": {"b": curves["b"]}}, tmp_path / "p.png", targets=[0.4])
     assert path.is_file()
