@@ -91,6 +91,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "federated_multidomain4_pairs.png",
         "federated_mnist_shards.png",
         "federated_mnist_shards_pairs.png",
+        "federated_mnist_shards_draws.png",
         "rounds600/federated_multidomain.png",
         "rounds600/federated_multidomain4.png",
         "rounds300/federated_mnist_shards.png",
