@@ -146,8 +146,9 @@ def rank_test(
     Under the null hypothesis that the k runs of a seed are exchangeable (draws of the same process, as runs
     that differ only in how tied optima are broken), every permutation of a seed's ranks is as likely as the
     observed one; the p-value is the share of ``permutations`` random relabellings, plus the observed, whose
-    statistic is at least the observed one. That is exact in the permutation sense with ties and small n,
-    where the chi-squared approximation is not.
+    statistic is at least the observed one. Counting the observed labelling among them keeps the test valid
+    (its false-positive rate at most the level) at any n and with ties, where the chi-squared approximation
+    needs many seeds.
     """
     x = np.asarray(values, dtype=float)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2:
