@@ -243,7 +243,8 @@ UNSEEN: dict[str, tuple[str, int, tuple[str, ...]]] = {
 ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
     ("rounds600", "multidomain4"): (("aligned_value", 10, ("random", "topk_affinity", "flex_moe")),),
     ("results", "mnist_shards"): (
-        # seeds 5-9 of aligned_value's own ablations and of its private reports, run after seeds 0-4 had been tabled
+        # seeds 5-9 of aligned_value's own ablations, its private reports and its two load-bound variants, run after
+        # seeds 0-4 had been tabled
         (
             "aligned_value",
             5,
@@ -256,12 +257,14 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
                 "aligned_value_staleness",
                 "aligned_value_noprofiling",
                 "aligned_value_private",
+                "aligned_value_uniform",
+                "aligned_value_queue",
             ),
         ),
         # seeds 5-9 of the deficit-queue aligner's scoring-term ablations, the same way
         ("aligned_value_uniform_queue", 5, QUEUE_ABLATIONS),
-        # and of the FLEX-MoE-style policy without its deficit
-        ("flex_moe", 5, ("flex_moe_nodeficit",)),
+        # and of the FLEX-MoE-style policy without its deficit, and the aligner's load-bound variants against it
+        ("flex_moe", 5, ("flex_moe_nodeficit", "aligned_value_uniform", "aligned_value_queue")),
     ),
 }
 
