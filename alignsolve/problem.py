@@ -31,9 +31,7 @@ __all__ = ["Problem"]
 FORMAT = "alignsolve.problem"
 FORMAT_VERSION = 1
 
-_ARRAY_FIELDS = ("fitness", "client_capacity", "client_min", "expert_min", "expert_max", "allowed", "cost", "budget")
-_FIELDS = (*_ARRAY_FIELDS, "load_penalty")
-#: Which axes of each array field are indexed by clients ("n") and by experts ("e")
+#: The array fields, and which of their axes are indexed by clients ("n") and by experts ("e")
 _AXES = {
     "fitness": "ne",
     "client_capacity": "n",
@@ -44,6 +42,8 @@ _AXES = {
     "cost": "ne",
     "budget": "n",
 }
+_ARRAY_FIELDS = tuple(_AXES)
+_FIELDS = (*_ARRAY_FIELDS, "load_penalty")
 
 
 class Problem:
