@@ -108,6 +108,10 @@ VARIANTS: dict[str, dict] = {
         for term in ("affinity", "loss", "capability", "load", "switching")
     },
     "aligned_value_staleness": VALUE | {"score_weights": VALUE["score_weights"] | {"staleness": 0.25}},
+    # the per-pair optimistic bonus 1/sqrt(1 + n_ij) (n_ij: how often client i trained expert j, halving every 20
+    # rounds, about two visits of a client sampled at 10%) at the loss term's default weight, 0.5, fixed before its
+    # first run and not tuned: a client is moved towards the routed experts it has trained least
+    "aligned_value_explore": VALUE | {"score_weights": VALUE["score_weights"] | {"explore": 0.5}},
     # the same scores and bounds with ties among optima broken at random (an order of clients and experts drawn
     # per round) instead of by the flow solver's arc order: a second draw of aligned_value, to see how far which
     # tied optimum is returned moves a run (the capability placebo changes nothing else)
@@ -259,12 +263,17 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
                 "aligned_value_private",
                 "aligned_value_uniform",
                 "aligned_value_queue",
+                "aligned_value_uniform_noload",
             ),
         ),
         # seeds 5-9 of the deficit-queue aligner's scoring-term ablations, the same way
         ("aligned_value_uniform_queue", 5, QUEUE_ABLATIONS),
         # and of the FLEX-MoE-style policy without its deficit, and the aligner's load-bound variants against it
-        ("flex_moe", 5, ("flex_moe_nodeficit", "aligned_value_uniform", "aligned_value_queue")),
+        (
+            "flex_moe",
+            5,
+            ("flex_moe_nodeficit", "aligned_value_uniform", "aligned_value_queue", "aligned_value_uniform_noload"),
+        ),
     ),
 }
 

@@ -491,6 +491,8 @@ def test_each_scoring_ablation_changes_one_weight_of_aligned_value():
         changed = {k for k, v in weights(f"aligned_value_no{term}").items() if v != base[k]}
         assert changed == {term} and weights(f"aligned_value_no{term}")[term] == 0.0
     assert {k for k, v in weights("aligned_value_staleness").items() if v != base[k]} == {"staleness"}
+    assert {k for k, v in weights("aligned_value_explore").items() if v != base[k]} == {"explore"}
+    assert weights("aligned_value_explore")["explore"] == 0.5 and base["explore"] == 0.0
     assert set(module.REFERENCES["aligned_value"]) >= {f"aligned_value_no{t}" for t in terms}
     full = module.config("smoke", "aligned_value", 0, 2, True).__dict__
     for policy, epsilon in (("aligned_value_private", 1.0), ("aligned_value_private_eps8", 8.0)):

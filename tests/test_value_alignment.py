@@ -254,6 +254,124 @@ def test_demand_bounds_keep_the_secure_aggregation_cohort():
     assert not ((loads > 0) & (loads < 2)).any()  # no expert aggregated from a single client
 
 
+# -- uncertainty of a pair (explore term) ------------------------------------------------------------------------------
+
+
+def test_explore_is_one_over_root_one_plus_the_pair_count_and_off_by_default():
+    routing = np.array([[3.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    counts = np.array([[0.0, 3.0, 8.0], [1.0, 0.0, 0.25]])
+    on = als.FitnessScorer(als.ScoringWeights(explore=0.5))
+    s = on.score(routing, pair_counts=counts)
+    np.testing.assert_allclose(s.terms["explore"], 1.0 / np.sqrt(1.0 + counts))
+    np.testing.assert_allclose(
+        s.fitness - on.score(routing, pair_counts=np.zeros((2, 3))).fitness, 0.5 * (1.0 / np.sqrt(1.0 + counts) - 1.0)
+    )
+    # never trained: 1 everywhere, a constant that moves no client's choice
+    np.testing.assert_array_equal(on.score(routing).terms["explore"], np.ones((2, 3)))
+    # weight 0 (the default): the counts change no score, bit for bit
+    off = als.FitnessScorer()
+    assert off.weights.explore == 0.0
+    np.testing.assert_array_equal(off.score(routing, pair_counts=counts).fitness, off.score(routing).fitness)
+
+
+@pytest.mark.parametrize(
+    "counts, rule",
+    [
+        (np.zeros((2, 2)), r"pair_counts: must have shape \(2, 3\); got shape \(2, 2\)"),
+        (np.array([[0.0, -1.0, 0.0], [0.0, 0.0, 0.0]]), r"pair_counts: must be finite and >= 0; got -1.0 at \[0, 1\]"),
+        (np.array([[0.0, 0.0, 0.0], [0.0, 0.0, np.nan]]), r"pair_counts: must be finite and >= 0; got nan at \[1, 2\]"),
+        (np.array([[np.inf, 0.0, 0.0], [0.0, 0.0, 0.0]]), r"pair_counts: must be finite and >= 0; got inf at \[0, 0\]"),
+    ],
+)
+def test_bad_pair_counts_are_refused_with_the_rule_and_value(counts, rule):
+    with pytest.raises(als.InvalidProblemError, match=rule):
+        als.FitnessScorer().score(np.ones((2, 3)), pair_counts=counts)
+
+
+def _explore_aligner(**kwargs):
+    weights = als.ScoringWeights(affinity=1.0, loss=0.0, capability=0.0, load=0.0, staleness=0.0, switching=0.0)
+    base = dict(method="flow", min_cohort=0, max_experts=1, balance_tolerance=1e6)
+    return als.Aligner(E, SPEC, 1e6, **(base | {"scorer": als.FitnessScorer(weights)} | kwargs))
+
+
+def test_a_client_moves_to_the_pair_it_has_trained_least_and_the_count_decays():
+    profiles, routing = make_clients(1, seed=6)
+    routing[:] = 0.0
+    routing[0, :2] = [0.55, 0.45]  # two experts nearly tied; affinity alone always picks expert 0
+    plain = dict(affinity=1.0, loss=0.0, capability=0.0, load=0.0, staleness=0.0, switching=0.0)
+
+    def rounds(aligner, n):
+        picks = []
+        for r in range(n):
+            a = aligner.assign(r, [als.ClientReport("c", profiles[0], routing[0])])
+            aligner.observe([als.ClientOutcome("c", completed=True)])
+            picks.append(int(np.flatnonzero(a.matrix[0])[0]))
+        return picks
+
+    assert rounds(_explore_aligner(), 4) == [0, 0, 0, 0]
+    explorer = _explore_aligner(scorer=als.FitnessScorer(als.ScoringWeights(**plain, explore=0.5)), pair_halflife=10.0)
+    picks = rounds(explorer, 4)
+    # round 0: no counts, expert 0; round 1: 0.55 + 0.5/sqrt(2) < 0.45 + 0.5, so expert 1; then back and forth
+    assert picks[:2] == [0, 1] and set(picks) == {0, 1}
+    since, counts = explorer.pair_counts["c"]
+    assert since == 3
+    expected = np.zeros(E)
+    for r, j in enumerate(picks):
+        expected[j] += 0.5 ** ((3 - r) / 10.0)
+    np.testing.assert_allclose(counts, expected)
+    # the count as seen at a later round has halved every pair_halflife rounds
+    np.testing.assert_allclose(explorer._counts_at("c", 23), expected / 4)
+    # a dropped client's round is not counted
+    explorer.assign(4, [als.ClientReport("c", profiles[0], routing[0])])
+    explorer.observe([als.ClientOutcome("c", completed=False)])
+    assert explorer.pair_counts["c"][0] == 3
+    # without the term no count is kept
+    plain = _explore_aligner()
+    rounds(plain, 2)
+    assert plain.pair_counts == {}
+
+
+def test_pair_counts_survive_a_checkpoint_and_bad_values_are_refused():
+    profiles, routing = make_clients(20, seed=4)
+    rng = np.random.default_rng(5)
+    weights = als.ScoringWeights(explore=0.5)
+    aligner = als.Aligner(
+        E, SPEC, 1e6, method="flow", min_cohort=0, scorer=als.FitnessScorer(weights), pair_halflife=7.0
+    )
+    for r in range(3):
+        a = aligner.assign(r, reports_for(r, profiles, routing, rng))
+        aligner.observe([als.ClientOutcome(cid, completed=True) for cid in a.client_ids])
+    assert aligner.pair_counts
+    text = aligner.to_json()
+    back = als.Aligner.from_json(text)
+    assert back.pair_halflife == 7.0 and back.to_json() == text
+    assert back.pair_counts.keys() == aligner.pair_counts.keys()
+    for cid, (since, counts) in aligner.pair_counts.items():
+        assert back.pair_counts[cid][0] == since
+        np.testing.assert_array_equal(back.pair_counts[cid][1], counts)
+    reports = reports_for(3, profiles, routing, rng)
+    assert back.assign(3, reports).by_client() == aligner.assign(3, reports).by_client()
+    doc = json.loads(text)
+    del doc["pair_counts"]  # a state saved before the term existed starts with no counts
+    assert als.Aligner.from_json(json.dumps(doc)).pair_counts == {}
+    for bad in (
+        "x",
+        [["c", 0, [1.0] * (E - 1)]],
+        [["c", 0, [-1.0] * E]],
+        [["c", -2, [0.0] * E]],
+        [["c", 0, [float("nan")] * E]],
+        [["c", 0]],
+        [[None, 0, [0.0] * E]],
+        [["c", 0, ["a"] * E]],
+    ):
+        doc["pair_counts"] = bad
+        with pytest.raises(als.InvalidProblemError, match="pair_counts"):
+            als.Aligner.from_json(json.dumps(doc))
+    for bad in (0.0, -1.0, float("nan"), "x"):
+        with pytest.raises(als.InvalidProblemError, match="pair_halflife: must be a finite number of rounds > 0"):
+            als.Aligner(E, SPEC, 1e6, pair_halflife=bad)
+
+
 # -- price of training and empty slots -----------------------------------------------------------------------------
 
 

@@ -75,6 +75,7 @@ __all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
 
 log = logging.getLogger("alignsolve.aligner")
 _DEADLINE = Option("float", low=0.0, low_open=True, text="must be a finite number of seconds > 0")
+_HALFLIFE = Option("float", low=0.0, low_open=True, text="must be a finite number of rounds > 0")
 FORMAT = "alignsolve.aligner"
 
 
@@ -143,6 +144,11 @@ class Aligner:
         with a pair whose fitness is above 0.
     smoothing : float, default 0.3
         The load monitor's EMA weight.
+    pair_halflife : float > 0, default 20
+        Rounds over which a pair's training count halves, for the scorer's ``explore`` term:
+        ``n_ij`` adds 1 each round client i completes training expert j and is multiplied by
+        ``0.5 ** (rounds / pair_halflife)`` between. Counted only while that term's weight is
+        above 0 (the counts are kept per client id, in :attr:`pair_counts`).
     seed : int, default 0
         Round r is solved with seed ``seed + r``: same seed, same run.
     tie_break : {"solver", "shuffle"}, default "solver"
@@ -183,6 +189,7 @@ class Aligner:
         enforce_cohort: bool = True,
         min_slots: int | None = None,
         smoothing: float = 0.3,
+        pair_halflife: float = 20.0,
         seed: int = 0,
         tie_break: str = "solver",
         time_limit: float | None = None,
@@ -214,6 +221,7 @@ class Aligner:
         self.max_experts = None if max_experts is None else AT_LEAST_ONE("max_experts", max_experts)
         self.enforce_cohort = FLAG("enforce_cohort", enforce_cohort)
         self.min_slots = None if min_slots is None else COUNT("min_slots", min_slots)
+        self.pair_halflife = _HALFLIFE("pair_halflife", pair_halflife)
         self.seed = COUNT("seed", seed)
         if tie_break not in TIE_BREAKS:
             raise InvalidProblemError("tie_break", f"must be one of {', '.join(TIE_BREAKS)}", tie_break)
@@ -230,6 +238,8 @@ class Aligner:
         #: The virtual queue of ``load_signal="queue"``, in clients (zeros otherwise).
         self.queue = np.zeros(self.n_experts)
         self.held: dict[str | int, list[int]] = {}
+        #: Per client id: (round, n) with n the (E,) discounted training counts as of that round.
+        self.pair_counts: dict[str | int, tuple[int, np.ndarray]] = {}
         self.last_round: int | None = None
         self.pending: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -357,12 +367,15 @@ class Aligner:
             load_inputs: dict[str, Any] = {"load_pressure": deficit_pressure(self.queue)}
         else:
             load_inputs = {"deficit": deficit, "target_share": target, "load_cv": self.monitor.load_cv}
+        # counted only while the explore term is on, so an aligner without it keeps no per-client state beyond `held`
+        counts = np.stack([self._counts_at(p.client_id, r) for p in clients]) if self.scorer.weights.explore else None
         scores = self.scorer.score(
             routing,
             loss=loss,
             capability=capability,
             staleness=self.monitor.staleness(r),
             held=held,
+            pair_counts=counts,
             **load_inputs,
         )
 
@@ -529,6 +542,9 @@ class Aligner:
         self.monitor.update(pend["round"], clients, samples, mean_loss)
         for cid in done:
             self.held[cid] = np.flatnonzero(given[row[cid]]).tolist()
+            if self.scorer.weights.explore:
+                counts = self._counts_at(cid, pend["round"]) + given[row[cid]]
+                self.pair_counts[cid] = (pend["round"], counts)
         self.pending = None
         record = {
             "round": pend["round"],
@@ -541,6 +557,13 @@ class Aligner:
         }
         self.history.append(record)
         return record
+
+    def _counts_at(self, cid: str | int, r: int) -> np.ndarray:
+        """Client ``cid``'s discounted training counts per expert as of round ``r`` (zeros if never counted)."""
+        if cid not in self.pair_counts:
+            return np.zeros(self.n_experts)
+        since, counts = self.pair_counts[cid]
+        return counts * 0.5 ** ((r - since) / self.pair_halflife)
 
     # -- state --------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 .. math::
 
     F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_v V_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij} - w_p
+             + w_x X_{ij}
 
 Every term is normalised to [0, 1] (``D`` to [-1, 1]):
 
@@ -29,6 +30,9 @@ switching  ``W_ij = 1`` if client i does not already hold expert j (it must     
            download it), else 0; enters with a minus sign
 price      ``P_ij = 1``: what one round of training any pair costs, subtracted; see   0.0
            below
+explore    ``X_ij = 1 / sqrt(1 + n_ij)``, ``n_ij`` how often client i has trained     0.0
+           expert j, recent rounds counting more (the Aligner's discounted count);
+           see below
 ========== ========================================================================= =========
 
 **Value of training.** Under top-1 routing a step on expert j changes client i's loss only
@@ -44,6 +48,13 @@ those asked for only with a pair whose score beats ``w_p``: a client whose data 
 already covers trains that expert alone and saves the other's traffic and time, and an
 expert its data hardly reach is trained by it only when the load term asks for it. Its
 default weight is 0.
+
+**Uncertainty of a pair.** ``S_j`` pushes towards experts nobody trained lately; ``X_ij`` is
+per pair: it is 1 for a pair client i has never trained (or not for a long time) and falls
+as ``1/sqrt(n)`` with the pair's training count, the width of a confidence interval on a mean
+estimated from n observations (an optimistic bonus in the manner of UCB). With it on, a client
+the router spreads over several experts is moved towards those of them it has trained least,
+rather than back to the same pair every time it is sampled. Its default weight is 0.
 
 **Adaptive load weight.** While the experts' load is unbalanced the load term grows:
 ``w_d(t) = w_d * min(max_load_boost, 1 + load_gain * cv_t)``, where ``cv_t`` is the load
@@ -69,7 +80,7 @@ from ..errors import InvalidProblemError
 
 __all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
 
-TERMS = ("affinity", "loss", "value", "capability", "load", "staleness", "switching", "price")
+TERMS = ("affinity", "loss", "value", "capability", "load", "staleness", "switching", "price", "explore")
 
 
 def _weight(name: str, value: Any) -> float:
@@ -88,6 +99,7 @@ class ScoringWeights:
     staleness: float = 0.25
     switching: float = 0.25
     price: float = 0.0
+    explore: float = 0.0
 
     def __post_init__(self) -> None:
         for name in TERMS:
@@ -171,6 +183,7 @@ class FitnessScorer:
         held: Any = None,
         load_cv: float = 0.0,
         load_pressure: Any = None,
+        pair_counts: Any = None,
     ) -> Scores:
         """Fitness of every (client, expert) pair.
 
@@ -194,6 +207,9 @@ class FitnessScorer:
         load_pressure : array_like, shape (E,), optional
             The load term ``D`` itself, finite and in [-1, 1], weighted by the base ``w_d``
             without the adaptive boost. Excludes ``deficit``, ``target_share`` and ``load_cv``.
+        pair_counts : array_like, shape (N, E), optional
+            ``n_ij >= 0``, how often (discounted) client i has trained expert j; absent means
+            never, so ``X_ij = 1`` for every pair.
         """
         r = np.asarray(routing, dtype=float)
         if r.ndim != 2 or not np.all(np.isfinite(r)):
@@ -254,6 +270,20 @@ class FitnessScorer:
 
         switching = np.ones((n, e)) if held is None else 1.0 - np.asarray(held, dtype=bool)
 
+        counts = np.zeros((n, e))
+        if pair_counts is not None:
+            counts = np.asarray(pair_counts, dtype=float)
+            if counts.shape != (n, e):
+                raise InvalidProblemError("pair_counts", f"must have shape ({n}, {e})", f"shape {counts.shape}")
+            bad = ~np.isfinite(counts) | (counts < 0)
+            if bad.any():
+                raise InvalidProblemError(
+                    "pair_counts",
+                    "must be finite and >= 0",
+                    f"{float(counts[bad][0])} at {np.argwhere(bad)[0].tolist()}",
+                )
+        explore = 1.0 / np.sqrt(1.0 + counts)
+
         w = asdict(self.weights)
         w["load"] = self.load_weight(load_cv) if boosted else self.weights.load
         fitness = (
@@ -265,6 +295,7 @@ class FitnessScorer:
             + w["staleness"] * stale[None, :]
             - w["switching"] * switching
             - w["price"]
+            + w["explore"] * explore
         )
         terms = {
             "affinity": affinity,
@@ -275,6 +306,7 @@ class FitnessScorer:
             "staleness": stale,
             "switching": switching,
             "price": np.ones((n, e)),
+            "explore": explore,
         }
         return Scores(fitness=fitness, terms=terms, weights=w)
 

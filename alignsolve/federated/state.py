@@ -109,7 +109,30 @@ def restore(cls: Any, state: Mapping[str, Any]) -> Any:
     aligner.monitor = monitor
     aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
     aligner.queue = _queue_from_state(state.get("queue"), e)  # absent in states saved before the queue existed
+    aligner.pair_counts = _pair_counts_from_state(state.get("pair_counts"), e)  # absent before the explore term
     return aligner
+
+
+def _pair_counts_from_state(value: Any, n_experts: int) -> dict[str | int, tuple[int, np.ndarray]]:
+    if value is None:
+        return {}
+    rule = f"must be a list of [client_id, round, [{n_experts} finite numbers >= 0]]"
+    if not isinstance(value, list):
+        raise InvalidProblemError("pair_counts", rule, type(value).__name__)
+    counts: dict[str | int, tuple[int, np.ndarray]] = {}
+    for entry in value:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3 or not isinstance(entry[2], list):
+            raise InvalidProblemError("pair_counts", rule, entry)
+        cid = _check_id(entry[0], "pair_counts client_id")
+        since = COUNT("pair_counts round", entry[1])
+        try:
+            n = np.asarray(entry[2], dtype=float)
+        except (TypeError, ValueError):
+            raise InvalidProblemError("pair_counts", rule, entry) from None
+        if n.shape != (n_experts,) or not np.all(np.isfinite(n)) or np.any(n < 0):
+            raise InvalidProblemError("pair_counts", rule, entry)
+        counts[cid] = (since, n)
+    return counts
 
 
 def _queue_from_state(value: Any, n_experts: int) -> np.ndarray:
@@ -142,6 +165,7 @@ def config_of(aligner: Any) -> dict[str, Any]:
         "enforce_cohort": aligner.enforce_cohort,
         "min_slots": aligner.min_slots,
         "smoothing": aligner.monitor.smoothing,
+        "pair_halflife": aligner.pair_halflife,
         "seed": aligner.seed,
         "tie_break": aligner.tie_break,
         "time_limit": aligner.time_limit,
@@ -162,4 +186,5 @@ def state_of(aligner: Any, fmt: str) -> dict[str, Any]:
         "pending": aligner.pending,
         "history": aligner.history,
         "queue": aligner.queue.tolist(),
+        "pair_counts": [[cid, since, counts.tolist()] for cid, (since, counts) in aligner.pair_counts.items()],
     }
