@@ -112,6 +112,11 @@ VARIANTS: dict[str, dict] = {
     # rounds, about two visits of a client sampled at 10%) at the loss term's default weight, 0.5, fixed before its
     # first run and not tuned: a client is moved towards the routed experts it has trained least
     "aligned_value_explore": VALUE | {"score_weights": VALUE["score_weights"] | {"explore": 0.5}},
+    # fixed with it, run after it: the same bonus at twice the weight (does a stronger push help or hurt?), and on
+    # the deficit-queue aligner, the variant that ties the FLEX-MoE-style policy in final accuracy on mnist_shards
+    "aligned_value_explore_heavy": VALUE | {"score_weights": VALUE["score_weights"] | {"explore": 1.0}},
+    "aligned_value_uniform_queue_explore": UNIFORM_QUEUE
+    | {"score_weights": UNIFORM_QUEUE["score_weights"] | {"explore": 0.5}},
     # the same scores and bounds with ties among optima broken at random (an order of clients and experts drawn
     # per round) instead of by the flow solver's arc order: a second draw of aligned_value, to see how far which
     # tied optimum is returned moves a run (the capability placebo changes nothing else)
@@ -182,6 +187,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         *QUEUE_ABLATIONS,
         "aligned_value_uniform",
         "aligned_value_uniform_queue_shuffle",
+        "aligned_value_uniform_queue_explore",
     ),
     # the same with ties at random: does its standing against the targets' baselines hold on a second draw?
     "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe"),

@@ -493,6 +493,8 @@ def test_each_scoring_ablation_changes_one_weight_of_aligned_value():
     assert {k for k, v in weights("aligned_value_staleness").items() if v != base[k]} == {"staleness"}
     assert {k for k, v in weights("aligned_value_explore").items() if v != base[k]} == {"explore"}
     assert weights("aligned_value_explore")["explore"] == 0.5 and base["explore"] == 0.0
+    assert {k for k, v in weights("aligned_value_explore_heavy").items() if v != base[k]} == {"explore"}
+    assert weights("aligned_value_explore_heavy")["explore"] == 1.0
     assert set(module.REFERENCES["aligned_value"]) >= {f"aligned_value_no{t}" for t in terms}
     full = module.config("smoke", "aligned_value", 0, 2, True).__dict__
     for policy, epsilon in (("aligned_value_private", 1.0), ("aligned_value_private_eps8", 8.0)):
@@ -513,6 +515,9 @@ def test_each_queue_ablation_changes_one_weight_of_the_aligner_with_the_deficit_
 
     base, bounds = settings("aligned_value_uniform_queue")
     assert bounds == ("uniform", "queue")
+    explore, explore_bounds = settings("aligned_value_uniform_queue_explore")
+    assert explore_bounds == bounds and {k for k in base if explore[k] != base[k]} == {"explore"}
+    assert explore["explore"] == 0.5
     terms = ("value", "loss", "capability", "switching")
     for term in terms:
         weights, their_bounds = settings(f"aligned_value_uniform_queue_no{term}")
