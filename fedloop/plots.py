@@ -163,8 +163,11 @@ def plot_draws(
     plt = _pyplot()
     rows = max(1, math.ceil(len(panels) / columns))
     width = min(columns, max(1, len(panels)))
-    fig, axes = plt.subplots(rows, width, figsize=(4.6 * width, 3.0 * rows + 0.9), squeeze=False)
     colours = panel_colours({name: dict(runs) for name, (_, runs) in panels.items()})
+    # the legend's rows (four names a row) get the height they need below the panels, and no more
+    legend_in = 0.15 + 0.2 * math.ceil(len(colours) / 4)
+    height = 3.0 * rows + 0.35 + legend_in
+    fig, axes = plt.subplots(rows, width, figsize=(4.6 * width, height), squeeze=False)
     for ax, (name, (seeds, runs)) in zip(axes.flat, panels.items()):
         seeds = list(seeds)
         for k, (label, (values, missed)) in enumerate(runs.items()):
@@ -194,7 +197,7 @@ def plot_draws(
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
