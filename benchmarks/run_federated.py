@@ -566,7 +566,9 @@ def expert_use(
     clients hold one domain each, the domain purity of the last ``window`` rounds: over experts, the slots of each
     expert's most frequent trainer domain over all its slots. A client's domain is read from ``domains`` (seed ->
     client id -> domain, :func:`load_domains`) where it holds the run's seed, else from a client id
-    ``<domain>-<k>`` when ``by_domain``; a run with neither has no purity.
+    ``<domain>-<k>`` when ``by_domain``; a run with neither has no purity. Last, the repeated pairs of the last
+    ``window`` rounds: of the experts given to a client that had been given experts before in the run, the share
+    it had also been given the previous time (pooled over those pairs), which the per-pair ``explore`` term lowers.
     A policy with private reports (``report_epsilon``) has its routed shares marked ``*``: they are of the noised
     reports the server saw, and a line under the table says so.
     """
@@ -586,7 +588,8 @@ def expert_use(
             if with_purity
             else ""
         )
-        + ":",
+        + f"; repeated pairs of the last {window} rounds (of the experts given to a client given experts before, "
+        "the share it was also given the previous time):",
         [
             "policy",
             "seeds (n)",
@@ -598,6 +601,7 @@ def expert_use(
             f"routed share, first {window}",
             f"routed share, last {window}",
             f"domain purity, last {window}",
+            f"repeated pairs, last {window}",
         ],
     )
     marked = False
@@ -615,12 +619,15 @@ def expert_use(
             if len(sets) > 1:  # a one-round budget has no consecutive rounds
                 overlap.append(statistics.fmean(len(a & b) / max(1, len(a | b)) for a, b in itertools.pairwise(sets)))
         with_traces = {seed: by_seed[seed] for seed in sorted(by_seed) if is_traced(by_seed[seed])}
-        first, last, purity = [], [], []
+        first, last, purity, repeated = [], [], [], []
         for seed, r in with_traces.items():
             # a round nobody was assigned in has no share (NaN): left out of the mean
             shares = np.asarray(r["routed_share"], dtype=float)
             first.append(float(np.nanmean(shares[:window])))
             last.append(float(np.nanmean(shares[-window:])))
+            again = repeated_pairs(r["assigned"], window)
+            if again is not None:
+                repeated.append(again)
             named = domains.get(seed)
             if named is None and not by_domain:
                 continue
@@ -640,12 +647,28 @@ def expert_use(
         lines.append(
             f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(pairs)} | {mean(effective, 1)} | "
             f"{mean(overlap)} | {len(with_traces)} | {mean(first)}{noised} | {mean(last)}{noised} | "
-            f"{mean(purity) if with_purity else '-'} |"
+            f"{mean(purity) if with_purity else '-'} | {mean(repeated)} |"
         )
         marked = marked or bool(noised)
     if marked:
         lines += ["", "\\*: share of the noised (private) reports the server saw, not of the clients' true routing."]
     return lines
+
+
+def repeated_pairs(assigned: list[dict[str, list[int]]], window: int) -> float | None:
+    """Of the experts given in the last ``window`` rounds of ``assigned`` (per round, client id -> experts) to a
+    client given experts in an earlier round, the share it was also given the previous time; None without any."""
+    before: dict[str, set[int]] = {}
+    again = total = 0
+    start = len(assigned) - window
+    for r, given in enumerate(assigned):
+        for client, experts in given.items():
+            if r >= start and client in before:
+                again += len(before[client] & set(experts))
+                total += len(experts)
+            if experts:
+                before[client] = set(experts)
+    return again / total if total else None
 
 
 def plot_traces(runs: dict[str, dict[int, dict]], path: Path, smooth: int = 10) -> Path | None:

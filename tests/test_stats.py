@@ -631,11 +631,13 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     lines = module.expert_use(runs, 4, by_domain=True, window=2)
     # a: 2 experts and 2 pairs a round; last 2 rounds' loads (0, 0, 2, 2) give 2 effective experts and full overlap;
     # purity: expert 2 is trained by two domains once each (mnist-inverted is not mnist), expert 3 twice by fashion
-    assert lines[-2] == "| a | 1 | 2.0 | 2.00 | 2.0 | 1.00 | 1 | 0.50 | 0.50 | 0.75 |"
-    assert lines[-1] == "| b | 1 | 1.0 | 4.00 | 1.0 | 1.00 | 0 | - | - | - |"  # one expert, four clients on it
-    assert module.expert_use(runs, 4, by_domain=False, window=2)[-2].endswith("| 0.50 | 0.50 | - |")
+    assert lines[-2] == "| a | 1 | 2.0 | 2.00 | 2.0 | 1.00 | 1 | 0.50 | 0.50 | 0.75 | - |"  # no client returns
+    assert lines[-1] == "| b | 1 | 1.0 | 4.00 | 1.0 | 1.00 | 0 | - | - | - | - |"  # one expert, four clients on it
+    assert module.expert_use(runs, 4, by_domain=False, window=2)[-2].endswith("| 0.50 | 0.50 | - | - |")
     one_expert = {"loads": [[3]] * 4, "routed_share": [1.0] * 4, "assigned": [{"mnist-0": [0]}] * 4}
-    assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith("| 0 | - | - | - |")
+    assert module.expert_use({"dense": {0: one_expert}}, 4, by_domain=True, window=2)[-1].endswith(
+        "| 0 | - | - | - | - |"
+    )
     assert module.plot_traces({"b": {0: untraced}, "dense": {0: one_expert}}, tmp_path / "t.png") is None
     assert module.plot_traces(runs, tmp_path / "t.png", smooth=2).is_file()
     # domains read from a map (a speaker's id does not name its script): seed 0's clients, seed 1 without one
@@ -643,13 +645,29 @@ def test_expert_use_reads_loads_on_every_run_and_assignment_traces_where_saved(t
     named = {0: {"kent": "script0", "edgar": "script0", "lear": "script1", "goneril": "script2"}}
     mapped = module.expert_use({"a": {0: speakers, 1: speakers}}, 4, by_domain=False, window=2, domains=named)
     assert "domain purity of the last 2 rounds" in mapped[3]
-    assert mapped[-1] == "| a | 2 | 2.0 | 2.00 | 2.0 | 1.00 | 2 | 0.50 | 0.50 | 0.75 |"  # seed 1 has no purity
+    assert mapped[-1] == "| a | 2 | 2.0 | 2.00 | 2.0 | 1.00 | 2 | 0.50 | 0.50 | 0.75 | - |"  # seed 1 has no purity
     unnamed = module.expert_use({"a": {1: speakers}}, 4, by_domain=False, window=2, domains=named)
-    assert unnamed[-1].endswith("| 0.50 | 0.50 | - |")
+    assert unnamed[-1].endswith("| 0.50 | 0.50 | - | - |")
     private = module.expert_use({"aligned_value_private": {0: traced}, "b": {0: untraced}}, 4, True, window=2)
-    assert private[-4] == "| aligned_value_private | 1 | 2.0 | 2.00 | 2.0 | 1.00 | 1 | 0.50* | 0.50* | 0.75 |"
+    assert private[-4] == "| aligned_value_private | 1 | 2.0 | 2.00 | 2.0 | 1.00 | 1 | 0.50* | 0.50* | 0.75 | - |"
     assert private[-1].startswith("\\*: share of the noised")  # the mark is explained under the table
     assert not any("noised" in line for line in lines)  # and only where a private policy's share is shown
+
+
+def test_repeated_pairs_counts_a_returning_clients_experts_given_again_in_the_window():
+    module = load_script("benchmarks/run_federated.py")
+    assigned = [
+        {"x": [0, 1], "y": [2]},
+        {"z": [3]},
+        {"x": [1, 2], "y": []},  # x keeps expert 1 of its two; y is left out and keeps its last experts
+        {"x": [1], "y": [2, 3], "w": [0]},  # x again keeps 1; y keeps 2 from round 0; w is new
+    ]
+    # whole run: round 2 gives x 1 of 2 again; round 3 gives x 1 of 1 and y 1 of 2: 3 of 5
+    assert module.repeated_pairs(assigned, 4) == pytest.approx(3 / 5)
+    assert module.repeated_pairs(assigned, 1) == pytest.approx(2 / 3)  # the last round only
+    assert module.repeated_pairs(assigned[:2], 2) is None  # nobody returns
+    runs = {"a": {0: {"loads": [[1, 1, 1, 0]] * 4, "routed_share": [0.5] * 4, "assigned": assigned}}}
+    assert module.expert_use(runs, 4, by_domain=False, window=2)[-1].endswith("| - | 0.60 |")  # rounds 2-3: 3 of 5
 
 
 def test_traces_figure_leaves_unassigned_rounds_out_of_its_moving_means(tmp_path, monkeypatch):
