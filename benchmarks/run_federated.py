@@ -189,6 +189,9 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_shuffle",
         "aligned_value_uniform_queue_explore",
     ),
+    # the two aligners with the per-pair bonus, against the baselines issue 19's target names
+    "aligned_value_explore": ("random", "topk_affinity", "flex_moe"),
+    "aligned_value_uniform_queue_explore": ("random", "topk_affinity", "flex_moe"),
     # the same with ties at random: does its standing against the targets' baselines hold on a second draw?
     "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe"),
     # aligned_value with ties at random: against the targets' baselines, and its capability placebo
