@@ -363,6 +363,7 @@ def test_pair_counts_survive_a_checkpoint_and_bad_values_are_refused():
         [["c", 0]],
         [[None, 0, [0.0] * E]],
         [["c", 0, ["a"] * E]],
+        [["c", 99, [0.0] * E]],  # dated after the last assigned round (2): it would grow until round 99
     ):
         doc["pair_counts"] = bad
         with pytest.raises(als.InvalidProblemError, match="pair_counts"):

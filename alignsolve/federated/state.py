@@ -110,6 +110,16 @@ def restore(cls: Any, state: Mapping[str, Any]) -> Any:
     aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
     aligner.queue = _queue_from_state(state.get("queue"), e)  # absent in states saved before the queue existed
     aligner.pair_counts = _pair_counts_from_state(state.get("pair_counts"), e)  # absent before the explore term
+    late = [
+        cid
+        for cid, (since, _) in aligner.pair_counts.items()
+        if aligner.last_round is None or since > aligner.last_round
+    ]
+    if late:
+        # a count dated after the last assigned round would grow, not decay, until that round came
+        raise InvalidProblemError(
+            "pair_counts", f"must be dated no later than last_round ({aligner.last_round})", f"client {late[0]!r}"
+        )
     return aligner
 
 
