@@ -109,22 +109,25 @@ def restore(cls: Any, state: Mapping[str, Any]) -> Any:
     aligner.monitor = monitor
     aligner.held, aligner.last_round, aligner.pending, aligner.history = restored_rounds(state, e)
     aligner.queue = _queue_from_state(state.get("queue"), e)  # absent in states saved before the queue existed
-    aligner.pair_counts = _pair_counts_from_state(state.get("pair_counts"), e)  # absent before the explore term
-    late = [
-        cid
-        for cid, (since, _) in aligner.pair_counts.items()
-        if aligner.last_round is None or since > aligner.last_round
-    ]
-    if late:
-        # a count dated after the last assigned round would grow, not decay, until that round came
-        raise InvalidProblemError(
-            "pair_counts", f"must be dated no later than last_round ({aligner.last_round})", f"client {late[0]!r}"
-        )
+    aligner.pair_counts = _pair_counts_from_state(state.get("pair_counts"), e, aligner.last_round)
     return aligner
 
 
-def _pair_counts_from_state(value: Any, n_experts: int) -> dict[str | int, tuple[int, np.ndarray]]:
-    if value is None:
+def _counts_vector(value: Any, n_experts: int) -> np.ndarray | None:
+    """``value`` as ``n_experts`` finite numbers >= 0 (a queue, a client's pair counts), or None if it is not."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape != (n_experts,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        return None
+    return arr
+
+
+def _pair_counts_from_state(
+    value: Any, n_experts: int, last_round: int | None
+) -> dict[str | int, tuple[int, np.ndarray]]:
+    if value is None:  # absent in states saved before the explore term existed
         return {}
     rule = f"must be a list of [client_id, round, [{n_experts} finite numbers >= 0]]"
     if not isinstance(value, list):
@@ -135,12 +138,14 @@ def _pair_counts_from_state(value: Any, n_experts: int) -> dict[str | int, tuple
             raise InvalidProblemError("pair_counts", rule, entry)
         cid = _check_id(entry[0], "pair_counts client_id")
         since = COUNT("pair_counts round", entry[1])
-        try:
-            n = np.asarray(entry[2], dtype=float)
-        except (TypeError, ValueError):
-            raise InvalidProblemError("pair_counts", rule, entry) from None
-        if n.shape != (n_experts,) or not np.all(np.isfinite(n)) or np.any(n < 0):
+        n = _counts_vector(entry[2], n_experts)
+        if n is None:
             raise InvalidProblemError("pair_counts", rule, entry)
+        if last_round is None or since > last_round:
+            # a count dated after the last assigned round would grow, not decay, until that round came
+            raise InvalidProblemError(
+                "pair_counts", f"must be dated no later than last_round ({last_round})", f"client {cid!r}"
+            )
         counts[cid] = (since, n)
     return counts
 
@@ -148,11 +153,8 @@ def _pair_counts_from_state(value: Any, n_experts: int) -> dict[str | int, tuple
 def _queue_from_state(value: Any, n_experts: int) -> np.ndarray:
     if value is None:
         return np.zeros(n_experts)
-    try:
-        queue = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InvalidProblemError("queue", f"must be a list of {n_experts} finite numbers >= 0", value) from None
-    if queue.shape != (n_experts,) or not np.all(np.isfinite(queue)) or np.any(queue < 0):
+    queue = _counts_vector(value, n_experts)
+    if queue is None:
         raise InvalidProblemError("queue", f"must be a list of {n_experts} finite numbers >= 0", value)
     return queue
 
