@@ -148,6 +148,9 @@ POLICIES = (
     "fedmoe",
     "flex_moe_nodeficit",
     *[v for v in VARIANTS if v.startswith("aligned_value")],
+    # diagnostic references (fedloop.policies): consistency without information, and the partition known
+    "sticky_random",
+    "oracle_labels",
 )
 #: The scoring-term ablations of ``aligned_value_uniform_queue``: tabled against it, not against aligned_value.
 QUEUE_ABLATIONS = tuple(v for v in VARIANTS if v.startswith("aligned_value_uniform_queue_no"))
@@ -189,6 +192,17 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_shuffle",
         "aligned_value_uniform_queue_explore",
     ),
+    # the diagnostics: what an assignment that knows the clients' labels reaches (a bound on what scores could find),
+    # and how much of it consistency alone gives, against the policies it bounds
+    "oracle_labels": (
+        "random",
+        "sticky_random",
+        "topk_affinity",
+        "flex_moe",
+        "aligned_value",
+        "aligned_value_uniform_queue",
+    ),
+    "sticky_random": ("random", "round_robin", "topk_affinity", "flex_moe", "aligned_value"),
     # the two aligners with the per-pair bonus, against the baselines issue 19's target names
     "aligned_value_explore": ("random", "topk_affinity", "flex_moe"),
     "aligned_value_uniform_queue_explore": ("random", "topk_affinity", "flex_moe"),

@@ -386,11 +386,19 @@ def build(config: FedConfig) -> Setup:
             seed=config.seed,
             tie_break=config.tie_break,
         )
+    label_counts = None
+    if config.policy == "oracle_labels":  # the diagnostic reads what no server sees: each client's labels
+        label_counts = {
+            cid: torch.bincount(y.cpu(), minlength=data.n_classes).numpy()
+            for cid, (_, y) in zip(data.client_ids, data.clients)
+        }
     policy = make_policy(
         config.policy,
         aligner=aligner,
         balance_tolerance=config.balance_tolerance,
         deficit_weight=config.deficit_weight,
+        seed=config.seed,
+        label_counts=label_counts,
     )
     return Setup(config, data, profiles, model, spec, deadline, policy)
 

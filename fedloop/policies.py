@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,11 @@ __all__ = [
     "POLICIES",
     "AlignedPolicy",
     "AllExpertsPolicy",
+    "OracleLabelsPolicy",
     "Policy",
     "RandomPolicy",
     "RoundRobinPolicy",
+    "StickyRandomPolicy",
     "TopKAffinityPolicy",
     "make_policy",
 ]
@@ -206,6 +209,97 @@ class AllExpertsPolicy(Policy):
         return np.ones(allowed.shape, dtype=bool)
 
 
+# -- diagnostic references: what a deployed server could not run, or would not want ------------------------------
+
+
+def _client_key(client_id: Any) -> int:
+    """A stable integer of a client id (``hash`` of a str changes with each interpreter)."""
+    return zlib.crc32(str(client_id).encode())
+
+
+class StickyRandomPolicy(Policy):
+    """Diagnostic: each client the same random experts every round, whatever its reports.
+
+    Client ``i``'s experts are the first ``capacity`` allowed ones in a fixed permutation of
+    the E experts, drawn from ``(seed, crc32(client id))``: as uninformed as ``random``, but
+    every expert is trained by the same clients at each of their visits. Set against
+    ``random``, it measures what consistency of the pairs alone is worth; against an
+    informed policy, what the reports add beyond consistency.
+    """
+
+    name = "sticky_random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        n, e = allowed.shape
+        out = np.zeros((n, e), dtype=bool)
+        for m, rep in enumerate(reports):
+            order = np.random.default_rng([self.seed, _client_key(rep.client_id)]).permutation(e)
+            keep = order[allowed[m, order]][: int(capacity[m])]
+            out[m, keep] = True
+        return out
+
+
+class OracleLabelsPolicy(Policy):
+    """Diagnostic: experts chosen from the clients' labels, which no server sees; not a deployable policy.
+
+    A fixed map sends class ``c`` (of K) to its *home* experts ``{j : j mod K = c}`` when
+    ``E >= K`` (with K = 10 and E = 16: classes 0-5 get two experts, 6-9 one), and to
+    expert ``c mod E`` when ``E < K``. A client takes, for its classes from the most
+    samples down, one home expert of each (among several, always the same one, chosen by
+    its id), until its slots are full; a slot whose home expert is not ``allowed`` stays
+    empty, as does a slot beyond its classes. No load bounds.
+
+    On a task where clients hold few classes (``mnist_shards``: two shards each) this is
+    the assignment a server would make if it knew the partition: each expert learns the
+    same classes from every client that trains it. It bounds what an assignment can do on
+    that task, the scores that have to find this structure from reports aside.
+
+    Parameters
+    ----------
+    label_counts : mapping of client id to array_like (K,)
+        Samples per class on each client (``FederatedData``'s labels, counted).
+    """
+
+    name = "oracle_labels"
+
+    def __init__(self, label_counts: Mapping[Any, Any]) -> None:
+        counts = {cid: np.asarray(v, dtype=float) for cid, v in label_counts.items()}
+        sizes = {v.shape for v in counts.values()}
+        if not counts or len(sizes) != 1 or len(next(iter(sizes))) != 1:
+            raise ValueError(
+                f"label_counts: must map each client id to a (K,) vector of counts, one K for all; got shapes {sizes}"
+            )
+        bad = [cid for cid, v in counts.items() if not np.all(np.isfinite(v)) or np.any(v < 0)]
+        if bad:
+            raise ValueError(f"label_counts: counts must be finite and >= 0; not so for client {bad[0]!r}")
+        self.label_counts = counts
+
+    def homes(self, c: int, e: int) -> list[int]:
+        """The home experts of class ``c`` among ``e`` experts."""
+        k = next(iter(self.label_counts.values())).size
+        return list(range(c, e, k)) if e >= k else [c % e]
+
+    def assign(self, round, reports, capacity, allowed, rng):
+        n, e = allowed.shape
+        out = np.zeros((n, e), dtype=bool)
+        for m, rep in enumerate(reports):
+            if rep.client_id not in self.label_counts:
+                raise ValueError(f"reports: client {rep.client_id!r} has no entry in the oracle's label_counts")
+            counts = self.label_counts[rep.client_id]
+            key = _client_key(rep.client_id)
+            for c in np.argsort(-counts, kind="stable"):
+                if counts[c] <= 0 or out[m].sum() >= capacity[m]:
+                    break
+                homes = self.homes(int(c), e)
+                j = homes[key % len(homes)]
+                if allowed[m, j]:
+                    out[m, j] = True
+        return out
+
+
 POLICIES = (
     "aligned",
     "random",
@@ -216,6 +310,8 @@ POLICIES = (
     "bottomk_affinity",
     "flex_moe",
     "fedmoe",
+    "sticky_random",
+    "oracle_labels",
 )
 
 
@@ -225,11 +321,15 @@ def make_policy(
     aligner: als.Aligner | None = None,
     balance_tolerance: float = 0.25,
     deficit_weight: float = 0.5,
+    seed: int = 0,
+    label_counts: Mapping[Any, Any] | None = None,
 ) -> Policy:
     """A policy by name (``aligned`` needs its aligner; ``topk_capped`` and ``flex_moe`` use ``balance_tolerance``,
-    ``flex_moe`` also ``deficit_weight``).
+    ``flex_moe`` also ``deficit_weight``; ``sticky_random`` uses ``seed``; ``oracle_labels`` needs
+    ``label_counts``, each client's samples per class).
 
-    ``flex_moe`` and ``fedmoe`` are the published-method policies of :mod:`fedloop.published`.
+    ``flex_moe`` and ``fedmoe`` are the published-method policies of :mod:`fedloop.published`;
+    ``sticky_random`` and ``oracle_labels`` are diagnostic references, not deployable policies.
     """
     if name == "aligned":
         if aligner is None:
@@ -243,6 +343,12 @@ def make_policy(
         from .published import FedMoEPolicy, FlexMoEPolicy  # they subclass Policy: imported after it
 
         return FlexMoEPolicy(balance_tolerance, deficit_weight) if name == "flex_moe" else FedMoEPolicy()
+    if name == "sticky_random":
+        return StickyRandomPolicy(seed)
+    if name == "oracle_labels":
+        if label_counts is None:
+            raise ValueError("label_counts: the oracle_labels policy needs each client's samples per class")
+        return OracleLabelsPolicy(label_counts)
     if name not in classes:
         raise ValueError(f"policy: must be one of {', '.join(POLICIES)}; got {name!r}")
     if name == "topk_capped":

@@ -131,7 +131,8 @@ def test_every_policy_respects_capacity_and_masks(name):
     spec = als.ExpertSpec(param_bytes=5e5, flops_per_sample=1e6, shared_param_bytes=1e6)
     plan = als.plan_capacity(profiles, spec, 12.0, n_experts=e, max_experts=3)
     aligner = als.Aligner(e, spec, 12.0, max_experts=3) if name == "aligned" else None
-    policy = make_policy(name, aligner=aligner)
+    labels = {i: rng.integers(0, 20, size=7) for i in range(12)} if name == "oracle_labels" else None
+    policy = make_policy(name, aligner=aligner, label_counts=labels)
     for r in range(3):
         m = policy.assign(r, reports, plan.capacity, plan.allowed, rng)
         assert m.shape == (12, e)
@@ -143,6 +144,77 @@ def test_every_policy_respects_capacity_and_masks(name):
         policy.observe([als.ClientOutcome(i) for i in range(12) if m[i].any()] if name == "aligned" else [])
     with pytest.raises(ValueError, match="policy"):
         make_policy("greedy_magic")
+
+
+def test_sticky_random_gives_a_client_the_same_experts_at_every_visit():
+    e, n = 6, 8
+    reports = [als.ClientReport(f"c{i}", None, np.full(e, 1 / e)) for i in range(n)]
+    capacity, allowed = np.full(n, 2), np.ones((n, e), dtype=bool)
+    policy = make_policy("sticky_random", seed=3)
+    first = policy.assign(0, reports, capacity, allowed, np.random.default_rng(0))
+    # another round, another generator, the clients in another order: each keeps its experts
+    again = policy.assign(5, reports[::-1], capacity[::-1], allowed, np.random.default_rng(9))
+    assert np.array_equal(again[::-1], first)
+    assert (first.sum(axis=1) == 2).all()
+    # the permutation depends on the seed: another seed moves some client
+    assert not np.array_equal(make_policy("sticky_random", seed=4).assign(0, reports, capacity, allowed, None), first)
+    # a disallowed expert is skipped, the next one in the client's order taken
+    allowed[0, np.flatnonzero(first[0])[0]] = False
+    out = policy.assign(1, reports, capacity, allowed, None)
+    assert out[0].sum() == 2 and not np.any(out[0] & ~allowed[0])
+
+
+def test_oracle_labels_sends_each_class_to_its_home_experts():
+    e, k = 16, 10
+    counts = {"a": np.eye(k)[3] * 50 + np.eye(k)[7] * 10, "b": np.eye(k)[7] * 40, "c": np.eye(k)[0] * 5}
+    policy = make_policy("oracle_labels", label_counts=counts)
+    assert policy.homes(3, e) == [3, 13] and policy.homes(7, e) == [7] and policy.homes(12, 5) == [2]
+    reports = [als.ClientReport(cid, None, np.full(e, 1 / e)) for cid in counts]
+    capacity, allowed = np.array([2, 2, 2]), np.ones((3, e), dtype=bool)
+    out = policy.assign(0, reports, capacity, allowed, None)
+    assert out[0, 7] and out[0, [3, 13]].sum() == 1 and out[0].sum() == 2  # its two classes, most samples first
+    assert np.flatnonzero(out[1]).tolist() == [7]  # one class: one expert, the second slot left empty
+    assert out[2, [0, 10]].sum() == 1 and out[2].sum() == 1
+    # one slot: the class with the most samples; the same home expert at every visit
+    one = policy.assign(1, reports, np.array([1, 1, 1]), allowed, None)
+    assert np.array_equal(one[0], out[0] & np.isin(np.arange(e), [3, 13]))
+    # a disallowed home expert leaves its slot empty instead of training an expert of other classes
+    allowed[1, 7] = False
+    assert not policy.assign(2, reports, capacity, allowed, None)[1].any()
+
+
+@pytest.mark.parametrize(
+    "counts, match",
+    [
+        ({}, "one K for all"),
+        ({"a": np.ones(3), "b": np.ones(4)}, "one K for all"),
+        ({"a": np.ones((2, 2))}, "one K for all"),
+        ({"a": np.array([1.0, -1.0])}, "finite and >= 0; not so for client 'a'"),
+        ({"a": np.array([1.0, np.nan])}, "finite and >= 0"),
+    ],
+)
+def test_oracle_labels_refuses_bad_counts(counts, match):
+    with pytest.raises(ValueError, match=match):
+        make_policy("oracle_labels", label_counts=counts)
+
+
+def test_oracle_labels_needs_counts_and_every_reporting_client():
+    with pytest.raises(ValueError, match="label_counts: the oracle_labels policy needs"):
+        make_policy("oracle_labels")
+    policy = make_policy("oracle_labels", label_counts={"a": np.ones(3)})
+    reports = [als.ClientReport("z", None, np.full(4, 0.25))]
+    with pytest.raises(ValueError, match="client 'z' has no entry"):
+        policy.assign(0, reports, np.array([1]), np.ones((1, 4), dtype=bool), None)
+
+
+def test_oracle_labels_runs_in_the_loop_from_the_clients_labels():
+    cfg = small(policy="oracle_labels", rounds=2)
+    setup = fedloop.build(cfg)
+    y0 = setup.data.clients[0][1]
+    counts = setup.policy.label_counts[setup.data.client_ids[0]]
+    assert counts.sum() == y0.numel() and counts.size == setup.data.n_classes
+    history = fedloop.run(cfg)
+    assert len(history.rounds) == 2
 
 
 def test_topk_capped_keeps_loads_under_the_aligners_cap():
