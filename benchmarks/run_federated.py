@@ -337,8 +337,8 @@ def run_all(
             tmp.replace(path)
             final = stats.final_accuracy(record["accuracy"])  # the table's figure: mean of the last 10 rounds
             print(f"{task} {policy} seed {seed}: final accuracy {final:.3f}", flush=True)
-    if task != "smoke":
-        save_domains(folder, task, seeds, quick)
+    if task != "smoke" and save_domains(folder, task, seeds, quick) is None:
+        save_classes(folder, task, seeds, quick)
 
 
 def record_of(policy: str, seed: int, history: fedloop.History) -> dict:
@@ -377,6 +377,35 @@ def save_domains(folder: Path, task: str, seeds: list[int], quick: bool) -> Path
         known[str(seed)] = dict(zip(data.client_ids, data.info["client_domain"]))
     path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
     return path
+
+
+def save_classes(folder: Path, task: str, seeds: list[int], quick: bool, share: float = 0.25) -> Path:
+    """Write (or extend) ``classes.json`` in ``folder``: ``{seed: {client id: [classes]}}``, the classes that make
+    up at least ``share`` of each client's samples in the partition each seed's runs trained on.
+
+    The traces' class purity needs them on a task whose clients hold a few classes but no domain
+    (``mnist_shards``: two shards of sorted labels each, so one or two classes, a shard that straddles two classes
+    adding a few samples of the second, which ``share`` leaves out).
+    """
+    path = folder / "classes.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    for seed in seeds:
+        if str(seed) in known:
+            continue
+        data = fedloop.loop.load_data(config(task, "random", seed, 1, quick))
+        held = {}
+        for cid, (_, y) in zip(data.client_ids, data.clients):
+            counts = np.bincount(y.numpy(), minlength=data.n_classes)
+            held[cid] = np.flatnonzero(counts >= share * counts.sum()).tolist()
+        known[str(seed)] = held
+    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
+    return path
+
+
+def load_classes(folder: Path) -> dict[int, dict[str, list[int]]]:
+    """``classes.json`` of ``folder`` (:func:`save_classes`) keyed by integer seed; empty when there is none."""
+    path = folder / "classes.json"
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
 def load_domains(folder: Path) -> dict[int, dict[str, str]]:
@@ -496,7 +525,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     lines += budget_ceiling([ref for ref, rows in pairs.items() if rows], summary, budget)
     lines += along_the_budget(runs, budget)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
-    lines += expert_use(runs, budget, by_domain, domains=load_domains(folder))
+    lines += expert_use(runs, budget, by_domain, domains=load_domains(folder), classes=load_classes(folder))
     figure = plot_curves(runs, reference, out / f"{stem}.png")
     lines += ["", f"Accuracy against rounds: `{figure.name}` (mean over each policy's seeds, band from min to max)."]
     traces_path, pairs_path = out / f"{stem}_traces.png", out / f"{stem}_pairs.png"
@@ -570,6 +599,7 @@ def expert_use(
     by_domain: bool,
     window: int = 50,
     domains: dict[int, dict[str, str]] | None = None,
+    classes: dict[int, dict[str, list[int]]] | None = None,
 ) -> list[str]:
     """Table lines: what the traces of expert load and of the assignment show, per policy.
 
@@ -583,15 +613,21 @@ def expert_use(
     clients hold one domain each, the domain purity of the last ``window`` rounds: over experts, the slots of each
     expert's most frequent trainer domain over all its slots. A client's domain is read from ``domains`` (seed ->
     client id -> domain, :func:`load_domains`) where it holds the run's seed, else from a client id
-    ``<domain>-<k>`` when ``by_domain``; a run with neither has no purity. Last, the repeated pairs of the last
-    ``window`` rounds: of the experts given to a client that had been given experts before in the run, the share
-    it had also been given the previous time (pooled over those pairs), which the per-pair ``explore`` term lowers.
+    ``<domain>-<k>`` when ``by_domain``; a run with neither has no purity. On a task without domains whose clients'
+    classes are given (``classes``: seed -> client id -> the classes it holds, :func:`load_classes`) the column is
+    the class purity instead: over experts, the slots whose client holds the expert's most often held class, over
+    all its slots (1 when every client that trains an expert holds one class in common). Last, the repeated pairs
+    of the last ``window`` rounds: of the experts given to a client that had been given experts before in the run,
+    the share it had also been given the previous time (pooled over those pairs), which the per-pair ``explore``
+    term lowers.
     A policy with private reports (``report_epsilon``) has its routed shares marked ``*``: they are of the noised
     reports the server saw, and a line under the table says so.
     """
     window = min(window, budget)
     domains = domains or {}
     with_purity = by_domain or bool(domains)
+    classes = {} if with_purity else (classes or {})
+    kind = "class" if classes else "domain"
     lines = table_head(
         "Expert use along the run",
         "Loads (all seeds): experts trained per round; client-expert pairs assigned per round; effective number of "
@@ -603,6 +639,10 @@ def expert_use(
             f"; domain purity of the last {window} rounds (per expert, the share of its slots taken by its most "
             "frequent trainer domain, pooled over experts)"
             if with_purity
+            else f"; class purity of the last {window} rounds (per expert, the share of its slots whose client holds "
+            "the class its trainers most often hold, pooled over experts; a client holds the classes that make up a "
+            "quarter of its samples or more)"
+            if classes
             else ""
         )
         + f"; repeated pairs of the last {window} rounds (of the experts given to a client given experts before, "
@@ -617,7 +657,7 @@ def expert_use(
             "traced seeds (n)",
             f"routed share, first {window}",
             f"routed share, last {window}",
-            f"domain purity, last {window}",
+            f"{kind} purity, last {window}",
             f"repeated pairs, last {window}",
         ],
     )
@@ -645,6 +685,9 @@ def expert_use(
             again = repeated_pairs(r["assigned"], window)
             if again is not None:
                 repeated.append(again)
+            if seed in classes:
+                purity.append(class_purity(r["assigned"][-window:], classes[seed]))
+                continue
             named = domains.get(seed)
             if named is None and not by_domain:
                 continue
@@ -664,12 +707,27 @@ def expert_use(
         lines.append(
             f"| {policy} | {len(recs)} | {mean(per_round, 1)} | {mean(pairs)} | {mean(effective, 1)} | "
             f"{mean(overlap)} | {len(with_traces)} | {mean(first)}{noised} | {mean(last)}{noised} | "
-            f"{mean(purity) if with_purity else '-'} | {mean(repeated)} |"
+            f"{mean(purity) if with_purity or classes else '-'} | {mean(repeated)} |"
         )
         marked = marked or bool(noised)
     if marked:
         lines += ["", "\\*: share of the noised (private) reports the server saw, not of the clients' true routing."]
     return lines
+
+
+def class_purity(assigned: list[dict[str, list[int]]], held: dict[str, list[int]]) -> float:
+    """Over the rounds of ``assigned`` (client id -> experts), per expert the slots whose client holds (``held``:
+    client id -> classes) the class most often held among the expert's slots; their sum over all slots (NaN for
+    none). A client holding two classes counts for both, so the class of a group of clients that share one scores
+    1 and a mix of unrelated clients about the largest share of one class among them."""
+    slots: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
+    total = 0
+    for given in assigned:
+        for client, experts in given.items():
+            for j in experts:
+                slots[j].update(held[client])
+                total += 1
+    return sum(max(c.values(), default=0) for c in slots.values()) / total if total else float("nan")
 
 
 def repeated_pairs(assigned: list[dict[str, list[int]]], window: int) -> float | None:

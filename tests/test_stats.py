@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -303,6 +304,45 @@ def test_the_build_check_reruns_a_saved_runs_first_rounds_and_names_the_first_di
         with pytest.raises(SystemExit):
             module.main([*args, *bad])
         assert message in capsys.readouterr().err
+
+
+def test_traces_are_added_to_a_saved_run_only_from_a_rerun_identical_over_the_whole_budget(tmp_path, capsys):
+    import json
+
+    module = load_script("benchmarks/add_traces.py")
+    saved_dir, rerun_dir = tmp_path / "saved", tmp_path / "rerun"
+    for where in (saved_dir, rerun_dir):
+        module.run_federated.run_all("smoke", [0, 1, 2], 3, True, where, ("random",))
+    folder = module.run_federated.run_folder(saved_dir, "smoke")
+    for seed in (0, 1, 2):  # as saved before traces were recorded, with another machine's wall time
+        path = folder / f"random-seed{seed}.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in record.items() if k not in module.TRACES} | {"wall_s": 1.0}))
+    damaged = folder / "random-seed1.json"
+    record = json.loads(damaged.read_text())
+    record["accuracy"][2] += 0.25  # as if the saved run had parted from the rerun in its last round
+    damaged.write_text(json.dumps(record))
+    rerun = json.loads((module.run_federated.run_folder(rerun_dir, "smoke") / "random-seed0.json").read_text())
+    args = ["--task", "smoke", "--policy", "random", "--rerun", str(rerun_dir), "--out", str(saved_dir)]
+    log = tmp_path / "checks.md"
+    assert module.main([*args, "--seeds", "0-3", "--log", str(log)]) == 1
+    out = capsys.readouterr().out
+    assert "seed 0: identical over all 3 rounds; traces added" in out
+    assert "seed 1: not added: accuracy differs" in out and "seed 3: not added: no saved run" in out
+    added = json.loads((folder / "random-seed0.json").read_text())
+    assert added["assigned"] == rerun["assigned"] and added["routed_share"] == rerun["routed_share"]
+    assert added["wall_s"] == 1.0  # everything but the traces kept as saved
+    assert "assigned" not in json.loads(damaged.read_text())
+    assert len([line for line in log.read_text().splitlines() if line.startswith("| 20")]) == 4
+    assert module.main([*args, "--seeds", "0"]) == 0 and "already traced" in capsys.readouterr().out
+    assert module.mismatch({"accuracy": [1]}, {"accuracy": [1], "assigned": [{}], "routed_share": [1]}) is not None
+    assert module.mismatch({"accuracy": [1], "loads": [[1]]}, {"accuracy": [1], "loads": [[1]]}) == (
+        "the rerun has no traces"
+    )
+    for bad in ("x", "3-1", "-1"):
+        with pytest.raises(SystemExit):
+            module.main([*args, "--seeds", bad])
+        assert "--seeds: must be K or K-L" in capsys.readouterr().err
 
 
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
@@ -668,6 +708,43 @@ def test_repeated_pairs_counts_a_returning_clients_experts_given_again_in_the_wi
     assert module.repeated_pairs(assigned[:2], 2) is None  # nobody returns
     runs = {"a": {0: {"loads": [[1, 1, 1, 0]] * 4, "routed_share": [0.5] * 4, "assigned": assigned}}}
     assert module.expert_use(runs, 4, by_domain=False, window=2)[-1].endswith("| - | 0.60 |")  # rounds 2-3: 3 of 5
+
+
+def test_class_purity_counts_the_slots_whose_client_holds_each_experts_most_held_class(tmp_path, monkeypatch):
+    module = load_script("benchmarks/run_federated.py")
+    held = {"p": [0, 1], "q": [1], "r": [2, 3], "s": [3]}
+    assigned = [{"p": [0], "q": [0, 1]}, {"r": [1], "s": [0]}, {"p": [1]}]
+    # expert 0: p, q, s -> class 1 held by p and q: 2 of 3; expert 1: q, r, p -> class 1 by q and p: 2 of 3
+    assert module.class_purity(assigned, held) == pytest.approx(4 / 6)
+    assert module.class_purity([{"p": [0], "q": [0]}], held) == 1.0  # both hold class 1
+    assert np.isnan(module.class_purity([{}], held))
+    runs = {"a": {0: {"loads": [[2, 1]] * 3, "routed_share": [0.5] * 3, "assigned": assigned}}}
+    lines = module.expert_use(runs, 3, by_domain=False, window=3, classes={0: held})
+    assert "class purity of the last 3 rounds" in lines[3] and "class purity, last 3" in lines[5]
+    assert lines[-1].endswith("| 0.67 | 0.00 |")  # purity, then repeated pairs: p, the one to return, changes expert
+    # domains take precedence: a task with domains has domain purity whatever classes are given
+    named = module.expert_use(
+        runs, 3, by_domain=False, window=3, domains={0: dict.fromkeys(held, "d")}, classes={0: held}
+    )
+    assert "domain purity, last 3" in named[5] and named[-1].endswith("| 1.00 | 0.00 |")
+    # a seed without classes has no purity
+    assert module.expert_use(runs, 3, by_domain=False, window=3, classes={1: held})[-1].endswith("| - | 0.00 |")
+
+    # save_classes: the classes with a quarter of a client's samples or more, per seed, loaded once per seed
+    class Data:
+        n_classes = 4
+
+        def __init__(self, seed):
+            self.client_ids = ["c0", "c1"]
+            self.clients = [(None, torch.tensor([0] * 6 + [1] * seed)), (None, torch.tensor([3] * 5))]
+
+    seen = []
+    monkeypatch.setattr(module, "config", lambda task, policy, seed, rounds, quick: seed)
+    monkeypatch.setattr(module.fedloop.loop, "load_data", lambda seed: seen.append(seed) or Data(seed))
+    path = module.save_classes(tmp_path, "t", [0, 2], quick=False)
+    assert module.load_classes(tmp_path) == {0: {"c0": [0], "c1": [3]}, 2: {"c0": [0, 1], "c1": [3]}}
+    assert module.save_classes(tmp_path, "t", [2, 0], quick=False) == path and seen == [0, 2]  # saved seeds kept
+    assert module.load_classes(tmp_path / "none") == {}
 
 
 def test_traces_figure_leaves_unassigned_rounds_out_of_its_moving_means(tmp_path, monkeypatch):
