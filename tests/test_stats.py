@@ -345,6 +345,38 @@ def test_traces_are_added_to_a_saved_run_only_from_a_rerun_identical_over_the_wh
         assert "--seeds: must be K or K-L" in capsys.readouterr().err
 
 
+def test_the_cost_table_takes_medians_of_the_timed_runs_and_projects_issue_18s_comparison(tmp_path, monkeypatch):
+    import json
+
+    module = load_script("benchmarks/run_cost.py")
+    monkeypatch.setattr(module, "TASKS", {"a": "results", "b": "later"})
+    monkeypatch.setattr(module, "CORE", ("p", "q"))
+    monkeypatch.setattr(module, "SEEDS", 3)
+    monkeypatch.setattr(module, "ROUNDS", 10)
+    monkeypatch.setattr(module, "GOAL_HOURS", 0.01)
+
+    def save(folder, task, name, rounds, wall):
+        path = folder / "federated" / f"{task}-v2" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"accuracy": [0.0] * rounds} | ({} if wall is None else {"wall_s": wall})))
+
+    for k, wall in enumerate((10.0, 20.0, 60.0, None)):  # one run saved before wall times were: counted, not timed
+        save(tmp_path, "a", f"p-seed{k}", 5, wall)
+    save(tmp_path / "later", "b", "p-seed0", 20, 40.0)
+    text = module.render(tmp_path, "cmd").read_text()
+    assert "| results | a | 5 | 4 | 3 | 20 (10-60) | 4.00 (2.00-12.00) |" in text
+    assert "| later | b | 20 | 1 | 1 | 40 (40-40) | 2.00 (2.00-2.00) |" in text
+    # projected at 10 rounds: a 40 s and b 20 s per run, 2 policies x 3 seeds each: 240 + 120 s = 0.1 core-hours
+    assert "| a | 40 | 6 | 0.1 |" in text and "| b | 20 | 6 | 0.0 |" in text and "| all | - | 12 | 0.1 |" in text
+    assert "| hours on two cores | 0.1 |" in text and "| times the goal | 5.0 |" in text
+    assert "| seconds per run the goal allows | 6 |" in text  # 0.01 h x 2 cores / 12 runs
+    monkeypatch.setattr(module, "TASKS", {"a": "results", "c": "results"})
+    assert "Not projected: no timed runs of c." in module.render(tmp_path, "cmd").read_text()
+    save(tmp_path, "a", "q-seed0", 7, 1.0)
+    with pytest.raises(ValueError, match="runs of several budgets"):
+        module.render(tmp_path, "cmd")
+
+
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
     import json
 

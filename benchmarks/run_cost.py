@@ -1,0 +1,134 @@
+"""What the federated comparison costs, from the wall times saved with its runs.
+
+    python benchmarks/run_cost.py        # -> benchmarks/results/federated_cost.md
+
+Runs saved since 2026-12-02 record their wall time (``wall_s``: two runs at a time on a 2-core machine, one per
+core, as the benchmark is meant to run). Per results folder and task this tables the runs saved with it, the median
+and range of a run's wall time and of a round's. It then projects the comparison issue 18 asks for, the
+``CORE`` policies on ``SEEDS`` seeds over ``ROUNDS`` rounds on each of the three ``TASKS``, from each task's median
+seconds per round measured at that budget (the folders named in ``TASKS``), and sets it against the goal of about
+``GOAL_HOURS`` hours on two cores: how many core-hours it needs, the hours on two cores (half of that, two runs
+at a time), and the seconds per run that the goal would allow. A projection from medians, not a measured end to end
+run; the machine is shared, so the figures are what runs cost there, not speeds of any policy.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run_federated
+
+#: The comparison issue 18 names: its baselines that fit (all_experts exceeds the clients' slots), the aligner with
+#: the exact and the greedy solve, and the two published-method policies of issue 19
+CORE = (
+    "random",
+    "round_robin",
+    "topk_affinity",
+    "topk_capped",
+    "dense",
+    "aligned_value",
+    "aligned_value_greedy",
+    "flex_moe",
+    "fedmoe",
+)
+SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
+#: Per task, the results folder whose runs measure it at ROUNDS rounds (multidomain4's 200-round runs saved with
+#: their wall time are those repeated after the second rebuild)
+TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_scripts": "results"}
+
+
+def folder_costs(root: Path) -> list[dict]:
+    """Per results folder under ``root`` (``root`` itself and its subfolders) and task folder, the wall times of the
+    runs saved with one: ``{"folder", "task", "rounds", "runs", "timed", "per_run", "per_round"}``, the last two
+    lists of seconds."""
+    rows = []
+    for base in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        for task_dir in sorted((base / "federated").glob("*-v*")):
+            walls, rounds, runs = [], set(), 0
+            for path in sorted(task_dir.glob("*-seed*.json")):
+                record = json.loads(path.read_text())
+                runs += 1
+                if record.get("wall_s") is not None:
+                    walls.append(float(record["wall_s"]))
+                    rounds.add(len(record["accuracy"]))
+            if not walls:
+                continue
+            if len(rounds) != 1:
+                raise ValueError(f"{task_dir}: runs of several budgets {sorted(rounds)} in one folder")
+            n_rounds = rounds.pop()
+            rows.append(
+                {
+                    "folder": "results" if base == root else base.name,
+                    "task": task_dir.name.rsplit("-v", 1)[0],
+                    "rounds": n_rounds,
+                    "runs": runs,
+                    "timed": len(walls),
+                    "per_run": walls,
+                    "per_round": [w / n_rounds for w in walls],
+                }
+            )
+    return rows
+
+
+def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks/run_cost.py") -> Path:
+    rows = folder_costs(root)
+    lines = [
+        "# What the federated comparison costs",
+        "",
+        f"Command: `{command}`. Wall time of the runs saved with it (two runs at a time on a 2-core machine, on "
+        "the machines and builds the folders' runs ran in, which `docs/benchmarks.md` names); median, with the "
+        "range.",
+        "",
+        "| folder | task | rounds | runs | runs timed | seconds per run | seconds per round |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        run, rnd = r["per_run"], r["per_round"]
+        lines.append(
+            f"| {r['folder']} | {r['task']} | {r['rounds']} | {r['runs']} | {r['timed']} | "
+            f"{statistics.median(run):.0f} ({min(run):.0f}-{max(run):.0f}) | "
+            f"{statistics.median(rnd):.2f} ({min(rnd):.2f}-{max(rnd):.2f}) |"
+        )
+    by_key = {(r["folder"], r["task"]): r for r in rows}
+    missing = [task for task, folder in TASKS.items() if (folder, task) not in by_key]
+    lines += [
+        "",
+        "## Issue 18's comparison, projected",
+        "",
+        f"{len(CORE)} policies ({', '.join(CORE)}) x {SEEDS} seeds x {ROUNDS} rounds per task, at each task's median "
+        f"seconds per round; the goal is about {GOAL_HOURS:g} hours on two cores.",
+        "",
+    ]
+    if missing:
+        lines.append(f"Not projected: no timed runs of {', '.join(missing)}.")
+    else:
+        lines += ["| task | seconds per run | runs | core-hours |", "|---|---|---|---|"]
+        total = 0.0
+        for task, folder in TASKS.items():
+            per_run = statistics.median(by_key[(folder, task)]["per_round"]) * ROUNDS
+            hours = per_run * len(CORE) * SEEDS / 3600
+            total += hours
+            lines.append(f"| {task} | {per_run:.0f} | {len(CORE) * SEEDS} | {hours:.1f} |")
+        runs = len(CORE) * SEEDS * len(TASKS)
+        allowed = GOAL_HOURS * 2 * 3600 / runs
+        lines += [
+            f"| all | - | {runs} | {total:.1f} |",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| hours on two cores | {total / 2:.1f} |",
+            f"| times the goal | {total / 2 / GOAL_HOURS:.1f} |",
+            f"| seconds per run the goal allows | {allowed:.0f} |",
+        ]
+    out = root / "federated_cost.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    print(f"written {render()}")
