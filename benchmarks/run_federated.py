@@ -359,6 +359,22 @@ def record_of(policy: str, seed: int, history: fedloop.History) -> dict:
     }
 
 
+def _save_per_seed(folder: Path, name: str, task: str, seeds: list[int], quick: bool, read) -> Path | None:
+    """Write (or extend) ``folder / name``, ``{seed: read(data)}`` for the seeds not in it yet, ``data`` the partition
+    that seed's runs trained on (:func:`fedloop.loop.load_data`); None, writing nothing, when ``read`` gives None."""
+    path = folder / name
+    known = json.loads(path.read_text()) if path.exists() else {}
+    for seed in seeds:
+        if str(seed) in known:
+            continue
+        value = read(fedloop.loop.load_data(config(task, "random", seed, 1, quick)))
+        if value is None:
+            return None
+        known[str(seed)] = value
+    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
+    return path
+
+
 def save_domains(folder: Path, task: str, seeds: list[int], quick: bool) -> Path | None:
     """Write (or extend) ``domains.json`` in ``folder``: ``{seed: {client id: domain}}`` for the seeds given, read
     from the partition each seed's runs trained on (``info["client_domain"]`` of :func:`fedloop.loop.load_data`).
@@ -367,17 +383,11 @@ def save_domains(folder: Path, task: str, seeds: list[int], quick: bool) -> Path
     speaker's id does not name its script, and which script a speaker writes in changes with the seed. Returns
     None, writing nothing, when the task's data has no domains.
     """
-    path = folder / "domains.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    for seed in seeds:
-        if str(seed) in known:
-            continue
-        data = fedloop.loop.load_data(config(task, "random", seed, 1, quick))
-        if "client_domain" not in data.info:
-            return None
-        known[str(seed)] = dict(zip(data.client_ids, data.info["client_domain"]))
-    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
-    return path
+
+    def read(data):
+        return dict(zip(data.client_ids, data.info["client_domain"])) if "client_domain" in data.info else None
+
+    return _save_per_seed(folder, "domains.json", task, seeds, quick, read)
 
 
 def save_classes(folder: Path, task: str, seeds: list[int], quick: bool, share: float = 0.25) -> Path:
@@ -388,19 +398,15 @@ def save_classes(folder: Path, task: str, seeds: list[int], quick: bool, share: 
     (``mnist_shards``: two shards of sorted labels each, so one or two classes, a shard that straddles two classes
     adding a few samples of the second, which ``share`` leaves out).
     """
-    path = folder / "classes.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    for seed in seeds:
-        if str(seed) in known:
-            continue
-        data = fedloop.loop.load_data(config(task, "random", seed, 1, quick))
+
+    def read(data):
         held = {}
         for cid, (_, y) in zip(data.client_ids, data.clients):
-            counts = np.bincount(y.numpy(), minlength=data.n_classes)
+            counts = np.bincount(y.cpu().numpy(), minlength=data.n_classes)
             held[cid] = np.flatnonzero(counts >= share * counts.sum()).tolist()
-        known[str(seed)] = held
-    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
-    return path
+        return held
+
+    return _save_per_seed(folder, "classes.json", task, seeds, quick, read)
 
 
 def load_classes(folder: Path) -> dict[int, dict[str, list[int]]]:
