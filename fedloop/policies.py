@@ -249,13 +249,13 @@ class OracleLabelsPolicy(Policy):
     ``E >= K`` (with K = 10 and E = 16: classes 0-5 get two experts, 6-9 one), and to
     expert ``c mod E`` when ``E < K``. A client takes, for its classes from the most
     samples down, one home expert of each (among several, always the same one, chosen by
-    its id), until its slots are full; a slot whose home expert is not ``allowed`` stays
-    empty, as does a slot beyond its classes. No load bounds.
+    its id), until its slots are full; a class whose home expert is not ``allowed`` is
+    skipped, and slots beyond the client's classes stay empty. No load bounds.
 
     On a task where clients hold few classes (``mnist_shards``: two shards each) this is
     the assignment a server would make if it knew the partition: each expert learns the
-    same classes from every client that trains it. It bounds what an assignment can do on
-    that task, the scores that have to find this structure from reports aside.
+    same classes from every client that trains it. It is a reference for what grouping
+    clients by label gives there, without scores having to find that structure in reports.
 
     Parameters
     ----------

@@ -178,7 +178,7 @@ def test_oracle_labels_sends_each_class_to_its_home_experts():
     # one slot: the class with the most samples; the same home expert at every visit
     one = policy.assign(1, reports, np.array([1, 1, 1]), allowed, None)
     assert np.array_equal(one[0], out[0] & np.isin(np.arange(e), [3, 13]))
-    # a disallowed home expert leaves its slot empty instead of training an expert of other classes
+    # a class whose home expert is disallowed is skipped: no expert of another class is trained in its place
     allowed[1, 7] = False
     assert not policy.assign(2, reports, capacity, allowed, None)[1].any()
 
