@@ -192,8 +192,8 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_shuffle",
         "aligned_value_uniform_queue_explore",
     ),
-    # the diagnostics: what an assignment that knows the clients' labels reaches (a bound on what scores could find),
-    # and how much of it consistency alone gives, against the policies it bounds
+    # the diagnostics: what an assignment by the clients' labels reaches, and what consistency of the pairs alone
+    # gives, against the policies that read reports
     "oracle_labels": (
         "random",
         "sticky_random",
