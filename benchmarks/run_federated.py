@@ -692,19 +692,17 @@ def expert_use(
             again = repeated_pairs(r["assigned"], window)
             if again is not None:
                 repeated.append(again)
+            recent = r["assigned"][-window:]
             if seed in classes:
-                purity.append(class_purity(r["assigned"][-window:], classes[seed]))
+                purity.append(group_purity(recent, classes[seed]))
                 continue
             named = domains.get(seed)
             if named is None and not by_domain:
                 continue
-            slots: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-            for given in r["assigned"][-window:]:
-                for client, experts in given.items():
-                    for j in experts:
-                        slots[j][named[client] if named is not None else client.rsplit("-", 1)[0]] += 1
-            held = sum(c.total() for c in slots.values())
-            purity.append(sum(max(c.values()) for c in slots.values()) / held if held else float("nan"))
+            # one domain per client: from the map, else from a client id <domain>-<k>
+            clients = {client for given in recent for client in given}
+            held = {c: [named[c] if named is not None else c.rsplit("-", 1)[0]] for c in clients}
+            purity.append(group_purity(recent, held))
 
         def mean(values: list[float], digits: int = 2) -> str:
             return f"{statistics.fmean(values):.{digits}f}" if values else "-"
@@ -722,12 +720,13 @@ def expert_use(
     return lines
 
 
-def class_purity(assigned: list[dict[str, list[int]]], held: dict[str, list[int]]) -> float:
+def group_purity(assigned: list[dict[str, list]], held: dict[str, list]) -> float:
     """Over the rounds of ``assigned`` (client id -> experts), per expert the slots whose client holds (``held``:
-    client id -> classes) the class most often held among the expert's slots; their sum over all slots (NaN for
-    none). A client holding two classes counts for both, so the class of a group of clients that share one scores
-    1 and a mix of unrelated clients about the largest share of one class among them."""
-    slots: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
+    client id -> its groups: the classes it holds, or its one domain) the group most often held among the expert's
+    slots; their sum over all slots (NaN for none). A client holding two classes counts for both, so a group of
+    clients that share one class scores 1 and a mix of unrelated clients about the largest share of one class among
+    them; with one domain per client this is the domain purity."""
+    slots: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     total = 0
     for given in assigned:
         for client, experts in given.items():

@@ -747,9 +747,9 @@ def test_class_purity_counts_the_slots_whose_client_holds_each_experts_most_held
     held = {"p": [0, 1], "q": [1], "r": [2, 3], "s": [3]}
     assigned = [{"p": [0], "q": [0, 1]}, {"r": [1], "s": [0]}, {"p": [1]}]
     # expert 0: p, q, s -> class 1 held by p and q: 2 of 3; expert 1: q, r, p -> class 1 by q and p: 2 of 3
-    assert module.class_purity(assigned, held) == pytest.approx(4 / 6)
-    assert module.class_purity([{"p": [0], "q": [0]}], held) == 1.0  # both hold class 1
-    assert np.isnan(module.class_purity([{}], held))
+    assert module.group_purity(assigned, held) == pytest.approx(4 / 6)
+    assert module.group_purity([{"p": [0], "q": [0]}], held) == 1.0  # both hold class 1
+    assert np.isnan(module.group_purity([{}], held))
     runs = {"a": {0: {"loads": [[2, 1]] * 3, "routed_share": [0.5] * 3, "assigned": assigned}}}
     lines = module.expert_use(runs, 3, by_domain=False, window=3, classes={0: held})
     assert "class purity of the last 3 rounds" in lines[3] and "class purity, last 3" in lines[5]
