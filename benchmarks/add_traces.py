@@ -10,7 +10,8 @@ every per-round field that the saved run and the rerun (run with ``run_federated
 the same budget) both hold, round for round over the whole budget. Only where all are equal does it write the
 rerun's traces into the saved record; every other field (its wall time too) stays as it was. A seed whose rerun
 differs, or has no traces, is named and left alone. Exit status 0: every seed's traces added (or already there);
-1: some seed's not. ``--log FILE`` appends each seed's verdict to a Markdown table, as ``check_build.py`` does.
+1: some seed's not. ``--log FILE`` appends each seed's verdict to the table ``check_build.py`` keeps
+(``check_build.append_log``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import check_build
 import run_federated
 
 #: What a rerun adds to a saved run that has none
@@ -93,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.policy} seed {seed}: {verdict}")
     if args.log is not None:
         command = " ".join(["python benchmarks/add_traces.py", *(argv if argv is not None else sys.argv[1:])])
-        with args.log.open("a") as log:
-            for seed, verdict in verdicts:
-                log.write(f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} | `{command}` (seed {seed}) | {verdict} |\n")
+        check_build.append_log(args.log, [(f"`{command}` (seed {seed})", verdict) for seed, verdict in verdicts])
     ok = all(v == "already traced" or v.endswith("traces added") for _, v in verdicts)
     return 0 if ok else 1
 

@@ -75,16 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     verdict = f"{word} {detail}"
     print(f"{word}: {path} {detail}")
     if args.log is not None:
-        if not args.log.exists():
-            args.log.write_text(
-                "# Build checks\n\nWhether this environment reproduced a saved run's first rounds "
-                "(`benchmarks/check_build.py`; a seed fixes the partition, participation, profiles and "
-                "initialisation, the build the arithmetic).\n\n| date (UTC) | command | verdict |\n|---|---|---|\n"
-            )
         command = " ".join(["python benchmarks/check_build.py", *(argv if argv is not None else sys.argv[1:])])
-        with args.log.open("a") as log:
-            log.write(f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} | `{command}` | {verdict} |\n")
+        append_log(args.log, [(f"`{command}`", verdict)])
     return 0 if found is None else 1
+
+
+def append_log(path: Path, rows: list[tuple[str, str]]) -> None:
+    """Append ``(command cell, verdict)`` rows, dated now, to the Markdown table of build checks at ``path``
+    (created with its header when missing; ``add_traces.py`` logs there too)."""
+    if not path.exists():
+        path.write_text(
+            "# Build checks\n\nWhether this environment reproduced a saved run's first rounds "
+            "(`benchmarks/check_build.py`; a seed fixes the partition, participation, profiles and "
+            "initialisation, the build the arithmetic).\n\n| date (UTC) | command | verdict |\n|---|---|---|\n"
+        )
+    with path.open("a") as log:
+        for command, verdict in rows:
+            log.write(f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} | {command} | {verdict} |\n")
 
 
 if __name__ == "__main__":
