@@ -14,7 +14,6 @@ run; the machine is shared, so the figures are what runs cost there, not speeds 
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -49,13 +48,10 @@ def folder_costs(root: Path) -> list[dict]:
     rows = []
     for base in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         for task_dir in sorted((base / "federated").glob("*-v*")):
-            walls, rounds, runs = [], set(), 0
-            for path in sorted(task_dir.glob("*-seed*.json")):
-                record = json.loads(path.read_text())
-                runs += 1
-                if record.get("wall_s") is not None:
-                    walls.append(float(record["wall_s"]))
-                    rounds.add(len(record["accuracy"]))
+            records = [rec for by_seed in run_federated.load_runs(task_dir).values() for rec in by_seed.values()]
+            timed = [rec for rec in records if rec.get("wall_s") is not None]
+            walls = [float(rec["wall_s"]) for rec in timed]
+            rounds = {len(rec["accuracy"]) for rec in timed}
             if not walls:
                 continue
             if len(rounds) != 1:
@@ -66,7 +62,7 @@ def folder_costs(root: Path) -> list[dict]:
                     "folder": "results" if base == root else base.name,
                     "task": task_dir.name.rsplit("-v", 1)[0],
                     "rounds": n_rounds,
-                    "runs": runs,
+                    "runs": len(records),
                     "timed": len(walls),
                     "per_run": walls,
                     "per_round": [w / n_rounds for w in walls],

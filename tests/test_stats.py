@@ -358,7 +358,9 @@ def test_the_cost_table_takes_medians_of_the_timed_runs_and_projects_issue_18s_c
     def save(folder, task, name, rounds, wall):
         path = folder / "federated" / f"{task}-v2" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"accuracy": [0.0] * rounds} | ({} if wall is None else {"wall_s": wall})))
+        policy, seed = name.split("-seed")
+        record = {"policy": policy, "seed": int(seed), "accuracy": [0.0] * rounds}
+        path.write_text(json.dumps(record | ({} if wall is None else {"wall_s": wall})))
 
     for k, wall in enumerate((10.0, 20.0, 60.0, None)):  # one run saved before wall times were: counted, not timed
         save(tmp_path, "a", f"p-seed{k}", 5, wall)
