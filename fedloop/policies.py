@@ -276,10 +276,11 @@ class OracleLabelsPolicy(Policy):
         if bad:
             raise ValueError(f"label_counts: counts must be finite and >= 0; not so for client {bad[0]!r}")
         self.label_counts = counts
+        self.n_classes = next(iter(sizes))[0]
 
     def homes(self, c: int, e: int) -> list[int]:
         """The home experts of class ``c`` among ``e`` experts."""
-        k = next(iter(self.label_counts.values())).size
+        k = self.n_classes
         return list(range(c, e, k)) if e >= k else [c % e]
 
     def assign(self, round, reports, capacity, allowed, rng):
