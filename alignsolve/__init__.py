@@ -43,7 +43,7 @@ from .federated.capacity import (
 )
 from .federated.monitor import LoadMonitor
 from .federated.privacy import GaussianMechanism, PrivateStatistics, RandomizedResponse, gaussian_sigma
-from .federated.scoring import FitnessScorer, Scores, ScoringWeights
+from .federated.scoring import VALUE_SCALES, FitnessScorer, Scores, ScoringWeights
 from .generators import FAMILIES, generate, generate_sparse
 from .problem import Problem
 from .solve import choose_method, solve
@@ -62,6 +62,7 @@ __all__ = [
     "LOAD_SIGNALS",
     "LOAD_TARGETS",
     "TIE_BREAKS",
+    "VALUE_SCALES",
     "Aligner",
     "AlignsolveError",
     "Assignment",

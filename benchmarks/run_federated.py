@@ -98,6 +98,16 @@ VARIANTS: dict[str, dict] = {
     # FedMoE-style policy's coverage rule, while the deficit queue still raises the experts its data hardly reach
     "aligned_value_uniform_queue_sparse": UNIFORM_QUEUE
     | {"min_slots": 1, "score_weights": UNIFORM_QUEUE["score_weights"] | {"price": 0.25}},
+    # the value term divided by the mean reported loss instead of the round's largest routed loss, the scale of the
+    # FLEX-MoE-style policy's loss term (``value_scale="mean_loss"``): first on the three-term ablation above, whose
+    # scores are then those of that policy's form and scale, then on the deficit-queue aligner and on aligned_value
+    "aligned_value_uniform_queue_meanloss_noextras": UNIFORM_QUEUE
+    | {
+        "value_scale": "mean_loss",
+        "score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0},
+    },
+    "aligned_value_uniform_queue_meanloss": UNIFORM_QUEUE | {"value_scale": "mean_loss"},
+    "aligned_value_meanloss": VALUE | {"value_scale": "mean_loss"},
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
     "aligned_value_queue": VALUE | {"load_signal": "queue"},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
@@ -192,6 +202,23 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_shuffle",
         "aligned_value_uniform_queue_explore",
     ),
+    # the value term at the FLEX-MoE-style policy's scale: on the scores of that policy's form, against it and the
+    # same scores at the aligner's own scale; on the deficit-queue aligner, against the targets' baselines and the
+    # aligner it changes
+    "aligned_value_uniform_queue_meanloss_noextras": (
+        "flex_moe",
+        "aligned_value_uniform_queue_noextras",
+        "random",
+        "topk_affinity",
+    ),
+    "aligned_value_uniform_queue_meanloss": (
+        "random",
+        "topk_affinity",
+        "flex_moe",
+        "aligned_value_uniform_queue",
+        "aligned_value_uniform_queue_meanloss_noextras",
+    ),
+    "aligned_value_meanloss": ("random", "topk_affinity", "flex_moe"),
     # the diagnostics: what an assignment by the clients' labels reaches, and what consistency of the pairs alone
     # gives, against the policies that read reports
     "oracle_labels": (

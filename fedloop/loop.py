@@ -127,6 +127,9 @@ class FedConfig:
     device: str = "cpu"
     #: Overrides of the aligner's scoring weights (``alignsolve.ScoringWeights`` fields), e.g. {"load": 0.0}.
     score_weights: dict[str, float] = field(default_factory=dict)
+    #: What the aligner's value term is divided by: "max" (the round's largest routed loss) or "mean_loss" (the mean
+    #: reported loss, the FLEX-MoE-style policy's scale); see ``alignsolve.FitnessScorer``.
+    value_scale: str = "max"
     #: False ablates capacity profiling: the aligner gives every client max_experts slots whatever its device
     #: (latency is still simulated from the real profiles).
     capacity_profiling: bool = True
@@ -254,6 +257,8 @@ class FedConfig:
             raise bad("load_signal", f"must be one of {', '.join(als.LOAD_SIGNALS)}")
         if self.tie_break not in als.TIE_BREAKS:
             raise bad("tie_break", f"must be one of {', '.join(als.TIE_BREAKS)}")
+        if self.value_scale not in als.VALUE_SCALES:
+            raise bad("value_scale", f"must be one of {', '.join(als.VALUE_SCALES)}")
         if self.testbed not in TESTBEDS:
             raise bad("testbed", f"must be one of {', '.join(TESTBEDS)}")
         if self.local_routing not in LOCAL_ROUTING:
@@ -367,7 +372,7 @@ def build(config: FedConfig) -> Setup:
     aligner = None
     if config.policy == "aligned":
         try:
-            scorer = als.FitnessScorer(als.ScoringWeights(**config.score_weights))
+            scorer = als.FitnessScorer(als.ScoringWeights(**config.score_weights), value_scale=config.value_scale)
         except als.InvalidProblemError as exc:
             raise ConfigError(f"score_weights: {exc}") from None
         aligner = als.Aligner(

@@ -5,7 +5,8 @@
     F_{ij} = w_a A_{ij} + w_\\ell Q_{ij} + w_v V_{ij} + w_c C_{ij} + w_d(t) D_j + w_s S_j - w_w W_{ij} - w_p
              + w_x X_{ij}
 
-Every term is normalised to [0, 1] (``D`` to [-1, 1]):
+Every term is normalised to [0, 1] (``D`` to [-1, 1]; ``V`` under ``value_scale="mean_loss"`` to
+[0, N E], see below):
 
 ========== ========================================================================= =========
 term       definition                                                                default w
@@ -17,7 +18,8 @@ loss       ``Q_ij = A_ij l_ij / sum_k A_ik l_ik``, the share of client i's route
            loss that falls on expert j (0 when the client sends no loss vector)
 value      ``V_ij = A_ij l_ij / max_kl A_kl l_kl``: the loss client i's samples     0.0
            routed to j carry, relative to the round's largest (a client without
-           a loss vector counts the median reported loss); see below
+           a loss vector counts the median reported loss); or, with
+           ``value_scale="mean_loss"``, ``A_ij l_ij / mean l``; see below
 capability ``C_ij = availability_i * max(0, 1 - (a_i + c_ij) / deadline)``: the      0.25
            client is likely to finish, with time to spare, if it trains j
 load       ``D_j = clip(deficit_j / target_share_j, -1, 1)`` from the load monitor:  0.5
@@ -41,6 +43,14 @@ their loss: ``A_ij l_ij`` estimates what training j on i is worth. Unlike ``Q``,
 each client's loss out over its experts (every client's row sums to 1), ``V`` compares across
 clients, so a client the model already fits counts less than one it does not. Its default
 weight is 0 (the first scorer); the comparison of ``benchmarks/run_federated.py`` turns it on.
+
+**Scale of the value.** Divided by the round's largest ``A l``, ``V`` is at most 1 and the
+typical pair sits well below it: the one worst-fitted pair of the round sets the scale, and
+next to the load term's fixed range the value's pull shrinks when one client fits badly.
+``value_scale="mean_loss"`` divides by the mean reported loss instead (missing entries count
+as that mean), ``V_ij = A_ij l_ij / mean l``: a pair whose loss is average scores its
+affinity, as the FLEX-MoE-style policy's ``u (1 + l / mean l)`` does with its second term.
+Then ``V`` is no longer capped at 1 (at most ``N E``, when one pair carries all the loss).
 
 **Price of training.** A constant moves no optimum while every client must fill its slots,
 but with empty slots allowed (the Aligner's ``min_slots``) the solver fills a slot beyond
@@ -78,9 +88,11 @@ import numpy as np
 from .._validation import NONNEGATIVE
 from ..errors import InvalidProblemError
 
-__all__ = ["FitnessScorer", "Scores", "ScoringWeights"]
+__all__ = ["VALUE_SCALES", "FitnessScorer", "Scores", "ScoringWeights"]
 
 TERMS = ("affinity", "loss", "value", "capability", "load", "staleness", "switching", "price", "explore")
+#: What the value term is divided by: the round's largest ``A l`` ("max") or the mean reported loss ("mean_loss").
+VALUE_SCALES = ("max", "mean_loss")
 
 
 def _weight(name: str, value: Any) -> float:
@@ -145,6 +157,8 @@ class FitnessScorer:
     max_load_boost : float >= 1, default 5.0
     staleness_scale : float > 0, default 5.0
         ``tau``, in rounds.
+    value_scale : {"max", "mean_loss"}, default "max"
+        What ``V`` is divided by (see the module docstring).
     """
 
     def __init__(
@@ -154,6 +168,7 @@ class FitnessScorer:
         load_gain: float = 2.0,
         max_load_boost: float = 5.0,
         staleness_scale: float = 5.0,
+        value_scale: str = "max",
     ) -> None:
         if weights is not None and not isinstance(weights, ScoringWeights):
             raise InvalidProblemError("weights", "must be a ScoringWeights", type(weights).__name__)
@@ -165,6 +180,9 @@ class FitnessScorer:
         self.staleness_scale = _weight("staleness_scale", staleness_scale)
         if self.staleness_scale == 0:
             raise InvalidProblemError("staleness_scale", "must be > 0", staleness_scale)
+        if not isinstance(value_scale, str) or value_scale not in VALUE_SCALES:
+            raise InvalidProblemError("value_scale", f"must be one of {', '.join(VALUE_SCALES)}", value_scale)
+        self.value_scale = value_scale
 
     def load_weight(self, load_cv: float) -> float:
         """``w_d * min(max_load_boost, 1 + load_gain * cv)``."""
@@ -227,16 +245,26 @@ class FitnessScorer:
             loss_term = np.where(has[:, None], _rows_normalised(weighted, affinity), 0.0)
 
         value = np.zeros((n, e))
-        if loss is not None:
-            reported = ~np.isnan(ell).any(axis=1)
-            pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
-            fill = float(np.median(pair_loss[reported])) if reported.any() else 1.0
-            raw = affinity * np.where(reported[:, None], pair_loss, fill)
+        if self.value_scale == "mean_loss":
+            # without any loss vector every pair's loss is the mean, and V is the affinity itself
+            value = affinity.copy()
+            if loss is not None:
+                reported = ~np.isnan(ell).any(axis=1)
+                pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
+                mean = float(pair_loss[reported].mean()) if reported.any() else 0.0
+                if mean > 0:
+                    value = affinity * np.where(reported[:, None], pair_loss / mean, 1.0)
         else:
-            raw = affinity.copy()
-        top = float(raw.max()) if raw.size else 0.0
-        if top > 0:
-            value = raw / top
+            if loss is not None:
+                reported = ~np.isnan(ell).any(axis=1)
+                pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
+                fill = float(np.median(pair_loss[reported])) if reported.any() else 1.0
+                raw = affinity * np.where(reported[:, None], pair_loss, fill)
+            else:
+                raw = affinity.copy()
+            top = float(raw.max()) if raw.size else 0.0
+            if top > 0:
+                value = raw / top
 
         cap = np.zeros((n, e)) if capability is None else np.clip(np.asarray(capability, dtype=float), 0.0, 1.0)
         if cap.shape != (n, e):
@@ -317,6 +345,7 @@ class FitnessScorer:
             "load_gain": self.load_gain,
             "max_load_boost": self.max_load_boost,
             "staleness_scale": self.staleness_scale,
+            "value_scale": self.value_scale,
         }
 
     @classmethod
@@ -326,6 +355,8 @@ class FitnessScorer:
             load_gain=doc["load_gain"],
             max_load_boost=doc["max_load_boost"],
             staleness_scale=doc["staleness_scale"],
+            # scorers saved before the option existed divided by the round's largest A l
+            value_scale=doc.get("value_scale", "max"),
         )
 
     def __repr__(self) -> str:
