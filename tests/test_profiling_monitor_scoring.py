@@ -303,8 +303,11 @@ def test_scores_are_always_finite(n, e, big, loss_scale, cv):
     routing = rng.normal(size=(n, e)) * big
     loss = rng.random((n, e)) * loss_scale
     deficit = rng.normal(size=e) * 1e300
-    s = als.FitnessScorer().score(routing, loss=loss, deficit=deficit, staleness=rng.integers(0, 10**9, e), load_cv=cv)
-    assert np.all(np.isfinite(s.fitness))
+    for scale in als.VALUE_SCALES:
+        scorer = als.FitnessScorer(als.ScoringWeights(value=1.0), value_scale=scale)
+        with np.errstate(over="ignore"):  # a mean of losses near the float maximum may overflow to inf
+            s = scorer.score(routing, loss=loss, deficit=deficit, staleness=rng.integers(0, 10**9, e), load_cv=cv)
+        assert np.all(np.isfinite(s.fitness)), scale
 
 
 def test_scorer_refuses_bad_weights_naming_them():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -39,6 +40,63 @@ def test_value_fills_a_missing_loss_with_the_median_and_falls_back_to_affinity()
     np.testing.assert_allclose(v, [[1.0, 0.0], [0.0, 1.0]])  # the second client counts the median loss, 2
     no_loss = als.FitnessScorer().score(np.array([[2.0, 2.0], [4.0, 0.0]])).terms["value"]
     np.testing.assert_allclose(no_loss, [[0.5, 0.5], [1.0, 0.0]])
+
+
+def test_value_at_the_mean_loss_scale_is_affinity_times_the_loss_relative_to_the_mean():
+    routing = np.array([[3.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 1.0, 2.0]])
+    loss = np.array([[5.0, 4.0, 1.0], [1.0, 1.0, 0.0], [np.nan] * 3])
+    v = als.FitnessScorer(value_scale="mean_loss").score(routing, loss=loss).terms["value"]
+    mean = loss[:2].mean()  # 2.0: the third client sent no loss vector and counts the mean, so its row is A
+    a = routing / routing.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(v, a * np.vstack([loss[:2] / mean, np.ones((1, 3))]))
+    assert v[0, 0] == pytest.approx(0.75 * 2.5)  # not capped at 1: a pair 2.5 times the mean loss
+    # no loss at all, or losses that are all 0: every pair's loss is the mean, and V is the affinity
+    for no_signal in (None, np.zeros((3, 3))):
+        np.testing.assert_allclose(
+            als.FitnessScorer(value_scale="mean_loss").score(routing, loss=no_signal).terms["value"], a
+        )
+
+
+def test_the_aligner_reduced_to_affinity_value_and_queue_at_the_mean_loss_scale_scores_as_flex_moe():
+    """Weights 1, 1 and 0.5 on affinity, value and a deficit queue, the rest 0: ``u (1 + l / mean l) + 0.5 H``."""
+    rng = np.random.default_rng(7)
+    routing, loss, queue = rng.random((9, E)), rng.uniform(0.1, 3.0, (9, E)), rng.uniform(0.0, 4.0, E)
+    loss[4] = np.nan
+    weights = als.ScoringWeights(
+        affinity=1.0, value=1.0, loss=0.0, capability=0.0, load=0.5, staleness=0.0, switching=0.0
+    )
+    pressure = queue / (1.0 + queue.max())  # the deficit queue read as a score term (alignsolve's deficit_pressure)
+    scores = als.FitnessScorer(weights, value_scale="mean_loss").score(routing, loss=loss, load_pressure=pressure)
+    usage = routing / routing.sum(axis=1, keepdims=True)
+    relative = np.where(np.isnan(loss), 1.0, loss / np.nanmean(loss))
+    np.testing.assert_allclose(scores.fitness, usage * (1.0 + relative) + 0.5 * pressure, rtol=0, atol=1e-12)
+    # the two scales differ by one factor per round, mean l / max A l, for every client that sent a loss vector:
+    # what moves between them is the value term's weight against the other terms, round by round
+    default = als.FitnessScorer(weights).score(routing, loss=loss, load_pressure=pressure)
+    sent = ~np.isnan(loss).any(axis=1)
+    factor = np.nanmean(loss) / np.max(usage[sent] * loss[sent])
+    np.testing.assert_allclose(default.terms["value"][sent] / scores.terms["value"][sent], factor)
+
+
+@pytest.mark.parametrize("bogus", ["mean", "", None, 1, ["max"]])
+def test_value_scale_is_checked_and_survives_the_scorers_dict_and_a_checkpoint(bogus):
+    with pytest.raises(als.InvalidProblemError, match="value_scale: must be one of max, mean_loss; got"):
+        als.FitnessScorer(value_scale=bogus)
+    scorer = als.FitnessScorer(value_scale="mean_loss")
+    assert als.FitnessScorer.from_dict(scorer.to_dict()).value_scale == "mean_loss"
+    old = {k: v for k, v in scorer.to_dict().items() if k != "value_scale"}  # saved before the option existed
+    assert als.FitnessScorer.from_dict(old).value_scale == "max"
+    aligner = als.Aligner(E, SPEC, 1e6, scorer=scorer)
+    assert als.Aligner.from_json(aligner.to_json()).scorer.value_scale == "mean_loss"
+    with pytest.raises(ConfigError, match=re.escape(f"value_scale: must be one of max, mean_loss; got {bogus!r}")):
+        FedConfig(value_scale=bogus).validate()
+    data = {"samples_per_client": 20, "test_size": 50}
+    setup = build(
+        FedConfig(
+            dataset="synthetic", n_clients=6, per_round=3, n_experts=3, data_options=data, value_scale="mean_loss"
+        )
+    )
+    assert setup.policy.aligner.scorer.value_scale == "mean_loss"
 
 
 @pytest.mark.parametrize(("term", "sign"), [("value", 1.0), ("price", -1.0)])
