@@ -1089,7 +1089,8 @@ def plot_curves(runs: dict[str, dict[int, dict]], reference: float, path: Path) 
     if variants:
         right = [p for p in ("aligned_value", "flex_moe", "topk_affinity") if p in runs] + variants
         panels["variants"] = curves(right)
-    return plots.plot_accuracy_panels(panels, path, targets=[f * reference for f in FRACTIONS])
+    # ten to twenty curves a panel: a legend inside the axes would cover the early rounds, where they differ most
+    return plots.plot_accuracy_panels(panels, path, targets=[f * reference for f in FRACTIONS], legend_loc="below")
 
 
 def main(argv: list[str] | None = None) -> int:

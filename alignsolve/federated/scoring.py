@@ -44,9 +44,9 @@ each client's loss out over its experts (every client's row sums to 1), ``V`` co
 clients, so a client the model already fits counts less than one it does not. Its default
 weight is 0 (the first scorer); the comparison of ``benchmarks/run_federated.py`` turns it on.
 
-**Scale of the value.** Divided by the round's largest ``A l``, ``V`` is at most 1 and the
-typical pair sits well below it: the one worst-fitted pair of the round sets the scale, and
-next to the load term's fixed range the value's pull shrinks when one client fits badly.
+**Scale of the value.** Divided by the round's largest ``A l``, ``V`` is at most 1, and the
+single pair with the most routed loss sets the scale: against the other terms' fixed ranges the
+value's weight moves from round to round with that one pair.
 ``value_scale="mean_loss"`` divides by the mean reported loss instead (missing entries count
 as that mean), ``V_ij = A_ij l_ij / mean l``: a pair whose loss is average scores its
 affinity, as the FLEX-MoE-style policy's ``u (1 + l / mean l)`` does with its second term.
