@@ -106,6 +106,16 @@ VARIANTS: dict[str, dict] = {
         "value_scale": "mean_loss",
         "score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0},
     },
+    # the same scores with no slot required (min_slots 0, price 0): a pair is taken only where it scores above 0, as
+    # the FLEX-MoE-style policy's problem (no lower bounds) does; the aligner otherwise fills every client's slots,
+    # with pairs of no routed share and no deficit too. Defined after the first two seeds of the run above had been
+    # seen (their first round's assignment differed from that policy's in exactly this)
+    "aligned_value_uniform_queue_meanloss_noextras_minslots0": UNIFORM_QUEUE
+    | {
+        "value_scale": "mean_loss",
+        "min_slots": 0,
+        "score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0},
+    },
     "aligned_value_uniform_queue_meanloss": UNIFORM_QUEUE | {"value_scale": "mean_loss"},
     "aligned_value_meanloss": VALUE | {"value_scale": "mean_loss"},
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
@@ -208,6 +218,13 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned_value_uniform_queue_meanloss_noextras": (
         "flex_moe",
         "aligned_value_uniform_queue_noextras",
+        "random",
+        "topk_affinity",
+    ),
+    # and with no slot required: against that policy, and the two runs it differs from by one setting
+    "aligned_value_uniform_queue_meanloss_noextras_minslots0": (
+        "flex_moe",
+        "aligned_value_uniform_queue_meanloss_noextras",
         "random",
         "topk_affinity",
     ),
