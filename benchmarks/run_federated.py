@@ -100,7 +100,8 @@ VARIANTS: dict[str, dict] = {
     | {"min_slots": 1, "score_weights": UNIFORM_QUEUE["score_weights"] | {"price": 0.25}},
     # the value term divided by the mean reported loss instead of the round's largest routed loss, the scale of the
     # FLEX-MoE-style policy's loss term (``value_scale="mean_loss"``): first on the three-term ablation above, whose
-    # scores are then those of that policy's form and scale, then on the deficit-queue aligner and on aligned_value
+    # scores are then those of that policy's form and scale (its mean over the clients the aligner can assign, that
+    # policy's over every sampled client), then on the deficit-queue aligner and on aligned_value
     "aligned_value_uniform_queue_meanloss_noextras": UNIFORM_QUEUE
     | {
         "value_scale": "mean_loss",

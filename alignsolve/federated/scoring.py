@@ -47,9 +47,11 @@ weight is 0 (the first scorer); the comparison of ``benchmarks/run_federated.py`
 **Scale of the value.** Divided by the round's largest ``A l``, ``V`` is at most 1, and the
 single pair with the most routed loss sets the scale: against the other terms' fixed ranges the
 value's weight moves from round to round with that one pair.
-``value_scale="mean_loss"`` divides by the mean reported loss instead (missing entries count
-as that mean), ``V_ij = A_ij l_ij / mean l``: a pair whose loss is average scores its
-affinity, as the FLEX-MoE-style policy's ``u (1 + l / mean l)`` does with its second term.
+``value_scale="mean_loss"`` divides by the mean loss of the clients scored instead (missing
+entries count as that mean), ``V_ij = A_ij l_ij / mean l``: a pair whose loss is average scores
+its affinity, as the FLEX-MoE-style policy's ``u (1 + l / mean l)`` does with its second term.
+The Aligner scores only the clients it can assign in the round, so its mean leaves out a
+sampled client without a slot, whose report that policy's mean includes.
 Then ``V`` is no longer capped at 1 (at most ``N E``, when one pair carries all the loss).
 
 **Price of training.** A constant moves no optimum while every client must fill its slots,
