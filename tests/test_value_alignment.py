@@ -84,6 +84,7 @@ def test_value_scale_is_checked_and_survives_the_scorers_dict_and_a_checkpoint(b
         als.FitnessScorer(value_scale=bogus)
     scorer = als.FitnessScorer(value_scale="mean_loss")
     assert als.FitnessScorer.from_dict(scorer.to_dict()).value_scale == "mean_loss"
+    assert "value_scale='mean_loss'" in repr(scorer)
     old = {k: v for k, v in scorer.to_dict().items() if k != "value_scale"}  # saved before the option existed
     assert als.FitnessScorer.from_dict(old).value_scale == "max"
     aligner = als.Aligner(E, SPEC, 1e6, scorer=scorer)

@@ -362,4 +362,7 @@ class FitnessScorer:
         )
 
     def __repr__(self) -> str:
-        return f"FitnessScorer({self.weights}, load_gain={self.load_gain}, max_load_boost={self.max_load_boost})"
+        return (
+            f"FitnessScorer({self.weights}, load_gain={self.load_gain}, max_load_boost={self.max_load_boost}, "
+            f"value_scale={self.value_scale!r})"
+        )
