@@ -57,6 +57,10 @@ VALUE = {"policy": "aligned", "load_target": "demand", "min_cohort": 0}
 VALUE |= {"score_weights": {"value": 1.0, "staleness": 0.0}}
 #: aligned_value under uniform bounds with the deficit queue as its load term (``aligned_value_uniform_queue``)
 UNIFORM_QUEUE = VALUE | {"load_target": "uniform", "load_signal": "queue"}
+#: it with its loss share, capability and switching terms at 0: scores of the FLEX-MoE-style policy's form
+NOEXTRAS = UNIFORM_QUEUE | {
+    "score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0}
+}
 #: Named variants: FedConfig overrides on top of the task's federation. A policy not listed runs as itself.
 VARIANTS: dict[str, dict] = {
     "aligned_greedy": {"policy": "aligned", "method": "greedy"},
@@ -90,9 +94,8 @@ VARIANTS: dict[str, dict] = {
         for term in ("value", "loss", "capability", "switching")
     },
     # the three at once, leaving the scores of the FLEX-MoE-style policy's form (affinity, loss-weighted affinity,
-    # deficit queue): what is left between the two is how the loss-weighted affinity is scaled
-    "aligned_value_uniform_queue_noextras": UNIFORM_QUEUE
-    | {"score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0}},
+    # deficit queue): what is left between the two is how the loss-weighted affinity is scaled (taken up below)
+    "aligned_value_uniform_queue_noextras": NOEXTRAS,
     # one expert per client for sure, a second only when its pair's score beats a price of 0.25 (the weight the
     # score already gives a download): a client whose data one expert covers trains that expert alone, as under the
     # FedMoE-style policy's coverage rule, while the deficit queue still raises the experts its data hardly reach
@@ -102,21 +105,12 @@ VARIANTS: dict[str, dict] = {
     # FLEX-MoE-style policy's loss term (``value_scale="mean_loss"``): first on the three-term ablation above, whose
     # scores are then those of that policy's form and scale (its mean over the clients the aligner can assign, that
     # policy's over every sampled client), then on the deficit-queue aligner and on aligned_value
-    "aligned_value_uniform_queue_meanloss_noextras": UNIFORM_QUEUE
-    | {
-        "value_scale": "mean_loss",
-        "score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0},
-    },
+    "aligned_value_uniform_queue_meanloss_noextras": NOEXTRAS | {"value_scale": "mean_loss"},
     # the same scores with no slot required (min_slots 0, price 0): a pair is taken only where it scores above 0, as
     # the FLEX-MoE-style policy's problem (no lower bounds) does; the aligner otherwise fills every client's slots,
     # with pairs of no routed share and no deficit too. Defined after the first two seeds of the run above had been
     # seen (their first round's assignment differed from that policy's in exactly this)
-    "aligned_value_uniform_queue_meanloss_noextras_minslots0": UNIFORM_QUEUE
-    | {
-        "value_scale": "mean_loss",
-        "min_slots": 0,
-        "score_weights": UNIFORM_QUEUE["score_weights"] | {"loss": 0.0, "capability": 0.0, "switching": 0.0},
-    },
+    "aligned_value_uniform_queue_meanloss_noextras_minslots0": NOEXTRAS | {"value_scale": "mean_loss", "min_slots": 0},
     "aligned_value_uniform_queue_meanloss": UNIFORM_QUEUE | {"value_scale": "mean_loss"},
     "aligned_value_meanloss": VALUE | {"value_scale": "mean_loss"},
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept

@@ -237,33 +237,26 @@ class FitnessScorer:
         n, e = r.shape
         affinity = affinity_shares(r)
 
+        # the loss share and the value both read the clipped losses of the clients that sent a full vector
+        reported = np.zeros(n, dtype=bool)
+        pair_loss = np.zeros((n, e))
         loss_term = np.zeros((n, e))
         if loss is not None:
             ell = np.asarray(loss, dtype=float)
             if ell.shape != (n, e) or np.any(np.isinf(ell)):
                 raise InvalidProblemError("loss", f"must be an ({n}, {e}) matrix without inf", f"shape {ell.shape}")
-            has = ~np.isnan(ell).any(axis=1)
-            weighted = affinity * np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
-            loss_term = np.where(has[:, None], _rows_normalised(weighted, affinity), 0.0)
+            reported = ~np.isnan(ell).any(axis=1)
+            pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
+            loss_term = np.where(reported[:, None], _rows_normalised(affinity * pair_loss, affinity), 0.0)
 
         value = np.zeros((n, e))
         if self.value_scale == "mean_loss":
-            # without any loss vector every pair's loss is the mean, and V is the affinity itself
-            value = affinity.copy()
-            if loss is not None:
-                reported = ~np.isnan(ell).any(axis=1)
-                pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
-                mean = float(pair_loss[reported].mean()) if reported.any() else 0.0
-                if mean > 0:
-                    value = affinity * np.where(reported[:, None], pair_loss / mean, 1.0)
+            # a client without a loss vector (or a round without any loss) counts the mean: its V is its affinity
+            mean = float(pair_loss[reported].mean()) if reported.any() else 0.0
+            value = affinity * np.where(reported[:, None], pair_loss / mean, 1.0) if mean > 0 else affinity.copy()
         else:
-            if loss is not None:
-                reported = ~np.isnan(ell).any(axis=1)
-                pair_loss = np.maximum(np.nan_to_num(ell, nan=0.0), 0.0)
-                fill = float(np.median(pair_loss[reported])) if reported.any() else 1.0
-                raw = affinity * np.where(reported[:, None], pair_loss, fill)
-            else:
-                raw = affinity.copy()
+            fill = float(np.median(pair_loss[reported])) if reported.any() else 1.0
+            raw = affinity * np.where(reported[:, None], pair_loss, fill)
             top = float(raw.max()) if raw.size else 0.0
             if top > 0:
                 value = raw / top
