@@ -30,6 +30,7 @@ from .federated.aligner import (
     Aligner,
     ClientOutcome,
     ClientReport,
+    solve_with_random_ties,
     top_k_affinity,
 )
 from .federated.capacity import (
@@ -100,6 +101,7 @@ __all__ = [
     "plan_capacity",
     "sample_profiles",
     "solve",
+    "solve_with_random_ties",
     "top_k_affinity",
     "verify",
 ]

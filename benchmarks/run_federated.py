@@ -69,6 +69,10 @@ VARIANTS: dict[str, dict] = {
     "aligned_value": VALUE,
     # the FLEX-MoE-style policy without its historical deficit: only its scores and load bounds remain
     "flex_moe_nodeficit": {"policy": "flex_moe", "deficit_weight": 0.0},
+    # the FLEX-MoE-style policy with ties among optima at random (its pairs of no routed share score the same deficit
+    # bonus for every client): a second draw of it, as aligned_value_shuffle is of aligned_value, so that the aligners
+    # are compared with two draws of it and not one
+    "flex_moe_shuffle": {"policy": "flex_moe", "tie_break": "shuffle"},
     "aligned_value_greedy": VALUE | {"method": "greedy"},
     # The same scores without the global constraint: uncapped and without a cohort the problem separates per
     # client, and its optimum is each client's best experts by score (per-client top-k of the aligner's scores).
@@ -142,6 +146,10 @@ VARIANTS: dict[str, dict] = {
     | {"tie_break": "shuffle", "score_weights": VALUE["score_weights"] | {"capability": 0.0}},
     # the aligner that ties the FLEX-MoE-style policy in final accuracy, with ties at random
     "aligned_value_uniform_queue_shuffle": UNIFORM_QUEUE | {"tie_break": "shuffle"},
+    # and its twin at the FLEX-MoE-style policy's scale, the highest final accuracy on mnist_shards, with ties at
+    # random: a second draw of it against the second draw of that policy (flex_moe_shuffle)
+    "aligned_value_uniform_queue_meanloss_shuffle": UNIFORM_QUEUE
+    | {"value_scale": "mean_loss", "tie_break": "shuffle"},
     # the reports it scores privatised on the clients: (1, 1e-5)-DP per round (GaussianMechanism), and at a budget
     # eight times looser, (8, 1e-5), with less noise, to see how the cost follows the budget
     "aligned_value_private": VALUE | {"report_epsilon": 1.0},
@@ -162,6 +170,7 @@ POLICIES = (
     "flex_moe",
     "fedmoe",
     "flex_moe_nodeficit",
+    "flex_moe_shuffle",
     *[v for v in VARIANTS if v.startswith("aligned_value")],
     # diagnostic references (fedloop.policies): consistency without information, and the partition known
     "sticky_random",
@@ -231,6 +240,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_meanloss_noextras",
     ),
     "aligned_value_meanloss": ("random", "topk_affinity", "flex_moe"),
+    "aligned_value_uniform_queue_meanloss_shuffle": ("random", "topk_affinity", "flex_moe"),
     # the diagnostics: what an assignment by the clients' labels reaches, and what consistency of the pairs alone
     # gives, against the policies that read reports
     "oracle_labels": (
@@ -246,7 +256,20 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned_value_explore": ("random", "topk_affinity", "flex_moe"),
     "aligned_value_uniform_queue_explore": ("random", "topk_affinity", "flex_moe"),
     # the same with ties at random: does its standing against the targets' baselines hold on a second draw?
-    "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe"),
+    "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe", "flex_moe_shuffle"),
+    # the second draw of the FLEX-MoE-style policy against the targets' baselines, and the aligners against it: the
+    # deficit-queue aligner and its mean-loss twin (the two level with the first draw in final accuracy), the
+    # aligner, and its three-term ablation at that policy's scale with no slot required
+    "flex_moe_shuffle": (
+        "random",
+        "topk_affinity",
+        "aligned_value",
+        "aligned_value_uniform_queue",
+        "aligned_value_uniform_queue_meanloss",
+        "aligned_value_uniform_queue_meanloss_noextras_minslots0",
+        "aligned_value_uniform_queue_shuffle",
+        "aligned_value_uniform_queue_meanloss_shuffle",
+    ),
     # aligned_value with ties at random: against the targets' baselines, and its capability placebo
     "aligned_value_shuffle": (
         "random",
@@ -270,9 +293,10 @@ TARGET_COLUMNS = tuple(f"{int(f * 100)}% target" for f in FRACTIONS)
 #: The references whose comparisons are also counted seed by seed (``seed_by_seed``): how often each policy reaches
 #: a target sooner, at the same round or later, which an interval on ten seeds can hide (one run far off moves it)
 SEED_BY_SEED = ("aligned_value", "aligned_value_shuffle")
-#: Runs of one aligner's scores that differ only in which of several tied optima the solver returns: the flow
-#: solver's arc order or a random order (``_shuffle``), each with and without the capability term, which on a task
-#: whose experts all have one size adds a constant to each client's row and moves no optimum (``_nocapability``).
+#: Runs of one policy's scores that differ only in which of several tied optima the solver returns: the flow
+#: solver's arc order or a random order (``_shuffle``), and for the aligners with and without the capability term,
+#: which on a task whose experts all have one size adds a constant to each client's row and moves no optimum
+#: (``_nocapability``).
 #: Training amplifies the first differing assignment, so these are draws of one policy; ``draws`` tests whether
 #: they are told apart and measures how far apart a seed's draws land, the noise floor of a comparison on that task.
 DRAWS: dict[str, tuple[str, ...]] = {
@@ -287,6 +311,11 @@ DRAWS: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_nocapability",
         "aligned_value_uniform_queue_shuffle",
     ),
+    "aligned_value_uniform_queue_meanloss": (
+        "aligned_value_uniform_queue_meanloss",
+        "aligned_value_uniform_queue_meanloss_shuffle",
+    ),
+    "flex_moe": ("flex_moe", "flex_moe_shuffle"),
 }
 #: The aligner whose paired comparisons are also drawn (``federated_<task>_pairs.png``)
 PAIRS_REF = "aligned_value"

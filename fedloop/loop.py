@@ -116,8 +116,9 @@ class FedConfig:
     #: What the aligner's load term reads: "share" (the monitor's smoothed sample shares) or "queue" (a
     #: historical deficit in clients per round, as the FLEX-MoE-style policy's); see ``alignsolve.Aligner``.
     load_signal: str = "share"
-    #: How the aligner picks among tied optima: "solver" (the method's own order) or "shuffle" (clients and experts
-    #: in an order drawn from the seed and the round, so ties fall at random); see ``alignsolve.Aligner``.
+    #: How the aligner and the FLEX-MoE-style policy pick among tied optima: "solver" (the method's own order) or
+    #: "shuffle" (clients and experts in an order drawn from the seed and the round, so ties fall at random); see
+    #: ``alignsolve.Aligner`` and ``fedloop.published.FlexMoEPolicy``.
     tie_break: str = "solver"
     min_cohort: int = 1
     #: None: the aligner fills every client's slots; k: at least k each, the rest only with pairs that beat the
@@ -404,6 +405,7 @@ def build(config: FedConfig) -> Setup:
         deficit_weight=config.deficit_weight,
         seed=config.seed,
         label_counts=label_counts,
+        tie_break=config.tie_break,
     )
     return Setup(config, data, profiles, model, spec, deadline, policy)
 

@@ -324,10 +324,11 @@ def make_policy(
     deficit_weight: float = 0.5,
     seed: int = 0,
     label_counts: Mapping[Any, Any] | None = None,
+    tie_break: str = "solver",
 ) -> Policy:
     """A policy by name (``aligned`` needs its aligner; ``topk_capped`` and ``flex_moe`` use ``balance_tolerance``,
-    ``flex_moe`` also ``deficit_weight``; ``sticky_random`` uses ``seed``; ``oracle_labels`` needs
-    ``label_counts``, each client's samples per class).
+    ``flex_moe`` also ``deficit_weight``, ``tie_break`` and ``seed``; ``sticky_random`` uses ``seed``;
+    ``oracle_labels`` needs ``label_counts``, each client's samples per class).
 
     ``flex_moe`` and ``fedmoe`` are the published-method policies of :mod:`fedloop.published`;
     ``sticky_random`` and ``oracle_labels`` are diagnostic references, not deployable policies.
@@ -343,7 +344,9 @@ def make_policy(
     if name in ("flex_moe", "fedmoe"):
         from .published import FedMoEPolicy, FlexMoEPolicy  # they subclass Policy: imported after it
 
-        return FlexMoEPolicy(balance_tolerance, deficit_weight) if name == "flex_moe" else FedMoEPolicy()
+        if name == "fedmoe":
+            return FedMoEPolicy()
+        return FlexMoEPolicy(balance_tolerance, deficit_weight, tie_break=tie_break, seed=seed)
     if name == "sticky_random":
         return StickyRandomPolicy(seed)
     if name == "oracle_labels":

@@ -45,14 +45,29 @@ class FlexMoEPolicy(Policy):
     The deficit is a virtual queue per expert, ``H_j <- max(0, H_j + L - load_j)`` with ``L``
     the mean load of the round, added as ``deficit_weight * H_j / (1 + max H)``. The problem
     is solved exactly (``alignsolve.solve``, method ``flow``) with
-    ``expert_max = ceil((1 + balance_tolerance) * L)`` and no lower bounds.
+    ``expert_max = ceil((1 + balance_tolerance) * L)`` and no lower bounds. The paper does not
+    say which optimum to take when several tie (pairs the router does not use score the same
+    deficit bonus for every client): ``tie_break="solver"`` takes the one the flow solver
+    reaches first, ``"shuffle"`` solves with the clients and experts in an order drawn from
+    ``(seed, round)`` (``alignsolve.solve_with_random_ties``), a second draw of the same policy.
     """
 
     name = "flex_moe"
 
-    def __init__(self, balance_tolerance: float = 0.25, deficit_weight: float = 0.5) -> None:
+    def __init__(
+        self,
+        balance_tolerance: float = 0.25,
+        deficit_weight: float = 0.5,
+        *,
+        tie_break: str = "solver",
+        seed: int = 0,
+    ) -> None:
+        if tie_break not in als.TIE_BREAKS:
+            raise ValueError(f"tie_break: must be one of {', '.join(als.TIE_BREAKS)}; got {tie_break!r}")
         self.balance_tolerance = balance_tolerance
         self.deficit_weight = deficit_weight
+        self.tie_break = tie_break
+        self.seed = seed
         self.queue: np.ndarray | None = None
 
     def assign(self, round, reports, capacity, allowed, rng):
@@ -68,7 +83,10 @@ class FlexMoEPolicy(Policy):
         slots = float(np.minimum(capacity, allowed.sum(axis=1)).sum())
         cap = max(1, math.ceil((1.0 + self.balance_tolerance) * slots / e - 1e-9))
         problem = als.Problem(score, client_capacity=capacity, expert_max=min(cap, n), allowed=allowed)
-        answer = als.solve(problem, "flow")
+        if self.tie_break == "shuffle":
+            answer = als.solve_with_random_ties(problem, lambda p: als.solve(p, "flow"), (self.seed, round))
+        else:
+            answer = als.solve(problem, "flow")
         out = np.array(answer.matrix, dtype=bool)
         self.queue = deficit_queue_step(self.queue, slots / e, out.sum(axis=0))
         return out

@@ -41,7 +41,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ from .reports import (
 from .scoring import FitnessScorer, affinity_shares
 from .state import checked_state, config_of, restore, state_of
 
-__all__ = ["Aligner", "ClientOutcome", "ClientReport", "top_k_affinity"]
+__all__ = ["Aligner", "ClientOutcome", "ClientReport", "solve_with_random_ties", "top_k_affinity"]
 
 log = logging.getLogger("alignsolve.aligner")
 _DEADLINE = Option("float", low=0.0, low_open=True, text="must be a finite number of seconds > 0")
@@ -92,6 +92,47 @@ def _methods_for(method: str, budget_mode: bool) -> tuple[str, ...]:
     if method != "auto":
         return (method,)
     return ("cpsat", "greedy") if budget_mode else ("flow", "greedy")
+
+
+def solve_with_random_ties(problem: Problem, run: Callable[[Problem], Assignment], key: Sequence[int]) -> Assignment:
+    """Solve with the clients and experts in an order drawn from ``key``, and map the answer back.
+
+    A method that meets several optima returns the first it reaches, which follows the order of
+    the clients and experts; solving ``problem.relabel(rows, cols)`` with ``rows`` and ``cols``
+    permutations drawn from ``numpy.random.default_rng(key)`` makes those ties fall at random,
+    reproducibly for one key.
+
+    Parameters
+    ----------
+    problem : Problem
+        The problem, shape (N, E).
+    run : callable
+        ``run(p)`` solves a problem ``p`` and returns its :class:`Assignment` (the method and its
+        options are the caller's).
+    key : sequence of int
+        The random draw's seed, e.g. ``(seed, round)``.
+
+    Returns
+    -------
+    Assignment
+        ``run``'s answer for the relabelled problem with its matrix in ``problem``'s order:
+        ``x[np.ix_(rows, cols)] = y``. Relabelling moves no objective, so the answer is one the
+        method could return for ``problem``, with the same status and bound (an exact method's
+        optimum stays optimal). The method's certificate names the shuffled indices and is left
+        out of ``stats``; ``stats["tie_break"]`` holds the two orders. When the relabelled problem
+        has no solution there is no tie to break: ``run(problem)`` is returned, so that its
+        explanation names the problem's own clients and experts.
+    """
+    rng = np.random.default_rng(list(key))
+    rows, cols = rng.permutation(problem.shape[0]), rng.permutation(problem.shape[1])
+    answer = run(problem.relabel(rows, cols))
+    if not answer.has_solution:
+        return run(problem)
+    matrix = np.zeros(problem.shape, dtype=bool)
+    matrix[np.ix_(rows, cols)] = np.asarray(answer.matrix, dtype=bool)
+    stats = {k: v for k, v in answer.stats.items() if k != "certificate"}
+    stats["tie_break"] = {"client_order": rows.tolist(), "expert_order": cols.tolist()}
+    return dataclasses.replace(answer, matrix=matrix, stats=stats)
 
 
 class Aligner:
@@ -483,17 +524,7 @@ class Aligner:
 
         if self.tie_break == "solver":
             return run(problem)
-        rng = np.random.default_rng([self.seed, r])
-        rows, cols = rng.permutation(problem.shape[0]), rng.permutation(problem.shape[1])
-        answer = run(problem.relabel(rows, cols))
-        if not answer.has_solution:
-            # no tie to break; solved as given, its explanation names the problem's own clients and experts
-            return run(problem)
-        matrix = np.zeros(problem.shape, dtype=bool)
-        matrix[np.ix_(rows, cols)] = np.asarray(answer.matrix, dtype=bool)
-        stats = {k: v for k, v in answer.stats.items() if k != "certificate"}
-        stats["tie_break"] = {"client_order": rows.tolist(), "expert_order": cols.tolist()}
-        return dataclasses.replace(answer, matrix=matrix, stats=stats)
+        return solve_with_random_ties(problem, run, (self.seed, r))
 
     def observe(self, outcomes: Iterable[ClientOutcome | Mapping[str, Any]]) -> dict[str, Any]:
         """Record how the last assigned round went.
