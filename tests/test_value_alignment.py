@@ -235,6 +235,54 @@ def test_deficit_weight_reaches_the_flex_moe_policy_and_zero_leaves_the_queue_ou
         FedConfig(policy="flex_moe", deficit_weight=-1.0).validate()
 
 
+def test_flex_moe_with_ties_at_random_returns_another_optimum_of_the_same_problem():
+    # clients 0-3 route to expert 0 alone, clients 4-7 to nothing in particular: their pairs tie on the deficit bonus
+    n, e = 8, 4
+    routing = np.zeros((n, e))
+    routing[:4, 0] = 1.0
+    routing[4:] = 0.25
+    capacity, allowed = np.full(n, 2, dtype=np.int64), np.ones((n, e), dtype=bool)
+
+    def first_round(**kw):
+        policy = FlexMoEPolicy(0.25, **kw)
+        out = policy.assign(3, _reports(routing), capacity, allowed, None)
+        score = routing * 2.0  # u (1 + l / mean l) with no loss reported; the queue starts empty
+        return out, float(score[out].sum())
+
+    _, best = first_round()
+    matrices = set()
+    for seed in range(6):
+        out, value = first_round(tie_break="shuffle", seed=seed)
+        assert value == pytest.approx(best, abs=1e-12)  # an optimum of the same problem
+        assert (out.sum(axis=1) <= capacity).all() and out.sum(axis=0).max() <= math.ceil(1.25 * 16 / e)
+        np.testing.assert_array_equal(out, first_round(tie_break="shuffle", seed=seed)[0])  # same seed, same answer
+        matrices.add(out.tobytes())
+    assert len(matrices) > 1  # the seed moves which tied optimum comes back
+    with pytest.raises(ValueError, match="tie_break: must be one of solver, shuffle; got 'first'"):
+        FlexMoEPolicy(tie_break="first")
+    cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=1, policy="flex_moe", tie_break="shuffle", seed=5)
+    cfg.hidden, cfg.expert_hidden, cfg.data_options = 8, 4, {"samples_per_client": 20, "test_size": 50}
+    policy = build(cfg).policy
+    assert (policy.tie_break, policy.seed) == ("shuffle", 5)
+
+
+def test_solve_with_random_ties_maps_the_answer_back_and_keeps_the_proof():
+    problem = als.Problem(np.ones((5, 3)), 1, expert_max=2)  # every assignment that fills the slots is optimal
+    run_flow = lambda p: als.solve(p, "flow")  # noqa: E731
+    plain = run_flow(problem)
+    answers = [als.solve_with_random_ties(problem, run_flow, (7, r)) for r in range(5)]
+    for a in answers:
+        assert a.status == "optimal" and a.objective == pytest.approx(plain.objective)
+        als.verify(problem, a.matrix)  # raises on any violated constraint
+        rows, cols = (np.asarray(a.stats["tie_break"][k]) for k in ("client_order", "expert_order"))
+        np.testing.assert_array_equal(np.sort(rows), np.arange(5))
+        np.testing.assert_array_equal(np.sort(cols), np.arange(3))
+        assert "certificate" not in a.stats
+    assert len({a.matrix.tobytes() for a in answers}) > 1
+    again = als.solve_with_random_ties(problem, run_flow, (7, 2))
+    np.testing.assert_array_equal(again.matrix, answers[2].matrix)
+
+
 def test_published_policies_run_in_the_loop():
     for name in ("flex_moe", "fedmoe"):
         cfg = FedConfig(n_clients=6, per_round=3, n_experts=3, rounds=2, policy=name, hidden=8, expert_hidden=4)
