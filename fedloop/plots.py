@@ -93,12 +93,18 @@ def plot_accuracy_panels(
         for target in targets:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
-        if below:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
-        else:
+        if not below:
             ax.legend(loc=legend_loc, fontsize=8)
     axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
+    if below:
+        renderer = fig.canvas.get_renderer()
+        for ax in axes[0]:
+            # three names a row, fewer where long names would make the legend wider than its panel
+            for ncol in (3, 2, 1):
+                legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, fontsize=8)
+                if legend.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width:
+                    break
     path = Path(path)
     fig.savefig(path, dpi=110, bbox_inches="tight" if below else None)
     plt.close(fig)

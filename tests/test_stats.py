@@ -879,6 +879,10 @@ def test_a_legend_below_the_panels_is_drawn(tmp_path):
     longer = plots.plot_accuracy_panels({"l": many}, tmp_path / "m.png", legend_loc="below", sharey=False)
     # ten rows of names below the panel instead of three: the figure grows to hold them
     assert imread(longer).shape[0] > imread(path).shape[0] + 60
+    # names too long for three a row: fewer columns, so the legend stays within its panel's width
+    named = {f"{'a_very_long_variant_name_' * 2}{i}": np.full((2, 5), 0.1 * i) for i in range(7)}
+    wide = plots.plot_accuracy_panels({"l": named}, tmp_path / "w.png", legend_loc="below", sharey=False)
+    assert imread(wide).shape[1] <= imread(path).shape[1] + 10
 
 
 def test_the_budget_ceiling_is_the_reduction_a_baseline_censored_everywhere_gives():
