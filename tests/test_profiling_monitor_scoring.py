@@ -290,6 +290,33 @@ def test_load_pressure_refuses_bad_values_and_a_second_load_input(kwargs, match)
         als.FitnessScorer().score(np.ones((2, 3)), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"capability": np.full((2, 3), np.nan)}, r"capability: must be finite \(no NaN or inf\); got nan at index"),
+        ({"capability": np.ones((3, 2))}, r"capability: must have shape \(2, 3\).*got shape \(3, 2\)"),
+        ({"capability": [["a"] * 3] * 2}, "capability: must be numeric; got dtype <U1"),
+        ({"deficit": [0.0, np.inf, 0.0]}, "deficit: must be finite.*got inf at index 1"),
+        ({"deficit": np.ones(5)}, r"deficit: must have shape \(3,\).*got shape \(5,\)"),
+        ({"deficit": np.ones(3), "target_share": [0.5, -0.1, 0.6]}, "target_share: must be >= 0; got -0.1 at index 1"),
+        ({"deficit": np.ones(3), "target_share": np.ones(2)}, r"target_share: must have shape \(3,\)"),
+        ({"staleness": [1.0, np.nan, 2.0]}, "staleness: must be finite.*got nan at index 1"),
+        ({"staleness": np.ones(2)}, r"staleness: must have shape \(3,\)"),
+        ({"held": np.ones((3, 3), dtype=bool)}, r"held: must have shape \(2, 3\); got shape \(3, 3\)"),
+        ({"held": np.full((2, 3), 2)}, r"held: must be boolean \(or 0/1\); got 2 at index \(0, 0\)"),
+        ({"held": [[0, 1, 0.5], [0, 0, 0]]}, r"held: must be boolean \(or 0/1\); got 0.5 at index \(0, 2\)"),
+        ({"held": [["x"] * 3] * 2}, r"held: must be boolean \(or 0/1\); got dtype <U1"),
+    ],
+)
+def test_every_per_pair_and_per_expert_input_is_checked_by_name(kwargs, match):
+    # before, a NaN here came out as NaN fitness and a wrong shape as numpy's broadcasting error
+    with pytest.raises(als.InvalidProblemError, match=match):
+        als.FitnessScorer().score(np.ones((2, 3)), **kwargs)
+    # the valid forms still score: 0/1 numbers for held, a scalar staleness for every expert
+    fine = als.FitnessScorer().score(np.ones((2, 3)), held=np.eye(2, 3, dtype=int), staleness=4)
+    assert np.isfinite(fine.fitness).all()
+
+
 @settings(max_examples=60)
 @given(
     st.integers(1, 6),

@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import NONNEGATIVE
+from .._validation import NONNEGATIVE, as_float_array
 from ..errors import InvalidProblemError
 
 __all__ = ["VALUE_SCALES", "FitnessScorer", "Scores", "ScoringWeights"]
@@ -147,6 +147,24 @@ def affinity_shares(routing: np.ndarray) -> np.ndarray:
     """``A`` (N, E): each row of ``routing`` clipped at 0 and normalised to sum 1 (uniform when it has no mass)."""
     n, e = routing.shape
     return _rows_normalised(np.maximum(routing, 0.0), np.full((n, e), 1.0 / e))
+
+
+def _held_matrix(held: Any, shape: tuple[int, int]) -> np.ndarray:
+    """``held`` as a boolean (N, E) matrix: booleans, or numbers that are all 0 or 1."""
+    try:
+        arr = np.asarray(held)
+    except Exception as exc:  # ragged lists and the like
+        raise InvalidProblemError("held", "must be a boolean (N, E) matrix", f"{type(held).__name__} ({exc})") from None
+    if arr.shape != shape:
+        raise InvalidProblemError("held", f"must have shape {shape}", f"shape {arr.shape}")
+    if arr.dtype != bool:
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise InvalidProblemError("held", "must be boolean (or 0/1)", f"dtype {arr.dtype}")
+        other = ~np.isin(arr, (0, 1))
+        if other.any():
+            where = tuple(int(v) for v in np.argwhere(other)[0])
+            raise InvalidProblemError("held", "must be boolean (or 0/1)", f"{arr[where]} at index {where}")
+    return arr.astype(bool)
 
 
 class FitnessScorer:
@@ -261,9 +279,9 @@ class FitnessScorer:
             if top > 0:
                 value = raw / top
 
-        cap = np.zeros((n, e)) if capability is None else np.clip(np.asarray(capability, dtype=float), 0.0, 1.0)
-        if cap.shape != (n, e):
-            raise InvalidProblemError("capability", f"must have shape ({n}, {e})", f"shape {cap.shape}")
+        cap = np.zeros((n, e))
+        if capability is not None:
+            cap = np.clip(as_float_array("capability", capability, (n, e), max_magnitude=math.inf), 0.0, 1.0)
 
         load = np.zeros(e)
         boosted = True
@@ -283,15 +301,18 @@ class FitnessScorer:
                 )
             load, boosted = p, False
         elif deficit is not None:
-            share = np.full(e, 1.0 / e) if target_share is None else np.asarray(target_share, dtype=float)
-            d = np.asarray(deficit, dtype=float)
+            share = np.full(e, 1.0 / e)
+            if target_share is not None:
+                share = as_float_array("target_share", target_share, (e,), nonneg=True, max_magnitude=math.inf)
+            d = as_float_array("deficit", deficit, (e,), max_magnitude=math.inf)
             load = np.clip(np.divide(d, share, out=np.zeros(e), where=share > 0), -1.0, 1.0)
 
         stale = np.zeros(e)
         if staleness is not None:
-            stale = 1.0 - np.exp(-np.maximum(np.asarray(staleness, dtype=float), 0.0) / self.staleness_scale)
+            rounds = as_float_array("staleness", staleness, (e,), max_magnitude=math.inf)
+            stale = 1.0 - np.exp(-np.maximum(rounds, 0.0) / self.staleness_scale)
 
-        switching = np.ones((n, e)) if held is None else 1.0 - np.asarray(held, dtype=bool)
+        switching = np.ones((n, e)) if held is None else 1.0 - _held_matrix(held, (n, e))
 
         counts = np.zeros((n, e))
         if pair_counts is not None:
