@@ -49,3 +49,15 @@ def test_readme_is_a_front_door_and_its_links_resolve():
             if target.startswith("http"):
                 continue
             assert ((ROOT / page).parent / target).exists(), f"{page}: broken link {target}"
+
+
+def test_every_interval_and_four_decimal_figure_in_the_readme_is_in_a_results_file():
+    """The README quotes the results; a figure typed by hand or left stale after a rerender is caught here."""
+    results = "\n".join(p.read_text() for p in sorted((ROOT / "benchmarks" / "results").rglob("*.md")))
+    results = results.replace("+", "")  # the README may drop the sign of a positive reduction
+    text = README.read_text()
+    intervals = re.findall(r"[-+]?\d+(?:\.\d+)?%? \[[-+]?\d+(?:\.\d+)?%?, [-+]?\d+(?:\.\d+)?%?\]", text)
+    figures = re.findall(r"(?<![\d.])0\.\d{4}(?!\d)", text)
+    assert intervals and figures  # the pattern still finds what the README quotes
+    missing = [f for f in intervals + figures if f.replace("+", "") not in results]
+    assert not missing, f"README figures not found in benchmarks/results: {missing}"
