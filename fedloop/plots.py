@@ -12,6 +12,7 @@ from .history import History
 
 __all__ = [
     "panel_colours",
+    "panel_styles",
     "plot_accuracy_bands",
     "plot_accuracy_panels",
     "plot_comparison",
@@ -51,9 +52,9 @@ def plot_history(history: History, path: str | Path) -> Path:
     return path
 
 
-def _band(ax, x: np.ndarray, curves: np.ndarray, label: str, color: str | None = None) -> None:
+def _band(ax, x: np.ndarray, curves: np.ndarray, label: str, color: str | None = None, linestyle: str = "-") -> None:
     """The mean of ``curves`` (seeds, points) against ``x``, with a band from their min to their max."""
-    (line,) = ax.plot(x, curves.mean(axis=0), label=label, color=color)
+    (line,) = ax.plot(x, curves.mean(axis=0), label=label, color=color, linestyle=linestyle)
     ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15)
 
 
@@ -76,20 +77,21 @@ def plot_accuracy_panels(
     """One panel per entry {title: {name: (seeds, rounds)}}, side by side, sharing the accuracy axis.
 
     Each curve is the mean over seeds with a band from min to max; the ``targets`` are dotted. A name keeps
-    one colour in every panel (``panel_colours``). Split many policies over panels: beyond twenty names colours repeat.
+    one colour and line style in every panel (``panel_colours``, ``panel_styles``): beyond twenty names colours
+    repeat, each time with another line style.
     Panels of other per-round quantities than accuracy: ``sharey=False`` and their titles say what each shows;
     ``legend_loc`` as matplotlib's ``loc`` (accuracy curves start low: the top left is where they are not), or
     ``"below"``: under each panel, where it hides no curve.
     """
     plt = _pyplot()
-    colours = panel_colours(panels)
+    colours, styles = panel_colours(panels), panel_styles(panels)
     below = legend_loc == "below"
     # a legend below takes a row of three names per 0.22 in; the tight bounding box at saving keeps any excess
     height = 4.5 + (0.22 * math.ceil(max(len(c) for c in panels.values()) / 3) + 0.4 if below else 0)
     fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), height), sharey=sharey, squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items()):
         for name, acc in curves.items():
-            _band(ax, np.arange(1, acc.shape[1] + 1), acc, name, colours[name])
+            _band(ax, np.arange(1, acc.shape[1] + 1), acc, name, colours[name], styles[name])
         for target in targets:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="round", title=title)
@@ -226,6 +228,15 @@ def panel_colours(panels: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
     shades = colormaps["tab20"].colors
     palette = [to_hex(shades[i]) for i in (*range(0, 20, 2), *range(1, 20, 2))]
     return {name: palette[i % 20] for i, name in enumerate(names)}
+
+
+def panel_styles(panels: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """One line style per curve name, in the order of :func:`panel_colours`: solid for the first twenty names, then
+    dashed, dotted and dash-dotted for each further twenty, so that two names sharing a colour never share a style
+    (up to eighty names)."""
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    styles = ("-", "--", ":", "-.")
+    return {name: styles[min(i // 20, len(styles) - 1)] for i, name in enumerate(names)}
 
 
 def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, target: float | None = None) -> Path:

@@ -639,6 +639,8 @@ def test_a_policy_keeps_one_colour_in_every_panel_of_the_curves(tmp_path):
     assert many["x0"] == to_hex("C0") and many["x9"] == to_hex("C9")  # the first ten keep the cycle's hues
     assert len(set(list(many.values())[:20])) == 20  # twenty names, twenty colours
     assert many["x20"] == many["x0"]  # beyond twenty they repeat
+    styles = plots.panel_styles({"p": {f"x{i}": None for i in range(41)}})
+    assert styles["x0"] == styles["x19"] == "-" and styles["x20"] == "--" and styles["x40"] == ":"
     curves = {name: np.full((2, 3), 0.5) for name in ("a", "b")}
     path = plots.plot_accuracy_panels({"l": curves, "r": {"b": curves["b"]}}, tmp_path / "p.png", targets=[0.4])
     assert path.is_file()
@@ -863,6 +865,25 @@ def test_ablations_and_most_variants_stay_out_of_the_figures_but_not_the_tables(
     module.plot_traces(runs, tmp_path / "t.png", smooth=2)
     share = next(curves for title, curves in drawn.items() if title.startswith("routed share"))
     assert list(share) == ["aligned_value (n=1)", "random (n=1)", "aligned_value_topk (n=1)"]
+
+
+def test_a_repeated_colour_is_drawn_in_another_line_style(tmp_path, monkeypatch):
+    import numpy as np
+
+    from fedloop import plots
+
+    drawn = {}
+    real = plots._band
+
+    def record(ax, x, curves, label, color=None, linestyle="-"):
+        drawn[label] = (color, linestyle)
+        real(ax, x, curves, label, color, linestyle)
+
+    monkeypatch.setattr(plots, "_band", record)
+    curves = {f"p{i}": np.full((2, 5), 0.01 * i) for i in range(22)}
+    plots.plot_accuracy_panels({"l": curves}, tmp_path / "s.png", legend_loc="below", sharey=False)
+    assert drawn["p20"][0] == drawn["p0"][0] and drawn["p20"][1] != drawn["p0"][1]
+    assert len(set(drawn.values())) == 22  # no two curves alike
 
 
 def test_a_legend_below_the_panels_is_drawn(tmp_path):
