@@ -104,6 +104,7 @@ def as_float_array(
     nonneg: bool = False,
     broadcast_from: tuple[tuple[int, ...], ...] = (),
     max_magnitude: float = MAX_MAGNITUDE,
+    scalar: bool = True,
 ) -> np.ndarray:
     """A finite float64 array, copied, read-only.
 
@@ -120,10 +121,11 @@ def as_float_array(
     nonneg : bool
         Require every entry to be >= 0.
     broadcast_from : tuple of shapes
-        Other shapes accepted and broadcast to ``shape`` (a scalar is always accepted
-        when ``shape`` is given).
+        Other shapes accepted and broadcast to ``shape``.
     max_magnitude : float
         Largest ``|value|`` accepted (:data:`MAX_MAGNITUDE`).
+    scalar : bool
+        Accept a scalar and broadcast it to ``shape`` (when ``shape`` is given).
     """
     arr = _numeric_array(name, value)
     if shape is None:
@@ -132,13 +134,12 @@ def as_float_array(
                 name, f"must be a {ndim}-D array", f"{arr.ndim}-D array of shape {_shape_text(arr.shape)}"
             )
     elif arr.shape != shape:
-        if arr.ndim == 0 or arr.shape in broadcast_from:
+        if (scalar and arr.ndim == 0) or arr.shape in broadcast_from:
             arr = np.broadcast_to(arr, shape)
         else:
             allowed = " or ".join(_shape_text(s) for s in (shape, *broadcast_from))
-            raise InvalidProblemError(
-                name, f"must have shape {allowed} (or be a scalar)", f"shape {_shape_text(arr.shape)}"
-            )
+            rule = f"must have shape {allowed}" + (" (or be a scalar)" if scalar else "")
+            raise InvalidProblemError(name, rule, f"shape {_shape_text(arr.shape)}")
     out = np.array(arr, dtype=np.float64, copy=True)
     bad = ~np.isfinite(out)
     if bad.any():

@@ -296,6 +296,7 @@ def test_load_pressure_refuses_bad_values_and_a_second_load_input(kwargs, match)
         ({"capability": np.full((2, 3), np.nan)}, r"capability: must be finite \(no NaN or inf\); got nan at index"),
         ({"capability": np.ones((3, 2))}, r"capability: must have shape \(2, 3\).*got shape \(3, 2\)"),
         ({"capability": [["a"] * 3] * 2}, "capability: must be numeric; got dtype <U1"),
+        ({"capability": 0.5}, r"capability: must have shape \(2, 3\); got shape \(\)"),  # refused before as well
         ({"deficit": [0.0, np.inf, 0.0]}, "deficit: must be finite.*got inf at index 1"),
         ({"deficit": np.ones(5)}, r"deficit: must have shape \(3,\).*got shape \(5,\)"),
         ({"deficit": np.ones(3), "target_share": [0.5, -0.1, 0.6]}, "target_share: must be >= 0; got -0.1 at index 1"),

@@ -281,7 +281,8 @@ class FitnessScorer:
 
         cap = np.zeros((n, e))
         if capability is not None:
-            cap = np.clip(as_float_array("capability", capability, (n, e), max_magnitude=math.inf), 0.0, 1.0)
+            c = as_float_array("capability", capability, (n, e), max_magnitude=math.inf, scalar=False)
+            cap = np.clip(c, 0.0, 1.0)
 
         load = np.zeros(e)
         boosted = True
