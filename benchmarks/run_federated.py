@@ -256,10 +256,11 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "aligned_value_explore": ("random", "topk_affinity", "flex_moe"),
     "aligned_value_uniform_queue_explore": ("random", "topk_affinity", "flex_moe"),
     # the same with ties at random: does its standing against the targets' baselines hold on a second draw?
-    "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe", "flex_moe_shuffle"),
+    "aligned_value_uniform_queue_shuffle": ("random", "topk_affinity", "flex_moe"),
     # the second draw of the FLEX-MoE-style policy against its first, the targets' baselines, and the aligners: the
     # deficit-queue aligner and its mean-loss twin (the two level with the first draw in final accuracy), the
-    # aligner, and its three-term ablation at that policy's scale with no slot required
+    # aligner, and its three-term ablation at that policy's scale with no slot required (the pairs with the second
+    # draws of the aligners are tabled here only)
     "flex_moe_shuffle": (
         "flex_moe",
         "random",

@@ -219,7 +219,7 @@ def panel_colours(panels: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
     hues first and then their light shades, so that no two of the first twenty names share a colour (the first ten
     keep the colours they have with fewer names); beyond twenty the colours repeat.
     """
-    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    names = _curve_names(panels)
     if len(names) <= 10:
         return {name: f"C{i}" for i, name in enumerate(names)}
     from matplotlib import colormaps
@@ -234,9 +234,13 @@ def panel_styles(panels: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
     """One line style per curve name, in the order of :func:`panel_colours`: solid for the first twenty names, then
     dashed, dotted and dash-dotted for each further twenty, so that two names sharing a colour never share a style
     (up to eighty names)."""
-    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
     styles = ("-", "--", ":", "-.")
-    return {name: styles[min(i // 20, len(styles) - 1)] for i, name in enumerate(names)}
+    return {name: styles[min(i // 20, len(styles) - 1)] for i, name in enumerate(_curve_names(panels))}
+
+
+def _curve_names(panels: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """Every curve name once, in the order names first appear across ``panels``: the order colours and styles follow."""
+    return list(dict.fromkeys(name for curves in panels.values() for name in curves))
 
 
 def plot_comparison(runs: Mapping[str, Sequence[History]], path: str | Path, *, target: float | None = None) -> Path:
