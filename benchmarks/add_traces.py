@@ -28,8 +28,8 @@ import run_federated
 
 #: What a rerun adds to a saved run that has none
 TRACES = ("routed_share", "assigned")
-#: Fields that describe the run's cost on its machine, not its trajectory
-NOT_COMPARED = ("wall_s", *TRACES)
+#: Fields that describe the run's cost and build on its machine, not its trajectory
+NOT_COMPARED = ("wall_s", "build", *TRACES)
 
 
 def mismatch(saved: dict, rerun: dict) -> str | None:

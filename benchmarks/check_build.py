@@ -10,7 +10,12 @@ new runs' trajectories can be compared round for round with the saved ones. This
 ``--rounds`` rounds of one saved run (``run_federated.config``, the saved run's task, policy and seed, a budget of
 ``--rounds``) and reports the first round whose test accuracy, expert loads or assignment differs from the saved
 record, or that none does. Exit status 0: identical; 1: differs. ``--log FILE`` also appends the verdict, with the
-date and the command, to a Markdown table (``benchmarks/results/build_checks.md`` for the committed checks).
+date and the command, to a Markdown table (``benchmarks/results/build_checks.md`` for the committed checks). The
+verdict names the instruction set of torch's kernels and the thread count it ran with, and the logged command starts
+with those of ``run_federated.BUILD_VARIABLES`` that were set, so that it reruns the same build:
+
+    OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+        python benchmarks/check_build.py --task mnist_shards --policy flex_moe --seed 0
 """
 
 from __future__ import annotations
@@ -72,10 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         if found is None
         else ("differs", f"from round {found[0]} ({found[1]})")
     )
-    verdict = f"{word} {detail}"
-    print(f"{word}: {path} {detail}")
+    build = run_federated.build_environment()
+    threads = f"{build['threads']} thread" + ("s" if build["threads"] != 1 else "")
+    verdict = f"{word} {detail}; {build['kernels']} kernels, {threads}"
+    print(f"{word}: {path} {detail} ({build['kernels']} kernels, {threads})")
     if args.log is not None:
-        command = " ".join(["python benchmarks/check_build.py", *(argv if argv is not None else sys.argv[1:])])
+        # the variables that chose this build go before the command, so that the logged line reruns the same build
+        chosen = [f"{name}={build[name]}" for name in run_federated.BUILD_VARIABLES if name in build]
+        command = " ".join([*chosen, "python benchmarks/check_build.py", *(argv if argv is not None else sys.argv[1:])])
         append_log(args.log, [(f"`{command}`", verdict)])
     return 0 if found is None else 1
 

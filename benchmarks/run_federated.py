@@ -51,6 +51,16 @@ from fedloop import plots, stats, tasks
 from fedloop.tasks import parse_shard
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Environment variables that change a training run's floating-point arithmetic on one processor (the thread count,
+#: and the instruction set torch's kernels, MKL and oneDNN may use), so that a saved run reproduces only under the
+#: values it ran with (``docs/benchmarks.md``, "Which build a run is in").
+BUILD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+)
 #: The aligner of issue 19: value term on, load bounds following the routing's demand, no forced cohort, no
 #: staleness push towards experts the router does not use (``fedloop.FedConfig`` overrides).
 VALUE = {"policy": "aligned", "load_target": "demand", "min_cohort": 0}
@@ -401,7 +411,7 @@ def run_all(
             history = fedloop.run(config(task, policy, seed, rounds, quick))
             wall = time.perf_counter() - started
             # what the run cost on the machine it ran on (shared, so a cost estimate, never a speed claim)
-            record = record_of(policy, seed, history) | {"wall_s": wall}
+            record = record_of(policy, seed, history) | {"wall_s": wall, "build": build_environment()}
             # one temporary file per process: two processes given the same (policy, seed) never write into one
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
             tmp.write_text(json.dumps(record))
@@ -410,6 +420,17 @@ def run_all(
             print(f"{task} {policy} seed {seed}: final accuracy {final:.3f}", flush=True)
     if task != "smoke" and save_domains(folder, task, seeds, quick) is None:
         save_classes(folder, task, seeds, quick)
+
+
+def build_environment() -> dict:
+    """What decides this process's arithmetic besides the code and the processor: the torch build, the instruction
+    set its kernels use, its thread count, and those of :data:`BUILD_VARIABLES` that are set (unset ones are left out,
+    so a record says only what was chosen)."""
+    import torch
+
+    found = {"torch": torch.__version__, "kernels": torch.backends.cpu.get_cpu_capability()}
+    found["threads"] = torch.get_num_threads()
+    return found | {name: os.environ[name] for name in BUILD_VARIABLES if name in os.environ}
 
 
 def record_of(policy: str, seed: int, history: fedloop.History) -> dict:

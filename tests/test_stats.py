@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,8 @@ def test_the_federated_comparison_runs_resumes_and_renders(tmp_path):
     assert len(saved) == 2 * len(chosen.split(","))
     assert not list(module.run_folder(tmp_path, "smoke").glob("*.part"))  # each run's temporary file was moved in
     assert all(json.loads(path.read_text())["wall_s"] > 0 for path in saved)  # what each run cost
+    build = json.loads(saved[0].read_text())["build"]  # and in which build: kernels and threads at least
+    assert build["torch"] == torch.__version__ and build["threads"] == torch.get_num_threads() and build["kernels"]
     assert f"wall time per run (the {len(saved)} runs saved with it): median" in report
     assert "## `aligned_value` against each baseline" in report and "| flex_moe |" in report
     flex = report.split("## `flex_moe` against each baseline")[1].split("##")[0]
@@ -295,7 +299,8 @@ def test_the_build_check_reruns_a_saved_runs_first_rounds_and_names_the_first_di
     assert module.main([*args, "--rounds", "1", "--log", str(log)]) == 1  # appended, header written once
     rows = [line for line in log.read_text().splitlines() if line.startswith("| 20")]
     assert len(rows) == 2 and log.read_text().count("| date (UTC) |") == 1
-    assert rows[0].endswith("--rounds 1 --log " + str(log) + "` | differs from round 1 (accuracy) |")
+    verdict = r"differs from round 1 \(accuracy\); \w+ kernels, \d+ threads?"
+    assert re.search(r"--rounds 1 --log \S+` \| " + verdict + r" \|$", rows[0])
     for bad, message in (
         (["--rounds", "4"], "--rounds: must be an integer in [1, 3] (the saved run's); got 4"),
         (["--rounds", "0"], "got 0"),
@@ -304,6 +309,22 @@ def test_the_build_check_reruns_a_saved_runs_first_rounds_and_names_the_first_di
         with pytest.raises(SystemExit):
             module.main([*args, *bad])
         assert message in capsys.readouterr().err
+
+
+def test_the_build_checks_log_names_the_variables_that_chose_the_build(tmp_path, capsys, monkeypatch):
+    module = load_script("benchmarks/check_build.py")
+    module.run_federated.run_all("smoke", [0], 1, True, tmp_path, ("random",))
+    # a variable no library reads stands in for OMP_NUM_THREADS and the like, which would change this process
+    monkeypatch.setattr(module.run_federated, "BUILD_VARIABLES", ("ALIGNSOLVE_TEST_ISA", "ALIGNSOLVE_TEST_UNSET"))
+    monkeypatch.setenv("ALIGNSOLVE_TEST_ISA", "AVX2")
+    monkeypatch.delenv("ALIGNSOLVE_TEST_UNSET", raising=False)
+    log = tmp_path / "checks.md"
+    args = ["--task", "smoke", "--policy", "random", "--seed", "0", "--out", str(tmp_path), "--rounds", "1"]
+    assert module.main([*args, "--log", str(log)]) == 0
+    assert "identical" in capsys.readouterr().out
+    row = log.read_text().splitlines()[-1]
+    assert "| `ALIGNSOLVE_TEST_ISA=AVX2 python benchmarks/check_build.py --task smoke" in row
+    assert "ALIGNSOLVE_TEST_UNSET" not in row
 
 
 def test_traces_are_added_to_a_saved_run_only_from_a_rerun_identical_over_the_whole_budget(tmp_path, capsys):
