@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         else ("differs", f"from round {found[0]} ({found[1]})")
     )
     build = run_federated.build_environment()
-    threads = f"{build['threads']} thread" + ("s" if build["threads"] != 1 else "")
-    verdict = f"{word} {detail}; {build['kernels']} kernels, {threads}"
-    print(f"{word}: {path} {detail} ({build['kernels']} kernels, {threads})")
+    where = f"{build['kernels']} kernels, {build['threads']} thread" + ("s" if build["threads"] != 1 else "")
+    verdict = f"{word} {detail}; {where}"
+    print(f"{word}: {path} {detail} ({where})")
     if args.log is not None:
         # the variables that chose this build go before the command, so that the logged line reruns the same build
         chosen = [f"{name}={build[name]}" for name in run_federated.BUILD_VARIABLES if name in build]

@@ -434,8 +434,8 @@ def build_environment() -> dict:
 
 
 def record_of(policy: str, seed: int, history: fedloop.History) -> dict:
-    """What a run saves of its history, one list entry per round (``run_all``'s JSON, less its wall time); also
-    what ``check_build.py`` compares a rerun's first rounds by."""
+    """What a run saves of its history, one list entry per round (``run_all``'s JSON, less its wall time and
+    build); also what ``check_build.py`` compares a rerun's first rounds by."""
     return {
         "policy": policy,
         "seed": seed,

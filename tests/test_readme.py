@@ -58,6 +58,6 @@ def test_every_interval_and_four_decimal_figure_in_the_readme_is_in_a_results_fi
     text = README.read_text()
     intervals = re.findall(r"[-+]?\d+(?:\.\d+)?%? \[[-+]?\d+(?:\.\d+)?%?, [-+]?\d+(?:\.\d+)?%?\]", text)
     figures = re.findall(r"(?<![\d.])0\.\d{4}(?!\d)", text)
-    assert intervals  # the pattern still finds what the README quotes (four-decimal figures may be absent)
+    assert intervals and figures  # the pattern still finds what the README quotes
     missing = [f for f in intervals + figures if f.replace("+", "") not in results]
     assert not missing, f"README figures not found in benchmarks/results: {missing}"
