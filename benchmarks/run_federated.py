@@ -129,6 +129,9 @@ VARIANTS: dict[str, dict] = {
     "aligned_value_meanloss": VALUE | {"value_scale": "mean_loss"},
     # aligned_value with the deficit queue as its load term, its own demand-following bounds kept
     "aligned_value_queue": VALUE | {"load_signal": "queue"},
+    # and at the FLEX-MoE-style policy's loss scale: the deficit queue and the mean-loss scale of the aligner that
+    # met two parts on mnist_shards over 300 rounds, under the demand-following bounds that paid on four domains
+    "aligned_value_queue_meanloss": VALUE | {"load_signal": "queue", "value_scale": "mean_loss"},
     "aligned_value_novalue": VALUE | {"score_weights": {"value": 0.0, "staleness": 0.0}},
     "aligned_value_noprofiling": VALUE | {"capacity_profiling": False},
     # one scoring term each: its weight set to 0 (staleness, 0 in aligned_value, is put back at the library's 0.25)
@@ -250,6 +253,15 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_meanloss_noextras",
     ),
     "aligned_value_meanloss": ("random", "topk_affinity", "flex_moe"),
+    # the deficit queue and mean-loss scale under demand-following bounds: against the targets' baselines and the two
+    # aligners it takes its pieces from
+    "aligned_value_queue_meanloss": (
+        "random",
+        "topk_affinity",
+        "flex_moe",
+        "aligned_value",
+        "aligned_value_uniform_queue_meanloss",
+    ),
     "aligned_value_uniform_queue_meanloss_shuffle": ("random", "topk_affinity", "flex_moe"),
     # the diagnostics: what an assignment by the clients' labels reaches, and what consistency of the pairs alone
     # gives, against the policies that read reports
