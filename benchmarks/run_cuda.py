@@ -1,0 +1,484 @@
+"""What a lent CUDA GPU measures, in one call on that machine: its tests, the solver's GPU targets, a round's time
+split, and federated runs on ``--device cuda`` beside the same runs on the CPU.
+
+    python benchmarks/run_cuda.py --out DIR               # on the GPU machine: the four steps, within --budget s
+    python benchmarks/run_cuda.py --out DIR --rehearse    # anywhere: the same steps, tiny, with the CPU for the GPU
+    python benchmarks/run_cuda.py --render DIR            # benchmarks/results/cuda.md (and .png) from DIR
+
+A GPU is lent for minutes, so one script does all of it, in an order that keeps the GPU timings from overlapping:
+
+1. **tests**: the CUDA tests (``pytest``; they skip without a GPU), results in ``tests.xml``.
+2. **solver** (a child process, started first because its instances take a minute to build on the CPU): ``sinkhorn``
+   on CUDA at the scale benchmark's GPU target (``generate_sparse``, N = 1,000,000, E = 4096, m = 64, k = 4; target
+   under 2 s) and at the relaxation benchmark's (``generate("skewed")``, 1,000,000 x 256, k = 8), each after a
+   warm-up solve, each checked by ``verify``, with its proven gap (its bound is weak duality's); then, with the GPU
+   free, ``flow`` on the CPU for the dense instance's optimum. The child builds the sparse instance while step 1
+   runs and waits for the parent's go before it touches the GPU.
+3. **round**: ``run_round.py``'s configuration on cuda and on the CPU of the same machine (its threads: all cores).
+4. **federated**: ``mnist_shards`` (``run_federated.config``), seed 0, four policies, 200 rounds, each on cuda and
+   on the CPU (one thread), all eight at once: four processes share the GPU, each CPU run has a core. Each run
+   saves its rounds so far every 10 rounds, so a run stopped at the budget keeps what it did (``rounds_done``).
+
+The machine's own description goes to ``env.json``. CUDA's arithmetic is not the CPU's, so a seed's CUDA run follows
+another trajectory than its CPU run: these runs are a record of speed and of where CUDA runs land, never paired with
+the saved CPU runs in the comparison tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+TESTS = (
+    "tests/test_fedloop.py::test_the_loop_runs_on_cuda_like_on_cpu",
+    "tests/test_relaxations.py::test_sinkhorn_on_cuda",
+    "tests/test_sparse.py::test_sparse_sinkhorn_on_cuda",
+)
+POLICIES = ("random", "topk_affinity", "flex_moe", "aligned_value")
+TASK, SEED, ROUNDS = "mnist_shards", 0, 200
+#: (name, builder arguments) of the two solver instances, full size and rehearsal size
+SPARSE = {False: (1_000_000, 4096, 4, 64), True: (2_000, 64, 4, 8)}
+DENSE = {False: (1_000_000, 256, 8), True: (2_000, 64, 4)}
+SPARSE_TARGET_S = 2.0
+
+
+def log(out: Path, *words: object) -> None:
+    line = f"{time.strftime('%H:%M:%S')} " + " ".join(str(w) for w in words)
+    print(line, flush=True)
+    with open(out / "log.txt", "a") as fh:
+        fh.write(line + "\n")
+
+
+def write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def wait_for(condition, timeout: float, step: float = 0.5) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+# --- on the GPU machine ---------------------------------------------------------------------------------------
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    env = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "device": device,
+    }
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+        try:
+            query = "--query-gpu=driver_version,clocks.max.sm,power.limit"
+            smi = subprocess.run(["nvidia-smi", query, "--format=csv,noheader"], capture_output=True, text=True)
+            env["nvidia_smi"] = smi.stdout.strip()
+        except OSError:
+            env["nvidia_smi"] = None
+    return env
+
+
+def solver_child(out: Path, device: str, rehearse: bool) -> None:
+    """Step 2 (its own process): build, wait for the go, solve on the GPU, free it, then the CPU optimum."""
+    import alignsolve as als
+
+    rows: list[dict] = []
+    n, e, k, m = SPARSE[rehearse]
+    started = time.perf_counter()
+    sparse = als.generate_sparse(n, e, k, m, seed=0)
+    log(out, f"solver: sparse instance {n} x {e}, m = {m} built in {time.perf_counter() - started:.1f} s")
+    (out / "sparse_ready").touch()
+    wait_for((out / "go").exists, timeout=600)
+
+    def measure(instance, name: str, kind: str, options: dict) -> dict:
+        started = time.perf_counter()
+        result = als.solve(instance, name, **options)
+        seconds = time.perf_counter() - started
+        als.verify(instance, result)  # raises on any violated constraint
+        return {
+            "instance": kind,
+            "method": name,
+            "device": result.stats.get("device", "cpu"),
+            "status": result.status,
+            "seconds": seconds,
+            "objective": result.objective,
+            "bound": result.bound,
+            "proven_gap": result.gap,
+            "sweeps": result.stats.get("sweeps"),
+        }
+
+    als.solve(als.generate_sparse(200, 16, 2, 8, seed=1), "sinkhorn", device=device)  # context, kernels
+    rows.append(measure(sparse, "sinkhorn", f"sparse {n} x {e}, m = {m}, k = {k}", {"device": device}))
+    rows[-1]["target_s"] = SPARSE_TARGET_S
+    write_json(out / "solvers.json", rows)
+    log(out, f"solver: sparse sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
+    del sparse
+    n, e, k = DENSE[rehearse]
+    dense = als.generate("skewed", n, e, k, seed=0)
+    als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device=device)
+    rows.append(measure(dense, "sinkhorn", f"dense {n} x {e}, k = {k}", {"device": device}))
+    write_json(out / "solvers.json", rows)
+    log(out, f"solver: dense sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
+    (out / "gpu_free").touch()
+    rows.append(measure(dense, "flow", f"dense {n} x {e}, k = {k}", {}))
+    write_json(out / "solvers.json", rows)
+    log(out, f"solver: dense flow on the CPU: {rows[-1]['seconds']:.2f} s")
+
+
+def federated_child(out: Path, policy: str, device: str, rounds: int, rehearse: bool) -> None:
+    """Step 4, one run: ``run_federated``'s configuration on ``device``, its rounds saved every 10."""
+    sys.path.insert(0, str(HERE))
+    import run_federated
+
+    import fedloop
+
+    config = dataclasses.replace(run_federated.config(TASK, policy, SEED, rounds, rehearse), device=device)
+    path = out / "federated" / device / f"{policy}-seed{SEED}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records: list = []
+    stamps = [time.perf_counter()]
+
+    def save() -> None:
+        write_json(
+            path,
+            {
+                "policy": policy,
+                "seed": SEED,
+                "task": TASK,
+                "device": device,
+                "rounds": rounds,
+                "rounds_done": len(records),
+                "round_s": [b - a for a, b in itertools.pairwise(stamps)],
+                "train_s": [r.train_s for r in records],
+                "solver_s": [r.solver_s for r in records],
+                "accuracy": [r.accuracy for r in records],
+                "loads": [r.loads for r in records],
+                "assigned": [r.assigned for r in records],
+                "build": run_federated.build_environment(),
+            },
+        )
+
+    def on_round(record) -> None:
+        stamps.append(time.perf_counter())
+        records.append(record)
+        if len(records) % 10 == 0 or len(records) == rounds:
+            save()
+
+    fedloop.run(config, on_round=on_round)
+    save()
+
+
+def run_step(out: Path, name: str, cmd: list[str], timeout: float, env: dict | None = None) -> int | None:
+    log(out, f"{name}: {' '.join(cmd)}")
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, timeout=timeout, env=env, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        log(out, f"{name}: stopped after {timeout:.0f} s")
+        return None
+    (out / f"{name}.txt").write_text(done.stdout + done.stderr)
+    log(out, f"{name}: exit {done.returncode}")
+    return done.returncode
+
+
+def orchestrate(out: Path, budget: float, rehearse: bool) -> None:
+    started = time.monotonic()
+    deadline = started + budget
+    device = "cpu" if rehearse else "cuda"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "env.json", environment(device) | {"rehearse": rehearse, "budget_s": budget})
+    me = [sys.executable, str(Path(__file__).resolve())]
+    flag = ["--rehearse"] if rehearse else []
+    solver = subprocess.Popen([*me, "--solver-child", str(out), *flag], cwd=ROOT)
+
+    run_step(
+        out,
+        "tests",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={out / 'tests.xml'}",
+            *TESTS,
+        ],
+        timeout=180,
+    )
+    rounds = "3" if rehearse else "9"
+    for dev in ("cpu",) if rehearse else ("cuda", "cpu"):
+        target = out / f"round_{dev}"
+        cmd = [sys.executable, str(HERE / "run_round.py"), "--device", dev, "--rounds", rounds, "--out", str(target)]
+        run_step(out, target.name, cmd, timeout=120)
+
+    wait_for(lambda: (out / "sparse_ready").exists() or solver.poll() is not None, timeout=240)
+    (out / "go").touch()
+    log(out, "solver: go")
+    wait_for(lambda: (out / "gpu_free").exists() or solver.poll() is not None, timeout=180)
+
+    fed_rounds = 3 if rehearse else ROUNDS
+    children = []
+    for policy in POLICIES:
+        for dev in (device, "cpu") if not rehearse else ("cpu",):
+            cmd = [*me, "--federated-child", str(out), policy, dev, str(fed_rounds), *flag]
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            children.append(((policy, dev), subprocess.Popen(cmd, cwd=ROOT, env=env)))
+    log(out, f"federated: {len(children)} runs started, {deadline - time.monotonic():.0f} s left")
+    wait_for(
+        lambda: all(p.poll() is not None for _, p in children) and solver.poll() is not None,
+        timeout=max(0.0, deadline - time.monotonic()),
+        step=2.0,
+    )
+    for (policy, dev), p in children:
+        if p.poll() is None:
+            p.terminate()
+            log(out, f"federated: {policy} on {dev} stopped at the budget")
+        else:
+            log(out, f"federated: {policy} on {dev} exit {p.returncode}")
+    if solver.poll() is None:
+        solver.terminate()
+        log(out, "solver: stopped at the budget")
+    for _, p in children:
+        p.wait()
+    solver.wait()
+    summary(out)
+
+
+def summary(out: Path) -> None:
+    """The short table printed last (the reply carries the end of the output)."""
+    for row in json.loads((out / "solvers.json").read_text()) if (out / "solvers.json").exists() else []:
+        print(f"{row['instance']:<32} {row['method']:<9} {row['device']:<8} {row['seconds']:8.2f} s  {row['status']}")
+    for path in sorted((out / "federated").glob("*/*.json")):
+        run = json.loads(path.read_text())
+        s = run["round_s"]
+        print(
+            f"{run['policy']:<14} {run['device']:<5} {run['rounds_done']:>4} rounds, median "
+            f"{statistics.median(s) if s else float('nan'):.3f} s/round, last acc "
+            f"{run['accuracy'][-1] if run['accuracy'] else float('nan'):.4f}"
+        )
+
+
+# --- here: the results page ------------------------------------------------------------------------------------
+
+
+def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
+    """Write ``cuda.md`` (and ``federated_cuda.png``) in ``dest`` from what a call left in ``src``."""
+    sys.path.insert(0, str(HERE))
+    import run_federated
+
+    from fedloop import stats
+
+    env = json.loads((src / "env.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Measured on a lent GPU",
+        "",
+        f"Measured {env['started'][:10]} on {env.get('gpu', env['device'])}"
+        f"{' (' + str(env['gpu_memory_gib']) + ' GiB)' if 'gpu_memory_gib' in env else ''}, driver and limits "
+        f"`{env.get('nvidia_smi')}`, {env['cpu_count']} CPU cores, Python {env['python']}, torch {env['torch']} "
+        f"(CUDA {env['cuda']}), in one call of `python benchmarks/run_cuda.py --out DIR` "
+        f"(budget {env['budget_s']:.0f} s); this page: `{command}`. The machine's own packages, not this project's "
+        "pins (torch differs from the CPU runs' 2.13.0). Raw files: [cuda/](cuda/).",
+        "",
+        "## Tests",
+        "",
+    ]
+    xml = src / "tests.xml"
+    if xml.exists():
+        cases = ET.parse(xml).getroot().iter("testcase")
+        for case in cases:
+            outcome = "passed"
+            for tag in ("failure", "error", "skipped"):
+                if case.find(tag) is not None:
+                    outcome = {"failure": "FAILED", "error": "ERROR", "skipped": "skipped"}[tag]
+            lines.append(f"- `{case.get('classname')}.{case.get('name')}`: {outcome}")
+    else:
+        lines.append("- not run")
+    lines += ["", "## Solver on the GPU", ""]
+    solvers = json.loads((src / "solvers.json").read_text()) if (src / "solvers.json").exists() else []
+    if solvers:
+        optimum = {r["instance"]: r["objective"] for r in solvers if r["method"] == "flow"}
+        lines += [
+            "| instance | method | device | status | seconds | objective | bound | proven gap | gap to flow's "
+            "optimum |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in solvers:
+            opt = optimum.get(r["instance"])
+            gap = "" if opt is None or r["method"] == "flow" else f"{100 * (opt - r['objective']) / abs(opt):.4f}%"
+            proven = "" if r["proven_gap"] is None else f"{100 * r['proven_gap']:.4f}%"
+            bound = "" if r["bound"] is None else f"{r['bound']:.1f}"
+            lines.append(
+                f"| {r['instance']} | {r['method']} | {r['device']} | {r['status']} | {r['seconds']:.2f} | "
+                f"{r['objective']:.1f} | {bound} | {proven} | {gap} |"
+            )
+        for r in solvers:
+            if "target_s" in r:
+                verdict = "met" if r["seconds"] < r["target_s"] else "missed"
+                lines += [
+                    "",
+                    f"Scale benchmark's GPU target (sparse, under {r['target_s']:.0f} s): {verdict}, "
+                    f"{r['seconds']:.2f} s, solve and transfers, after a warm-up solve.",
+                ]
+    else:
+        lines.append("Not measured.")
+    lines += ["", "## A round's time split, on the GPU and on the CPU of the same machine", ""]
+    split = {}
+    for name in sorted(p.name for p in src.glob("round_*")):
+        md = next((src / name).glob("round_timing*.md"), None)
+        if md is not None:
+            table = [ln for ln in md.read_text().splitlines() if ln.startswith("| ") and "part" not in ln]
+            rows = [ln.split("|")[1:3] for ln in table]
+            split[name.removeprefix("round_")] = {a.strip(): b.strip() for a, b in rows}
+    if split:
+        devices = sorted(split)
+        lines += ["`run_round.py`'s configuration (its CPU runs use every core), median seconds per round:", ""]
+        lines += ["| part | " + " | ".join(devices) + " |", "|---|" + "---|" * len(devices)]
+        for part in split[devices[0]]:
+            lines.append(f"| {part} | " + " | ".join(split[d].get(part, "") for d in devices) + " |")
+    else:
+        lines.append("Not measured.")
+    runs: dict[str, dict[str, dict]] = {}
+    for path in sorted((src / "federated").glob("*/*.json")):
+        run = json.loads(path.read_text())
+        runs.setdefault(run["policy"], {})[run["device"]] = run
+    lines += ["", f"## Federated runs: `{TASK}`, seed {SEED}, on the GPU and on the CPU", ""]
+    if runs:
+        central = json.loads((RESULTS / "federated" / f"{TASK}-v2" / "central.json").read_text())["accuracy"]
+        target = 0.8 * central
+        saved = run_federated.load_runs(run_federated.run_folder(RESULTS, TASK))
+        lines += [
+            f"All {sum(len(v) for v in runs.values())} runs at once: the CUDA runs share the GPU, each CPU run has a "
+            f"core and one thread. Target: 80% of the central accuracy ({target:.4f}); rounds to it "
+            'over the rounds done ("not reached" where it was not). The saved run is the comparison\'s (this '
+            "project's 2-core machine, another torch and processor, the CPU). Final accuracy: mean of the last 10 "
+            "rounds, where all rounds ran.",
+            "",
+            "| policy | device | rounds done | median s per round | CPU over GPU | rounds to 80% | final accuracy |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for policy in POLICIES:
+            per = runs.get(policy, {})
+            cpu_s = statistics.median(per["cpu"]["round_s"]) if per.get("cpu", {}).get("round_s") else None
+            for dev in ("cuda", "cpu"):
+                run = per.get(dev)
+                if run is None:
+                    continue
+                med = statistics.median(run["round_s"]) if run["round_s"] else None
+                ratio = f"{cpu_s / med:.2f}" if dev == "cuda" and med and cpu_s else ""
+                lines.append(_run_row(policy, dev, run, med, ratio, target, stats))
+            if policy in saved and SEED in saved[policy]:
+                old = saved[policy][SEED]
+                wall = old.get("wall_s")
+                lines.append(
+                    _run_row(
+                        policy,
+                        "cpu (saved run)",
+                        {**old, "rounds_done": len(old["accuracy"]), "rounds": len(old["accuracy"])},
+                        wall / len(old["accuracy"]) if wall else None,
+                        "",
+                        target,
+                        stats,
+                    )
+                )
+        png = plot(runs, target, dest / "federated_cuda.png")
+        lines += ["", f"![accuracy on the GPU and the CPU]({png.name})"]
+    else:
+        lines.append("Not measured.")
+    page = dest / "cuda.md"
+    page.write_text("\n".join(lines) + "\n")
+    return page
+
+
+def _run_row(policy: str, dev: str, run: dict, med: float | None, ratio: str, target: float, stats) -> str:
+    acc = run["accuracy"]
+    reached, hit = stats.rounds_to_target(acc, target) if acc else (0, False)
+    final = f"{stats.final_accuracy(acc):.4f}" if run["rounds_done"] == run["rounds"] and acc else ""
+    rounds = f"{reached}" if hit else "not reached"
+    when = "" if med is None else f"{med:.3f}"
+    return f"| {policy} | {dev} | {run['rounds_done']} / {run['rounds']} | {when} | {ratio} | {rounds} | {final} |"
+
+
+def plot(runs: dict[str, dict[str, dict]], target: float, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, policy in enumerate(POLICIES):
+        for dev, style in (("cuda", "-"), ("cpu", ":")):
+            run = runs.get(policy, {}).get(dev)
+            if run and run["accuracy"]:
+                ax.plot(
+                    range(1, len(run["accuracy"]) + 1), run["accuracy"], style, color=f"C{i}", label=f"{policy} ({dev})"
+                )
+    ax.axhline(target, color="grey", lw=0.8, ls="--", label="80% target")
+    ax.set(xlabel="round", ylabel="test accuracy", title=f"{TASK}, seed {SEED}: CUDA (solid) and CPU (dotted)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="where the call writes (on the GPU machine: under $OUT)")
+    parser.add_argument("--budget", type=float, default=520.0, help="seconds from the start to stop every run")
+    parser.add_argument("--rehearse", action="store_true", help="tiny sizes, the CPU standing in for the GPU")
+    parser.add_argument("--render", type=Path, metavar="DIR", help="write benchmarks/results/cuda.md from DIR")
+    parser.add_argument("--solver-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--federated-child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = "cpu" if args.rehearse else "cuda"
+    if args.solver_child:
+        solver_child(args.solver_child, device, args.rehearse)
+    elif args.federated_child:
+        out, policy, dev, rounds = args.federated_child
+        federated_child(Path(out), policy, dev, int(rounds), args.rehearse)
+    elif args.render:
+        command = " ".join(["python benchmarks/run_cuda.py", *(argv if argv is not None else sys.argv[1:])])
+        print(f"written {render(args.render, command=command)}")
+    elif args.out:
+        if not args.rehearse:
+            import torch
+
+            if not torch.cuda.is_available():
+                parser.error("no CUDA GPU is visible to torch: run with --rehearse to try the steps on the CPU")
+        orchestrate(args.out, args.budget, args.rehearse)
+    else:
+        parser.error("give --out DIR (run the steps) or --render DIR (write the page)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
