@@ -3,6 +3,7 @@ split, and federated runs on ``--device cuda`` beside the same runs on the CPU.
 
     python benchmarks/run_cuda.py --out DIR               # on the GPU machine: the four steps, within --budget s
     python benchmarks/run_cuda.py --out DIR --rehearse    # anywhere: the same steps, tiny, with the CPU for the GPU
+    python benchmarks/run_cuda.py --out DIR --alone aligned_value --budget 165   # one run alone on the GPU
     python benchmarks/run_cuda.py --render DIR            # benchmarks/results/cuda.md (and .png) from DIR
 
 A GPU is lent for minutes, so one script does all of it, in an order that keeps the GPU timings from overlapping:
@@ -10,7 +11,7 @@ A GPU is lent for minutes, so one script does all of it, in an order that keeps 
 1. **tests**: the CUDA tests (``pytest``; they skip without a GPU), results in ``tests.xml``.
 2. **solver** (a child process, started first because its instances take a minute to build on the CPU): ``sinkhorn``
    on CUDA at the scale benchmark's GPU target (``generate_sparse``, N = 1,000,000, E = 4096, m = 64, k = 4; target
-   under 2 s) and at the relaxation benchmark's (``generate("skewed")``, 1,000,000 x 256, k = 8), each after a
+   under 2 s) and at the relaxation benchmark's (``generate("skewed")``, 781,250 x 256, k = 8), each after a
    warm-up solve, each checked by ``verify``, with its proven gap (its bound is weak duality's); then, with the GPU
    free, ``flow`` on the CPU for the dense instance's optimum. The child builds the sparse instance while step 1
    runs and waits for the parent's go before it touches the GPU.
@@ -52,7 +53,8 @@ POLICIES = ("random", "topk_affinity", "flex_moe", "aligned_value")
 TASK, SEED, ROUNDS = "mnist_shards", 0, 200
 #: (name, builder arguments) of the two solver instances, full size and rehearsal size
 SPARSE = {False: (1_000_000, 4096, 4, 64), True: (2_000, 64, 4, 8)}
-DENSE = {False: (1_000_000, 256, 8), True: (2_000, 64, 4)}
+#: the dense one: the relaxation benchmark's GPU instance (``run_relaxations.CUDA_SIZE``), and a small one
+DENSE = {False: (781_250, 256, 8), True: (2_000, 64, 4)}
 SPARSE_TARGET_S = 2.0
 
 
@@ -272,6 +274,27 @@ def orchestrate(out: Path, budget: float, rehearse: bool) -> None:
     summary(out)
 
 
+def orchestrate_alone(out: Path, policy: str, budget: float, rehearse: bool) -> None:
+    """One policy's run alone on the GPU beside its CPU run (one thread each), both stopped at the budget."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "started.txt").write_text(datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    me = [sys.executable, str(Path(__file__).resolve())]
+    rounds = "3" if rehearse else str(ROUNDS)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    children = [
+        subprocess.Popen(
+            [*me, "--federated-child", str(out), policy, dev, rounds, *(["--rehearse"] * rehearse)], cwd=ROOT, env=env
+        )
+        for dev in ("cpu" if rehearse else "cuda", "cpu")[: 1 if rehearse else 2]
+    ]
+    wait_for(lambda: all(p.poll() is not None for p in children), timeout=budget, step=1.0)
+    for p in children:
+        if p.poll() is None:
+            p.terminate()
+        p.wait()
+    summary(out)
+
+
 def summary(out: Path) -> None:
     """The short table printed last (the reply carries the end of the output)."""
     for row in json.loads((out / "solvers.json").read_text()) if (out / "solvers.json").exists() else []:
@@ -325,6 +348,8 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
     lines += ["", "## Solver on the GPU", ""]
     solvers = json.loads((src / "solvers.json").read_text()) if (src / "solvers.json").exists() else []
     if solvers:
+        lines.append("Each solve timed whole (transfers, repair, the result back on the CPU) after a warm-up solve.")
+        lines.append("")
         optimum = {r["instance"]: r["objective"] for r in solvers if r["method"] == "flow"}
         lines += [
             "| instance | method | device | status | seconds | objective | bound | proven gap | gap to flow's "
@@ -346,9 +371,19 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
                 lines += [
                     "",
                     f"Scale benchmark's GPU target (sparse, under {r['target_s']:.0f} s): {verdict}, "
-                    f"{r['seconds']:.2f} s, solve and transfers, after a warm-up solve.",
+                    f"{r['seconds']:.2f} s in {r['sweeps']} sweeps (not profiled further: the call had no time left).",
                 ]
-    else:
+    dense = f"dense {DENSE[False][0]} x {DENSE[False][1]}, k = {DENSE[False][2]}"
+    if not any(r["instance"].startswith("dense") for r in solvers):
+        stdout = src / "stdout.txt"
+        errors = [ln for ln in stdout.read_text().splitlines() if "Error" in ln] if stdout.exists() else []
+        lines += [
+            "",
+            "The dense instance: not measured"
+            + (f"; the solver child stopped: `{errors[-1]}`" if errors else "")
+            + f" (today's script builds {dense}, within it).",
+        ]
+    if not solvers:
         lines.append("Not measured.")
     lines += ["", "## A round's time split, on the GPU and on the CPU of the same machine", ""]
     split = {}
@@ -360,71 +395,137 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
             split[name.removeprefix("round_")] = {a.strip(): b.strip() for a, b in rows}
     if split:
         devices = sorted(split)
-        lines += ["`run_round.py`'s configuration (its CPU runs use every core), median seconds per round:", ""]
+        lines += [
+            "`run_round.py`'s configuration, median seconds per round (step 3). Its CPU run sets torch to every core "
+            f"({env['cpu_count']} threads) for a model this small, and ran while the solver child built its instance "
+            "on one core: a record, not the CPU's best (the federated runs below give the CPU one thread).",
+            "",
+        ]
         lines += ["| part | " + " | ".join(devices) + " |", "|---|" + "---|" * len(devices)]
         for part in split[devices[0]]:
             lines.append(f"| {part} | " + " | ".join(split[d].get(part, "") for d in devices) + " |")
     else:
         lines.append("Not measured.")
-    runs: dict[str, dict[str, dict]] = {}
-    for path in sorted((src / "federated").glob("*/*.json")):
-        run = json.loads(path.read_text())
-        runs.setdefault(run["policy"], {})[run["device"]] = run
-    lines += ["", f"## Federated runs: `{TASK}`, seed {SEED}, on the GPU and on the CPU", ""]
+    central = json.loads((RESULTS / "federated" / f"{TASK}-v2" / "central.json").read_text())["accuracy"]
+    target = 0.8 * central
+    saved = run_federated.load_runs(run_federated.run_folder(RESULTS, TASK))
+    runs = load_federated(src)
+    lines += ["", f"## Federated runs: `{TASK}`, seed {SEED}, four policies, on the GPU and on the CPU", ""]
     if runs:
-        central = json.loads((RESULTS / "federated" / f"{TASK}-v2" / "central.json").read_text())["accuracy"]
-        target = 0.8 * central
-        saved = run_federated.load_runs(run_federated.run_folder(RESULTS, TASK))
         lines += [
-            f"All {sum(len(v) for v in runs.values())} runs at once: the CUDA runs share the GPU, each CPU run has a "
-            f"core and one thread. Target: 80% of the central accuracy ({target:.4f}); rounds to it "
-            'over the rounds done ("not reached" where it was not). The saved run is the comparison\'s (this '
-            "project's 2-core machine, another torch and processor, the CPU). Final accuracy: mean of the last 10 "
-            "rounds, where all rounds ran.",
+            f"All {sum(len(v) for v in runs.values())} runs at once (step 4): the four CUDA runs share the GPU, each "
+            "CPU run has a core and one thread, and every run stopped at the call's budget. Together (each run at its "
+            "median round time):",
             "",
-            "| policy | device | rounds done | median s per round | CPU over GPU | rounds to 80% | final accuracy |",
-            "|---|---|---|---|---|---|---|",
+            "| device | runs | rounds per second together |",
+            "|---|---|---|",
+            *(
+                f"| {dev} | {sum(dev in per for per in runs.values())} | {throughput(runs, dev):.2f} |"
+                for dev in ("cuda", "cpu")
+            ),
+            "",
+            *federated_table(runs, target, saved, stats),
         ]
-        for policy in POLICIES:
-            per = runs.get(policy, {})
-            cpu_s = statistics.median(per["cpu"]["round_s"]) if per.get("cpu", {}).get("round_s") else None
-            for dev in ("cuda", "cpu"):
-                run = per.get(dev)
-                if run is None:
-                    continue
-                med = statistics.median(run["round_s"]) if run["round_s"] else None
-                ratio = f"{cpu_s / med:.2f}" if dev == "cuda" and med and cpu_s else ""
-                lines.append(_run_row(policy, dev, run, med, ratio, target, stats))
-            if policy in saved and SEED in saved[policy]:
-                old = saved[policy][SEED]
-                wall = old.get("wall_s")
-                lines.append(
-                    _run_row(
-                        policy,
-                        "cpu (saved run)",
-                        {**old, "rounds_done": len(old["accuracy"]), "rounds": len(old["accuracy"])},
-                        wall / len(old["accuracy"]) if wall else None,
-                        "",
-                        target,
-                        stats,
-                    )
-                )
         png = plot(runs, target, dest / "federated_cuda.png")
         lines += ["", f"![accuracy on the GPU and the CPU]({png.name})"]
     else:
         lines.append("Not measured.")
+    alone = load_federated(src / "alone")
+    if alone:
+        started = (src / "alone" / "started.txt").read_text().strip()
+        lines += [
+            "",
+            f"### One run on the GPU alone ({started} UTC, a second call)",
+            "",
+            "The same configuration, one policy, its CUDA run alone on the GPU beside its CPU run (one thread), both "
+            "stopped at the call's budget (`run_cuda.py --alone POLICY`, which runs the two `--federated-child` "
+            "commands side by side):",
+            "",
+            *federated_table(alone, target, saved, stats),
+            "",
+            repeats(runs, alone),
+        ]
+    lines += [
+        "",
+        f'Target: 80% of the central accuracy ({target:.4f}). Rounds to it count the rounds done ("not reached" '
+        "where it was not). The last column is the mean accuracy over the last 10 rounds that the policy's CUDA run "
+        "did, for each row of the policy, so the rows compare at the same rounds. CUDA's arithmetic is not the "
+        "CPU's, so a seed's CUDA run follows another trajectory: the saved run is the comparison's (this project's "
+        "2-core machine, torch 2.13.0, the CPU), its time per round unrecorded where the run predates wall times.",
+    ]
     page = dest / "cuda.md"
     page.write_text("\n".join(lines) + "\n")
     return page
 
 
-def _run_row(policy: str, dev: str, run: dict, med: float | None, ratio: str, target: float, stats) -> str:
-    acc = run["accuracy"]
-    reached, hit = stats.rounds_to_target(acc, target) if acc else (0, False)
-    final = f"{stats.final_accuracy(acc):.4f}" if run["rounds_done"] == run["rounds"] and acc else ""
-    rounds = f"{reached}" if hit else "not reached"
-    when = "" if med is None else f"{med:.3f}"
-    return f"| {policy} | {dev} | {run['rounds_done']} / {run['rounds']} | {when} | {ratio} | {rounds} | {final} |"
+def load_federated(src: Path) -> dict[str, dict[str, dict]]:
+    runs: dict[str, dict[str, dict]] = {}
+    for path in sorted((src / "federated").glob("*/*.json")):
+        run = json.loads(path.read_text())
+        runs.setdefault(run["policy"], {})[run["device"]] = run
+    return runs
+
+
+def repeats(first: dict[str, dict[str, dict]], second: dict[str, dict[str, dict]]) -> str:
+    """Whether the second call's runs repeat the first's, round by round, over the rounds both ran."""
+    said = []
+    for policy, per in second.items():
+        for dev, run in per.items():
+            old = first.get(policy, {}).get(dev)
+            if old is None:
+                continue
+            n = min(run["rounds_done"], old["rounds_done"])
+            differ = [
+                i
+                for i in range(n)
+                if (run["accuracy"][i], run["assigned"][i]) != (old["accuracy"][i], old["assigned"][i])
+            ]
+            verdict = f"differs from round {differ[0] + 1}" if differ else "identical"
+            said.append(f"`{policy}` on {dev}: {verdict} over the {n} rounds both ran")
+    return (
+        (
+            "Against the first call's run of the same policy (a fresh machine each call; accuracy and assignments "
+            "compared): " + "; ".join(said) + "."
+        )
+        if said
+        else ""
+    )
+
+
+def throughput(runs: dict[str, dict[str, dict]], device: str) -> float:
+    """Rounds per second of one device's runs together (each at its median round time)."""
+    return sum(1 / statistics.median(per[device]["round_s"]) for per in runs.values() if per.get(device))
+
+
+def federated_table(runs: dict[str, dict[str, dict]], target: float, saved: dict, stats) -> list[str]:
+    lines = [
+        "| policy | run | rounds done | median s per round | CPU over GPU | rounds to 80% | accuracy at the "
+        "CUDA run's last 10 rounds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for policy in POLICIES:
+        per = runs.get(policy)
+        if not per:
+            continue
+        medians = {dev: statistics.median(run["round_s"]) for dev, run in per.items() if run["round_s"]}
+        upto = per["cuda"]["rounds_done"] if "cuda" in per else min(run["rounds_done"] for run in per.values())
+        rows = [(dev, per[dev], medians.get(dev)) for dev in ("cuda", "cpu") if dev in per]
+        if policy in saved and SEED in saved[policy]:
+            old = saved[policy][SEED]
+            wall = old.get("wall_s")
+            rows.append(("saved CPU run", old, wall / len(old["accuracy"]) if wall else None))
+        for name, run, med in rows:
+            acc = run["accuracy"]
+            ratio = f"{medians['cpu'] / med:.2f}" if name == "cuda" and med and "cpu" in medians else ""
+            reached, hit = stats.rounds_to_target(acc, target) if acc else (0, False)
+            window = acc[max(0, upto - 10) : upto]
+            level = f"{statistics.fmean(window):.4f}" if len(acc) >= upto and window else ""
+            done = f"{run.get('rounds_done', len(acc))} / {run.get('rounds', len(acc))}"
+            when = "" if med is None else f"{med:.3f}"
+            lines.append(
+                f"| {policy} | {name} | {done} | {when} | {ratio} | {reached if hit else 'not reached'} | {level} |"
+            )
+    return lines
 
 
 def plot(runs: dict[str, dict[str, dict]], target: float, path: Path) -> Path:
@@ -456,6 +557,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=520.0, help="seconds from the start to stop every run")
     parser.add_argument("--rehearse", action="store_true", help="tiny sizes, the CPU standing in for the GPU")
     parser.add_argument("--render", type=Path, metavar="DIR", help="write benchmarks/results/cuda.md from DIR")
+    parser.add_argument(
+        "--alone",
+        metavar="POLICY",
+        choices=POLICIES,
+        help="instead of the four steps: one policy's federated run "
+        "alone on the GPU beside its CPU run, until --budget (what cuda.md's second call measured)",
+    )
     parser.add_argument("--solver-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--federated-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -474,7 +582,10 @@ def main(argv: list[str] | None = None) -> int:
 
             if not torch.cuda.is_available():
                 parser.error("no CUDA GPU is visible to torch: run with --rehearse to try the steps on the CPU")
-        orchestrate(args.out, args.budget, args.rehearse)
+        if args.alone:
+            orchestrate_alone(args.out, args.alone, args.budget, args.rehearse)
+        else:
+            orchestrate(args.out, args.budget, args.rehearse)
     else:
         parser.error("give --out DIR (run the steps) or --render DIR (write the page)")
     return 0
