@@ -329,7 +329,7 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
         f"`{env.get('nvidia_smi')}`, {env['cpu_count']} CPU cores, Python {env['python']}, torch {env['torch']} "
         f"(CUDA {env['cuda']}), in one call of `python benchmarks/run_cuda.py --out DIR` "
         f"(budget {env['budget_s']:.0f} s); this page: `{command}`. The machine's own packages, not this project's "
-        "pins (torch differs from the CPU runs' 2.13.0). Raw files: [cuda/](cuda/).",
+        "pins (torch differs from the CPU runs' 2.13.0). Raw files: `benchmarks/results/cuda/`.",
         "",
         "## Tests",
         "",
@@ -352,9 +352,9 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
         lines.append("")
         optimum = {r["instance"]: r["objective"] for r in solvers if r["method"] == "flow"}
         lines += [
-            "| instance | method | device | status | seconds | objective | bound | proven gap | gap to flow's "
-            "optimum |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| instance | method | device | status | seconds | sweeps | objective | bound | proven gap | gap to "
+            "flow's optimum |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in solvers:
             opt = optimum.get(r["instance"])
@@ -363,6 +363,7 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
             bound = "" if r["bound"] is None else f"{r['bound']:.1f}"
             lines.append(
                 f"| {r['instance']} | {r['method']} | {r['device']} | {r['status']} | {r['seconds']:.2f} | "
+                f"{'' if r.get('sweeps') is None else r['sweeps']} | "
                 f"{r['objective']:.1f} | {bound} | {proven} | {gap} |"
             )
         for r in solvers:
@@ -427,7 +428,7 @@ def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
             *federated_table(runs, target, saved, stats),
         ]
         png = plot(runs, target, dest / "federated_cuda.png")
-        lines += ["", f"![accuracy on the GPU and the CPU]({png.name})"]
+        lines += ["", f"Figure: `{png.name}` (accuracy by round; CUDA solid, CPU dotted)."]
     else:
         lines.append("Not measured.")
     alone = load_federated(src / "alone")
