@@ -143,12 +143,14 @@ def solver_child(out: Path, device: str, rehearse: bool) -> None:
     log(out, f"solver: sparse sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
     del sparse
     n, e, k = DENSE[rehearse]
-    dense = als.generate("skewed", n, e, k, seed=0)
-    als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device=device)
-    rows.append(measure(dense, "sinkhorn", f"dense {n} x {e}, k = {k}", {"device": device}))
-    write_json(out / "solvers.json", rows)
-    log(out, f"solver: dense sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
-    (out / "gpu_free").touch()
+    try:
+        dense = als.generate("skewed", n, e, k, seed=0)
+        als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device=device)
+        rows.append(measure(dense, "sinkhorn", f"dense {n} x {e}, k = {k}", {"device": device}))
+        write_json(out / "solvers.json", rows)
+        log(out, f"solver: dense sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
+    finally:
+        (out / "gpu_free").touch()  # step 4 waits for this: a failure here must not hold it up
     rows.append(measure(dense, "flow", f"dense {n} x {e}, k = {k}", {}))
     write_json(out / "solvers.json", rows)
     log(out, f"solver: dense flow on the CPU: {rows[-1]['seconds']:.2f} s")
