@@ -391,6 +391,19 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
             ("flex_moe_nodeficit", "aligned_value_uniform", "aligned_value_queue", "aligned_value_uniform_noload"),
         ),
     ),
+    ("results", "shakespeare_scripts"): (
+        # seeds 5-9 of aligned_value's scoring-term ablations, run after seeds 0-4 had been tabled (those that a
+        # session's cut-off let start; the others stay at their first seeds)
+        (
+            "aligned_value",
+            5,
+            (
+                "aligned_value_noloss",
+                "aligned_value_noload",
+                "aligned_value_noaffinity",
+            ),
+        ),
+    ),
 }
 
 
