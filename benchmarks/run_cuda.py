@@ -43,6 +43,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # the other benchmark scripts, whose configurations and instances these are
+
+from run_relaxations import CUDA_SIZE  # noqa: E402  (after the path above)
+
 RESULTS = HERE / "results"
 TESTS = (
     "tests/test_fedloop.py::test_the_loop_runs_on_cuda_like_on_cpu",
@@ -53,8 +57,8 @@ POLICIES = ("random", "topk_affinity", "flex_moe", "aligned_value")
 TASK, SEED, ROUNDS = "mnist_shards", 0, 200
 #: (name, builder arguments) of the two solver instances, full size and rehearsal size
 SPARSE = {False: (1_000_000, 4096, 4, 64), True: (2_000, 64, 4, 8)}
-#: the dense one: the relaxation benchmark's GPU instance (``run_relaxations.CUDA_SIZE``), and a small one
-DENSE = {False: (781_250, 256, 8), True: (2_000, 64, 4)}
+#: the dense one: the relaxation benchmark's GPU instance, and a small one
+DENSE = {False: CUDA_SIZE, True: (2_000, 64, 4)}
 SPARSE_TARGET_S = 2.0
 
 
@@ -158,7 +162,6 @@ def solver_child(out: Path, device: str, rehearse: bool) -> None:
 
 def federated_child(out: Path, policy: str, device: str, rounds: int, rehearse: bool) -> None:
     """Step 4, one run: ``run_federated``'s configuration on ``device``, its rounds saved every 10."""
-    sys.path.insert(0, str(HERE))
     import run_federated
 
     import fedloop
@@ -168,6 +171,7 @@ def federated_child(out: Path, policy: str, device: str, rounds: int, rehearse: 
     path.parent.mkdir(parents=True, exist_ok=True)
     records: list = []
     stamps = [time.perf_counter()]
+    build = run_federated.build_environment()
 
     def save() -> None:
         write_json(
@@ -185,7 +189,7 @@ def federated_child(out: Path, policy: str, device: str, rounds: int, rehearse: 
                 "accuracy": [r.accuracy for r in records],
                 "loads": [r.loads for r in records],
                 "assigned": [r.assigned for r in records],
-                "build": run_federated.build_environment(),
+                "build": build,
             },
         )
 
@@ -199,16 +203,41 @@ def federated_child(out: Path, policy: str, device: str, rounds: int, rehearse: 
     save()
 
 
-def run_step(out: Path, name: str, cmd: list[str], timeout: float, env: dict | None = None) -> int | None:
+def run_step(out: Path, name: str, cmd: list[str], timeout: float) -> int | None:
     log(out, f"{name}: {' '.join(cmd)}")
     try:
-        done = subprocess.run(cmd, cwd=ROOT, timeout=timeout, env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=ROOT, timeout=timeout, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         log(out, f"{name}: stopped after {timeout:.0f} s")
         return None
     (out / f"{name}.txt").write_text(done.stdout + done.stderr)
     log(out, f"{name}: exit {done.returncode}")
     return done.returncode
+
+
+def start_runs(out: Path, policies: tuple[str, ...], rehearse: bool) -> list[tuple[tuple[str, str], subprocess.Popen]]:
+    """Step 4's runs, each in its own process with one thread: every policy on the GPU and on the CPU (on the CPU
+    alone when rehearsing)."""
+    rounds = "3" if rehearse else str(ROUNDS)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    me = [sys.executable, str(Path(__file__).resolve()), "--federated-child", str(out)]
+    return [
+        ((policy, dev), subprocess.Popen([*me, policy, dev, rounds, *(["--rehearse"] * rehearse)], cwd=ROOT, env=env))
+        for policy in policies
+        for dev in (("cpu",) if rehearse else ("cuda", "cpu"))
+    ]
+
+
+def stop_runs(out: Path, children: list[tuple[tuple[str, str], subprocess.Popen]], deadline: float) -> None:
+    """Wait for the runs until ``deadline`` (``time.monotonic``), then stop those still running; log each."""
+    wait_for(lambda: all(p.poll() is not None for _, p in children), max(0.0, deadline - time.monotonic()), 1.0)
+    for (policy, dev), p in children:
+        if p.poll() is None:
+            p.terminate()
+            log(out, f"federated: {policy} on {dev} stopped at the budget")
+        else:
+            log(out, f"federated: {policy} on {dev} exit {p.returncode}")
+        p.wait()
 
 
 def orchestrate(out: Path, budget: float, rehearse: bool) -> None:
@@ -248,30 +277,14 @@ def orchestrate(out: Path, budget: float, rehearse: bool) -> None:
     log(out, "solver: go")
     wait_for(lambda: (out / "gpu_free").exists() or solver.poll() is not None, timeout=180)
 
-    fed_rounds = 3 if rehearse else ROUNDS
-    children = []
-    for policy in POLICIES:
-        for dev in (device, "cpu") if not rehearse else ("cpu",):
-            cmd = [*me, "--federated-child", str(out), policy, dev, str(fed_rounds), *flag]
-            env = dict(os.environ, OMP_NUM_THREADS="1")
-            children.append(((policy, dev), subprocess.Popen(cmd, cwd=ROOT, env=env)))
+    children = start_runs(out, POLICIES, rehearse)
     log(out, f"federated: {len(children)} runs started, {deadline - time.monotonic():.0f} s left")
-    wait_for(
-        lambda: all(p.poll() is not None for _, p in children) and solver.poll() is not None,
-        timeout=max(0.0, deadline - time.monotonic()),
-        step=2.0,
-    )
-    for (policy, dev), p in children:
-        if p.poll() is None:
-            p.terminate()
-            log(out, f"federated: {policy} on {dev} stopped at the budget")
-        else:
-            log(out, f"federated: {policy} on {dev} exit {p.returncode}")
+    stop_runs(out, children, deadline)
+    # the solver child's CPU part (flow) may still run: it shares the deadline
+    wait_for(lambda: solver.poll() is not None, max(0.0, deadline - time.monotonic()), 1.0)
     if solver.poll() is None:
         solver.terminate()
         log(out, "solver: stopped at the budget")
-    for _, p in children:
-        p.wait()
     solver.wait()
     summary(out)
 
@@ -280,20 +293,7 @@ def orchestrate_alone(out: Path, policy: str, budget: float, rehearse: bool) -> 
     """One policy's run alone on the GPU beside its CPU run (one thread each), both stopped at the budget."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "started.txt").write_text(datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-    me = [sys.executable, str(Path(__file__).resolve())]
-    rounds = "3" if rehearse else str(ROUNDS)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    children = [
-        subprocess.Popen(
-            [*me, "--federated-child", str(out), policy, dev, rounds, *(["--rehearse"] * rehearse)], cwd=ROOT, env=env
-        )
-        for dev in ("cpu" if rehearse else "cuda", "cpu")[: 1 if rehearse else 2]
-    ]
-    wait_for(lambda: all(p.poll() is not None for p in children), timeout=budget, step=1.0)
-    for p in children:
-        if p.poll() is None:
-            p.terminate()
-        p.wait()
+    stop_runs(out, start_runs(out, (policy,), rehearse), time.monotonic() + budget)
     summary(out)
 
 
@@ -316,7 +316,6 @@ def summary(out: Path) -> None:
 
 def render(src: Path, dest: Path = RESULTS, command: str = "") -> Path:
     """Write ``cuda.md`` (and ``federated_cuda.png``) in ``dest`` from what a call left in ``src``."""
-    sys.path.insert(0, str(HERE))
     import run_federated
 
     from fedloop import stats
