@@ -4,6 +4,7 @@ split, and federated runs on ``--device cuda`` beside the same runs on the CPU.
     python benchmarks/run_cuda.py --out DIR               # on the GPU machine: the four steps, within --budget s
     python benchmarks/run_cuda.py --out DIR --rehearse    # anywhere: the same steps, tiny, with the CPU for the GPU
     python benchmarks/run_cuda.py --out DIR --alone aligned_value --budget 165   # one run alone on the GPU
+    python benchmarks/run_cuda.py --out DIR --layouts     # the solver's GPU targets, both torch layouts, profiled
     python benchmarks/run_cuda.py --render DIR            # benchmarks/results/cuda.md (and .png) from DIR
 
 A GPU is lent for minutes, so one script does all of it, in an order that keeps the GPU timings from overlapping:
@@ -158,6 +159,91 @@ def solver_child(out: Path, device: str, rehearse: bool) -> None:
     rows.append(measure(dense, "flow", f"dense {n} x {e}, k = {k}", {}))
     write_json(out / "solvers.json", rows)
     log(out, f"solver: dense flow on the CPU: {rows[-1]['seconds']:.2f} s")
+
+
+def layouts(out: Path, rehearse: bool) -> None:
+    """``--layouts``: the CUDA tests, the dense GPU target, then the sparse GPU target once in each of torch's two
+    layouts of the entries, each solve timed whole and then profiled over a short schedule.
+
+    The layouts (``alignsolve.solvers.sinkhorn.ops._Torch.sorted_segments``): *grouped*, a copy of the entries per
+    side grouped by line and reduced as contiguous segments; *scatter*, one copy shared by both sides and reduced
+    by ``index_add_``/``scatter_reduce_`` (the layout of the first call). The sparse instance is built on the CPU
+    while the tests and the dense solve use the GPU.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import alignsolve as als
+    from alignsolve.solvers.sinkhorn import ops as sk_ops
+
+    device = "cpu" if rehearse else "cuda"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "env.json", environment(device) | {"rehearse": rehearse, "mode": "layouts"})
+    n, e, k, m = SPARSE[rehearse]
+    pool = ThreadPoolExecutor(1)
+    started = time.perf_counter()
+    building = pool.submit(als.generate_sparse, n, e, k, m, seed=0)
+    tests = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"]
+    run_step(out, "tests", [*tests, f"--junitxml={out / 'tests.xml'}", *TESTS], timeout=180)
+    rows: list[dict] = []
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def measure(instance, kind: str, layout: str, **options) -> dict:
+        sync()
+        started = time.perf_counter()
+        result = als.solve(instance, "sinkhorn", device=device, **options)
+        seconds = time.perf_counter() - started
+        als.verify(instance, result)
+        row = {
+            "instance": kind,
+            "layout": layout,
+            "device": result.stats.get("device", "cpu"),
+            "status": result.status,
+            "seconds": seconds,
+            "sweeps": result.stats.get("sweeps"),
+            "objective": result.objective,
+            "bound": result.bound,
+            "proven_gap": result.gap,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        }
+        log(out, f"layouts: {kind}, {layout}: {seconds:.2f} s, {row['sweeps']} sweeps, {result.status}")
+        return row
+
+    dn, de, dk = DENSE[rehearse]
+    dense = als.generate("skewed", dn, de, dk, seed=0)
+    als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device=device)  # context, kernels
+    rows.append(measure(dense, f"dense {dn} x {de}, k = {dk}", "dense"))
+    write_json(out / "solvers.json", rows)
+    del dense
+    sparse = building.result()
+    log(out, f"layouts: sparse instance {n} x {e}, m = {m} ready after {time.perf_counter() - started:.1f} s")
+    kind = f"sparse {n} x {e}, m = {m}, k = {k}"
+    short = {"max_sweeps": 2}  # every stage, two sweeps each: the profile's schedule
+    for grouped in (True, False):
+        layout = "grouped" if grouped else "scatter"
+        sk_ops._Torch.sorted_segments = grouped
+        als.solve(als.generate_sparse(200, 16, 2, 8, seed=1), "sinkhorn", device=device)  # kernels of this layout
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            rows.append(measure(sparse, kind, layout) | {"target_s": SPARSE_TARGET_S})
+            write_json(out / "solvers.json", rows)
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+            with profile(activities=activities) as prof:
+                profiled = measure(sparse, kind, layout, **short)
+        except Exception as exc:  # the other layout is still worth its minute of GPU time
+            log(out, f"layouts: {layout} failed: {type(exc).__name__}: {exc}")
+            continue
+        sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=48)
+        (out / f"profile_{layout}.txt").write_text(
+            f"{kind}, {layout} layout, max_sweeps = 2: {profiled['sweeps']} sweeps, {profiled['seconds']:.2f} s under "
+            f"the profiler\n\n{table}\n"
+        )
+    sk_ops._Torch.sorted_segments = True
+    pool.shutdown()
 
 
 def federated_child(out: Path, policy: str, device: str, rounds: int, rehearse: bool) -> None:
@@ -566,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the four steps: one policy's federated run "
         "alone on the GPU beside its CPU run, until --budget (what cuda.md's second call measured)",
     )
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="instead of the four steps: the CUDA tests, the dense GPU target and the sparse one in both torch "
+        "layouts, profiled (what cuda.md's third call measured)",
+    )
     parser.add_argument("--solver-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--federated-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -584,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if not torch.cuda.is_available():
                 parser.error("no CUDA GPU is visible to torch: run with --rehearse to try the steps on the CPU")
-        if args.alone:
+        if args.layouts:
+            layouts(args.out, args.rehearse)
+        elif args.alone:
             orchestrate_alone(args.out, args.alone, args.budget, args.rehearse)
         else:
             orchestrate(args.out, args.budget, args.rehearse)

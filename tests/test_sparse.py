@@ -206,6 +206,31 @@ def test_sparse_sinkhorn_on_torch_cpu_matches_numpy():
     als.verify(sparse, b)
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "scatter"])
+def test_sparse_sinkhorn_on_torch_matches_numpy_on_ragged_lists(grouped, monkeypatch):
+    # Rows of 0 to 8 entries: torch's grouped layout reduces by segment_reduce (the
+    # equal-width shortcut does not apply) and its scatter layout by index_add_; both
+    # are the same updates as numpy's compiled ones.
+    pytest.importorskip("torch", reason="torch is the optional [torch] extra")
+    from alignsolve.solvers.sinkhorn import ops
+
+    monkeypatch.setattr(ops._Torch, "sorted_segments", grouped)
+    rng = np.random.default_rng(4)
+    full = als.generate_sparse(600, 24, 2, 8, seed=2)
+    keep = rng.random(full.nnz) < 0.7
+    keep[full.indptr[5] : full.indptr[9]] = False  # four clients list nothing
+    counts = np.add.reduceat(keep, full.indptr[:-1])
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    capacity = np.minimum(2, counts)
+    sparse = als.SparseProblem(indptr, full.indices[keep], full.values[keep], 24, capacity)
+    a = als.solve(sparse, "sinkhorn")
+    b = als.solve(sparse, "sinkhorn", device="cpu")
+    als.verify(sparse, b)
+    assert b.stats["backend"] == "torch" and b.stats["sweeps"] == a.stats["sweeps"]
+    assert b.objective == pytest.approx(a.objective, rel=1e-9)
+    assert b.bound == pytest.approx(a.bound, rel=1e-9)
+
+
 def test_sparse_sinkhorn_handles_empty_rows_closed_lines_and_infeasibility():
     # client 1 lists nothing, client 3 has no capacity, expert 2 is closed (expert_max 0)
     indptr, indices = [0, 2, 2, 5, 7, 9], [0, 2, 0, 1, 2, 1, 3, 0, 3]

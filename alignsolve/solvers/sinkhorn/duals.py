@@ -127,8 +127,9 @@ def entropic_duals_sparse(
     """:func:`entropic_duals` on candidate lists: the same updates over the listed entries only.
 
     No (N, E) array is formed: every line reduction is a segment reduction over the
-    entries (contiguous segments on numpy, ``index_add_``/``scatter_reduce_`` on torch),
-    so time and memory are O(nnz) per update.
+    entries, grouped by line on each side (a second copy of the entries grouped by expert):
+    the compiled per-line update on numpy, contiguous segment reductions on torch. Time
+    and memory are O(nnz) per update.
 
     Parameters
     ----------
@@ -182,8 +183,13 @@ def entropic_duals_sparse(
         # A second copy of the entries grouped by expert (a counting sort).
         order = group_order(cols, e)
         counts_c = np.bincount(cols, minlength=e)
-        row_side = _EntrySide(ops, ops.asarray(vals), None, cols, n, counts_r)
-        col_side = _EntrySide(ops, ops.asarray(vals[order]), None, rows[order], e, counts_c)
+        if ops.name == "numpy":
+            row_side = _EntrySide(ops, ops.asarray(vals), None, cols, n, counts_r)
+            col_side = _EntrySide(ops, ops.asarray(vals[order]), None, rows[order], e, counts_c)
+        else:
+            ids = ops.ids
+            row_side = _EntrySide(ops, ops.asarray(vals), ids(rows), ids(cols), n, counts_r)
+            col_side = _EntrySide(ops, ops.asarray(vals[order]), ids(cols[order]), ids(rows[order]), e, counts_c)
         del order
     else:
         K, r, c = ops.asarray(vals), ops.ids(rows), ops.ids(cols)

@@ -76,11 +76,12 @@ class _Torch:
     def where(self, c: Any, a: Any, b: Any) -> Any:
         return self.torch.where(c, a, b)
 
+    # A Python bound goes to clamp, not into a new tensor: on CUDA that would copy it from the host at every call.
     def minimum(self, a: Any, b: Any) -> Any:
-        return self.torch.minimum(a, self.asarray(b)) if not self.torch.is_tensor(b) else self.torch.minimum(a, b)
+        return self.torch.minimum(a, b) if self.torch.is_tensor(b) else a.clamp(max=b)
 
     def maximum(self, a: Any, b: Any) -> Any:
-        return self.torch.maximum(a, self.asarray(b)) if not self.torch.is_tensor(b) else self.torch.maximum(a, b)
+        return self.torch.maximum(a, b) if self.torch.is_tensor(b) else a.clamp(min=b)
 
     def sum(self, a: Any, axis: int) -> Any:
         return a.sum(dim=axis)
@@ -97,8 +98,12 @@ class _Torch:
     def clip(self, a: Any, lo: Any, hi: Any) -> Any:
         return self.torch.minimum(self.torch.maximum(a, lo), hi)
 
-    # index_add_ and scatter_reduce_ take entries in any order: one layout serves both sides.
-    sorted_segments = False
+    # Entries grouped by line on each side (a second, expert-grouped copy of the entries):
+    # contiguous segment reductions instead of atomic index_add_/scatter_reduce_ into E
+    # lines, where tens of thousands of entries of one expert contend for one address.
+    # False keeps one copy of the entries shared by both sides, reduced by scatter (half
+    # the memory); benchmarks/profile_sinkhorn_cuda.py measures the two layouts.
+    sorted_segments = True
 
     def ids(self, a: np.ndarray) -> Any:
         return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
@@ -108,10 +113,19 @@ class _Torch:
         return d[ids]
 
     def segment_sum(self, a: Any, side: _EntrySide) -> Any:
+        a = a.to(self.dtype)
+        if side.width is not None:  # every line has `width` entries: a dense reduction
+            return a.view(side.n_lines, side.width).sum(dim=1)
+        if side.lengths is not None:
+            return self.torch.segment_reduce(a, "sum", lengths=side.lengths, unsafe=True)
         out = self.torch.zeros(side.n_lines, dtype=self.dtype, device=self.device)
-        return out.index_add_(0, side.line, a.to(self.dtype))
+        return out.index_add_(0, side.line, a)
 
     def segment_max(self, a: Any, side: _EntrySide) -> Any:
+        if side.width is not None:
+            return a.view(side.n_lines, side.width).amax(dim=1)
+        if side.lengths is not None:  # an empty line's maximum is -inf, as below
+            return self.torch.segment_reduce(a, "max", lengths=side.lengths, unsafe=True)
         out = self.torch.full((side.n_lines,), -math.inf, dtype=self.dtype, device=self.device)
         return out.scatter_reduce_(0, side.line, a, "amax", include_self=True)
 

@@ -47,25 +47,34 @@ class _EntrySide:
     """The lines of one side of a list of entries (the sparse form).
 
     ``K`` (nnz,) holds the entries' fitness, ``line`` (nnz,) the line of each entry on
-    this side and ``other`` its line on the other side. On numpy the entries are grouped
-    by line, given as ``counts`` per line (``starts`` of the non-empty lines, ``nonempty``
-    their ids), so that a line's reductions are contiguous and ``line`` is not needed
-    (None); on torch the order does not matter and ``line`` drives the reductions.
+    this side and ``other`` its line on the other side. With ``counts`` (entries per
+    line) the entries are grouped by line, so that a line's reductions are contiguous:
+    numpy then runs the compiled per-line update (``line`` not needed: None), torch
+    contiguous segment reductions (``lengths``; a plain (lines, width) reduction when
+    every line has the same count, ``width``). Without ``counts`` (torch only) the order
+    does not matter and ``line`` drives scatter reductions.
     """
 
     def __init__(self, ops: Any, K: Any, line: Any, other: Any, n_lines: int, counts: np.ndarray | None = None) -> None:
         self.ops, self.K, self.line, self.other, self.n_lines = ops, K, line, other, n_lines
         self.counts = counts
+        self.lengths = self.width = None
         if counts is not None:
             bounds = np.zeros(counts.size + 1, dtype=np.int64)
             np.cumsum(counts, out=bounds[1:])
             self.bounds = bounds  # line l's entries are bounds[l]:bounds[l + 1]
             self.nonempty = np.flatnonzero(counts)
             self.starts = bounds[:-1][self.nonempty]
+            if ops.name == "torch":
+                self.lengths = ops.ids(counts)
+                if counts.size and counts[0] > 0 and np.all(counts == counts[0]):
+                    self.width = int(counts[0])
 
     def expand(self, d: Any) -> Any:
-        # Grouped entries: repeating each line's dual reads memory in order; gathering it does not.
-        return np.repeat(d, self.counts) if self.counts is not None else self.ops.take(d, self.line)
+        if self.width is not None:
+            return d[:, None].expand(self.n_lines, self.width).reshape(-1)
+        # Grouped numpy entries: repeating each line's dual reads memory in order; gathering it does not.
+        return self.ops.take(d, self.line) if self.line is not None else np.repeat(d, self.counts)
 
     def with_other(self, other: Any) -> Any:
         return self.K + self.ops.take(other, self.other)
@@ -88,7 +97,7 @@ class _EntrySide:
         each line stopping when it is within ``tol``, one exponential per entry and block),
         with the same sweeps and answer as the vectorised form.
         """
-        if self.counts is None:
+        if self.counts is None or self.ops.name != "numpy":
             return _solve_lines(self.ops, self, self.with_other(other), d_prev, lo, hi, lam, eps, iters, tol)
         from .kernels import solve_lines
 
