@@ -202,6 +202,7 @@ def layouts(out: Path, rehearse: bool) -> None:
             "device": result.stats.get("device", "cpu"),
             "status": result.status,
             "seconds": seconds,
+            "relaxation_s": result.stats.get("relaxation_time"),
             "sweeps": result.stats.get("sweeps"),
             "objective": result.objective,
             "bound": result.bound,

@@ -166,37 +166,55 @@ def entropic_duals_sparse(
     ops = _ops_for(values, device, dtype)
     n, e = int(np.asarray(indptr).size - 1), int(n_experts)
     counts_r = np.diff(np.asarray(indptr, dtype=np.int64))
-    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), counts_r)
     cols = np.asarray(indices)
-    vals = np.asarray(values, dtype=np.float64)
+    vals = np.asarray(values)
+    if vals.dtype not in (np.float32, np.float64):
+        vals = vals.astype(np.float64)
     if keep is not None:
         live = vals[keep]
-        vals = np.where(keep, vals, -np.inf)
+        vals = np.where(keep, vals, -np.inf).astype(vals.dtype, copy=False)
     else:
         live = vals
-    spread = float(live.max() - live.min()) if live.size else 1.0
+    spread = float(live.max()) - float(live.min()) if live.size else 1.0
     spread = spread if spread > 0 else max(1.0, float(np.abs(live).max(initial=0.0)))
     del live
-    if ops.sorted_segments:
+    if ops.name == "torch":
+        row_side, col_side = _torch_sides(ops, vals, cols, counts_r, n, e)
+    else:
         from .._sparse_kernels import group_order
 
+        rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), counts_r)
         # A second copy of the entries grouped by expert (a counting sort).
         order = group_order(cols, e)
-        counts_c = np.bincount(cols, minlength=e)
-        if ops.name == "numpy":
-            row_side = _EntrySide(ops, ops.asarray(vals), None, cols, n, counts_r)
-            col_side = _EntrySide(ops, ops.asarray(vals[order]), None, rows[order], e, counts_c)
-        else:
-            ids = ops.ids
-            row_side = _EntrySide(ops, ops.asarray(vals), ids(rows), ids(cols), n, counts_r)
-            col_side = _EntrySide(ops, ops.asarray(vals[order]), ids(cols[order]), ids(rows[order]), e, counts_c)
-        del order
-    else:
-        K, r, c = ops.asarray(vals), ops.ids(rows), ops.ids(cols)
-        row_side, col_side = _EntrySide(ops, K, r, c, n), _EntrySide(ops, K, c, r, e)
+        row_side = _EntrySide(ops, ops.asarray(vals), None, cols, n, counts_r)
+        col_side = _EntrySide(ops, ops.asarray(vals[order]), None, rows[order], e, np.bincount(cols, minlength=e))
+        del order, rows
     del vals
     with np.errstate(divide="ignore"):  # log(0) of a line whose entries are all out of play
         return run_schedule(ops, row_side, col_side, spread, (row_lo, row_hi, col_lo, col_hi), schedule)
+
+
+def _torch_sides(ops: Any, vals: np.ndarray, cols: np.ndarray, counts_r: np.ndarray, n: int, e: int):
+    """The two sides of the sparse form on torch, built on the device from the values and expert ids alone.
+
+    Only ``vals`` and ``cols`` cross to the device; each entry's client comes from the
+    row counts, and the expert-grouped copy from a stable sort there. Grouped
+    (``ops.sorted_segments``): each side its own copy grouped by line, indexed in int32
+    where the ids fit. Otherwise one copy shared by both sides, int64 for scatter.
+    """
+    torch = ops.torch
+    K = ops.asarray(vals)
+    wide = max(n, e) >= 2**31
+    c = torch.as_tensor(cols.astype(np.int64 if wide else np.int32, copy=False)).to(ops.device)
+    lengths_r = ops.ids(counts_r)
+    index = torch.int64 if wide else torch.int32
+    r = torch.repeat_interleave(torch.arange(n, dtype=index, device=ops.device), lengths_r, output_size=K.shape[0])
+    if not ops.sorted_segments:
+        r, c = r.long(), c.long()  # scatter_reduce_ takes int64 only
+        return _EntrySide(ops, K, r, c, n), _EntrySide(ops, K, c, r, e)
+    order = torch.sort(c, stable=True).indices
+    counts_c = np.bincount(cols, minlength=e)
+    return _EntrySide(ops, K, None, c, n, counts_r), _EntrySide(ops, K[order], None, r[order], e, counts_c)
 
 
 def lagrangian_bound(problem: Any, f: np.ndarray, g: np.ndarray, reduced: np.ndarray | None = None) -> float:

@@ -49,10 +49,10 @@ class _EntrySide:
     ``K`` (nnz,) holds the entries' fitness, ``line`` (nnz,) the line of each entry on
     this side and ``other`` its line on the other side. With ``counts`` (entries per
     line) the entries are grouped by line, so that a line's reductions are contiguous:
-    numpy then runs the compiled per-line update (``line`` not needed: None), torch
-    contiguous segment reductions (``lengths``; a plain (lines, width) reduction when
-    every line has the same count, ``width``). Without ``counts`` (torch only) the order
-    does not matter and ``line`` drives scatter reductions.
+    numpy then runs the compiled per-line update, torch contiguous segment reductions
+    (``lengths``; a plain (lines, width) reduction when every line has the same count,
+    ``width``), and ``line`` is not needed (None). Without ``counts`` (torch only) the
+    order does not matter and ``line`` drives scatter reductions.
     """
 
     def __init__(self, ops: Any, K: Any, line: Any, other: Any, n_lines: int, counts: np.ndarray | None = None) -> None:
@@ -71,10 +71,14 @@ class _EntrySide:
                     self.width = int(counts[0])
 
     def expand(self, d: Any) -> Any:
+        if self.line is not None:
+            return self.ops.take(d, self.line)
+        # Grouped entries: repeating each line's dual reads memory in order; gathering it does not.
+        if self.ops.name == "numpy":
+            return np.repeat(d, self.counts)
         if self.width is not None:
             return d[:, None].expand(self.n_lines, self.width).reshape(-1)
-        # Grouped numpy entries: repeating each line's dual reads memory in order; gathering it does not.
-        return self.ops.take(d, self.line) if self.line is not None else np.repeat(d, self.counts)
+        return self.ops.torch.repeat_interleave(d, self.lengths, output_size=self.K.shape[0])
 
     def with_other(self, other: Any) -> Any:
         return self.K + self.ops.take(other, self.other)
