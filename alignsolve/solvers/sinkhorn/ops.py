@@ -101,8 +101,10 @@ class _Torch:
     # Entries grouped by line on each side (a second, expert-grouped copy of the entries):
     # contiguous segment reductions instead of atomic index_add_/scatter_reduce_ into E
     # lines, where tens of thousands of entries of one expert contend for one address.
-    # False keeps one copy of the entries shared by both sides, reduced by scatter (half
-    # the memory); benchmarks/profile_sinkhorn_cuda.py measures the two layouts.
+    # False is the first layout: one copy of the values shared by both sides, reduced by
+    # scatter with int64 ids (no less GPU memory at the scale target, where the grouped
+    # copies' int32 ids make up for the second copy); ``benchmarks/run_cuda.py --layouts``
+    # measures the two on a GPU.
     sorted_segments = True
 
     def ids(self, a: np.ndarray) -> Any:
