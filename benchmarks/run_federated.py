@@ -647,6 +647,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             lines += reduction_table(ref, paired_rows(ref, list(against), summary, part, budget), title=title)
     lines += budget_ceiling([ref for ref, rows in pairs.items() if rows], summary, budget)
     lines += along_the_budget(runs, budget)
+    lines += same_runs(runs)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
     lines += expert_use(runs, budget, by_domain, domains=load_domains(folder), classes=load_classes(folder))
     figure = plot_curves(runs, reference, out / f"{stem}.png")
@@ -703,6 +704,55 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
             )
         lines.append(f"| {policy} | {len(by_seed)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def same_runs(runs: dict[str, dict[int, dict]], reference: str = "aligned_value") -> list[str]:
+    """Table lines: for each of ``reference``'s variants (``<reference>_...``), on how many of the seeds both ran
+    its run is ``reference``'s round for round (the same accuracy at every round, and the same assignments where
+    both were traced), and from which round the others part. A piece whose removal leaves the runs unchanged did
+    nothing on those seeds; empty when no variant's run equals the reference's on any seed."""
+    if reference not in runs:
+        return []
+    rows = []
+    for policy, by_seed in runs.items():
+        if not policy.startswith(reference + "_"):
+            continue
+        seeds = sorted(set(by_seed) & set(runs[reference]))
+        parts = {}
+        for seed in seeds:
+            a, b = runs[reference][seed], by_seed[seed]
+            pairs = [(a["accuracy"], b["accuracy"])]
+            if is_traced(a) and is_traced(b):
+                pairs.append((a["assigned"], b["assigned"]))
+            firsts = [
+                next((k for k, (x, y) in enumerate(zip(u, v, strict=False)) if x != y), None)
+                if len(u) == len(v)
+                else min(len(u), len(v))
+                for u, v in pairs
+            ]
+            parted = [k for k in firsts if k is not None]
+            parts[seed] = min(parted) + 1 if parted else None
+        same = [seed for seed in seeds if parts[seed] is None]
+        if same:
+            others = ", ".join(f"{seed}: {parts[seed]}" for seed in seeds if parts[seed] is not None) or "-"
+            rows.append(f"| {policy} | {len(seeds)} | {len(same)} | {', '.join(map(str, same))} | {others} |")
+    if not rows:
+        return []
+    return (
+        table_head(
+            f"Runs that are `{reference}`'s, round for round",
+            f"Variants of `{reference}` whose run on a seed is `{reference}`'s own (the same accuracy at every round "
+            "and, where both were traced, the same assignments), with the round from which the others part:",
+            [
+                "policy",
+                "seeds both ran (n)",
+                "the same run (n)",
+                "seeds with the same run",
+                "seed: first round that differs",
+            ],
+        )
+        + rows
+    )
 
 
 def is_traced(record: dict) -> bool:

@@ -943,3 +943,31 @@ def test_the_budget_ceiling_is_the_reduction_a_baseline_censored_everywhere_give
     slower = module.stats.relative_reduction([50, 100], [True, False], [90, 100], [True, False], 100)
     assert slower < 0.25  # any baseline that reaches it at all gives less
     assert module.budget_ceiling([], summary, 100) == []
+
+
+def test_the_runs_a_variant_leaves_unchanged_are_counted_and_the_others_dated(tmp_path):
+    import json
+
+    module = load_script("benchmarks/run_federated.py")
+    folder = module.run_folder(tmp_path, "smoke")
+    folder.mkdir(parents=True)
+    base = [0.1, 0.2, 0.3, 0.4, 0.5]
+    curves = {
+        "aligned_value": {0: base, 1: base, 2: base},
+        # the same run on seeds 0 and 1, parting at round 3 on seed 2 (and at round 2 in its assignments on seed 1)
+        "aligned_value_nocapability": {0: base, 1: base, 2: [0.1, 0.2, 0.9, 0.4, 0.5]},
+        "aligned_value_noload": {0: [0.2] * 5, 1: [0.3] * 5},  # never the same run: no row
+    }
+    for policy, by_seed in curves.items():
+        for seed, acc in by_seed.items():
+            moved = policy.endswith("capability") and seed == 1
+            assigned = [{"c0": [0]}, {"c0": [1 if moved else 0]}, {"c0": [0]}, {"c0": [0]}, {"c0": [0]}]
+            record = {"policy": policy, "seed": seed, "accuracy": acc, "bytes": [1] * 5, "latency": [1.0] * 5}
+            record |= {"load_cv": [0.0] * 5, "loads": [[1, 1]] * 5, "assigned": assigned, "routed_share": [0.5] * 5}
+            (folder / f"{policy}-seed{seed}.json").write_text(json.dumps(record))
+    text = module.render("smoke", tmp_path, "test").read_text()
+    section = text.split("## Runs that are `aligned_value`'s, round for round")[1].split("\n## ")[0]
+    assert "| aligned_value_nocapability | 3 | 1 | 0 | 1: 2, 2: 3 |" in section
+    assert "aligned_value_noload" not in section
+    assert module.same_runs({"aligned_value_noload": {0: {"accuracy": base}}}) == []  # no reference: nothing
+    assert module.same_runs({"random": {0: {"accuracy": base}}}) == []
