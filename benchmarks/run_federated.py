@@ -392,8 +392,8 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
         ),
     ),
     ("results", "shakespeare_scripts"): (
-        # seeds 5-9 of aligned_value's scoring-term ablations, run after seeds 0-4 had been tabled (those that a
-        # session's cut-off let start; the others stay at their first seeds)
+        # seeds 5-9 of aligned_value's ablations, run after seeds 0-4 had been tabled: three in one session, three
+        # in the next
         (
             "aligned_value",
             5,
@@ -401,8 +401,13 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
                 "aligned_value_noloss",
                 "aligned_value_noload",
                 "aligned_value_noaffinity",
+                "aligned_value_nocapability",
+                "aligned_value_noprofiling",
+                "aligned_value_uniform",
             ),
         ),
+        # and seeds 4-9 of the two whose first set's cut-off came before seed 4 (run in the second of those sessions)
+        ("aligned_value", 4, ("aligned_value_noswitching", "aligned_value_staleness")),
     ),
 }
 
