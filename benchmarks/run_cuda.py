@@ -225,10 +225,10 @@ def layouts(out: Path, rehearse: bool) -> None:
     for grouped in (True, False):
         layout = "grouped" if grouped else "scatter"
         sk_ops._Torch.sorted_segments = grouped
-        als.solve(als.generate_sparse(200, 16, 2, 8, seed=1), "sinkhorn", device=device)  # kernels of this layout
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         try:
+            als.solve(als.generate_sparse(200, 16, 2, 8, seed=1), "sinkhorn", device=device)  # this layout's kernels
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             rows.append(measure(sparse, kind, layout) | {"target_s": SPARSE_TARGET_S})
             write_json(out / "solvers.json", rows)
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -237,13 +237,14 @@ def layouts(out: Path, rehearse: bool) -> None:
         except Exception as exc:  # the other layout is still worth its minute of GPU time
             log(out, f"layouts: {layout} failed: {type(exc).__name__}: {exc}")
             continue
+        finally:
+            sk_ops._Torch.sorted_segments = True  # the library's layout, whatever happened
         sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
         table = prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=48)
         (out / f"profile_{layout}.txt").write_text(
             f"{kind}, {layout} layout, max_sweeps = 2: {profiled['sweeps']} sweeps, {profiled['seconds']:.2f} s under "
             f"the profiler\n\n{table}\n"
         )
-    sk_ops._Torch.sorted_segments = True
     pool.shutdown()
 
 
@@ -573,7 +574,7 @@ def layouts_section(src: Path) -> list[str]:
         lines.append(
             f"| {r['instance']} | {r['layout']} | {r['status']} | {r['seconds']:.2f} | {r['relaxation_s']:.2f} | "
             f"{r['sweeps']} | {r['objective']:.1f} | {r['bound']:.1f} | {100 * r['proven_gap']:.4f}% | "
-            f"{r['peak_gib']:.2f} |"
+            f"{'' if r['peak_gib'] is None else format(r['peak_gib'], '.2f')} |"
         )
     sparse = {r["layout"]: r for r in rows if "target_s" in r}
     if {"grouped", "scatter"} <= sparse.keys():
@@ -699,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         "--layouts",
         action="store_true",
         help="instead of the four steps: the CUDA tests, the dense GPU target and the sparse one in both torch "
-        "layouts, profiled (what cuda.md's third call measured)",
+        "layouts, profiled (what cuda.md's section on layouts measured)",
     )
     parser.add_argument("--solver-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--federated-child", nargs=4, help=argparse.SUPPRESS)

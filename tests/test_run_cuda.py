@@ -50,3 +50,21 @@ def test_a_federated_run_saves_its_rounds_as_it_goes(tmp_path, monkeypatch):
     assert run["device"] == "cpu" and run["build"]["threads"] >= 1
     table = module.federated_table({"random": {"cpu": run}}, 0.5, {}, stats)
     assert table[2].startswith("| random | cpu | 2 / 2 |")
+
+
+def test_the_layouts_call_rehearses_on_the_cpu_and_renders(tmp_path, monkeypatch):
+    module = load_script("benchmarks/run_cuda.py")
+    from alignsolve.solvers.sinkhorn import ops
+
+    monkeypatch.setattr(module, "run_step", lambda *args, **kwargs: None)  # the CUDA tests skip here anyway
+    module.layouts(tmp_path, rehearse=True)
+    rows = json.loads((tmp_path / "solvers.json").read_text())
+    assert [r["layout"] for r in rows] == ["dense", "grouped", "scatter"]
+    assert all(r["status"] == "feasible" and 0 < r["relaxation_s"] <= r["seconds"] for r in rows)
+    grouped, scatter = rows[1], rows[2]
+    assert grouped["sweeps"] == scatter["sweeps"] and grouped["bound"] == pytest.approx(scatter["bound"], rel=1e-9)
+    assert "aten::" in (tmp_path / "profile_grouped.txt").read_text()
+    assert ops._Torch.sorted_segments is True  # the measurement puts the layout back
+    section = "\n".join(module.layouts_section(tmp_path))
+    assert "| sparse 2000 x 64, m = 8, k = 4 | grouped | feasible |" in section
+    assert "GPU target (under 2 s): met" in section or "GPU target (under 2 s): missed" in section
