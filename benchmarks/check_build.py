@@ -32,26 +32,6 @@ import run_federated
 
 import fedloop
 
-#: The per-round fields compared, in the order a difference is named within a round
-COMPARED = ("accuracy", "loads", "assigned")
-
-
-def first_difference(saved: dict, rerun: dict) -> tuple[int, str] | None:
-    """The first round (1-based) at which ``rerun`` departs from the ``saved`` record, and in what; None if none.
-
-    Parameters
-    ----------
-    saved, rerun : dict
-        Runs as ``run_federated.record_of`` gives them (``saved`` read back from its JSON, ``rerun`` passed through
-        JSON the same way): per-round lists, of which ``COMPARED`` are compared where ``saved`` has them (runs saved
-        before the assignments were recorded have no ``assigned``). ``rerun`` is no longer than ``saved``.
-    """
-    for k in range(len(rerun["accuracy"])):
-        for name in COMPARED:
-            if name in saved and k < len(saved[name]) and rerun[name][k] != saved[name][k]:
-                return k + 1, name
-    return None
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds: must be an integer in [1, {limit}] (the saved run's); got {args.rounds}")
     history = fedloop.run(run_federated.config(args.task, args.policy, args.seed, args.rounds, quick=False))
     rerun = json.loads(json.dumps(run_federated.record_of(args.policy, args.seed, history)))
-    found = first_difference(saved, rerun)
+    found = run_federated.first_difference(saved, rerun)
     word, detail = (
         ("identical", f"over its first {args.rounds} rounds (accuracy, loads, assignments)")
         if found is None

@@ -711,6 +711,24 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
     return lines
 
 
+#: The per-round fields two runs are compared on, in the order a difference is named within a round
+COMPARED = ("accuracy", "loads", "assigned")
+
+
+def first_difference(a: dict, b: dict, fields: tuple[str, ...] = COMPARED) -> tuple[int, str] | None:
+    """The first round (1-based) at which run ``b`` departs from run ``a``, and in what; None if none.
+
+    ``a`` and ``b`` are runs as saved (per-round lists). The ``fields`` are compared, in that order within a round,
+    over the rounds of ``b`` and only where both runs have them (a run saved before assignments were recorded has no
+    ``assigned``, an untraced one an empty list).
+    """
+    for k in range(len(b["accuracy"])):
+        for name in fields:
+            if name in a and name in b and k < min(len(a[name]), len(b[name])) and b[name][k] != a[name][k]:
+                return k + 1, name
+    return None
+
+
 def same_runs(runs: dict[str, dict[int, dict]], reference: str = "aligned_value") -> list[str]:
     """Table lines: for each of ``reference``'s variants (``<reference>_...``), on how many of the seeds both ran
     its run is ``reference``'s round for round (the same accuracy at every round, and the same assignments where
@@ -726,17 +744,10 @@ def same_runs(runs: dict[str, dict[int, dict]], reference: str = "aligned_value"
         parts = {}
         for seed in seeds:
             a, b = runs[reference][seed], by_seed[seed]
-            pairs = [(a["accuracy"], b["accuracy"])]
-            if is_traced(a) and is_traced(b):
-                pairs.append((a["assigned"], b["assigned"]))
-            firsts = [
-                next((k for k, (x, y) in enumerate(zip(u, v, strict=False)) if x != y), None)
-                if len(u) == len(v)
-                else min(len(u), len(v))
-                for u, v in pairs
-            ]
-            parted = [k for k in firsts if k is not None]
-            parts[seed] = min(parted) + 1 if parted else None
+            found = first_difference(a, b, ("accuracy", "assigned"))
+            if found is None and len(a["accuracy"]) != len(b["accuracy"]):  # one is the other's start: they part
+                found = (min(len(a["accuracy"]), len(b["accuracy"])) + 1, "rounds")
+            parts[seed] = None if found is None else found[0]
         same = [seed for seed in seeds if parts[seed] is None]
         if same:
             others = ", ".join(f"{seed}: {parts[seed]}" for seed in seeds if parts[seed] is not None) or "-"
