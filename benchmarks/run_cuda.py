@@ -112,6 +112,30 @@ def environment(device: str) -> dict:
     return env
 
 
+def measure(instance, method: str, kind: str, sync=lambda: None, **options) -> dict:
+    """One solve timed whole (after ``sync``, which waits for the GPU's queued work), checked by ``verify``, as a
+    results row."""
+    import alignsolve as als
+
+    sync()
+    started = time.perf_counter()
+    result = als.solve(instance, method, **options)
+    seconds = time.perf_counter() - started
+    als.verify(instance, result)  # raises on any violated constraint
+    return {
+        "instance": kind,
+        "method": method,
+        "device": result.stats.get("device", "cpu"),
+        "status": result.status,
+        "seconds": seconds,
+        "relaxation_s": result.stats.get("relaxation_time"),
+        "sweeps": result.stats.get("sweeps"),
+        "objective": result.objective,
+        "bound": result.bound,
+        "proven_gap": result.gap,
+    }
+
+
 def solver_child(out: Path, device: str, rehearse: bool) -> None:
     """Step 2 (its own process): build, wait for the go, solve on the GPU, free it, then the CPU optimum."""
     import alignsolve as als
@@ -124,25 +148,8 @@ def solver_child(out: Path, device: str, rehearse: bool) -> None:
     (out / "sparse_ready").touch()
     wait_for((out / "go").exists, timeout=600)
 
-    def measure(instance, name: str, kind: str, options: dict) -> dict:
-        started = time.perf_counter()
-        result = als.solve(instance, name, **options)
-        seconds = time.perf_counter() - started
-        als.verify(instance, result)  # raises on any violated constraint
-        return {
-            "instance": kind,
-            "method": name,
-            "device": result.stats.get("device", "cpu"),
-            "status": result.status,
-            "seconds": seconds,
-            "objective": result.objective,
-            "bound": result.bound,
-            "proven_gap": result.gap,
-            "sweeps": result.stats.get("sweeps"),
-        }
-
     als.solve(als.generate_sparse(200, 16, 2, 8, seed=1), "sinkhorn", device=device)  # context, kernels
-    rows.append(measure(sparse, "sinkhorn", f"sparse {n} x {e}, m = {m}, k = {k}", {"device": device}))
+    rows.append(measure(sparse, "sinkhorn", f"sparse {n} x {e}, m = {m}, k = {k}", device=device))
     rows[-1]["target_s"] = SPARSE_TARGET_S
     write_json(out / "solvers.json", rows)
     log(out, f"solver: sparse sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
@@ -151,12 +158,12 @@ def solver_child(out: Path, device: str, rehearse: bool) -> None:
     try:
         dense = als.generate("skewed", n, e, k, seed=0)
         als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device=device)
-        rows.append(measure(dense, "sinkhorn", f"dense {n} x {e}, k = {k}", {"device": device}))
+        rows.append(measure(dense, "sinkhorn", f"dense {n} x {e}, k = {k}", device=device))
         write_json(out / "solvers.json", rows)
         log(out, f"solver: dense sinkhorn on {device}: {rows[-1]['seconds']:.2f} s")
     finally:
         (out / "gpu_free").touch()  # step 4 waits for this: a failure here must not hold it up
-    rows.append(measure(dense, "flow", f"dense {n} x {e}, k = {k}", {}))
+    rows.append(measure(dense, "flow", f"dense {n} x {e}, k = {k}"))
     write_json(out / "solvers.json", rows)
     log(out, f"solver: dense flow on the CPU: {rows[-1]['seconds']:.2f} s")
 
@@ -190,32 +197,16 @@ def layouts(out: Path, rehearse: bool) -> None:
     rows: list[dict] = []
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def measure(instance, kind: str, layout: str, **options) -> dict:
-        sync()
-        started = time.perf_counter()
-        result = als.solve(instance, "sinkhorn", device=device, **options)
-        seconds = time.perf_counter() - started
-        als.verify(instance, result)
-        row = {
-            "instance": kind,
-            "layout": layout,
-            "device": result.stats.get("device", "cpu"),
-            "status": result.status,
-            "seconds": seconds,
-            "relaxation_s": result.stats.get("relaxation_time"),
-            "sweeps": result.stats.get("sweeps"),
-            "objective": result.objective,
-            "bound": result.bound,
-            "proven_gap": result.gap,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-        }
-        log(out, f"layouts: {kind}, {layout}: {seconds:.2f} s, {row['sweeps']} sweeps, {result.status}")
+    def timed(instance, kind: str, layout: str, **options) -> dict:
+        row = measure(instance, "sinkhorn", kind, sync, device=device, **options) | {"layout": layout}
+        row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+        log(out, f"layouts: {kind}, {layout}: {row['seconds']:.2f} s, {row['sweeps']} sweeps, {row['status']}")
         return row
 
     dn, de, dk = DENSE[rehearse]
     dense = als.generate("skewed", dn, de, dk, seed=0)
     als.solve(als.generate("skewed", 2000, 64, 4, seed=1), "sinkhorn", device=device)  # context, kernels
-    rows.append(measure(dense, f"dense {dn} x {de}, k = {dk}", "dense"))
+    rows.append(timed(dense, f"dense {dn} x {de}, k = {dk}", "dense"))
     write_json(out / "solvers.json", rows)
     del dense
     sparse = building.result()
@@ -229,11 +220,11 @@ def layouts(out: Path, rehearse: bool) -> None:
             als.solve(als.generate_sparse(200, 16, 2, 8, seed=1), "sinkhorn", device=device)  # this layout's kernels
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            rows.append(measure(sparse, kind, layout) | {"target_s": SPARSE_TARGET_S})
+            rows.append(timed(sparse, kind, layout) | {"target_s": SPARSE_TARGET_S})
             write_json(out / "solvers.json", rows)
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
             with profile(activities=activities) as prof:
-                profiled = measure(sparse, kind, layout, **short)
+                profiled = timed(sparse, kind, layout, **short)
         except Exception as exc:  # the other layout is still worth its minute of GPU time
             log(out, f"layouts: {layout} failed: {type(exc).__name__}: {exc}")
             continue
@@ -600,6 +591,8 @@ def load_federated(src: Path) -> dict[str, dict[str, dict]]:
 
 def repeats(first: dict[str, dict[str, dict]], second: dict[str, dict[str, dict]]) -> str:
     """Whether the second call's runs repeat the first's, round by round, over the rounds both ran."""
+    import run_federated
+
     said = []
     for policy, per in second.items():
         for dev, run in per.items():
@@ -607,12 +600,8 @@ def repeats(first: dict[str, dict[str, dict]], second: dict[str, dict[str, dict]
             if old is None:
                 continue
             n = min(run["rounds_done"], old["rounds_done"])
-            differ = [
-                i
-                for i in range(n)
-                if (run["accuracy"][i], run["assigned"][i]) != (old["accuracy"][i], old["assigned"][i])
-            ]
-            verdict = f"differs from round {differ[0] + 1}" if differ else "identical"
+            found = run_federated.first_difference(old, run, ("accuracy", "assigned"))
+            verdict = f"differs from round {found[0]}" if found else "identical"
             said.append(f"`{policy}` on {dev}: {verdict} over the {n} rounds both ran")
     return (
         (
