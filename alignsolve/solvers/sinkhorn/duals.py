@@ -205,8 +205,7 @@ def _torch_sides(ops: Any, vals: np.ndarray, cols: np.ndarray, counts_r: np.ndar
     torch = ops.torch
     K = ops.asarray(vals)
     wide = max(n, e) >= 2**31
-    host = cols.astype(np.int64 if wide else np.int32, copy=False)
-    c = torch.as_tensor(host if host.flags.writeable else host.copy()).to(ops.device)  # torch refuses read-only
+    c = ops.ids(cols, np.int64 if wide else np.int32)
     lengths_r = ops.ids(counts_r)
     index = torch.int64 if wide else torch.int32
     r = torch.repeat_interleave(torch.arange(n, dtype=index, device=ops.device), lengths_r, output_size=K.shape[0])

@@ -42,6 +42,11 @@ class _Numpy:
         return np.asarray(a, dtype=np.float64)
 
 
+def _writable(a: Any) -> Any:
+    """``a``, copied if it is a read-only numpy array: a Problem's arrays are, and torch warns on sharing those."""
+    return a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a
+
+
 class _Torch:
     """The same operations on torch tensors (any device)."""
 
@@ -55,14 +60,10 @@ class _Torch:
         self.dtype = dtype
 
     def asarray(self, a: Any) -> Any:
-        if isinstance(a, np.ndarray) and not a.flags.writeable:
-            a = a.copy()  # a Problem's arrays are read-only; torch warns on sharing those
-        return self.torch.as_tensor(a, dtype=self.dtype, device=self.device)
+        return self.torch.as_tensor(_writable(a), dtype=self.dtype, device=self.device)
 
     def mask(self, a: Any) -> Any:
-        if isinstance(a, np.ndarray) and not a.flags.writeable:
-            a = a.copy()
-        return self.torch.as_tensor(a, dtype=self.torch.bool, device=self.device)
+        return self.torch.as_tensor(_writable(a), dtype=self.torch.bool, device=self.device)
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return a.detach().to("cpu", self.torch.float64).numpy()
@@ -107,8 +108,8 @@ class _Torch:
     # measures the two on a GPU.
     sorted_segments = True
 
-    def ids(self, a: np.ndarray) -> Any:
-        return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
+    def ids(self, a: np.ndarray, dtype: Any = np.int64) -> Any:
+        return self.torch.as_tensor(_writable(np.asarray(a, dtype=dtype)), device=self.device)
 
     @staticmethod
     def take(d: Any, ids: Any) -> Any:
