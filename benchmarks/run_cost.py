@@ -39,6 +39,31 @@ SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
 #: Per task, the results folder whose runs measure it at ROUNDS rounds (multidomain4's 200-round runs saved with
 #: their wall time are those repeated after the second rebuild)
 TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_scripts": "results"}
+#: Per task, the results folder of its longest runs: where the best policy's curve is read for where it levels off
+LONGEST = {"mnist_shards": "rounds600", "multidomain4": "rounds600", "shakespeare_scripts": "results"}
+
+
+def levelling_budgets(root: Path) -> dict[str, dict | None]:
+    """Per task of ``LONGEST``, where its best policy levels off in the longest runs (None: no runs there).
+
+    The best policy is the one with the highest mean accuracy over the last rounds
+    (``run_federated.level_rows``) among those run on at least ``SEEDS`` seeds at that budget. Its row is returned
+    with the budget and the folder: ``near`` (the first round at which its curve came within a point of its end)
+    is the budget that would reach its plateau, a lower bound when the verdict is "still rising"."""
+    found: dict[str, dict | None] = {}
+    for task, folder in LONGEST.items():
+        base = root if folder == "results" else root / folder
+        # a missing folder globs to nothing: no runs
+        runs = run_federated.load_runs(run_federated.run_folder(base, task))
+        runs = {p: by_seed for p, by_seed in runs.items() if len(by_seed) >= SEEDS}
+        if not runs:
+            found[task] = None
+            continue
+        budget = max(len(rec["accuracy"]) for by_seed in runs.values() for rec in by_seed.values())
+        rows = run_federated.level_rows(runs, budget)
+        best = max(rows, key=lambda row: row["last"]) if rows else None
+        found[task] = None if best is None else best | {"budget": budget, "folder": folder}
+    return found
 
 
 def folder_costs(root: Path) -> list[dict]:
@@ -121,9 +146,55 @@ def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks
             f"| times the goal | {total / 2 / GOAL_HOURS:.1f} |",
             f"| seconds per run the goal allows | {allowed:.0f} |",
         ]
+    lines += plateau_projection(root, by_key)
     out = root / "federated_cost.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[str]:
+    """Table lines: the projection above at the budgets where each task's best policy levels off
+    (:func:`levelling_budgets`), a lower bound for a task whose best policy still rises at its longest budget."""
+    levels = levelling_budgets(root)
+    lines = [
+        "",
+        "## At the budgets where the best policy levels off",
+        "",
+        f"The same {len(CORE)} policies x {SEEDS} seeds, each task at the round where its best policy (the highest "
+        "mean accuracy over the last 50 rounds of its longest runs, among policies run on "
+        f'{SEEDS} seeds or more) came within a point of its end (`federated_<task>.md`, "Where the curves level '
+        'off"); where that policy still rises at the end of its runs, their budget, a lower bound.',
+        "",
+    ]
+    missing = [task for task, level in levels.items() if level is None or (TASKS[task], task) not in by_key]
+    if missing:
+        return [*lines, f"Not projected: no longest runs or no timed runs of {', '.join(missing)}."]
+    lines += [
+        "| task | longest runs (folder, rounds) | best policy | verdict | rounds | seconds per run | core-hours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    total, bound = 0.0, False
+    for task, level in levels.items():
+        rising = level["verdict"] == "still rising"
+        rounds = level["budget"] if rising else level["near"]
+        per_run = statistics.median(by_key[(TASKS[task], task)]["per_round"]) * rounds
+        hours = per_run * len(CORE) * SEEDS / 3600
+        total, bound = total + hours, bound or rising
+        more = "at least " if rising else ""
+        lines.append(
+            f"| {task} | {level['folder']}, {level['budget']} | {level['policy']} | {level['verdict']} | "
+            f"{more}{rounds} | {more}{per_run:.0f} | {more}{hours:.1f} |"
+        )
+    more = "at least " if bound else ""
+    return [
+        *lines,
+        f"| all | - | - | - | - | - | {more}{total:.1f} |",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| hours on two cores | {more}{total / 2:.1f} |",
+        f"| times the goal | {more}{total / 2 / GOAL_HOURS:.1f} |",
+    ]
 
 
 if __name__ == "__main__":

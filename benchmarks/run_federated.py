@@ -652,6 +652,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
             lines += reduction_table(ref, paired_rows(ref, list(against), summary, part, budget), title=title)
     lines += budget_ceiling([ref for ref, rows in pairs.items() if rows], summary, budget)
     lines += along_the_budget(runs, budget)
+    lines += levelling_off(runs, budget)
     lines += same_runs(runs)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
     lines += expert_use(runs, budget, by_domain, domains=load_domains(folder), classes=load_classes(folder))
@@ -708,6 +709,96 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
                 else "-"
             )
         lines.append(f"| {policy} | {len(by_seed)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+#: Levelling off: a policy whose runs gain less than this much accuracy over the last stretch (``2 x window``
+#: rounds) of the budget, shown by the interval, has levelled off there; more, shown, and it is still rising
+LEVEL_TOLERANCE = 0.01
+
+
+def level_window(budget: int) -> int:
+    """The window of :func:`levelling_off` for a budget: 50 rounds, shrunk to a quarter of short budgets (the
+    quick mode's) so that the table still has its two windows and a step between them."""
+    return max(1, min(50, budget // 4))
+
+
+def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[dict]:
+    """Whether each policy's curve has levelled off by the end of the budget, one dict per policy.
+
+    For seed s let :math:`w_s(r)` be the mean test accuracy of rounds :math:`r - w + 1 .. r` (``w`` from
+    :func:`level_window`: 50 rounds on budgets of 200 and more). The gain over the last :math:`2w` rounds is
+    :math:`G = \\operatorname{mean}_s\\, w_s(B) - w_s(B - 2w)`, each seed paired with itself, with a paired
+    bootstrap 95% interval over seeds. The policy has *levelled off* when that interval lies below
+    ``tolerance`` (less than a point of accuracy gained, shown), is *still rising* when it lies above, and is
+    undetermined otherwise. ``near`` is the first :math:`r = 2w, 3w, \\ldots, B` with
+    :math:`\\operatorname{mean}_s\\, w_s(B) - w_s(r) <` ``tolerance``: where the curve came within a point of its
+    end. Only runs that span the budget count; a policy with none, or a budget shorter than :math:`3w`, has no row.
+
+    Returns
+    -------
+    list of dict
+        ``{"policy", "n", "last", "gain": (point, low, high), "verdict", "near"}``.
+    """
+    window = level_window(budget)
+    span = 2 * window
+    if budget < span + window:
+        return []
+    rows = []
+    for policy, by_seed in runs.items():
+        accs = np.array([r["accuracy"][:budget] for r in by_seed.values() if len(r["accuracy"]) >= budget])
+        if accs.size == 0:
+            continue
+        ends = list(range(span, budget + 1, window))
+        if ends[-1] != budget:
+            ends.append(budget)
+        means = {r: accs[:, r - window : r].mean(axis=1) for r in {*ends, budget - span}}
+        gain = means[budget] - means[budget - span]
+        point, low, high = stats.paired_bootstrap(lambda idx, g=gain: float(g[idx].mean()), len(gain))
+        verdict = "levelled off" if high < tolerance else "still rising" if low > tolerance else "undetermined"
+        near = next(r for r in ends if float((means[budget] - means[r]).mean()) < tolerance)
+        rows.append(
+            {
+                "policy": policy,
+                "n": len(gain),
+                "last": float(means[budget].mean()),
+                "gain": (point, low, high),
+                "verdict": verdict,
+                "near": near,
+            }
+        )
+    return rows
+
+
+def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[str]:
+    """Table lines of :func:`level_rows`: where each policy's curve levels off within the budget."""
+    window = level_window(budget)
+    span = 2 * window
+    lines = table_head(
+        "Where the curves level off",
+        f"Mean accuracy of each seed's last {window} rounds; its gain over the {span} rounds before (the mean over "
+        f"seeds of the last {window} rounds' accuracy minus that of the {window} rounds ending {span} rounds "
+        f"earlier, paired bootstrap 95% interval); levelled off when the interval lies below {tolerance:g}, still "
+        f"rising when it lies above, undetermined otherwise; and the first round (in steps of {window}) at "
+        f"which the mean of the {window} rounds ending there has come within {tolerance:g} of the last "
+        f"{window} rounds' (runs shorter than the budget left out):",
+        [
+            "policy",
+            "seeds (n)",
+            f"last {window} rounds",
+            f"gain over the last {span} rounds",
+            "verdict",
+            f"within {tolerance:g} of the end from round",
+        ],
+    )
+    if budget < span + window:
+        return [*lines, f"| (budget of {budget} rounds: too short for two windows) | | | | | |"]
+    for row in level_rows(runs, budget, tolerance):
+        point, low, high = row["gain"]
+        lines.append(
+            f"| {row['policy']} | {row['n']} | {row['last']:.4f} | {point:+.4f} [{low:+.4f}, {high:+.4f}] "
+            f"| {row['verdict']} | {row['near']} |"
+        )
     return lines
 
 

@@ -311,6 +311,36 @@ def test_the_build_check_reruns_a_saved_runs_first_rounds_and_names_the_first_di
         assert message in capsys.readouterr().err
 
 
+def test_the_build_check_compares_a_longer_saved_run_with_a_shorter_one_without_rerunning(tmp_path, capsys):
+    import json
+
+    module = load_script("benchmarks/check_build.py")
+    long_dir, short_dir = tmp_path / "long", tmp_path / "short"
+    module.run_federated.run_all("smoke", [0], 3, True, long_dir, ("random",))
+    long_path = module.run_federated.run_folder(long_dir, "smoke") / "random-seed0.json"
+    record = json.loads(long_path.read_text())
+    short_path = module.run_federated.run_folder(short_dir, "smoke") / "random-seed0.json"
+    short_path.parent.mkdir(parents=True)
+    # the shorter budget's run: the longer one's first two rounds
+    short_path.write_text(json.dumps({k: v[:2] if isinstance(v, list) else v for k, v in record.items()}))
+    args = ["--task", "smoke", "--policy", "random", "--seed", "0", "--out", str(long_dir), "--against", str(short_dir)]
+    log = tmp_path / "checks.md"
+    assert module.main([*args, "--log", str(log)]) == 0
+    assert "over its first 2 rounds" in capsys.readouterr().out  # the shorter run's rounds
+    assert log.read_text().splitlines()[-1].endswith(f"against the saved run in {short_dir} |")
+    record["accuracy"][1] += 0.5  # the longer run departs in round 2
+    long_path.write_text(json.dumps(record))
+    assert module.main(args) == 1 and "from round 2 (accuracy)" in capsys.readouterr().out
+    assert module.main([*args, "--rounds", "1"]) == 0  # round 1 alone still agrees
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        module.main([*args, "--rounds", "3"])
+    assert "--rounds: must be an integer in [1, 2] (the shorter saved run's); got 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main([*args[:-1], str(tmp_path / "nowhere")])
+    assert "--against: no saved run random-seed0.json" in capsys.readouterr().err
+
+
 def test_the_build_checks_log_names_the_variables_that_chose_the_build(tmp_path, capsys, monkeypatch):
     module = load_script("benchmarks/check_build.py")
     module.run_federated.run_all("smoke", [0], 1, True, tmp_path, ("random",))
@@ -398,6 +428,50 @@ def test_the_cost_table_takes_medians_of_the_timed_runs_and_projects_issue_18s_c
     save(tmp_path, "a", "q-seed0", 7, 1.0)
     with pytest.raises(ValueError, match="runs of several budgets"):
         module.render(tmp_path, "cmd")
+
+
+def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_best_policy_levels_off(
+    tmp_path, monkeypatch
+):
+    import json
+
+    module = load_script("benchmarks/run_cost.py")
+    monkeypatch.setattr(module, "TASKS", {"a": "results", "b": "results"})
+    monkeypatch.setattr(module, "LONGEST", {"a": "long", "b": "results"})
+    monkeypatch.setattr(module, "CORE", ("p",))
+    monkeypatch.setattr(module, "SEEDS", 2)
+    monkeypatch.setattr(module, "GOAL_HOURS", 0.01)
+
+    def save(folder, task, policy, seed, accuracy, wall=None):
+        path = folder / "federated" / f"{task}-v2" / f"{policy}-seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"policy": policy, "seed": seed, "accuracy": accuracy}
+        path.write_text(json.dumps(record | ({} if wall is None else {"wall_s": wall})))
+
+    # the timed runs: 1 s a round on both tasks
+    for task in ("a", "b"):
+        save(tmp_path, task, "p", 0, [0.0] * 10, wall=10.0)
+    text = module.render(tmp_path, "cmd").read_text()
+    # no folder "long" yet, and task b's runs have one seed, fewer than SEEDS
+    assert "Not projected: no longest runs or no timed runs of a, b." in text
+    # task a's longest runs (16 rounds, window 4): "top" is at 0.495 over rounds 5-8 and 0.5 after: it gains
+    # 0.005 over the last 8 rounds, under a point, and is within a point of its end from round 8; "low" is flat
+    # and lower; "one" has a single seed, fewer than SEEDS: not a candidate for best however high
+    for seed in range(2):
+        save(tmp_path / "long", "a", "top", seed, [0.3] * 4 + [0.495] * 4 + [0.5] * 8)
+        save(tmp_path / "long", "a", "low", seed, [0.1] * 16)
+    save(tmp_path / "long", "a", "one", 0, [0.99] * 16)
+    # task b's longest runs are its timed ones (10 rounds, window 2), rising to the end on both seeds
+    save(tmp_path, "b", "p", 1, [r * 0.05 for r in range(1, 11)], wall=10.0)
+    save(tmp_path, "b", "p", 0, [r * 0.05 for r in range(1, 11)], wall=10.0)
+    text = module.render(tmp_path, "cmd").read_text()
+    lines = text.splitlines()
+    row_a = next(line for line in lines if line.startswith("| a | long, 16 |"))
+    assert row_a.split(" | ")[2:6] == ["top", "levelled off", "8", "8"]  # 8 rounds at 1 s a round
+    row_b = next(line for line in lines if line.startswith("| b | results, 10 |"))
+    assert row_b.split(" | ")[3:6] == ["still rising", "at least 10", "at least 10"]
+    # (8 + 10 s) x 2 seeds = 36 s = 0.01 core-hours, 0.005 h on two cores: half the goal, a lower bound (b rises)
+    assert "| hours on two cores | at least 0.0 |" in text and "| times the goal | at least 0.5 |" in text
 
 
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
@@ -678,6 +752,31 @@ def test_accuracy_along_the_budget_is_the_mean_of_the_last_rounds_at_each_quarte
     short = module.along_the_budget({"a": rising}, 4)  # a budget shorter than the window: the window shrinks to it
     assert short[5] == "| policy | seeds (n) | round 4 |"
     assert short[7] == "| a | 2 | 0.2812 |"  # seed 0 averages rounds 1-4 (0.0625), seed 1 is flat at 0.5
+
+
+def test_levelling_off_reads_the_gain_over_the_last_two_windows_and_where_the_curve_came_within_a_point():
+    module = load_script("benchmarks/run_federated.py")
+    budget = 16  # window 4: the last 4 rounds against the 4 rounds ending 8 rounds earlier
+    assert module.level_window(budget) == 4 and module.level_window(600) == 50 and module.level_window(3) == 1
+    flat = {s: {"accuracy": [0.5 + 0.001 * s] * budget} for s in range(4)}
+    # rises 0.01 a round to round 10, then flat
+    rising = {s: {"accuracy": [min(r, 10) * 0.01 + 0.1 * s for r in range(1, budget + 1)]} for s in range(4)}
+    # seed by seed the gain is +0.3 or -0.3: the interval straddles the tolerance
+    mixed = {s: {"accuracy": [0.5] * 8 + [0.5 + (0.3 if s % 2 else -0.3)] * 8} for s in range(4)}
+    short = {0: {"accuracy": [0.9] * (budget - 1)}}  # shorter than the budget: left out, no row
+    lines = module.levelling_off({"flat": flat, "rising": rising, "mixed": mixed, "short": short}, budget)
+    assert lines[5].startswith("| policy | seeds (n) | last 4 rounds | gain over the last 8 rounds |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[7:]}
+    assert set(rows) == {"flat", "rising", "mixed"}
+    assert rows["flat"][3:5] == ["+0.0000 [+0.0000, +0.0000]", "levelled off"]
+    assert rows["flat"][5] == "8 |"  # within a point of the end from the first window end on
+    # every seed gains 0.035: rounds 13-16 average 0.10 above its offset, rounds 5-8 0.065
+    assert rows["rising"][3] == "+0.0350 [+0.0350, +0.0350]" and rows["rising"][4] == "still rising"
+    # rounds 9-12 average 0.0975, within 0.01 of the last window; rounds 5-8 are not
+    assert rows["rising"][5] == "12 |"
+    assert rows["mixed"][4] == "undetermined" and rows["mixed"][1] == "4"
+    too_short = module.levelling_off({"flat": flat}, 2)
+    assert too_short[-1].startswith("| (budget of 2 rounds: too short for two windows)")
 
 
 def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range(tmp_path, monkeypatch):
