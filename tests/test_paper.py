@@ -97,6 +97,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "rounds600/federated_multidomain.png",
         "rounds600/federated_multidomain4.png",
         "rounds300/federated_mnist_shards.png",
+        "rounds600/federated_mnist_shards.png",
         "rebuild200/federated_multidomain4.png",
         "federated_cuda.png",
     }, figures
