@@ -48,8 +48,9 @@ def levelling_budgets(root: Path) -> dict[str, dict | None]:
 
     The best policy is the one with the highest mean accuracy over the last rounds
     (``run_federated.level_rows``) among those run on at least ``SEEDS`` seeds at that budget. Its row is returned
-    with the budget and the folder: ``near`` (the first round at which its curve came within a point of its end)
-    is the budget that would reach its plateau, a lower bound when the verdict is "still rising"."""
+    with the budget and the folder. ``near``, the first round at which its curve came within a point of where its
+    runs ended, is the budget the projection uses: a plateau shown only when the verdict is "levelled off", and
+    replaced by the runs' budget, a lower bound, when it is "still rising"."""
     found: dict[str, dict | None] = {}
     for task, folder in LONGEST.items():
         base = root if folder == "results" else root / folder
