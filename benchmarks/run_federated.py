@@ -744,14 +744,14 @@ def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float =
     span = 2 * window
     if budget < span + window:
         return []
+    ends = list(range(span, budget + 1, window))
+    if ends[-1] != budget:
+        ends.append(budget)
     rows = []
     for policy, by_seed in runs.items():
         accs = np.array([r["accuracy"][:budget] for r in by_seed.values() if len(r["accuracy"]) >= budget])
         if accs.size == 0:
             continue
-        ends = list(range(span, budget + 1, window))
-        if ends[-1] != budget:
-            ends.append(budget)
         means = {r: accs[:, r - window : r].mean(axis=1) for r in {*ends, budget - span}}
         gain = means[budget] - means[budget - span]
         point, low, high = stats.paired_bootstrap(lambda idx, g=gain: float(g[idx].mean()), len(gain))
