@@ -40,7 +40,7 @@ SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
 #: their wall time are those repeated after the second rebuild)
 TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_scripts": "results"}
 #: Per task, the results folder of its longest runs: where the best policy's curve is read for where it levels off
-LONGEST = {"mnist_shards": "rounds600", "multidomain4": "rounds600", "shakespeare_scripts": "rounds400"}
+LONGEST = {"mnist_shards": "rounds800", "multidomain4": "rounds600", "shakespeare_scripts": "rounds400"}
 
 
 def levelling_budgets(root: Path) -> dict[str, dict | None]:
