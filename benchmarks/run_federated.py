@@ -586,19 +586,18 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
         + " | routing entropy |",
         "|---|" + "---|" * (len(FRACTIONS) + 7),
     ]
-    summary: dict[tuple[str, float], dict[int, tuple[int, bool]]] = {}
+    summary = target_hits(runs, reference)
     for policy, by_seed in runs.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         cells = []
         for f in FRACTIONS:
-            hits = [stats.rounds_to_target(r["accuracy"], f * reference) for r in recs]
+            hits = [summary[(policy, f)][s] for s in sorted(by_seed)]
             t, e = [h[0] for h in hits], [h[1] for h in hits]
             median = stats.km_median(t, e)
             cells.append(
                 f"{sum(e)}/{len(e)} / {'not reached' if median is None else int(median)} / "
                 f"{stats.restricted_mean(t, e, budget):.1f}"
             )
-            summary[(policy, f)] = dict(zip(sorted(by_seed), hits))
         auc = statistics.fmean(stats.area_under_curve(r["accuracy"]) for r in recs)
         final = statistics.fmean(stats.final_accuracy(r["accuracy"]) for r in recs)
         mb, secs = [], []
@@ -679,6 +678,18 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     report = out / f"{stem}.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def target_hits(
+    runs: dict[str, dict[int, dict]], reference: float
+) -> dict[tuple[str, float], dict[int, tuple[int, bool]]]:
+    """Per (policy, target fraction of ``FRACTIONS``), each seed's ``stats.rounds_to_target`` of ``fraction x
+    reference``: (rounds, reached), a missed target counted at the run's length (censored, never dropped)."""
+    return {
+        (policy, f): {s: stats.rounds_to_target(by_seed[s]["accuracy"], f * reference) for s in sorted(by_seed)}
+        for policy, by_seed in runs.items()
+        for f in FRACTIONS
+    }
 
 
 def table_head(title: str, intro: str, columns: list[str]) -> list[str]:

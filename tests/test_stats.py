@@ -1070,3 +1070,81 @@ def test_the_runs_a_variant_leaves_unchanged_are_counted_and_the_others_dated(tm
     assert "aligned_value_noload" not in section
     assert module.same_runs({"aligned_value_noload": {0: {"accuracy": base}}}) == []  # no reference: nothing
     assert module.same_runs({"random": {0: {"accuracy": base}}}) == []
+
+
+def test_the_target_ledger_meets_a_part_only_when_the_point_reaches_the_goal_and_the_interval_excludes_0(tmp_path):
+    import json
+
+    module = load_script("benchmarks/run_target.py")
+
+    def curve(reach, level=0.85, rounds=20):
+        """0.5 until round ``reach`` (1-based; None: never), then ``level``."""
+        return [0.5 if reach is None or r < reach else level for r in range(1, rounds + 1)]
+
+    def save(base, task, policy, curves, version="v2"):
+        folder = base / "federated" / f"{task}-{version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "central.json").write_text(json.dumps({"accuracy": 1.0}))
+        for seed, accuracy in enumerate(curves):
+            (folder / f"{policy}-seed{seed}.json").write_text(
+                json.dumps({"policy": policy, "seed": seed, "accuracy": accuracy})
+            )
+
+    # MNIST shards: random reaches 80% at round 20 on three seeds and at round 2 on the fourth
+    shards = [
+        ("random", [curve(20), curve(20), curve(20), curve(2)]),
+        ("topk_affinity", [curve(10)] * 4),
+        ("flex_moe", [curve(8)] * 4),
+        # round 1 everywhere, and higher at the end than flex_moe: every part met
+        ("aligned_win", [curve(1, 0.9)] * 4),
+        # 58% fewer rounds than random on the point, but the fourth seed flips it: the interval reaches below 0
+        ("aligned_mixed", [curve(2), curve(2), curve(2), curve(20)]),
+        # sooner than random on every seed, 45% fewer rounds on the whole: the interval above 0, the point under 50%
+        ("aligned_near", [curve(11), curve(11), curve(11), curve(1)]),
+    ]
+    for policy, curves in shards:
+        save(tmp_path, "mnist_shards", policy, curves)
+    save(tmp_path, "mnist_shards", "aligned_win", [curve(None)] * 4, version="v1")  # an old definition: ignored
+    # four domains, at a longer budget in a subfolder: the winner again; the scripts without top-k, nobody at 80%
+    for policy, curves in (("random", [curve(20)] * 4), ("topk_affinity", [curve(10)] * 4)):
+        save(tmp_path / "rounds600", "multidomain4", policy, curves)
+    save(tmp_path / "rounds600", "multidomain4", "flex_moe", [curve(8)] * 4)
+    save(tmp_path / "rounds600", "multidomain4", "aligned_win", [curve(1, 0.9)] * 4)
+    for policy, level in (("random", 0.6), ("flex_moe", 0.6), ("aligned_win", 0.7)):
+        save(tmp_path, "shakespeare_scripts", policy, [[0.5] * 19 + [level]] * 4)
+
+    rows = module.ledger(tmp_path)
+    by = {(row["label"], row["task"], row["policy"]): row["parts"] for row in rows}
+    assert ("results", "mnist_shards", "random") not in by  # only aligner variants have rows
+    win = by[("results", "mnist_shards", "aligned_win")]
+    assert [part["met"] for part in win] == [True, True, True]
+    mixed = by[("results", "mnist_shards", "aligned_mixed")][0]
+    assert mixed["interval"][0] >= 0.5 and mixed["interval"][1] <= 0 and not mixed["met"]
+    near = by[("results", "mnist_shards", "aligned_near")][0]
+    assert 0 < near["interval"][1] and near["interval"][0] < 0.5 and not near["met"]
+    scripts = by[("results", "shakespeare_scripts", "aligned_win")]
+    assert [part["status"] for part in scripts] == ["not estimable", "not run", "measured"]
+    assert [part["met"] for part in scripts] == [False, False, True]
+    found = module.verdicts(rows)
+    assert found["aligned_win"]["target"] and found["aligned_win"]["whole"] == {
+        "(a) multi-domain",
+        "(b) MNIST shards",
+    }
+    assert not found["aligned_mixed"]["target"]
+    text = module.render(rows, "cmd")
+    assert "Variants meeting the target: `aligned_win`." in text
+    assert "| variants meeting one part on two tasks or more | 1 |" in text
+    both = "(a) multi-domain, (b) MNIST shards"
+    assert f"| aligned_win | {both} | {both} | {both}, (c) Shakespeare | {both} |" in text
+    assert "| shakespeare_scripts | results | 20 | aligned_win | not estimable | not run |" in text
+    assert " **met** | 3 |" in text
+    # per part and task, the variants meeting it: aligned_win everywhere but the scripts' round parts
+    assert "| random part | 1 | 1 | 0 |" in text and "| FLEX-MoE part | 1 | 1 | 1 |" in text
+    assert module.main(["--results", str(tmp_path), "--out", str(tmp_path / "t.md")]) == 0
+    assert (tmp_path / "t.md").read_text().splitlines()[1:] == text.splitlines()[1:]
+    with pytest.raises(SystemExit):
+        module.main(["--results", str(tmp_path / "missing")])
+    # a point just under its goal never shows as the goal
+    part = {"base": "topk_affinity", "n": 20, "interval": (0.19955, 0.055, 0.311), "met": False, "status": "measured"}
+    assert module.cell(part) == "+19.96% [+5.5%, +31.1%] (20)"
+    assert module.cell(part | {"interval": (0.2, 0.055, 0.311), "met": True}) == "+20.0% [+5.5%, +31.1%] (20) **met**"
