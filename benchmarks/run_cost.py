@@ -164,15 +164,19 @@ def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[
         f"The same {len(CORE)} policies x {SEEDS} seeds, each task at the round where its best policy (the highest "
         "mean accuracy over the last 50 rounds of its longest runs, among policies run on "
         f'{SEEDS} seeds or more) came within a point of its end (`federated_<task>.md`, "Where the curves level '
-        'off"); where that policy still rises at the end of its runs, their budget, a lower bound.',
+        'off"); where that policy still rises at the end of its runs, their budget, a lower bound. Where its '
+        "verdict is undetermined, the last column says roughly how many seeds would settle it if the seeds' mean "
+        "gain and spread stayed as measured (a normal approximation of the interval, "
+        "`run_federated.seeds_to_settle`: for planning, not a result).",
         "",
     ]
     missing = [task for task, level in levels.items() if level is None or (TASKS[task], task) not in by_key]
     if missing:
         return [*lines, f"Not projected: no longest runs or no timed runs of {', '.join(missing)}."]
     lines += [
-        "| task | longest runs (folder, rounds) | best policy | verdict | rounds | seconds per run | core-hours |",
-        "|---|---|---|---|---|---|---|",
+        "| task | longest runs (folder, rounds) | best policy | verdict | rounds | seconds per run | core-hours "
+        "| seeds (n) | seeds the verdict would need |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     total, bound = 0.0, False
     for task, level in levels.items():
@@ -182,14 +186,15 @@ def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[
         hours = per_run * len(CORE) * SEEDS / 3600
         total, bound = total + hours, bound or rising
         more = "at least " if rising else ""
+        settle = "-" if level["verdict"] != "undetermined" or level["settle"] is None else f"about {level['settle']}"
         lines.append(
             f"| {task} | {level['folder']}, {level['budget']} | {level['policy']} | {level['verdict']} | "
-            f"{more}{rounds} | {more}{per_run:.0f} | {more}{hours:.1f} |"
+            f"{more}{rounds} | {more}{per_run:.0f} | {more}{hours:.1f} | {level['n']} | {settle} |"
         )
     more = "at least " if bound else ""
     return [
         *lines,
-        f"| all | - | - | - | - | - | {more}{total:.1f} |",
+        f"| all | - | - | - | - | - | {more}{total:.1f} | - | - |",
         "",
         "| measure | value |",
         "|---|---|",

@@ -36,6 +36,7 @@ import argparse
 import collections
 import itertools
 import json
+import math
 import os
 import re
 import statistics
@@ -749,7 +750,8 @@ def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float =
     Returns
     -------
     list of dict
-        ``{"policy", "n", "last", "gain": (point, low, high), "verdict", "near"}``.
+        ``{"policy", "n", "last", "gain": (point, low, high), "verdict", "near", "settle"}``, ``settle`` from
+        :func:`seeds_to_settle`.
     """
     window = level_window(budget)
     span = 2 * window
@@ -776,9 +778,22 @@ def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float =
                 "gain": (point, low, high),
                 "verdict": verdict,
                 "near": near,
+                "settle": seeds_to_settle(gain, tolerance),
             }
         )
     return rows
+
+
+def seeds_to_settle(gain: np.ndarray, tolerance: float = LEVEL_TOLERANCE) -> int | None:
+    """Roughly how many seeds :func:`level_rows`' verdict would need at the measured mean and spread of the
+    per-seed gains ``gain`` (n,): the smallest n with :math:`1.96\\, s / \\sqrt{n} < |\\bar g - t|` (``t`` the
+    tolerance, ``s`` the seeds' standard deviation), a normal approximation of the bootstrap interval, for
+    planning, not a result. None with fewer than two seeds or a mean at the tolerance itself (no number of seeds
+    settles it)."""
+    if gain.size < 2 or float(gain.mean()) == tolerance:
+        return None
+    spread = float(np.std(gain, ddof=1))
+    return max(2, math.ceil((1.96 * spread / abs(float(gain.mean()) - tolerance)) ** 2))
 
 
 def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -468,6 +469,7 @@ def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_be
     lines = text.splitlines()
     row_a = next(line for line in lines if line.startswith("| a | long, 16 |"))
     assert row_a.split(" | ")[2:6] == ["top", "levelled off", "8", "8"]  # 8 rounds at 1 s a round
+    assert row_a.split(" | ")[7:] == ["2", "- |"]  # two seeds; a settled verdict needs none more
     row_b = next(line for line in lines if line.startswith("| b | results, 10 |"))
     assert row_b.split(" | ")[3:6] == ["still rising", "at least 10", "at least 10"]
     # (8 + 10 s) x 2 seeds = 36 s = 0.01 core-hours, 0.005 h on two cores: half the goal, a lower bound (b rises)
@@ -777,6 +779,14 @@ def test_levelling_off_reads_the_gain_over_the_last_two_windows_and_where_the_cu
     assert rows["mixed"][4] == "undetermined" and rows["mixed"][1] == "4"
     too_short = module.levelling_off({"flat": flat}, 2)
     assert too_short[-1].startswith("| (budget of 2 rounds: too short for two windows)")
+    # how many seeds would settle a verdict at the measured mean and spread: the mixed policy's gains are +-0.3
+    # around 0, 0.01 below the tolerance, so about (1.96 x 0.346 / 0.01)^2 seeds
+    settle = {row["policy"]: row["settle"] for row in module.level_rows({"mixed": mixed, "flat": flat}, budget)}
+    assert abs(settle["mixed"] - math.ceil((1.96 * np.std([0.3, -0.3, 0.3, -0.3], ddof=1) / 0.01) ** 2)) <= 1
+    assert module.seeds_to_settle(np.array([-0.02, 0.0, 0.02])) == 16  # sd 0.02, mean 0.01 under the tolerance
+    assert module.seeds_to_settle(np.array([0.0, 0.0, 0.0])) == 2  # no spread: two, the fewest that have one
+    assert module.seeds_to_settle(np.array([0.0, 0.02])) is None  # mean at the tolerance: nothing settles it
+    assert module.seeds_to_settle(np.array([0.5])) is None  # one seed has no spread to measure
 
 
 def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range(tmp_path, monkeypatch):
