@@ -735,6 +735,12 @@ def level_window(budget: int) -> int:
     return max(1, min(50, budget // 4))
 
 
+def too_short_to_level(budget: int) -> bool:
+    """Whether a budget is too short for :func:`level_rows`: it needs the last window, the one ``2 x window`` rounds
+    before it, and a step between them (``3 x window`` rounds)."""
+    return budget < 3 * level_window(budget)
+
+
 def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[dict]:
     """Whether each policy's curve has levelled off by the end of the budget, one dict per policy.
 
@@ -753,10 +759,10 @@ def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float =
         ``{"policy", "n", "last", "gain": (point, low, high), "verdict", "near", "settle"}``, ``settle`` from
         :func:`seeds_to_settle`.
     """
+    if too_short_to_level(budget):
+        return []
     window = level_window(budget)
     span = 2 * window
-    if budget < span + window:
-        return []
     ends = list(range(span, budget + 1, window))
     if ends[-1] != budget:
         ends.append(budget)
@@ -817,7 +823,7 @@ def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: floa
             f"within {tolerance:g} of the end from round",
         ],
     )
-    if budget < span + window:
+    if too_short_to_level(budget):
         return [*lines, f"| (budget of {budget} rounds: too short for two windows) | | | | | |"]
     for row in level_rows(runs, budget, tolerance):
         point, low, high = row["gain"]
