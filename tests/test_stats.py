@@ -1085,7 +1085,7 @@ def test_the_runs_a_variant_leaves_unchanged_are_counted_and_the_others_dated(tm
 def test_the_target_ledger_meets_a_part_only_when_the_point_reaches_the_goal_and_the_interval_excludes_0(tmp_path):
     import json
 
-    module = load_script("benchmarks/run_target.py")
+    module = load_script("benchmarks/run_federated_target.py")
 
     def curve(reach, level=0.85, rounds=20):
         """0.5 until round ``reach`` (1-based; None: never), then ``level``."""

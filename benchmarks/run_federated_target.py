@@ -1,6 +1,6 @@
 """Every aligner variant's measurement against issue 19's target, over every saved comparison.
 
-    python benchmarks/run_target.py      # reads benchmarks/results, writes benchmarks/results/target.md
+    python benchmarks/run_federated_target.py   # reads benchmarks/results, writes results/federated_target.md
 
 The target has three parts, each a paired comparison on the seeds both policies ran:
 
@@ -233,15 +233,17 @@ def render(rows: list[dict], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=ROOT, help="the results folder to read (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="the page to write (default: target.md in the results folder)")
+    parser.add_argument(
+        "--out", type=Path, help="the page to write (default: federated_target.md in the results folder)"
+    )
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"--results: must be a folder; got {str(args.results)!r}")
     rows = ledger(args.results)
     if not rows:
         parser.error(f"--results: no comparison with an aligner variant and a central run under {args.results}")
-    out = args.out or args.results / "target.md"
-    out.write_text(render(rows, "python benchmarks/run_target.py"))
+    out = args.out or args.results / "federated_target.md"
+    out.write_text(render(rows, "python benchmarks/run_federated_target.py"))
     print(out)
     return 0
 
