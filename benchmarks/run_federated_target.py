@@ -136,8 +136,9 @@ def verdicts(rows: list[dict]) -> dict[str, dict]:
 
 
 def cell(part: dict) -> str:
-    """A part as the table shows it: the interval and n, and whether it is met. Reductions get one decimal (the
-    task pages round to whole percents) and a point just under its goal two, so that it never reads as the goal."""
+    """A part as the table shows it: the interval and n (the table's last column says which parts are met).
+    Reductions get one decimal (the task pages round to whole percents) and a point just under its goal two, so that
+    it never reads as the goal."""
     if part["status"] != "measured":
         return part["status"]
     point, low, high = part["interval"]
@@ -148,7 +149,7 @@ def cell(part: dict) -> str:
         # a point just under the goal that one decimal would round up to it gets a second decimal
         shown = f"{point:+.2%}" if point < goal <= round(point, 3) else f"{point:+.1%}"
         text = f"{shown} [{low:+.1%}, {high:+.1%}]"
-    return f"{text} ({part['n']}){' **met**' if part['met'] else ''}"
+    return f"{text} ({part['n']})"
 
 
 def render(rows: list[dict], command: str) -> str:
@@ -221,11 +222,11 @@ def render(rows: list[dict], command: str) -> str:
     ]
     for row in sorted(rows, key=lambda r: (r["task"], r["budget"], r["label"], r["policy"])):
         cells = [cell(part) for part in row["parts"]]
-        count = sum(part["met"] for part in row["parts"])
+        names = [name.removesuffix(" part") for name, part in zip(PART_NAMES, row["parts"]) if part["met"]]
         lines.append(
             f"| {row['task']} | {row['label']} | {row['budget']} | {row['policy']} | "
             + " | ".join(cells)
-            + f" | {count} |"
+            + f" | {', '.join(names) or 'none'} |"
         )
     return "\n".join(lines) + "\n"
 
