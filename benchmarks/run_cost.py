@@ -60,7 +60,7 @@ def levelling_budgets(root: Path) -> dict[str, dict | None]:
         if not runs:
             found[task] = None
             continue
-        budget = max(len(rec["accuracy"]) for by_seed in runs.values() for rec in by_seed.values())
+        budget = run_federated.run_budget(runs)
         rows = run_federated.level_rows(runs, budget)
         best = max(rows, key=lambda row: row["last"]) if rows else None
         found[task] = None if best is None else best | {"budget": budget, "folder": folder}
@@ -72,7 +72,7 @@ def folder_costs(root: Path) -> list[dict]:
     runs saved with one: ``{"folder", "task", "rounds", "runs", "timed", "per_run", "per_round"}``, the last two
     lists of seconds."""
     rows = []
-    for base in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+    for label, base in run_federated.result_bases(root):
         for task_dir in sorted((base / "federated").glob("*-v*")):
             records = [rec for by_seed in run_federated.load_runs(task_dir).values() for rec in by_seed.values()]
             timed = [rec for rec in records if rec.get("wall_s") is not None]
@@ -85,7 +85,7 @@ def folder_costs(root: Path) -> list[dict]:
             n_rounds = rounds.pop()
             rows.append(
                 {
-                    "folder": "results" if base == root else base.name,
+                    "folder": label,
                     "task": task_dir.name.rsplit("-v", 1)[0],
                     "rounds": n_rounds,
                     "runs": len(records),

@@ -549,6 +549,17 @@ def run_folder(out: Path, task: str, version: str | None = None) -> Path:
     return out / "federated" / f"{task}-{version or tasks.version(task)}"
 
 
+def result_bases(root: Path) -> list[tuple[str, Path]]:
+    """(label, folder) of every results folder under ``root``: ``root`` itself (label ``results``) and each of its
+    subfolders (label: its name), each of which may hold ``federated/<task>-<version>`` folders of runs."""
+    return [("results", root), *((p.name, p) for p in sorted(root.iterdir()) if p.is_dir())]
+
+
+def run_budget(runs: dict[str, dict[int, dict]]) -> int:
+    """The budget of a folder's runs: the most rounds any of them ran."""
+    return max(len(rec["accuracy"]) for by_seed in runs.values() for rec in by_seed.values())
+
+
 def load_runs(folder: Path) -> dict[str, dict[int, dict]]:
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted(folder.glob("*-seed*.json")):
@@ -571,7 +582,7 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     central = json.loads(central_file.read_text())["accuracy"] if central_file.exists() else None
     best = max(stats.final_accuracy(r["accuracy"]) for pol in runs.values() for r in pol.values())
     reference = central if central is not None else best
-    budget = max(len(r["accuracy"]) for pol in runs.values() for r in pol.values())
+    budget = run_budget(runs)
     lines = [
         f"# Federated comparison: {task} {version} ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
         "",
@@ -1124,12 +1135,14 @@ def paired_rows(
     summary: dict[tuple[str, float], dict[int, tuple[int, bool]]],
     runs: dict[str, dict[int, dict]],
     budget: int,
+    fractions: tuple[float, ...] = FRACTIONS,
 ) -> list[dict]:
     """``ref`` against each policy of ``baselines``, paired on the seeds both ran: one dict per baseline with
-    ``base``, ``n``, ``targets`` (per target of ``FRACTIONS``: the relative reduction of the restricted mean rounds
-    as (point, lower, upper) of a paired bootstrap 95% interval, or None when neither policy reached it on any
-    seed) and ``final`` (the difference in final accuracy, same form). A baseline without runs or without a seed
-    in common has no row."""
+    ``base``, ``n``, ``targets`` (per target of ``fractions``, by default all of ``FRACTIONS``: the relative
+    reduction of the restricted mean rounds as (point, lower, upper) of a paired bootstrap 95% interval, or None
+    when neither policy reached it on any seed) and ``final`` (the difference in final accuracy, same form). Each
+    interval is drawn on its own, so asking for fewer targets changes none of them. A baseline without runs or
+    without a seed in common has no row."""
     rows = []
     for base in baselines:
         seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
@@ -1137,7 +1150,7 @@ def paired_rows(
             continue  # no seed in common: nothing to pair
         final_ref = np.array([stats.final_accuracy(runs[ref][s]["accuracy"]) for s in seeds])
         targets: list[tuple[float, float, float] | None] = []
-        for f in FRACTIONS:
+        for f in fractions:
             ta, ea = (np.array(v) for v in zip(*(summary[(ref, f)][s] for s in seeds)))
             tb, eb = (np.array(v) for v in zip(*(summary[(base, f)][s] for s in seeds)))
 

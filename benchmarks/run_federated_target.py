@@ -63,8 +63,7 @@ def comparisons(root: Path) -> list[tuple[str, str, Path]]:
     definitions: ``root/federated/<task>-<version>`` (label ``results``) and the same in each subfolder of
     ``root`` (label: the subfolder's name)."""
     found = []
-    for base in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
-        label = "results" if base == root else base.name
+    for label, base in run_federated.result_bases(root):
         for task in ISSUE_TASK:
             folder = run_federated.run_folder(base, task)
             if folder.is_dir() and any(folder.glob("*-seed*.json")):
@@ -77,23 +76,23 @@ def met(interval: tuple[float, float, float] | None, goal: float) -> bool:
     return interval is not None and interval[0] >= goal and interval[1] > 0
 
 
-def part_rows(runs: dict[str, dict[int, dict]], reference: float) -> list[dict]:
-    """Per aligner variant in ``runs``, its three parts: ``{"policy", "parts": [{"base", "n", "interval", "met",
-    "status"} ...]}``, ``status`` one of "measured", "not estimable" (neither reached the target on any seed) and
-    "not run" (no seed in common with the comparator)."""
-    budget = max(len(rec["accuracy"]) for by_seed in runs.values() for rec in by_seed.values())
+def part_rows(runs: dict[str, dict[int, dict]], reference: float, budget: int) -> list[dict]:
+    """Per aligner variant in ``runs`` (a folder's, of ``budget`` rounds), its three parts: ``{"policy", "parts":
+    [{"base", "n", "interval", "met", "status"} ...]}``, ``status`` one of "measured", "not estimable" (neither
+    reached the target on any seed) and "not run" (no seed in common with the comparator)."""
     summary = run_federated.target_hits(runs, reference)
-    which = run_federated.FRACTIONS.index(FRACTION)
     rows = []
     for policy in sorted(p for p in runs if is_aligner(p)):
+        # only the 80% target's reductions are drawn: the other targets' bootstraps would go unread
+        paired = run_federated.paired_rows(policy, [base for base, _ in PARTS], summary, runs, budget, (FRACTION,))
+        by_base = {row["base"]: row for row in paired}
         parts = []
         for base, goal in PARTS:
-            found = run_federated.paired_rows(policy, [base], summary, runs, budget)
-            if not found:
+            if base not in by_base:
                 parts.append({"base": base, "n": 0, "interval": None, "met": False, "status": "not run"})
                 continue
-            row = found[0]
-            interval = row["final"] if base == "flex_moe" else row["targets"][which]
+            row = by_base[base]
+            interval = row["final"] if base == "flex_moe" else row["targets"][0]
             status = "measured" if interval is not None else "not estimable"
             parts.append(
                 {"base": base, "n": row["n"], "interval": interval, "met": met(interval, goal), "status": status}
@@ -106,13 +105,13 @@ def ledger(root: Path) -> list[dict]:
     """:func:`part_rows` of every comparison under ``root``, each row with ``label``, ``task``, ``budget`` added."""
     rows = []
     for label, task, folder in comparisons(root):
-        runs = run_federated.load_runs(folder)
         central = folder / "central.json"
         if not central.exists():
             continue  # no central accuracy, no 80% target
         reference = json.loads(central.read_text())["accuracy"]
-        budget = max(len(rec["accuracy"]) for by_seed in runs.values() for rec in by_seed.values())
-        for row in part_rows(runs, reference):
+        runs = run_federated.load_runs(folder)
+        budget = run_federated.run_budget(runs)
+        for row in part_rows(runs, reference, budget):
             rows.append(row | {"label": label, "task": task, "budget": budget})
     return rows
 
