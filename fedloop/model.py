@@ -119,7 +119,9 @@ class MoE(nn.Module):
         Width of the shared representation.
     expert_hidden : int, default 64
     vocab : int, optional
-        Inputs are token ids (B, L) below ``vocab``: an embedding and 1-D convolution encoder.
+        Inputs are token ids (B, L) below ``vocab``: an embedding and 1-D convolution encoder. Its features
+        depend on the last ``context`` tokens alone (9: two causal convolutions of width 5), so
+        :meth:`features` reads only those.
     residual : bool, default True
         ``head(h + mixed)`` with a dense encoder; False: a convolution-only encoder whose features go to
         the router and the experts, and ``head(mixed)``: no path around the experts, which hold most of the
@@ -194,6 +196,7 @@ class MoE(nn.Module):
     ) -> int:
         """Build ``self.encoder``; returns the width of its output (``hidden`` when ``dense``)."""
         tail: list[nn.Module] = []
+        self.context: int | None = None
         if vocab is not None:
             # Token sequences (L,) of ids < vocab: embedding, two causal convolutions, the last position's features.
             # The last position, not a pool over positions: the next token depends on the order of the last few,
@@ -208,6 +211,9 @@ class MoE(nn.Module):
                 _Last(),
             ]
             width = 64
+            # The last position, the only one kept, sees 1 + sum of (kernel - 1) tokens: the features of a window
+            # cut to them are the same, for a ninth of the convolutions' work on 80-token windows.
+            self.context = 1 + sum(m.pad for m in body if isinstance(m, _Causal))
         elif len(input_shape) == 1:
             body, width = [], input_shape[0]
         elif len(input_shape) == 3:
@@ -226,9 +232,14 @@ class MoE(nn.Module):
         self.encoder = nn.Sequential(*body, *tail)
         return width
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output (B, F) for inputs ``x``; token windows (B, L) are first cut to their last
+        ``context`` tokens, all that the last position's features depend on (the same features, less work)."""
+        return self.encoder(x if self.context is None else x[:, -self.context :])
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MoEOutput:
         """``mask`` (E,) bool: the experts the router may use (all when None)."""
-        h = self.encoder(x)
+        h = self.features(x)
         scores = self.router(self.encoder[0](x[:, -1]) if self.router_input == "token" else h)
         if mask is not None:
             if not bool(mask.any()):
@@ -286,7 +297,7 @@ def silent_units(model: MoE, x: torch.Tensor) -> np.ndarray:
     """
     was_training = model.training
     model.eval()
-    h = model.encoder(x)
+    h = model.features(x)
     counts = [int((~(expert[1](expert[0](h)) > 0).any(dim=0)).sum()) for expert in model.experts]
     model.train(was_training)
     return np.array(counts, dtype=int)

@@ -233,6 +233,24 @@ def test_the_token_encoder_sees_the_last_tokens_in_order_and_nothing_earlier_tha
     assert bool(changed.all())  # the order of the last tokens reaches the features
 
 
+def test_the_token_model_reads_only_its_context_and_computes_what_the_whole_window_gives():
+    model = _token_model(feature_norm=True)
+    assert model.context == 9  # 1 + (5 - 1) + (5 - 1): the two causal convolutions' reach
+    model.eval()
+    x = torch.randint(0, 20, (6, 80))
+    whole = model.encoder(x)
+    assert torch.allclose(model.features(x), whole, atol=1e-6, rtol=0)
+    # the cut is no shorter than what the features depend on: one token less changes them
+    assert not torch.allclose(model.encoder(x[:, -(model.context - 1) :]), whole, atol=1e-4)
+    short = x[:, -5:]  # a window shorter than the context is read whole
+    assert torch.equal(model.features(short), model.encoder(short))
+    out = model(x)  # and the model's output is that of the whole window
+    model.context = None
+    assert torch.allclose(model(x).logits, out.logits, atol=1e-6, rtol=0)
+    assert torch.equal(model(x).top, out.top)
+    assert MoE((1, 28, 28), 10, 4).context is None  # images: the whole input
+
+
 def test_a_token_router_reads_the_last_token_alone():
     model = _token_model(router_input="token").eval()
     assert model.router.in_features == model.encoder[0].embedding_dim
