@@ -10,12 +10,27 @@ seconds per round measured at that budget (the folders named in ``TASKS``), and 
 ``GOAL_HOURS`` hours on two cores: how many core-hours it needs, the hours on two cores (half of that, two runs
 at a time), and the seconds per run that the goal would allow. A projection from medians, not a measured end to end
 run; the machine is shared, so the figures are what runs cost there, not speeds of any policy.
+
+    python benchmarks/run_cost.py --measure   # -> results/round_cost.json, then the page (about 8 minutes)
+
+The saved runs' wall times are those of the code they ran with, on the machines they ran on. ``--measure`` times
+today's code here instead: every ``CORE`` policy on every task for ``MEASURE_ROUNDS`` rounds after an untimed first
+one (which loads numba and OR-Tools), seed 0, each run in a process of its own with one thread, two at a time, as
+the benchmark runs. Where that measurement is saved, the projections use its seconds per round (per task, the mean
+over the policies) and show the saved runs' medians beside them.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
+import os
 import statistics
+import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +54,9 @@ SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
 #: Per task, the results folder whose runs measure it at ROUNDS rounds (multidomain4's 200-round runs saved with
 #: their wall time are those repeated after the second rebuild)
 TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_scripts": "results"}
+#: Rounds timed per run by ``--measure``, and the file its measurement goes to under the results
+MEASURE_ROUNDS = 25
+MEASURED = "round_cost.json"
 #: Per task, the results folder of its longest runs: where the best policy's curve is read for where it levels off
 LONGEST = {"mnist_shards": "rounds800", "multidomain4": "rounds600", "shakespeare_scripts": "rounds400"}
 
@@ -97,6 +115,86 @@ def folder_costs(root: Path) -> list[dict]:
     return rows
 
 
+def time_rounds(task: str, policy: str, rounds: int, seed: int = 0) -> dict:
+    """Seconds per round of one run of today's code: ``rounds`` rounds timed after an untimed first one."""
+    import fedloop
+
+    stamps: list[float] = []
+    config = run_federated.config(task, policy, seed, rounds + 1, False)
+    fedloop.run(config, on_round=lambda _: stamps.append(time.perf_counter()))
+    per_round = [b - a for a, b in itertools.pairwise(stamps)]
+    return {
+        "task": task,
+        "policy": policy,
+        "seed": seed,
+        "rounds": len(per_round),
+        "seconds_per_round": statistics.fmean(per_round),
+        "build": run_federated.build_environment(),
+    }
+
+
+def measure(
+    root: Path,
+    task_names: list[str],
+    policies: tuple[str, ...],
+    rounds: int = MEASURE_ROUNDS,
+    workers: int = 2,
+    command: str = "python benchmarks/run_cost.py --measure",
+) -> Path:
+    """Time every policy on every task (:func:`time_rounds`), each run in a process of its own with one thread,
+    ``workers`` at a time; writes ``root / MEASURED`` and returns its path."""
+    jobs = [(task, policy) for task in task_names for policy in policies]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}  # one thread per process, as the comparison runs
+    running: list[tuple[subprocess.Popen, tuple[str, str]]] = []
+    found: list[dict] = []
+
+    def collect(proc: subprocess.Popen, job: tuple[str, str]) -> None:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"timing {job[1]} on {job[0]} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+        found.append(json.loads(out.strip().splitlines()[-1]))
+        row = found[-1]
+        print(f"[{len(found)}/{len(jobs)}] {row['task']} {row['policy']}: {row['seconds_per_round']:.3f} s a round")
+
+    for job in jobs:
+        while len(running) >= workers:
+            proc, done = running.pop(0)
+            collect(proc, done)
+        argv = [sys.executable, str(Path(__file__).resolve()), "--time-one", job[0], job[1], "--rounds", str(rounds)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        running.append((proc, job))
+    for proc, job in running:
+        collect(proc, job)
+    out = root / MEASURED
+    out.write_text(
+        json.dumps(
+            {
+                "command": command,
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                "rounds": rounds,
+                "workers": workers,
+                "runs": found,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return out
+
+
+def measured_rates(root: Path) -> tuple[dict[str, float], dict] | None:
+    """Per task, the mean over the ``CORE`` policies of the measured seconds per round, and the measurement; None
+    when none is saved or it lacks a ``CORE`` policy on a task of ``TASKS``."""
+    path = root / MEASURED
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    per = {(row["task"], row["policy"]): row["seconds_per_round"] for row in saved["runs"]}
+    if any((task, policy) not in per for task in TASKS for policy in CORE):
+        return None
+    return {task: statistics.fmean(per[(task, policy)] for policy in CORE) for task in TASKS}, saved
+
+
 def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks/run_cost.py") -> Path:
     rows = folder_costs(root)
     lines = [
@@ -117,29 +215,51 @@ def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks
             f"{statistics.median(rnd):.2f} ({min(rnd):.2f}-{max(rnd):.2f}) |"
         )
     by_key = {(r["folder"], r["task"]): r for r in rows}
-    missing = [task for task, folder in TASKS.items() if (folder, task) not in by_key]
+    saved = {
+        task: statistics.median(by_key[(folder, task)]["per_round"])
+        for task, folder in TASKS.items()
+        if (folder, task) in by_key
+    }
+    measured = measured_rates(root)
     lines += [
         "",
         "## Issue 18's comparison, projected",
         "",
-        f"{len(CORE)} policies ({', '.join(CORE)}) x {SEEDS} seeds x {ROUNDS} rounds per task, at each task's median "
-        f"seconds per round; the goal is about {GOAL_HOURS:g} hours on two cores.",
+        f"{len(CORE)} policies ({', '.join(CORE)}) x {SEEDS} seeds x {ROUNDS} rounds per task; the goal is about "
+        f"{GOAL_HOURS:g} hours on two cores. "
+        + (
+            f"At each task's seconds per round measured with today's code (`{measured[1]['command']}`, "
+            f"{measured[1]['date']}: each policy for {measured[1]['rounds']} rounds after an untimed first one, "
+            f"seed 0, {measured[1]['workers']} runs at a time, one thread each; per task the mean over the "
+            "policies), beside the median of the saved runs above (the code and machines they ran on)."
+            if measured
+            else "At each task's median seconds per round in the saved runs above (no measurement of today's "
+            f"code saved: `{MEASURED}`)."
+        ),
         "",
     ]
+    rates = measured[0] if measured else saved
+    missing = [task for task in TASKS if task not in rates]
     if missing:
         lines.append(f"Not projected: no timed runs of {', '.join(missing)}.")
     else:
-        lines += ["| task | seconds per run | runs | core-hours |", "|---|---|---|---|"]
+        lines += [
+            "| task | seconds per round, saved runs | seconds per round, today's code | seconds per run | runs "
+            "| core-hours |",
+            "|---|---|---|---|---|---|",
+        ]
         total = 0.0
-        for task, folder in TASKS.items():
-            per_run = statistics.median(by_key[(folder, task)]["per_round"]) * ROUNDS
+        for task in TASKS:
+            per_run = rates[task] * ROUNDS
             hours = per_run * len(CORE) * SEEDS / 3600
             total += hours
-            lines.append(f"| {task} | {per_run:.0f} | {len(CORE) * SEEDS} | {hours:.1f} |")
+            then = f"{saved[task]:.2f}" if task in saved else "-"
+            now = f"{measured[0][task]:.2f}" if measured else "-"
+            lines.append(f"| {task} | {then} | {now} | {per_run:.0f} | {len(CORE) * SEEDS} | {hours:.1f} |")
         runs = len(CORE) * SEEDS * len(TASKS)
         allowed = GOAL_HOURS * 2 * 3600 / runs
         lines += [
-            f"| all | - | {runs} | {total:.1f} |",
+            f"| all | - | - | - | {runs} | {total:.1f} |",
             "",
             "| measure | value |",
             "|---|---|",
@@ -147,15 +267,16 @@ def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks
             f"| times the goal | {total / 2 / GOAL_HOURS:.1f} |",
             f"| seconds per run the goal allows | {allowed:.0f} |",
         ]
-    lines += plateau_projection(root, by_key)
+    lines += plateau_projection(root, rates)
     out = root / "federated_cost.md"
     out.write_text("\n".join(lines) + "\n")
     return out
 
 
-def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[str]:
-    """Table lines: the projection above at the budgets where each task's best policy levels off
-    (:func:`levelling_budgets`), a lower bound for a task whose best policy still rises at its longest budget."""
+def plateau_projection(root: Path, rates: dict[str, float]) -> list[str]:
+    """Table lines: the projection above (``rates``: seconds per round per task) at the budgets where each task's
+    best policy levels off (:func:`levelling_budgets`), a lower bound for a task whose best policy still rises at
+    its longest budget."""
     levels = levelling_budgets(root)
     lines = [
         "",
@@ -170,7 +291,7 @@ def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[
         "`run_federated.seeds_to_settle`: for planning, not a result).",
         "",
     ]
-    missing = [task for task, level in levels.items() if level is None or (TASKS[task], task) not in by_key]
+    missing = [task for task, level in levels.items() if level is None or task not in rates]
     if missing:
         return [*lines, f"Not projected: no longest runs or no timed runs of {', '.join(missing)}."]
     lines += [
@@ -182,7 +303,7 @@ def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[
     for task, level in levels.items():
         rising = level["verdict"] == "still rising"
         rounds = level["budget"] if rising else level["near"]
-        per_run = statistics.median(by_key[(TASKS[task], task)]["per_round"]) * rounds
+        per_run = rates[task] * rounds
         hours = per_run * len(CORE) * SEEDS / 3600
         total, bound = total + hours, bound or rising
         more = "at least " if rising else ""
@@ -203,5 +324,25 @@ def plateau_projection(root: Path, by_key: dict[tuple[str, str], dict]) -> list[
     ]
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--measure", action="store_true", help="time today's code first (results/round_cost.json)")
+    parser.add_argument("--rounds", type=int, default=MEASURE_ROUNDS, help="rounds timed per run (default %(default)s)")
+    parser.add_argument("--time-one", nargs=2, metavar=("TASK", "POLICY"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rounds < 2:
+        parser.error(f"--rounds: must be at least 2; got {args.rounds}")
+    if args.time_one:
+        print(json.dumps(time_rounds(*args.time_one, args.rounds)))
+        return 0
+    if args.measure:
+        command = "python benchmarks/run_cost.py --measure" + (
+            f" --rounds {args.rounds}" if args.rounds != MEASURE_ROUNDS else ""
+        )
+        print(f"written {measure(run_federated.RESULTS, list(TASKS), CORE, args.rounds, command=command)}")
     print(f"written {render()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

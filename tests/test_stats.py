@@ -421,14 +421,50 @@ def test_the_cost_table_takes_medians_of_the_timed_runs_and_projects_issue_18s_c
     assert "| results | a | 5 | 4 | 3 | 20 (10-60) | 4.00 (2.00-12.00) |" in text
     assert "| later | b | 20 | 1 | 1 | 40 (40-40) | 2.00 (2.00-2.00) |" in text
     # projected at 10 rounds: a 40 s and b 20 s per run, 2 policies x 3 seeds each: 240 + 120 s = 0.1 core-hours
-    assert "| a | 40 | 6 | 0.1 |" in text and "| b | 20 | 6 | 0.0 |" in text and "| all | - | 12 | 0.1 |" in text
+    assert "| a | 4.00 | - | 40 | 6 | 0.1 |" in text and "| b | 2.00 | - | 20 | 6 | 0.0 |" in text
+    assert "| all | - | - | - | 12 | 0.1 |" in text and "no measurement of today's code saved" in text
     assert "| hours on two cores | 0.1 |" in text and "| times the goal | 5.0 |" in text
     assert "| seconds per run the goal allows | 6 |" in text  # 0.01 h x 2 cores / 12 runs
+    # a measurement of today's code replaces the saved medians, per task the mean over the policies
+    measured = {"command": "cmd --measure", "date": "d", "rounds": 3, "workers": 2}
+    rows = [("a", "p", 1.0), ("a", "q", 3.0), ("b", "p", 0.5)]
+    runs = [{"task": t, "policy": p, "seconds_per_round": v} for t, p, v in rows]
+    (tmp_path / module.MEASURED).write_text(json.dumps(measured | {"runs": runs}))
+    text = module.render(tmp_path, "cmd").read_text()
+    assert "no measurement" in text  # b lacks policy q: not a measurement of the comparison, not used
+    runs.append({"task": "b", "policy": "q", "seconds_per_round": 1.5})
+    (tmp_path / module.MEASURED).write_text(json.dumps(measured | {"runs": runs}))
+    text = module.render(tmp_path, "cmd").read_text()
+    assert "measured with today's code (`cmd --measure`, d: each policy for 3 rounds" in text
+    # at 10 rounds: a at 2 s a round (the mean of 1 and 3) takes 20 s a run, b at 1 s 10 s
+    assert "| a | 4.00 | 2.00 | 20 | 6 | 0.0 |" in text and "| b | 2.00 | 1.00 | 10 | 6 | 0.0 |" in text
+    assert "| times the goal | 2.5 |" in text  # (120 + 60) s = 0.05 h, 0.025 h on two cores, 2.5 x 0.01 h
+    (tmp_path / module.MEASURED).unlink()
     monkeypatch.setattr(module, "TASKS", {"a": "results", "c": "results"})
     assert "Not projected: no timed runs of c." in module.render(tmp_path, "cmd").read_text()
     save(tmp_path, "a", "q-seed0", 7, 1.0)
     with pytest.raises(ValueError, match="runs of several budgets"):
         module.render(tmp_path, "cmd")
+
+
+def test_the_cost_measurement_times_todays_code_one_process_and_one_thread_per_run(tmp_path, capsys):
+    import json
+
+    module = load_script("benchmarks/run_cost.py")
+    path = module.measure(tmp_path, ["smoke"], ("random", "aligned_value"), rounds=2, command="cmd")
+    saved = json.loads(path.read_text())
+    assert (saved["command"], saved["rounds"], saved["workers"]) == ("cmd", 2, 2)
+    assert [(r["task"], r["policy"], r["rounds"]) for r in saved["runs"]] == [
+        ("smoke", "random", 2),
+        ("smoke", "aligned_value", 2),
+    ]
+    assert all(r["seconds_per_round"] > 0 and r["build"]["threads"] == 1 for r in saved["runs"])
+    assert "[2/2] smoke aligned_value" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="timing nonesuch on smoke failed"):
+        module.measure(tmp_path, ["smoke"], ("nonesuch",), rounds=2)
+    with pytest.raises(SystemExit):
+        module.main(["--rounds", "1"])
+    assert "--rounds: must be at least 2; got 1" in capsys.readouterr().err
 
 
 def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_best_policy_levels_off(
