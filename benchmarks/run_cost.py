@@ -1,23 +1,23 @@
-"""What the federated comparison costs, from the wall times saved with its runs.
+"""What the federated comparison costs, from the wall times saved with its runs and from today's code timed.
 
     python benchmarks/run_cost.py        # -> benchmarks/results/federated_cost.md
 
 Runs saved since 2026-12-02 record their wall time (``wall_s``: two runs at a time on a 2-core machine, one per
 core, as the benchmark is meant to run). Per results folder and task this tables the runs saved with it, the median
 and range of a run's wall time and of a round's. It then projects the comparison issue 18 asks for, the
-``CORE`` policies on ``SEEDS`` seeds over ``ROUNDS`` rounds on each of the three ``TASKS``, from each task's median
-seconds per round measured at that budget (the folders named in ``TASKS``), and sets it against the goal of about
-``GOAL_HOURS`` hours on two cores: how many core-hours it needs, the hours on two cores (half of that, two runs
-at a time), and the seconds per run that the goal would allow. A projection from medians, not a measured end to end
-run; the machine is shared, so the figures are what runs cost there, not speeds of any policy.
+``CORE`` policies on ``SEEDS`` seeds over ``ROUNDS`` rounds on each of the three ``TASKS``, from each task's seconds
+per round (the measurement below where one is saved, else the median of the folders named in ``TASKS``), and sets
+it against the goal of about ``GOAL_HOURS`` hours on two cores: how many core-hours it needs, the hours on two cores
+(half of that, two runs at a time), and the seconds per run that the goal would allow. A projection, not a measured
+end to end run; the machine is shared, so the figures are what runs cost there, not speeds of any policy.
 
-    python benchmarks/run_cost.py --measure   # -> results/round_cost.json, then the page (about 8 minutes)
+    python benchmarks/run_cost.py --measure   # -> results/round_cost.json, then the page (about 35 minutes)
 
 The saved runs' wall times are those of the code they ran with, on the machines they ran on. ``--measure`` times
-today's code here instead: every ``CORE`` policy on every task for ``MEASURE_ROUNDS`` rounds after an untimed first
-one (which loads numba and OR-Tools), seed 0, each run in a process of its own with one thread, two at a time, as
-the benchmark runs. Where that measurement is saved, the projections use its seconds per round (per task, the mean
-over the policies) and show the saved runs' medians beside them.
+today's code here instead: every ``CORE`` policy on every task for ``MEASURE_ROUNDS`` rounds (a whole run of the
+comparison, seed 0) after an untimed first one (which loads numba and OR-Tools), each run in a process of its own
+with one thread, two at a time, as the benchmark runs. Where that measurement is saved, the projections use its
+seconds per round (per task, the mean over the policies) and show the saved runs' medians beside them.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
 #: Per task, the results folder whose runs measure it at ROUNDS rounds (multidomain4's 200-round runs saved with
 #: their wall time are those repeated after the second rebuild)
 TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_scripts": "results"}
-#: Rounds timed per run by ``--measure``, and the file its measurement goes to under the results
-MEASURE_ROUNDS = 25
+#: Rounds timed per run by ``--measure`` (a whole run of the comparison: a run's rounds need not cost alike), and the
+#: file its measurement goes to under the results
+MEASURE_ROUNDS = ROUNDS
 MEASURED = "round_cost.json"
 #: Per task, the results folder of its longest runs: where the best policy's curve is read for where it levels off
 LONGEST = {"mnist_shards": "rounds800", "multidomain4": "rounds600", "shakespeare_scripts": "rounds400"}
