@@ -143,43 +143,52 @@ def measure(
     command: str = "python benchmarks/run_cost.py --measure",
 ) -> Path:
     """Time every policy on every task (:func:`time_rounds`), each run in a process of its own with one thread,
-    ``workers`` at a time; writes ``root / MEASURED`` and returns its path."""
-    jobs = [(task, policy) for task in task_names for policy in policies]
+    ``workers`` at a time; writes ``root / MEASURED`` and returns its path.
+
+    The file is rewritten as each run ends, so a crash loses only the runs in progress; a later call with the same
+    ``rounds`` keeps the runs it holds (each with the time it ended) and times only the others. If one run fails,
+    the others still running are stopped and the error names the task and the policy."""
+    out = root / MEASURED
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    kept = previous.get("runs", []) if previous.get("rounds") == rounds else []
+    done = {(row["task"], row["policy"]) for row in kept}
+    jobs = [(task, policy) for task in task_names for policy in policies if (task, policy) not in done]
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # one thread per process, as the comparison runs
     running: list[tuple[subprocess.Popen, tuple[str, str]]] = []
-    found: list[dict] = []
+    found: list[dict] = list(kept)
+
+    def save() -> None:
+        body = {"command": command, "rounds": rounds, "workers": workers, "runs": found}
+        # the last run's end (runs saved before runs recorded their end carry the date of their measurement)
+        body["date"] = max((row.get("ended", previous.get("date", "")) for row in found), default="")
+        out.write_text(json.dumps(body, indent=1) + "\n")
 
     def collect(proc: subprocess.Popen, job: tuple[str, str]) -> None:
-        out, err = proc.communicate()
+        stdout, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"timing {job[1]} on {job[0]} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
-        found.append(json.loads(out.strip().splitlines()[-1]))
-        row = found[-1]
-        print(f"[{len(found)}/{len(jobs)}] {row['task']} {row['policy']}: {row['seconds_per_round']:.3f} s a round")
-
-    for job in jobs:
-        while len(running) >= workers:
-            proc, done = running.pop(0)
-            collect(proc, done)
-        argv = [sys.executable, str(Path(__file__).resolve()), "--time-one", job[0], job[1], "--rounds", str(rounds)]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        running.append((proc, job))
-    for proc, job in running:
-        collect(proc, job)
-    out = root / MEASURED
-    out.write_text(
-        json.dumps(
-            {
-                "command": command,
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                "rounds": rounds,
-                "workers": workers,
-                "runs": found,
-            },
-            indent=1,
+        row = json.loads(stdout.strip().splitlines()[-1])
+        found.append(row | {"ended": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
+        save()
+        print(
+            f"[{len(found) - len(kept)}/{len(jobs)}] {row['task']} {row['policy']}: "
+            f"{row['seconds_per_round']:.3f} s a round"
         )
-        + "\n"
-    )
+
+    try:
+        for job in jobs:
+            while len(running) >= workers:
+                collect(*running.pop(0))
+            argv = [sys.executable, str(Path(__file__).resolve()), "--time-one", *job, "--rounds", str(rounds)]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            running.append((proc, job))
+        while running:
+            collect(*running.pop(0))
+    finally:
+        for proc, _ in running:  # after a failure: the other runs' times would not be saved
+            proc.kill()
+            proc.communicate()
+    save()
     return out
 
 

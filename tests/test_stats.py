@@ -460,8 +460,17 @@ def test_the_cost_measurement_times_todays_code_one_process_and_one_thread_per_r
     ]
     assert all(r["seconds_per_round"] > 0 and r["build"]["threads"] == 1 for r in saved["runs"])
     assert "[2/2] smoke aligned_value" in capsys.readouterr().out
+    # a later call with the same rounds times only what the file lacks (a crash loses only the runs in progress)
+    module.measure(tmp_path, ["smoke"], ("random", "round_robin"), rounds=2, command="cmd")
+    assert "[1/1] smoke round_robin" in capsys.readouterr().out
+    saved = json.loads(path.read_text())
+    assert [r["policy"] for r in saved["runs"]] == ["random", "aligned_value", "round_robin"]
+    assert all(r["ended"] <= saved["date"] for r in saved["runs"])
     with pytest.raises(RuntimeError, match="timing nonesuch on smoke failed"):
         module.measure(tmp_path, ["smoke"], ("nonesuch",), rounds=2)
+    assert len(json.loads(path.read_text())["runs"]) == 3  # the failure loses nothing saved
+    module.measure(tmp_path, ["smoke"], ("random",), rounds=3)  # other rounds: a measurement of its own
+    assert [(r["policy"], r["rounds"]) for r in json.loads(path.read_text())["runs"]] == [("random", 3)]
     with pytest.raises(SystemExit):
         module.main(["--rounds", "1"])
     assert "--rounds: must be at least 2; got 1" in capsys.readouterr().err
