@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run_federated
 
-ROOT = Path(__file__).resolve().parent / "results"
+ROOT = run_federated.RESULTS
 #: The comparators of the three parts, the target fraction of the central accuracy, and each part's goal (the
 #: smallest point estimate that meets it: a relative reduction of rounds, or a difference in final accuracy)
 PARTS = (("random", 0.5), ("topk_affinity", 0.2), ("flex_moe", 0.0))
