@@ -454,17 +454,21 @@ def test_the_cost_measurement_times_todays_code_one_process_and_one_thread_per_r
     path = module.measure(tmp_path, ["smoke"], ("random", "aligned_value"), rounds=2, command="cmd")
     saved = json.loads(path.read_text())
     assert (saved["command"], saved["rounds"], saved["workers"]) == ("cmd", 2, 2)
-    assert [(r["task"], r["policy"], r["rounds"]) for r in saved["runs"]] == [
-        ("smoke", "random", 2),
+    # the runs are listed as they ended (whichever of the two running ends first is collected first)
+    assert sorted((r["task"], r["policy"], r["rounds"]) for r in saved["runs"]) == [
         ("smoke", "aligned_value", 2),
+        ("smoke", "random", 2),
     ]
+    assert [r["ended"] for r in saved["runs"]] == sorted(r["ended"] for r in saved["runs"])
     assert all(r["seconds_per_round"] > 0 and r["build"]["threads"] == 1 for r in saved["runs"])
-    assert "[2/2] smoke aligned_value" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[1/2] smoke " in printed and "[2/2] smoke " in printed
+    first_two = [r["policy"] for r in saved["runs"]]
     # a later call with the same rounds times only what the file lacks (a crash loses only the runs in progress)
     module.measure(tmp_path, ["smoke"], ("random", "round_robin"), rounds=2, command="cmd")
     assert "[1/1] smoke round_robin" in capsys.readouterr().out
     saved = json.loads(path.read_text())
-    assert [r["policy"] for r in saved["runs"]] == ["random", "aligned_value", "round_robin"]
+    assert [r["policy"] for r in saved["runs"]] == [*first_two, "round_robin"]
     assert all(r["ended"] <= saved["date"] for r in saved["runs"])
     with pytest.raises(RuntimeError, match="timing nonesuch on smoke failed"):
         module.measure(tmp_path, ["smoke"], ("nonesuch",), rounds=2)
@@ -474,6 +478,35 @@ def test_the_cost_measurement_times_todays_code_one_process_and_one_thread_per_r
     with pytest.raises(SystemExit):
         module.main(["--rounds", "1"])
     assert "--rounds: must be at least 2; got 1" in capsys.readouterr().err
+
+
+def test_the_cost_measurement_starts_the_next_run_as_soon_as_any_run_ends(tmp_path, monkeypatch):
+    import json
+
+    module = load_script("benchmarks/run_cost.py")
+    started: list[str] = []
+    polls = {"slow": 6, "fast": 1, "next": 1}  # how many polls each run takes to end
+
+    class FakeRun:  # a run's process: its JSON line is written when it ends
+        def __init__(self, argv, stdout, stderr, text, env):
+            self.policy, self.stdout, self.returncode = argv[argv.index("--time-one") + 2], stdout, None
+            self.left = polls[self.policy]
+            started.append(self.policy)
+
+        def poll(self):
+            self.left -= 1
+            if self.left <= 0 and self.returncode is None:
+                row = {"task": "t", "policy": self.policy, "seconds_per_round": 1.0}
+                self.stdout.write(json.dumps(row) + "\n")
+                self.returncode = 0
+            return self.returncode
+
+    monkeypatch.setattr(module.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(module.time, "sleep", lambda _: None)
+    path = module.measure(tmp_path, ["t"], ("slow", "fast", "next"), rounds=2)
+    # "next" starts when "fast" ends, beside "slow" still running, and ends before it: two runs at a time throughout
+    assert started == ["slow", "fast", "next"]
+    assert [r["policy"] for r in json.loads(path.read_text())["runs"]] == ["fast", "next", "slow"]
 
 
 def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_best_policy_levels_off(
