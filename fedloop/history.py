@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["WALL_CLOCK_FIELDS", "History", "RoundRecord"]
 
 #: Fields measured with the wall clock: the only ones that differ between two runs with the same seed.
-WALL_CLOCK_FIELDS = ("solver_s", "train_s", "aggregate_s")
+WALL_CLOCK_FIELDS = ("solver_s", "train_s", "aggregate_s", "report_s", "evaluate_s")
 
 
 @dataclass
@@ -35,6 +35,12 @@ class RoundRecord:
     distributed run too; a private report's negative (noised) entries are clipped to 0 and the
     rest renormalised (``fedloop.loop.routed_share``), so the share stays in [0, 1] but then
     measures the noised report, not the client's data.
+
+    The wall-clock fields: ``solver_s`` the policy's ``assign``, ``train_s`` the clients'
+    local training, ``aggregate_s`` screening and averaging, ``report_s`` the sampled
+    clients' routing statistics for their reports when the server's process computes them
+    (0 when the clients sent them, as on Flower), ``evaluate_s`` the test evaluation of the
+    new global model (NaN, both, in histories written before they were recorded).
     """
 
     round: int
@@ -59,6 +65,8 @@ class RoundRecord:
     routing_entropy: float = math.nan
     assigned: dict[str, list[int]] = field(default_factory=dict)
     routed_share: float = math.nan
+    report_s: float = math.nan
+    evaluate_s: float = math.nan
 
 
 @dataclass

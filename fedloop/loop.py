@@ -465,6 +465,8 @@ class RoundPlan:
     global_state: dict[str, torch.Tensor]
     #: (M,) the slots the capacity planner gave each client this round.
     capacity: np.ndarray | None = None
+    #: Seconds this process spent computing the reports (0 when the clients sent them).
+    report_s: float = 0.0
 
     def experts_of(self, m: int) -> list[int]:
         return np.flatnonzero(self.matrix[m]).tolist()
@@ -500,6 +502,8 @@ def begin_round(
     """
     cfg, data, model = setup.config, setup.data, setup.model
     rng, sampled, ids, lost = sample_round(setup, r)
+    report_start = time.perf_counter()
+    computed = reports is None
     if reports is None:
         reports = []
         for c, cid in zip(sampled, ids):
@@ -507,6 +511,7 @@ def begin_round(
             reports.append(als.ClientReport(cid, setup.profiles[c], routing, loss=loss))
     elif [rep.client_id for rep in reports] != ids:
         raise ValueError(f"reports: must come from the sampled clients {ids} in that order")
+    report_s = time.perf_counter() - report_start if computed else 0.0
     plan = als.plan_capacity(
         [rep.profile for rep in reports],
         setup.spec,
@@ -531,7 +536,9 @@ def begin_round(
     if setup.policy.respects_capacity and np.any(matrix.sum(axis=1) > capacity):
         raise RuntimeError(f"policy {setup.policy.name}: exceeded a client's capacity")
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    return RoundPlan(r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state, capacity)
+    return RoundPlan(
+        r, sampled, ids, lost, reports, matrix, plan.round_time(matrix), solver_s, global_state, capacity, report_s
+    )
 
 
 def finish_round(
@@ -603,7 +610,9 @@ def finish_round(
             outcomes.append(als.ClientOutcome(cid, completed=True, samples=np.where(rp.matrix[m], res.routed, 0.0)))
     setup.policy.observe(outcomes)
 
+    evaluate_start = time.perf_counter()
     accuracy, test_loss, share = evaluate_routing(model, *data.test)
+    evaluate_s = time.perf_counter() - evaluate_start
     returned = [m for m, cid in enumerate(rp.ids) if cid in results]
     loads = rp.matrix.sum(axis=0)
     info = setup.policy.info()
@@ -635,6 +644,8 @@ def finish_round(
         routing_entropy=routing_entropy(share),
         assigned={rp.ids[m]: rp.experts_of(m) for m in given},
         routed_share=float(np.mean(shares)) if shares else math.nan,
+        report_s=rp.report_s,
+        evaluate_s=evaluate_s,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import struct
 
@@ -299,6 +300,24 @@ def test_three_round_end_to_end_run_writes_history_and_checkpoint(tmp_path):
     frame = history.to_frame()
     assert list(frame.index) == [0, 1, 2] and "load_gini" in frame
     assert fedloop.History.from_json(history.to_json()).deterministic() == history.deterministic()
+
+
+def test_a_round_records_the_seconds_of_its_reports_and_evaluation_and_an_older_history_reads_them_as_nan():
+    history = fedloop.run(small(policy="aligned", rounds=2))
+    for rec in history.records.values():
+        assert rec.report_s > 0 and rec.evaluate_s > 0  # computed in this process
+    assert {"report_s", "evaluate_s"} <= set(fedloop.history.WALL_CLOCK_FIELDS)
+    assert not {"report_s", "evaluate_s"} & set(history.deterministic()[0])
+    old = history.to_dict()
+    for row in old["records"]:
+        del row["report_s"], row["evaluate_s"]
+    again = fedloop.History.from_json(json.dumps(old))
+    assert all(math.isnan(r.report_s) and math.isnan(r.evaluate_s) for r in again.records.values())
+    # reports sent by the clients (as on Flower) cost the server's process nothing
+    setup = fedloop.build(small(policy="random"))
+    first = fedloop.loop.begin_round(setup, 0)
+    assert first.report_s > 0
+    assert fedloop.loop.begin_round(setup, 0, reports=first.reports).report_s == 0.0
 
 
 def test_routed_share_is_the_reported_routing_on_the_assigned_experts():

@@ -480,6 +480,36 @@ def test_the_cost_measurement_times_todays_code_one_process_and_one_thread_per_r
     assert "--rounds: must be at least 2; got 1" in capsys.readouterr().err
 
 
+def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, capsys):
+    module = load_script("benchmarks/run_round.py")
+    lines = module.task_lines(["smoke"], "aligned_value", 2)
+    text = "\n".join(lines)
+    assert "policy `aligned_value`, seed 0, 2 rounds after a warm-up round" in text and "1 thread" in text
+    seconds = text.split("## Median seconds per round")[1].split("## Median share")[0]
+    shares = text.split("## Median share of the round")[1]
+    rows = {
+        line.split(" | ")[0].strip("| "): float(line.split(" | ")[1].strip(" |%"))
+        for line in seconds.splitlines()
+        if line.startswith("| ") and not line.startswith("| part")
+    }
+    assert list(rows) == ["train", "reports", "evaluate", "aggregate", "solver", "other", "total"]
+    assert all(rows[k] > 0 for k in ("train", "reports", "evaluate", "total"))
+    parts = [
+        float(line.split(" | ")[1].strip(" |%"))
+        for line in shares.splitlines()
+        if line.startswith("| ") and not line.startswith("| part")
+    ]
+    assert len(parts) == 6 and all(p >= -1.0 for p in parts)  # medians of shares: near 100% together, not exactly
+    for bad, message in (
+        (["--tasks", "--rounds", "1"], "--rounds: must be at least 2"),
+        (["--tasks", "--policy", "nonesuch"], "--policy: must be one of"),
+        (["--tasks", "--device", "cuda"], "--tasks: times the comparison as it runs, on the CPU"),
+    ):
+        with pytest.raises(SystemExit):
+            module.main(bad)
+        assert message in capsys.readouterr().err
+
+
 def test_the_cost_measurement_starts_the_next_run_as_soon_as_any_run_ends(tmp_path, monkeypatch):
     import json
 
