@@ -61,7 +61,7 @@ TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_s
 MEASURE_ROUNDS = ROUNDS
 MEASURED = "round_cost.json"
 #: Per task, the results folder of its longest runs: where the best policy's curve is read for where it levels off
-LONGEST = {"mnist_shards": "rounds800", "multidomain4": "rounds600", "shakespeare_scripts": "rounds400"}
+LONGEST = {"mnist_shards": "rounds800", "multidomain4": "rounds800", "shakespeare_scripts": "rounds400"}
 
 
 def levelling_budgets(root: Path) -> dict[str, dict | None]:
