@@ -502,16 +502,16 @@ def begin_round(
     """
     cfg, data, model = setup.config, setup.data, setup.model
     rng, sampled, ids, lost = sample_round(setup, r)
-    report_start = time.perf_counter()
-    computed = reports is None
+    report_s = 0.0  # reports sent by the clients cost this process nothing
     if reports is None:
+        report_start = time.perf_counter()
         reports = []
         for c, cid in zip(sampled, ids):
             routing, loss = private_report(*client_statistics(model, *data.clients[c]), cfg, r, int(c))
             reports.append(als.ClientReport(cid, setup.profiles[c], routing, loss=loss))
+        report_s = time.perf_counter() - report_start
     elif [rep.client_id for rep in reports] != ids:
         raise ValueError(f"reports: must come from the sampled clients {ids} in that order")
-    report_s = time.perf_counter() - report_start if computed else 0.0
     plan = als.plan_capacity(
         [rep.profile for rep in reports],
         setup.spec,
