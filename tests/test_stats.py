@@ -512,6 +512,13 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
         assert message in capsys.readouterr().err
 
 
+def test_the_cost_measurement_times_the_rounds_after_the_first_of_one_real_run():
+    module = load_script("benchmarks/run_cost.py")
+    row = module.time_rounds("smoke", "random", 2)
+    assert (row["task"], row["policy"], row["seed"], row["rounds"]) == ("smoke", "random", 0, 2)
+    assert row["seconds_per_round"] > 0 and row["build"]["torch"]
+
+
 def test_the_cost_measurement_starts_the_next_run_as_soon_as_any_run_ends(tmp_path, monkeypatch):
     import json
 
