@@ -70,7 +70,8 @@ def levelling_budgets(root: Path) -> dict[str, dict | None]:
     (``run_federated.level_rows``) among those run on at least ``SEEDS`` seeds at that budget. Its row is returned
     with the budget and the folder. ``near``, the first round at which its curve came within a point of where its
     runs ended, is the budget the projection uses: a plateau shown only when the verdict is "levelled off", and
-    replaced by the runs' budget, a lower bound, when it is "still rising"."""
+    replaced by the runs' budget, a lower bound, when it is "still rising". A verdict read again after seeds were
+    added (``run_federated.LEVEL_LOOKS``) is read at the interval widened for its looks (``looks`` in the row)."""
     found: dict[str, dict | None] = {}
     for task, folder in LONGEST.items():
         base = root if folder == "results" else root / folder
@@ -81,9 +82,10 @@ def levelling_budgets(root: Path) -> dict[str, dict | None]:
             found[task] = None
             continue
         budget = run_federated.run_budget(runs)
-        rows = run_federated.level_rows(runs, budget)
+        looks = len(run_federated.LEVEL_LOOKS.get((folder, task), ())) + 1
+        rows = run_federated.level_rows(runs, budget, level=1 - 0.05 / looks)
         best = max(rows, key=lambda row: row["last"]) if rows else None
-        found[task] = None if best is None else best | {"budget": budget, "folder": folder}
+        found[task] = None if best is None else best | {"budget": budget, "folder": folder, "looks": looks}
     return found
 
 
@@ -311,7 +313,9 @@ def plateau_projection(root: Path, rates: dict[str, float]) -> list[str]:
         'off"); where that policy still rises at the end of its runs, their budget, a lower bound. Where its '
         "verdict is undetermined, the last column says roughly how many seeds would settle it if the seeds' mean "
         "gain and spread stayed as measured (a normal approximation of the interval, "
-        "`run_federated.seeds_to_settle`: for planning, not a result).",
+        "`run_federated.seeds_to_settle`: for planning, not a result). A verdict read again after seeds were "
+        'added is read at an interval widened for the looks (Bonferroni; `federated_<task>.md`, "seed set by seed '
+        'set"), and the seeds it would need at that level.',
         "",
     ]
     missing = [task for task, level in levels.items() if level is None or task not in rates]
@@ -331,8 +335,9 @@ def plateau_projection(root: Path, rates: dict[str, float]) -> list[str]:
         total, bound = total + hours, bound or rising
         more = "at least " if rising else ""
         settle = "-" if level["verdict"] != "undetermined" or level["settle"] is None else f"about {level['settle']}"
+        looked = f" ({level['looks']} looks, {1 - 0.05 / level['looks']:.1%} interval)" if level["looks"] > 1 else ""
         lines.append(
-            f"| {task} | {level['folder']}, {level['budget']} | {level['policy']} | {level['verdict']} | "
+            f"| {task} | {level['folder']}, {level['budget']} | {level['policy']} | {level['verdict']}{looked} | "
             f"{more}{rounds} | {more}{per_run:.0f} | {more}{hours:.1f} | {level['n']} | {settle} |"
         )
     more = "at least " if bound else ""

@@ -413,6 +413,13 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
 }
 
 
+#: Per results folder (its name) and task, the seeds below which each earlier levelling verdict was read, in order:
+#: seeds added after a verdict had been read make the verdict on all seeds one more look at the same question
+#: (optional stopping), so :func:`levelling_by_set` tables each set alone and all seeds at a level widened for the
+#: looks. ``multidomain4``'s 800-round verdict was read on seeds 0-19, then seeds 20-47 were added.
+LEVEL_LOOKS: dict[tuple[str, str], tuple[int, ...]] = {("rounds800", "multidomain4"): (20,)}
+
+
 def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedloop.FedConfig:
     if task == "smoke":
         base = dict(dataset="synthetic", n_clients=12, per_round=4, n_experts=4, max_experts=2, top_k=1, hidden=16)
@@ -664,6 +671,8 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
     lines += budget_ceiling([ref for ref, rows in pairs.items() if rows], summary, budget)
     lines += along_the_budget(runs, budget)
     lines += levelling_off(runs, budget)
+    if (out.name, task) in LEVEL_LOOKS and not too_short_to_level(budget):
+        lines += levelling_by_set(runs, budget, LEVEL_LOOKS[(out.name, task)])
     lines += same_runs(runs)
     by_domain = task != "smoke" and tasks.federation(task, False)["dataset"] == "multidomain"
     lines += expert_use(runs, budget, by_domain, domains=load_domains(folder), classes=load_classes(folder))
@@ -752,13 +761,15 @@ def too_short_to_level(budget: int) -> bool:
     return budget < 3 * level_window(budget)
 
 
-def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[dict]:
+def level_rows(
+    runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE, level: float = 0.95
+) -> list[dict]:
     """Whether each policy's curve has levelled off by the end of the budget, one dict per policy.
 
     For seed s let :math:`w_s(r)` be the mean test accuracy of rounds :math:`r - w + 1 .. r` (``w`` from
     :func:`level_window`: 50 rounds on budgets of 200 and more). The gain over the last :math:`2w` rounds is
     :math:`G = \\operatorname{mean}_s\\, w_s(B) - w_s(B - 2w)`, each seed paired with itself, with a paired
-    bootstrap 95% interval over seeds. The policy has *levelled off* when that interval lies below
+    bootstrap interval over seeds (``level``: 95% unless asked). The policy has *levelled off* when it lies below
     ``tolerance`` (less than a point of accuracy gained, shown), is *still rising* when it lies above, and is
     undetermined otherwise. ``near`` is the first :math:`r = 2w, 3w, \\ldots, B` with
     :math:`\\operatorname{mean}_s\\, w_s(B) - w_s(r) <` ``tolerance``: where the curve came within a point of its
@@ -784,7 +795,7 @@ def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float =
             continue
         means = {r: accs[:, r - window : r].mean(axis=1) for r in {*ends, budget - span}}
         gain = means[budget] - means[budget - span]
-        point, low, high = stats.paired_bootstrap(lambda idx, g=gain: float(g[idx].mean()), len(gain))
+        point, low, high = stats.paired_bootstrap(lambda idx, g=gain: float(g[idx].mean()), len(gain), level=level)
         verdict = "levelled off" if high < tolerance else "still rising" if low > tolerance else "undetermined"
         near = next(r for r in ends if float((means[budget] - means[r]).mean()) < tolerance)
         rows.append(
@@ -795,22 +806,23 @@ def level_rows(runs: dict[str, dict[int, dict]], budget: int, tolerance: float =
                 "gain": (point, low, high),
                 "verdict": verdict,
                 "near": near,
-                "settle": seeds_to_settle(gain, tolerance),
+                "settle": seeds_to_settle(gain, tolerance, level),
             }
         )
     return rows
 
 
-def seeds_to_settle(gain: np.ndarray, tolerance: float = LEVEL_TOLERANCE) -> int | None:
+def seeds_to_settle(gain: np.ndarray, tolerance: float = LEVEL_TOLERANCE, level: float = 0.95) -> int | None:
     """Roughly how many seeds :func:`level_rows`' verdict would need at the measured mean and spread of the
-    per-seed gains ``gain`` (n,): the smallest n with :math:`1.96\\, s / \\sqrt{n} < |\\bar g - t|` (``t`` the
-    tolerance, ``s`` the seeds' standard deviation), a normal approximation of the bootstrap interval, for
-    planning, not a result. None with fewer than two seeds or a mean at the tolerance itself (no number of seeds
-    settles it)."""
+    per-seed gains ``gain`` (n,): the smallest n with :math:`z\\, s / \\sqrt{n} < |\\bar g - t|` (``t`` the
+    tolerance, ``s`` the seeds' standard deviation, ``z`` the normal quantile of the two-sided ``level``: 1.96 at
+    95%), a normal approximation of the bootstrap interval, for planning, not a result. None with fewer than two
+    seeds or a mean at the tolerance itself (no number of seeds settles it)."""
     if gain.size < 2 or float(gain.mean()) == tolerance:
         return None
     spread = float(np.std(gain, ddof=1))
-    return max(2, math.ceil((1.96 * spread / abs(float(gain.mean()) - tolerance)) ** 2))
+    z = statistics.NormalDist().inv_cdf(1 - (1 - level) / 2)
+    return max(2, math.ceil((z * spread / abs(float(gain.mean()) - tolerance)) ** 2))
 
 
 def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[str]:
@@ -842,6 +854,52 @@ def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: floa
             f"| {row['policy']} | {row['n']} | {row['last']:.4f} | {point:+.4f} [{low:+.4f}, {high:+.4f}] "
             f"| {row['verdict']} | {row['near']} |"
         )
+    return lines
+
+
+def levelling_by_set(
+    runs: dict[str, dict[int, dict]], budget: int, looks: tuple[int, ...], tolerance: float = LEVEL_TOLERANCE
+) -> list[str]:
+    """Table lines: :func:`level_rows` on each set of seeds between the ``looks`` (the seeds below which an earlier
+    verdict was read, ascending) alone, at 95%, and on all seeds at ``1 - 0.05 / (len(looks) + 1)``.
+
+    A verdict read on seeds 0..a-1 and read again after seeds were added is two looks at one question; with a 95%
+    interval at each look, a false "levelled off" is more likely than 2.5% over both. The widened interval on all
+    seeds (Bonferroni over the looks) keeps that chance at 2.5% or less; each set alone shows whether the seeds
+    added say by themselves what all seeds say."""
+    bounds = [0, *looks, None]
+    sets = []
+    for lo, hi in itertools.pairwise(bounds):
+        label = f"below {hi}" if lo == 0 else f"{lo} and up" if hi is None else f"{lo} to {hi - 1}"
+        sets.append((label, lambda s, lo=lo, hi=hi: s >= lo and (hi is None or s < hi), 0.95))
+    widened = 1 - 0.05 / (len(looks) + 1)
+    sets.append((f"all ({len(looks) + 1} looks)", lambda s: True, widened))
+    window = level_window(budget)
+    lines = table_head(
+        "Where the curves level off, seed set by seed set",
+        f"Seeds were added after the verdict on the seeds below {looks[0]} had been read, so the verdict above is "
+        f"one of {len(looks) + 1} looks at the same question (optional stopping). Each set of seeds alone, with a "
+        f"95% interval, and all seeds with a {widened:.1%} interval (Bonferroni over the looks, so that a false "
+        f"levelled off stays at 2.5% or less over all of them); the columns as above:",
+        [
+            "policy",
+            "seeds",
+            "seeds (n)",
+            "interval",
+            f"gain over the last {2 * window} rounds",
+            "verdict",
+            f"within {tolerance:g} of the end from round",
+        ],
+    )
+    for policy, by_seed in runs.items():
+        for label, keep, level in sets:
+            part = {policy: {s: r for s, r in by_seed.items() if keep(s)}}
+            for row in level_rows(part, budget, tolerance, level):
+                point, low, high = row["gain"]
+                lines.append(
+                    f"| {policy} | {label} | {row['n']} | {level:.1%} | {point:+.4f} [{low:+.4f}, {high:+.4f}] "
+                    f"| {row['verdict']} | {row['near']} |"
+                )
     return lines
 
 

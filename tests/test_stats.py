@@ -644,11 +644,15 @@ def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_pa
     for path in folder.iterdir():
         (longer_folder / path.name).write_text(path.read_text())
     module.ADDED[("rounds600", "smoke")] = (("aligned", 2, ("random", "dense")), ("dense", 3, ("aligned",)))
+    module.LEVEL_LOOKS[("rounds600", "smoke")] = (2,)
     try:
         added = module.render("smoke", longer, "test").read_text()
         elsewhere = module.render("smoke", tmp_path, "test").read_text()
     finally:
-        del module.ADDED[("rounds600", "smoke")]
+        del module.ADDED[("rounds600", "smoke")], module.LEVEL_LOOKS[("rounds600", "smoke")]
+    # and so is a levelling verdict read again after seeds were added: in that folder only
+    assert "| aligned | 2 and up | 2 | 95.0% |" in added.split("seed set by seed set")[1].split("\n## ")[0]
+    assert "seed set by seed set" not in elsewhere
     first = added.split("## Seeds below 2 only (the first set, `aligned` against)")[1].split("##")[0]
     later = added.split("## Seeds 2 and up only (added after the first set's intervals were read, `aligned` against)")
     later = later[1].split("##")[0]
@@ -904,6 +908,32 @@ def test_levelling_off_reads_the_gain_over_the_last_two_windows_and_where_the_cu
     assert module.seeds_to_settle(np.array([0.0, 0.0, 0.0])) == 2  # no spread: two, the fewest that have one
     assert module.seeds_to_settle(np.array([0.0, 0.02])) is None  # mean at the tolerance: nothing settles it
     assert module.seeds_to_settle(np.array([0.5])) is None  # one seed has no spread to measure
+
+
+def test_a_levelling_verdict_read_again_after_seeds_were_added_is_tabled_set_by_set_and_widened_for_the_looks():
+    module = load_script("benchmarks/run_federated.py")
+    budget = 16  # window 4
+    # seed s gains (s - 3.5) / 100 over the last 8 rounds: the first four seeds lose, the next four gain
+    runs = {"p": {s: {"accuracy": [0.5] * 8 + [0.5 + (s - 3.5) / 100] * 8} for s in range(8)}}
+    lines = module.levelling_by_set(runs, budget, (4,))
+    assert "after the verdict on the seeds below 4 had been read" in lines[3] and "one of 2 looks" in lines[3]
+    assert lines[5].startswith("| policy | seeds | seeds (n) | interval | gain over the last 8 rounds | verdict |")
+    rows = [line.split(" | ") for line in lines[7:]]
+    assert [row[1:4] for row in rows] == [
+        ["below 4", "4", "95.0%"],
+        ["4 and up", "4", "95.0%"],
+        ["all (2 looks)", "8", "97.5%"],
+    ]
+    assert rows[0][4].startswith("-0.0200 ") and rows[1][4].startswith("+0.0200 ") and rows[2][4].startswith("+0.0000 ")
+    # all seeds at the widened level: the same point, an interval holding the 95% one, and the verdict read from it
+    (pooled,) = module.level_rows(runs, budget)
+    (widened,) = module.level_rows(runs, budget, level=0.975)
+    assert widened["gain"][0] == pooled["gain"][0]
+    assert widened["gain"][1] <= pooled["gain"][1] and widened["gain"][2] >= pooled["gain"][2]
+    assert rows[2][4] == f"{widened['gain'][0]:+.4f} [{widened['gain'][1]:+.4f}, {widened['gain'][2]:+.4f}]"
+    assert widened["settle"] >= pooled["settle"]  # a wider interval needs more seeds to clear the tolerance
+    # (2.2414 x 0.02 / 0.01)^2 = 20.1 at 97.5%, against 16 at 95%
+    assert module.seeds_to_settle(np.array([-0.02, 0.0, 0.02]), level=0.975) == 21
 
 
 def test_draws_rank_a_seeds_runs_test_them_and_measure_their_range(tmp_path, monkeypatch):
