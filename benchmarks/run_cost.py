@@ -83,7 +83,7 @@ def levelling_budgets(root: Path) -> dict[str, dict | None]:
             continue
         budget = run_federated.run_budget(runs)
         looks = len(run_federated.LEVEL_LOOKS.get((folder, task), ())) + 1
-        rows = run_federated.level_rows(runs, budget, level=1 - 0.05 / looks)
+        rows = run_federated.level_rows(runs, budget, level=run_federated.widened_level(looks))
         best = max(rows, key=lambda row: row["last"]) if rows else None
         found[task] = None if best is None else best | {"budget": budget, "folder": folder, "looks": looks}
     return found
@@ -335,7 +335,11 @@ def plateau_projection(root: Path, rates: dict[str, float]) -> list[str]:
         total, bound = total + hours, bound or rising
         more = "at least " if rising else ""
         settle = "-" if level["verdict"] != "undetermined" or level["settle"] is None else f"about {level['settle']}"
-        looked = f" ({level['looks']} looks, {1 - 0.05 / level['looks']:.1%} interval)" if level["looks"] > 1 else ""
+        looked = (
+            f" ({level['looks']} looks, {run_federated.widened_level(level['looks']):.1%} interval)"
+            if level["looks"] > 1
+            else ""
+        )
         lines.append(
             f"| {task} | {level['folder']}, {level['budget']} | {level['policy']} | {level['verdict']}{looked} | "
             f"{more}{rounds} | {more}{per_run:.0f} | {more}{hours:.1f} | {level['n']} | {settle} |"

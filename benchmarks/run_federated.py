@@ -857,11 +857,18 @@ def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: floa
     return lines
 
 
+def widened_level(looks: int) -> float:
+    """The two-sided level of the interval read at each of ``looks`` looks at one verdict, so that a false
+    "levelled off" (or "still rising") has at most the 2.5% chance of one look at 95% over all of them
+    (Bonferroni): 95% for one look, 97.5% for two."""
+    return 1 - 0.05 / looks
+
+
 def levelling_by_set(
     runs: dict[str, dict[int, dict]], budget: int, looks: tuple[int, ...], tolerance: float = LEVEL_TOLERANCE
 ) -> list[str]:
     """Table lines: :func:`level_rows` on each set of seeds between the ``looks`` (the seeds below which an earlier
-    verdict was read, ascending) alone, at 95%, and on all seeds at ``1 - 0.05 / (len(looks) + 1)``.
+    verdict was read, ascending) alone, at 95%, and on all seeds at :func:`widened_level` of ``len(looks) + 1``.
 
     A verdict read on seeds 0..a-1 and read again after seeds were added is two looks at one question; with a 95%
     interval at each look, a false "levelled off" is more likely than 2.5% over both. The widened interval on all
@@ -872,7 +879,7 @@ def levelling_by_set(
     for lo, hi in itertools.pairwise(bounds):
         label = f"below {hi}" if lo == 0 else f"{lo} and up" if hi is None else f"{lo} to {hi - 1}"
         sets.append((label, lambda s, lo=lo, hi=hi: s >= lo and (hi is None or s < hi), 0.95))
-    widened = 1 - 0.05 / (len(looks) + 1)
+    widened = widened_level(len(looks) + 1)
     sets.append((f"all ({len(looks) + 1} looks)", lambda s: True, widened))
     window = level_window(budget)
     lines = table_head(

@@ -932,6 +932,7 @@ def test_a_levelling_verdict_read_again_after_seeds_were_added_is_tabled_set_by_
     assert widened["gain"][1] <= pooled["gain"][1] and widened["gain"][2] >= pooled["gain"][2]
     assert rows[2][4] == f"{widened['gain'][0]:+.4f} [{widened['gain'][1]:+.4f}, {widened['gain'][2]:+.4f}]"
     assert widened["settle"] >= pooled["settle"]  # a wider interval needs more seeds to clear the tolerance
+    assert module.widened_level(1) == pytest.approx(0.95) and module.widened_level(2) == pytest.approx(0.975)
     # (2.2414 x 0.02 / 0.01)^2 = 20.1 at 97.5%, against 16 at 95%
     assert module.seeds_to_settle(np.array([-0.02, 0.0, 0.02]), level=0.975) == 21
 
