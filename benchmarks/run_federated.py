@@ -416,8 +416,10 @@ ADDED: dict[tuple[str, str], tuple[tuple[str, int, tuple[str, ...]], ...]] = {
 #: Per results folder (its name) and task, the seeds below which each earlier levelling verdict was read, in order:
 #: seeds added after a verdict had been read make the verdict on all seeds one more look at the same question
 #: (optional stopping), so :func:`levelling_by_set` tables each set alone and all seeds at a level widened for the
-#: looks. ``multidomain4``'s 800-round verdict was read on seeds 0-19, then seeds 20-47 were added.
-LEVEL_LOOKS: dict[tuple[str, str], tuple[int, ...]] = {("rounds800", "multidomain4"): (20,)}
+#: looks (Bonferroni, valid when the last look is declared the last before its seeds run). ``multidomain4``'s
+#: 800-round verdict was read on seeds 0-19, again after seeds 20-47 were added, and a third and last time after
+#: seeds 48 and up were added in a session whose plan fixed that look as the last.
+LEVEL_LOOKS: dict[tuple[str, str], tuple[int, ...]] = {("rounds800", "multidomain4"): (20, 48)}
 
 
 def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedloop.FedConfig:
@@ -884,8 +886,10 @@ def levelling_by_set(
     window = level_window(budget)
     lines = table_head(
         "Where the curves level off, seed set by seed set",
-        f"Seeds were added after the verdict on the seeds below {looks[0]} had been read, so the verdict above is "
-        f"one of {len(looks) + 1} looks at the same question (optional stopping). Each set of seeds alone, with a "
+        "Seeds were added after the verdict on the seeds below "
+        + " and again on those below ".join(str(k) for k in looks)
+        + f" had been read, so the verdict above is one of {len(looks) + 1} looks at the same question (optional "
+        "stopping). Each set of seeds alone, with a "
         f"95% interval, and all seeds with a {widened:.1%} interval (Bonferroni over the looks, so that a false "
         f"levelled off stays at 2.5% or less over all of them); the columns as above:",
         [

@@ -933,6 +933,16 @@ def test_a_levelling_verdict_read_again_after_seeds_were_added_is_tabled_set_by_
     assert rows[2][4] == f"{widened['gain'][0]:+.4f} [{widened['gain'][1]:+.4f}, {widened['gain'][2]:+.4f}]"
     assert widened["settle"] >= pooled["settle"]  # a wider interval needs more seeds to clear the tolerance
     assert module.widened_level(1) == pytest.approx(0.95) and module.widened_level(2) == pytest.approx(0.975)
+    # a third look: three sets, all seeds at 98.3%
+    three = module.levelling_by_set(runs, budget, (2, 4))
+    assert "below 2 and again on those below 4 had been read" in three[3] and "one of 3 looks" in three[3]
+    labels = [line.split(" | ")[1:4] for line in three[7:]]
+    assert labels == [
+        ["below 2", "2", "95.0%"],
+        ["2 to 3", "2", "95.0%"],
+        ["4 and up", "4", "95.0%"],
+        ["all (3 looks)", "8", "98.3%"],
+    ]
     # (2.2414 x 0.02 / 0.01)^2 = 20.1 at 97.5%, against 16 at 95%
     assert module.seeds_to_settle(np.array([-0.02, 0.0, 0.02]), level=0.975) == 21
 
