@@ -827,6 +827,13 @@ def seeds_to_settle(gain: np.ndarray, tolerance: float = LEVEL_TOLERANCE, level:
     return max(2, math.ceil((z * spread / abs(float(gain.mean()) - tolerance)) ** 2))
 
 
+def level_cells(row: dict) -> str:
+    """The last cells of a :func:`level_rows` row as both levelling tables end: gain with its interval, verdict,
+    and the round from which the curve is within the tolerance of its end."""
+    point, low, high = row["gain"]
+    return f"{point:+.4f} [{low:+.4f}, {high:+.4f}] | {row['verdict']} | {row['near']} |"
+
+
 def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE) -> list[str]:
     """Table lines of :func:`level_rows`: where each policy's curve levels off within the budget."""
     window = level_window(budget)
@@ -851,11 +858,7 @@ def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: floa
     if too_short_to_level(budget):
         return [*lines, f"| (budget of {budget} rounds: too short for two windows) | | | | | |"]
     for row in level_rows(runs, budget, tolerance):
-        point, low, high = row["gain"]
-        lines.append(
-            f"| {row['policy']} | {row['n']} | {row['last']:.4f} | {point:+.4f} [{low:+.4f}, {high:+.4f}] "
-            f"| {row['verdict']} | {row['near']} |"
-        )
+        lines.append(f"| {row['policy']} | {row['n']} | {row['last']:.4f} | {level_cells(row)}")
     return lines
 
 
@@ -906,11 +909,7 @@ def levelling_by_set(
         for label, keep, level in sets:
             part = {policy: {s: r for s, r in by_seed.items() if keep(s)}}
             for row in level_rows(part, budget, tolerance, level):
-                point, low, high = row["gain"]
-                lines.append(
-                    f"| {policy} | {label} | {row['n']} | {level:.1%} | {point:+.4f} [{low:+.4f}, {high:+.4f}] "
-                    f"| {row['verdict']} | {row['near']} |"
-                )
+                lines.append(f"| {policy} | {label} | {row['n']} | {level:.1%} | {level_cells(row)}")
     return lines
 
 
