@@ -641,7 +641,8 @@ def render(task: str, out: Path, command: str, version: str | None = None) -> Pa
         )
     pairs = {}
     for ref, against in REFERENCES.items():
-        pairs[ref] = paired_rows(ref, list(against), summary, runs, budget)
+        levels = {base: pair_level(out.name, task, ref, base) for base in against}
+        pairs[ref] = paired_rows(ref, list(against), summary, runs, budget, levels=levels)
         lines += reduction_table(ref, pairs[ref])
     for ref in SEED_BY_SEED:
         if pairs.get(ref):
@@ -860,6 +861,22 @@ def levelling_off(runs: dict[str, dict[int, dict]], budget: int, tolerance: floa
     for row in level_rows(runs, budget, tolerance):
         lines.append(f"| {row['policy']} | {row['n']} | {row['last']:.4f} | {level_cells(row)}")
     return lines
+
+
+def added_looks(label: str, task: str, ref: str, base: str) -> int:
+    """How many times the intervals of ``ref`` against ``base`` (either way round) on all seeds of results folder
+    ``label`` (its name) have been read: 2 when :data:`ADDED` lists seeds added to that comparison after its first
+    intervals had been read, else 1."""
+    for added_ref, _, against in ADDED.get((label, task), ()):
+        if (ref == added_ref and base in against) or (base == added_ref and ref in against):
+            return 2
+    return 1
+
+
+def pair_level(label: str, task: str, ref: str, base: str) -> float:
+    """The level at which the comparison of ``ref`` and ``base`` on all seeds of folder ``label`` is read:
+    :func:`widened_level` of its :func:`added_looks` (95% when it was read once)."""
+    return widened_level(added_looks(label, task, ref, base))
 
 
 def widened_level(looks: int) -> float:
@@ -1204,15 +1221,18 @@ def paired_rows(
     runs: dict[str, dict[int, dict]],
     budget: int,
     fractions: tuple[float, ...] = FRACTIONS,
+    levels: dict[str, float] | None = None,
 ) -> list[dict]:
     """``ref`` against each policy of ``baselines``, paired on the seeds both ran: one dict per baseline with
-    ``base``, ``n``, ``targets`` (per target of ``fractions``, by default all of ``FRACTIONS``: the relative
-    reduction of the restricted mean rounds as (point, lower, upper) of a paired bootstrap 95% interval, or None
-    when neither policy reached it on any seed) and ``final`` (the difference in final accuracy, same form). Each
+    ``base``, ``n``, ``level``, ``targets`` (per target of ``fractions``, by default all of ``FRACTIONS``: the
+    relative reduction of the restricted mean rounds as (point, lower, upper) of a paired bootstrap interval at
+    ``level``, or None when neither policy reached it on any seed) and ``final`` (the difference in final accuracy,
+    same form). ``level`` is ``levels[base]``, 95% for a baseline not in ``levels`` (:func:`pair_level`). Each
     interval is drawn on its own, so asking for fewer targets changes none of them. A baseline without runs or
     without a seed in common has no row."""
     rows = []
     for base in baselines:
+        level = (levels or {}).get(base, 0.95)
         seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
         if not seeds:
             continue  # no seed in common: nothing to pair
@@ -1228,15 +1248,14 @@ def paired_rows(
             # Both arms censored at the budget on every seed: the restricted means are equal by construction, and
             # a "0%" would read as a measured tie.
             estimable = ea.any() or eb.any()
-            targets.append(stats.paired_bootstrap(reduction, len(seeds)) if estimable else None)
+            targets.append(stats.paired_bootstrap(reduction, len(seeds), level=level) if estimable else None)
         final_base = np.array([stats.final_accuracy(runs[base][s]["accuracy"]) for s in seeds])
 
         def gain(idx, a=final_ref, b=final_base):
             return float(np.mean(a[idx] - b[idx]))
 
-        rows.append(
-            {"base": base, "n": len(seeds), "targets": targets, "final": stats.paired_bootstrap(gain, len(seeds))}
-        )
+        final = stats.paired_bootstrap(gain, len(seeds), level=level)
+        rows.append({"base": base, "n": len(seeds), "level": level, "targets": targets, "final": final})
     return rows
 
 
@@ -1275,10 +1294,21 @@ def reduction_table(ref: str, rows: list[dict], title: str | None = None) -> lis
     say nothing."""
     if not rows:
         return []
+    widened = [row for row in rows if row.get("level", 0.95) != 0.95]
+    # the rows read at a widened level are named in the sentence above the table, so that no cell changes form
+    extra = "".join(
+        f"; {level:.1%} for " + ", ".join(f"`{row['base']}`" for row in widened if row["level"] == level)
+        for level in sorted({row["level"] for row in widened})
+    )
+    if widened:
+        extra += (
+            ": seeds were added to these comparisons after their first intervals had been read, so the intervals on "
+            "all seeds are a second look, read at a level widened for it (Bonferroni over the looks)"
+        )
     lines = table_head(
         title or f"`{ref}` against each baseline",
         "Relative reduction of the restricted mean rounds to target, and the difference in final accuracy "
-        "(paired bootstrap 95% interval over the n seeds both ran, 2000 resamples):",
+        f"(paired bootstrap 95% interval over the n seeds both ran, 2000 resamples{extra}):",
         ["baseline", "n", *TARGET_COLUMNS, "final accuracy"],
     )
     for row in rows:
@@ -1419,12 +1449,19 @@ def plot_pairs(ref: str, rows: list[dict], path: Path) -> Path | None:
     }
     percent = [True] * len(panels)  # relative reductions; the final-accuracy difference is in accuracy units
     panels["final accuracy: difference"] = [r["final"] for r in rows]
+    # a comparison read again after seeds were added is drawn at its widened level, named beside its n
+    labels = [
+        f"{r['base']} (n={r['n']})" if r.get("level", 0.95) == 0.95 else f"{r['base']} (n={r['n']}, {r['level']:.1%})"
+        for r in rows
+    ]
     return plots.plot_intervals(
         panels,
-        [f"{r['base']} (n={r['n']})" for r in rows],
+        labels,
         path,
         percent=[*percent, False],
-        title=f"{ref} against each policy: paired bootstrap 95% intervals (blue: the interval excludes 0)",
+        title=f"{ref} against each policy: paired bootstrap 95% intervals"
+        + (" unless named" if any(r.get("level", 0.95) != 0.95 for r in rows) else "")
+        + " (blue: the interval excludes 0)",
     )
 
 

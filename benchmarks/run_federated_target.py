@@ -9,11 +9,13 @@ The target has three parts, each a paired comparison on the seeds both policies 
 * **FLEX-MoE**: final accuracy (mean of the last 10 rounds) at least that of ``flex_moe``;
 
 and a part is *met* when its point estimate reaches the goal and its paired bootstrap 95% interval excludes 0
-(lies above it). The whole target asks for all three on at least two of the issue's three tasks: (a) multi-domain
-images, (b) MNIST shards, (c) Shakespeare. Rounds to target are restricted means with missed targets counted at the
-budget (``run_federated.paired_rows``, the figures of each task's page); a comparison in which neither policy
-reached 80% on any seed is *not estimable*, and one whose comparator was not run in that folder is *not run*:
-neither is met.
+(lies above it); a comparison to which seeds were added after its first intervals had been read
+(``run_federated.ADDED``) is read on all seeds at the level widened for that second look, 97.5%
+(``run_federated.pair_level``). The whole target asks for all three on at least two of the issue's three tasks:
+(a) multi-domain images, (b) MNIST shards, (c) Shakespeare. Rounds to target are restricted means with missed
+targets counted at the budget (``run_federated.paired_rows``, the figures of each task's page); a comparison in
+which neither policy reached 80% on any seed is *not estimable*, and one whose comparator was not run in that folder
+is *not run*: neither is met.
 
 Every comparison folder under the results counts (``results`` and each subfolder with a ``federated`` folder), at
 its own budget and build, for today's task definitions only (``fedloop.tasks.version``). A part is counted for a
@@ -72,30 +74,46 @@ def comparisons(root: Path) -> list[tuple[str, str, Path]]:
 
 
 def met(interval: tuple[float, float, float] | None, goal: float) -> bool:
-    """Whether a part is met: point estimate at least ``goal`` and the 95% interval above 0 (None: not estimable)."""
+    """Whether a part is met: point estimate at least ``goal`` and the interval (95%, or the widened level of
+    :func:`run_federated.pair_level`) above 0 (None: not estimable)."""
     return interval is not None and interval[0] >= goal and interval[1] > 0
 
 
-def part_rows(runs: dict[str, dict[int, dict]], reference: float, budget: int) -> list[dict]:
-    """Per aligner variant in ``runs`` (a folder's, of ``budget`` rounds), its three parts: ``{"policy", "parts":
-    [{"base", "n", "interval", "met", "status"} ...]}``, ``status`` one of "measured", "not estimable" (neither
-    reached the target on any seed) and "not run" (no seed in common with the comparator)."""
+def part_rows(
+    runs: dict[str, dict[int, dict]], reference: float, budget: int, label: str = "", task: str = ""
+) -> list[dict]:
+    """Per aligner variant in ``runs`` (folder ``label``'s runs of ``task``, ``budget`` rounds), its three parts:
+    ``{"policy", "parts": [{"base", "n", "level", "interval", "met", "status"} ...]}``, ``status`` one of
+    "measured", "not estimable" (neither reached the target on any seed) and "not run" (no seed in common with the
+    comparator); ``level`` that of :func:`run_federated.pair_level` for the folder and task."""
     summary = run_federated.target_hits(runs, reference)
     rows = []
     for policy in sorted(p for p in runs if is_aligner(p)):
         # only the 80% target's reductions are drawn: the other targets' bootstraps would go unread
-        paired = run_federated.paired_rows(policy, [base for base, _ in PARTS], summary, runs, budget, (FRACTION,))
+        levels = {base: run_federated.pair_level(label, task, policy, base) for base, _ in PARTS}
+        paired = run_federated.paired_rows(
+            policy, [base for base, _ in PARTS], summary, runs, budget, (FRACTION,), levels=levels
+        )
         by_base = {row["base"]: row for row in paired}
         parts = []
         for base, goal in PARTS:
             if base not in by_base:
-                parts.append({"base": base, "n": 0, "interval": None, "met": False, "status": "not run"})
+                parts.append(
+                    {"base": base, "n": 0, "level": levels[base], "interval": None, "met": False, "status": "not run"}
+                )
                 continue
             row = by_base[base]
             interval = row["final"] if base == "flex_moe" else row["targets"][0]
             status = "measured" if interval is not None else "not estimable"
             parts.append(
-                {"base": base, "n": row["n"], "interval": interval, "met": met(interval, goal), "status": status}
+                {
+                    "base": base,
+                    "n": row["n"],
+                    "level": row["level"],
+                    "interval": interval,
+                    "met": met(interval, goal),
+                    "status": status,
+                }
             )
         rows.append({"policy": policy, "parts": parts})
     return rows
@@ -111,7 +129,7 @@ def ledger(root: Path) -> list[dict]:
         reference = json.loads(central.read_text())["accuracy"]
         runs = run_federated.load_runs(folder)
         budget = run_federated.run_budget(runs)
-        for row in part_rows(runs, reference, budget):
+        for row in part_rows(runs, reference, budget, label, task):
             rows.append(row | {"label": label, "task": task, "budget": budget})
     return rows
 
@@ -148,7 +166,9 @@ def cell(part: dict) -> str:
         # a point just under the goal that one decimal would round up to it gets a second decimal
         shown = f"{point:+.2%}" if point < goal <= round(point, 3) else f"{point:+.1%}"
         text = f"{shown} [{low:+.1%}, {high:+.1%}]"
-    return f"{text} ({part['n']})"
+    # a part read at a widened level names it beside its n
+    level = part.get("level", 0.95)
+    return f"{text} ({part['n']})" if level == 0.95 else f"{text} ({part['n']}, {level:.1%})"
 
 
 def render(rows: list[dict], command: str) -> str:
@@ -163,7 +183,8 @@ def render(rows: list[dict], command: str) -> str:
         "Parts of the target: at least 50% fewer rounds to 80% of the central accuracy than `random`, at least 20% "
         "fewer than `topk_affinity`, final accuracy (mean of the last 10 rounds) at least the FLEX-MoE-style "
         "policy's; a part is met when its point estimate reaches that and its paired bootstrap 95% interval lies "
-        "above 0. The target: all three on at least two of the issue's three tasks. Every aligner variant in every "
+        "above 0 (97.5% on all seeds of a comparison to which seeds were added after a look). The target: all "
+        "three on at least two of the issue's three tasks. Every aligner variant in every "
         f"saved comparison ({n_folders} task folders, each at its own budget and build), a part counted for a task "
         "when any of that task's folders meets it.",
         "",
@@ -210,7 +231,9 @@ def render(rows: list[dict], command: str) -> str:
         "",
         "## Every comparison",
         "",
-        "Each part's paired bootstrap 95% interval over the n seeds both policies ran (n in brackets): the relative "
+        "Each part's paired bootstrap 95% interval over the n seeds both policies ran (n in brackets, with the level "
+        "where it is not 95%: seeds added to that comparison after its first intervals had been read make the "
+        "interval on all seeds a second look, read at 97.5%): the relative "
         "reduction of the restricted mean rounds to 80% of the central accuracy, and the difference in final "
         "accuracy. Folder `results` holds the 200-round comparisons, the others are named by their budget or "
         'build (`docs/benchmarks.md`, "Which build a run is in").',

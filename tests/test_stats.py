@@ -1117,6 +1117,28 @@ def test_paired_rows_give_the_tables_figures_and_the_intervals_figure_draws_them
         "final accuracy: difference",
     ]
     assert drawn["labels"] == ["base (n=2)"] and drawn["percent"] == [True, True, False]
+    assert "unless named" not in drawn["title"]
+
+    # a comparison read again after seeds were added: its row carries the widened level, which the sentence above
+    # the table and the figure's label name
+    (wide,) = module.paired_rows("ref", ["base"], summary, runs, 4, levels={"base": 0.975})
+    assert row["level"] == 0.95 and wide["level"] == 0.975 and wide["targets"][0] == pytest.approx((0.25, 0.25, 0.25))
+    intro = module.reduction_table("ref", [wide])[3]
+    assert "2000 resamples; 97.5% for `base`: seeds were added to these comparisons" in intro
+    assert "97.5%" not in module.reduction_table("ref", rows)[3]
+    module.plot_pairs("ref", [wide], tmp_path / "w.png")
+    assert drawn["labels"] == ["base (n=2, 97.5%)"] and "unless named" in drawn["title"]
+
+
+def test_a_comparison_with_seeds_added_after_a_look_is_read_at_the_widened_level(monkeypatch):
+    module = load_script("benchmarks/run_federated.py")
+    monkeypatch.setattr(module, "ADDED", {("rounds600", "t"): (("a", 10, ("b", "c")),)})
+    # either way round, in that folder and task only
+    assert module.added_looks("rounds600", "t", "a", "b") == 2 and module.added_looks("rounds600", "t", "c", "a") == 2
+    assert module.added_looks("rounds600", "t", "a", "d") == 1 and module.added_looks("rounds600", "t", "b", "c") == 1
+    assert module.added_looks("results", "t", "a", "b") == 1 and module.added_looks("rounds600", "u", "a", "b") == 1
+    assert module.pair_level("rounds600", "t", "b", "a") == pytest.approx(0.975)
+    assert module.pair_level("results", "t", "a", "b") == 0.95
 
 
 def test_the_draws_figure_checks_one_value_per_seed(tmp_path):
@@ -1240,7 +1262,9 @@ def test_the_runs_a_variant_leaves_unchanged_are_counted_and_the_others_dated(tm
     assert module.same_runs({"random": {0: {"accuracy": base}}}) == []
 
 
-def test_the_target_ledger_meets_a_part_only_when_the_point_reaches_the_goal_and_the_interval_excludes_0(tmp_path):
+def test_the_target_ledger_meets_a_part_only_when_the_point_reaches_the_goal_and_the_interval_excludes_0(
+    tmp_path, monkeypatch
+):
     import json
 
     module = load_script("benchmarks/run_federated_target.py")
@@ -1284,6 +1308,18 @@ def test_the_target_ledger_meets_a_part_only_when_the_point_reaches_the_goal_and
     rows = module.ledger(tmp_path)
     by = {(row["label"], row["task"], row["policy"]): row["parts"] for row in rows}
     assert ("results", "mnist_shards", "random") not in by  # only aligner variants have rows
+    # seeds added to one comparison after a look: that part is read at 97.5%, the folder's others at 95%
+    monkeypatch.setattr(
+        module.run_federated, "ADDED", {("results", "mnist_shards"): (("aligned_mixed", 2, ("random",)),)}
+    )
+    widened = {(row["label"], row["task"], row["policy"]): row["parts"] for row in module.ledger(tmp_path)}[
+        ("results", "mnist_shards", "aligned_mixed")
+    ]
+    assert [part["level"] for part in widened] == [0.975, 0.95, 0.95]
+    low, high = widened[0]["interval"][1:], by[("results", "mnist_shards", "aligned_mixed")][0]["interval"][1:]
+    assert low[0] <= high[0] and low[1] >= high[1]  # the widened interval holds the 95% one
+    assert module.cell(widened[0]).endswith(" (4, 97.5%)") and module.cell(widened[1]).endswith(" (4)")
+    monkeypatch.setattr(module.run_federated, "ADDED", {})
     win = by[("results", "mnist_shards", "aligned_win")]
     assert [part["met"] for part in win] == [True, True, True]
     mixed = by[("results", "mnist_shards", "aligned_mixed")][0]
