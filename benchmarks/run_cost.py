@@ -52,6 +52,28 @@ CORE = (
     "fedmoe",
 )
 SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
+#: Smaller sets of the ``CORE`` policies, for what fits the goal: the least issue 18 names (its baselines that fit
+#: and the aligner), that with the comparator of issue 19's target, and all of ``CORE``
+POLICY_SETS: dict[str, tuple[str, ...]] = {
+    "issue 18's baselines and `aligned_value`": (
+        "random",
+        "round_robin",
+        "topk_affinity",
+        "topk_capped",
+        "dense",
+        "aligned_value",
+    ),
+    "those and `flex_moe`": (
+        "random",
+        "round_robin",
+        "topk_affinity",
+        "topk_capped",
+        "dense",
+        "aligned_value",
+        "flex_moe",
+    ),
+    "all of the comparison above": CORE,
+}
 #: Per task, the results folder whose runs measure it at ROUNDS rounds (multidomain4's 200-round runs saved with
 #: their wall time are those repeated after the second rebuild)
 TASKS = {"mnist_shards": "results", "multidomain4": "rebuild200", "shakespeare_scripts": "results"}
@@ -214,10 +236,59 @@ def measured_rates(root: Path) -> tuple[dict[str, float], dict] | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    per = {(row["task"], row["policy"]): row["seconds_per_round"] for row in saved["runs"]}
+    per = per_policy(saved)
     if any((task, policy) not in per for task in TASKS for policy in CORE):
         return None
     return {task: statistics.fmean(per[(task, policy)] for policy in CORE) for task in TASKS}, saved
+
+
+def per_policy(saved: dict) -> dict[tuple[str, str], float]:
+    """``{(task, policy): seconds per round}`` of a measurement (``--measure``'s file, read)."""
+    return {(row["task"], row["policy"]): row["seconds_per_round"] for row in saved["runs"]}
+
+
+def levelling_rounds(levels: dict[str, dict | None]) -> dict[str, tuple[int, bool]]:
+    """Per task of :func:`levelling_budgets` that has longest runs, the rounds the comparison would need: where its
+    best policy came within a point of its end, or (still rising) its longest budget, a lower bound (True)."""
+    out = {}
+    for task, level in levels.items():
+        if level is not None:
+            rising = level["verdict"] == "still rising"
+            out[task] = (level["budget"] if rising else level["near"], rising)
+    return out
+
+
+def policy_sets(per: dict[tuple[str, str], float], rounds: dict[str, tuple[int, bool]]) -> list[str]:
+    """Table lines: each set of :data:`POLICY_SETS` on :data:`SEEDS` seeds of every task, at :data:`ROUNDS` rounds
+    and at the levelling ``rounds`` (:func:`levelling_rounds`), from each policy's measured seconds per round
+    ``per``; no lines when a policy of a set or a task's levelling rounds are missing."""
+    if any((task, policy) not in per for task in TASKS for names in POLICY_SETS.values() for policy in names):
+        return []
+    if any(task not in rounds for task in TASKS):
+        return []
+    bound = any(rounds[task][1] for task in TASKS)
+    more = "at least " if bound else ""
+    lines = [
+        "",
+        "## Fewer policies",
+        "",
+        f"Each set of policies on {SEEDS} seeds of every task, from each policy's seconds per round measured above "
+        f"(not the mean over all {len(CORE)}), at {ROUNDS} rounds and at the rounds of the table above. The goal is "
+        f"about {GOAL_HOURS:g} hours on two cores:",
+        "",
+        f"| policies | n | core-hours, {ROUNDS} rounds | hours on two cores, {ROUNDS} rounds | times the goal, "
+        f"{ROUNDS} rounds | core-hours, levelling rounds | hours on two cores, levelling rounds | times the goal, "
+        "levelling rounds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, names in POLICY_SETS.items():
+        short = sum(per[(task, p)] * ROUNDS for task in TASKS for p in names) * SEEDS / 3600
+        long = sum(per[(task, p)] * rounds[task][0] for task in TASKS for p in names) * SEEDS / 3600
+        lines.append(
+            f"| {name} | {len(names)} | {short:.1f} | {short / 2:.1f} | {short / 2 / GOAL_HOURS:.1f} | "
+            f"{more}{long:.1f} | {more}{long / 2:.1f} | {more}{long / 2 / GOAL_HOURS:.1f} |"
+        )
+    return lines
 
 
 def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks/run_cost.py") -> Path:
@@ -293,6 +364,8 @@ def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks
             f"| seconds per run the goal allows | {allowed:.0f} |",
         ]
     lines += plateau_projection(root, rates)
+    if measured:
+        lines += policy_sets(per_policy(measured[1]), levelling_rounds(levelling_budgets(root)))
     out = root / "federated_cost.md"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -327,9 +400,9 @@ def plateau_projection(root: Path, rates: dict[str, float]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     total, bound = 0.0, False
+    needed = levelling_rounds(levels)
     for task, level in levels.items():
-        rising = level["verdict"] == "still rising"
-        rounds = level["budget"] if rising else level["near"]
+        rounds, rising = needed[task]
         per_run = rates[task] * rounds
         hours = per_run * len(CORE) * SEEDS / 3600
         total, bound = total + hours, bound or rising

@@ -593,6 +593,38 @@ def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_be
     assert "| hours on two cores | at least 0.0 |" in text and "| times the goal | at least 0.5 |" in text
 
 
+def test_the_cost_page_sets_smaller_sets_of_policies_against_the_goal_from_each_policys_own_rate(monkeypatch):
+    module = load_script("benchmarks/run_cost.py")
+    monkeypatch.setattr(module, "TASKS", {"a": "results", "b": "results"})
+    monkeypatch.setattr(module, "POLICY_SETS", {"cheap": ("p",), "both": ("p", "q")})
+    monkeypatch.setattr(module, "SEEDS", 2)
+    monkeypatch.setattr(module, "ROUNDS", 100)
+    monkeypatch.setattr(module, "GOAL_HOURS", 0.1)
+    # p costs 1 s a round and q 8 s, on both tasks
+    per = {(task, policy): rate for task in "ab" for policy, rate in (("p", 1.0), ("q", 8.0))}
+    # task a levelled off at round 50 of 200; task b still rises at the end of its 300 rounds: a lower bound
+    levels = {
+        "a": {"verdict": "levelled off", "budget": 200, "near": 50},
+        "b": {"verdict": "still rising", "budget": 300, "near": None},
+        "c": None,
+    }
+    rounds = module.levelling_rounds(levels)
+    assert rounds == {"a": (50, False), "b": (300, True)}
+    lines = module.policy_sets(per, rounds)
+    rows = {
+        line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ") and "---" not in line
+    }
+    assert lines[1] == "## Fewer policies" and lines[5].startswith("| policies | n | core-hours, 100 rounds |")
+    # cheap, 100 rounds: 1 s x 100 x 2 tasks x 2 seeds = 400 s = 0.11 core-hours, 0.06 h on two cores, 0.6 goals;
+    # at the levelling rounds (50 + 300) x 2 seeds = 700 s = 0.19 core-hours, 0.10 h, 1.0 goal, at least
+    assert rows["cheap"] == ["1", "0.1", "0.1", "0.6", "at least 0.2", "at least 0.1", "at least 1.0 |"]
+    # both: nine times the cost of cheap
+    assert rows["both"] == ["2", "1.0", "0.5", "5.0", "at least 1.8", "at least 0.9", "at least 8.8 |"]
+    # a policy of a set never measured, or a task without longest runs: no table rather than a partial one
+    assert module.policy_sets({k: v for k, v in per.items() if k != ("b", "q")}, rounds) == []
+    assert module.policy_sets(per, {"a": (50, False)}) == []
+
+
 def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_path):
     import json
 
