@@ -52,26 +52,13 @@ CORE = (
     "fedmoe",
 )
 SEEDS, ROUNDS, GOAL_HOURS = 10, 200, 3.0
-#: Smaller sets of the ``CORE`` policies, for what fits the goal: the least issue 18 names (its baselines that fit
-#: and the aligner), that with the comparator of issue 19's target, and all of ``CORE``
+#: The least issue 18 names: its baselines that fit and the aligner
+ISSUE_LEAST = ("random", "round_robin", "topk_affinity", "topk_capped", "dense", "aligned_value")
+#: Smaller sets of the ``CORE`` policies, for what fits the goal: the least issue 18 names, that with the comparator
+#: of issue 19's target, and all of ``CORE``
 POLICY_SETS: dict[str, tuple[str, ...]] = {
-    "issue 18's baselines and `aligned_value`": (
-        "random",
-        "round_robin",
-        "topk_affinity",
-        "topk_capped",
-        "dense",
-        "aligned_value",
-    ),
-    "those and `flex_moe`": (
-        "random",
-        "round_robin",
-        "topk_affinity",
-        "topk_capped",
-        "dense",
-        "aligned_value",
-        "flex_moe",
-    ),
+    "issue 18's baselines and `aligned_value`": ISSUE_LEAST,
+    "those and `flex_moe`": (*ISSUE_LEAST, "flex_moe"),
     "all of the comparison above": CORE,
 }
 #: Per task, the results folder whose runs measure it at ROUNDS rounds (multidomain4's 200-round runs saved with
@@ -104,7 +91,7 @@ def levelling_budgets(root: Path) -> dict[str, dict | None]:
             found[task] = None
             continue
         budget = run_federated.run_budget(runs)
-        looks = len(run_federated.LEVEL_LOOKS.get((folder, task), ())) + 1
+        looks = run_federated.level_looks(folder, task)
         rows = run_federated.level_rows(runs, budget, level=run_federated.widened_level(looks))
         best = max(rows, key=lambda row: row["last"]) if rows else None
         found[task] = None if best is None else best | {"budget": budget, "folder": folder, "looks": looks}
@@ -363,19 +350,19 @@ def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks
             f"| times the goal | {total / 2 / GOAL_HOURS:.1f} |",
             f"| seconds per run the goal allows | {allowed:.0f} |",
         ]
-    lines += plateau_projection(root, rates)
+    levels = levelling_budgets(root)  # reads every longest run: once for both tables
+    lines += plateau_projection(levels, rates)
     if measured:
-        lines += policy_sets(per_policy(measured[1]), levelling_rounds(levelling_budgets(root)))
+        lines += policy_sets(per_policy(measured[1]), levelling_rounds(levels))
     out = root / "federated_cost.md"
     out.write_text("\n".join(lines) + "\n")
     return out
 
 
-def plateau_projection(root: Path, rates: dict[str, float]) -> list[str]:
+def plateau_projection(levels: dict[str, dict | None], rates: dict[str, float]) -> list[str]:
     """Table lines: the projection above (``rates``: seconds per round per task) at the budgets where each task's
-    best policy levels off (:func:`levelling_budgets`), a lower bound for a task whose best policy still rises at
-    its longest budget."""
-    levels = levelling_budgets(root)
+    best policy levels off (``levels``, :func:`levelling_budgets`), a lower bound for a task whose best policy still
+    rises at its longest budget."""
     lines = [
         "",
         "## At the budgets where the best policy levels off",

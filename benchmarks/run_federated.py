@@ -873,6 +873,12 @@ def added_looks(label: str, task: str, ref: str, base: str) -> int:
     return 1
 
 
+def level_looks(label: str, task: str) -> int:
+    """How many times the levelling verdicts on all seeds of results folder ``label`` (its name) have been read:
+    one more than the earlier looks :data:`LEVEL_LOOKS` lists."""
+    return len(LEVEL_LOOKS.get((label, task), ())) + 1
+
+
 def pair_level(label: str, task: str, ref: str, base: str) -> float:
     """The level at which the comparison of ``ref`` and ``base`` on all seeds of folder ``label`` is read:
     :func:`widened_level` of its :func:`added_looks` (95% when it was read once)."""

@@ -1171,6 +1171,8 @@ def test_a_comparison_with_seeds_added_after_a_look_is_read_at_the_widened_level
     assert module.added_looks("results", "t", "a", "b") == 1 and module.added_looks("rounds600", "u", "a", "b") == 1
     assert module.pair_level("rounds600", "t", "b", "a") == pytest.approx(0.975)
     assert module.pair_level("results", "t", "a", "b") == 0.95
+    monkeypatch.setattr(module, "LEVEL_LOOKS", {("rounds800", "t"): (20, 48)})
+    assert module.level_looks("rounds800", "t") == 3 and module.level_looks("rounds800", "u") == 1
 
 
 def test_the_draws_figure_checks_one_value_per_seed(tmp_path):
