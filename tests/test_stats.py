@@ -697,6 +697,21 @@ def test_policies_with_different_seeds_are_compared_on_the_seeds_both_ran(tmp_pa
         assert "`dense` against" in table.splitlines()[0]
         assert "| aligned | 1 | +50% [+50%, +50%]" in table and "| random |" not in table
     assert "(the first set" not in elsewhere
+    # the pooled comparisons of an entry are read at 97.5%, the sentence above the pooled table names them
+    pooled = added.split("## `aligned` against each baseline")[1].split("##")[0]
+    assert "; 97.5% for `random`, `dense`: seeds were added" in pooled
+    # seeds added below the first set (read second): the first set is the seeds from 2 up, the added those below
+    module.ADDED[("rounds600", "smoke")] = (("aligned", 2, ("random", "dense"), True),)
+    try:
+        below = module.render("smoke", longer, "test").read_text()
+    finally:
+        del module.ADDED[("rounds600", "smoke")]
+    read = below.split("## Seeds 2 and up only (the first set, `aligned` against)")[1].split("##")[0]
+    later = below.split("## Seeds below 2 only (added after the first set's intervals were read, `aligned` against)")
+    assert (
+        "| dense | 2 | -100% [-100%, -100%]" in read and "| random | 2 | +25% [+25%, +25%]" in later[1].split("##")[0]
+    )
+    assert below.index("Seeds 2 and up only (the first set") < below.index("Seeds below 2 only (added after")
 
 
 def test_task_settings_and_the_central_reference_run(monkeypatch):
