@@ -232,6 +232,9 @@ REFERENCES: dict[str, tuple[str, ...]] = {
         "aligned_value_uniform_queue_shuffle",
         "aligned_value_uniform_queue_explore",
     ),
+    # the same without three of its terms (the scores of the FLEX-MoE-style policy's form): against the targets'
+    # baselines, whose parts it meets over 300 rounds on the shards
+    "aligned_value_uniform_queue_noextras": ("random", "topk_affinity", "flex_moe"),
     # the value term at the FLEX-MoE-style policy's scale: on the scores of that policy's form, against it and the
     # same scores at the aligner's own scale; on the deficit-queue aligner, against the targets' baselines and the
     # aligner it changes
