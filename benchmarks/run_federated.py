@@ -367,8 +367,8 @@ UNSEEN: dict[str, tuple[str, int, tuple[str, ...]]] = {
 #: seeds added are those below that seed, read second (:class:`Added`). Adding seeds until an interval clears 0 is
 #: optional stopping; the added seeds' own table shows whether they alone say what the pooled table says, and the
 #: pooled comparison is read at a widened level (:func:`pair_level`). The issue's baselines and the published
-#: policies ran in two sets toward the ten seeds issue 18 fixed before any ran; variants and ablations had no such
-#: count, so a first set of theirs read before the rest ran is listed here.
+#: policies ran in two sets toward the ten seeds issue 18 fixed before any ran; a variant or ablation whose first
+#: set was read before a second set was planned is listed here.
 ADDED: dict[tuple[str, str], tuple[tuple, ...]] = {
     ("rounds600", "multidomain4"): (("aligned_value", 10, ("random", "topk_affinity", "flex_moe")),),
     ("results", "mnist_shards"): (
