@@ -26,17 +26,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run_federated
+from pool import run_pool
 
 #: The comparison issue 18 names: its baselines that fit (all_experts exceeds the clients' slots), the aligner with
 #: the exact and the greedy solve, and the two published-method policies of issue 19
@@ -166,8 +163,6 @@ def measure(
     done = {(row["task"], row["policy"]) for row in kept}
     jobs = [(task, policy) for task in task_names for policy in policies if (task, policy) not in done]
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # one thread per process, as the comparison runs
-    # each run's output goes to files, not pipes: a run waited on later must never block on a full pipe
-    running: list[tuple[subprocess.Popen, tuple[str, str], IO[str], IO[str]]] = []
     found: list[dict] = list(kept)
 
     def save() -> None:
@@ -176,18 +171,7 @@ def measure(
         body["date"] = max((row.get("ended", previous.get("date", "")) for row in found), default="")
         out.write_text(json.dumps(body, indent=1) + "\n")
 
-    def collect_one() -> None:
-        """Wait for the first running run to end (not the oldest: a core must not idle beside a longer run)."""
-        while (k := next((k for k, entry in enumerate(running) if entry[0].poll() is not None), None)) is None:
-            time.sleep(0.2)
-        proc, job, stdout, stderr = running.pop(k)
-        stdout.seek(0)
-        stderr.seek(0)
-        text, err = stdout.read(), stderr.read()
-        stdout.close()
-        stderr.close()
-        if proc.returncode != 0:
-            raise RuntimeError(f"timing {job[1]} on {job[0]} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+    def done_one(job, text: str) -> None:
         row = json.loads(text.strip().splitlines()[-1])
         found.append(row | {"ended": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
         save()
@@ -196,22 +180,12 @@ def measure(
             f"{row['seconds_per_round']:.3f} s a round"
         )
 
-    try:
-        for job in jobs:
-            while len(running) >= workers:
-                collect_one()
-            argv = [sys.executable, str(Path(__file__).resolve()), "--time-one", *job, "--rounds", str(rounds)]
-            stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-            proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, text=True, env=env)
-            running.append((proc, job, stdout, stderr))
-        while running:
-            collect_one()
-    finally:
-        for proc, _, stdout, stderr in running:  # after a failure: the other runs' times would not be saved
-            proc.kill()
-            proc.wait()
-            stdout.close()
-            stderr.close()
+    script = str(Path(__file__).resolve())
+    argvs = [
+        (f"timing {policy} on {task}", [sys.executable, script, "--time-one", task, policy, "--rounds", str(rounds)])
+        for task, policy in jobs
+    ]
+    run_pool(argvs, workers, done_one, env=env)
     save()
     return out
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import itertools
 import json
 import math
@@ -464,16 +465,26 @@ def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedlo
     return fedloop.FedConfig(**(base | VARIANTS.get(policy, {"policy": policy})))
 
 
-def run_all(
-    task: str, seeds: list[int], rounds: int, quick: bool, out: Path, policies: tuple[str, ...] = POLICIES
-) -> None:
+def ensure_central(task: str, quick: bool, out: Path) -> Path:
+    """Make ``task``'s folder under ``out`` and its central reference run (``central.json``, the accuracy the
+    targets are fractions of) where it is missing (the smoke task has none); returns the folder."""
     folder = run_folder(out, task)
     folder.mkdir(parents=True, exist_ok=True)
     central = folder / "central.json"
     if not central.exists() and task != "smoke":
         epochs = 2 if quick else tasks.CENTRAL_EPOCHS
         acc = tasks.central_accuracy(task, quick=quick, seed=0, epochs=epochs)
-        central.write_text(json.dumps({"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.version(task)}))
+        record = {"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.version(task)}
+        tmp = central.with_name(f"central.{os.getpid()}.part")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(central)
+    return folder
+
+
+def run_all(
+    task: str, seeds: list[int], rounds: int, quick: bool, out: Path, policies: tuple[str, ...] = POLICIES
+) -> None:
+    folder = ensure_central(task, quick, out)
     for seed in seeds:
         for policy in policies:
             path = folder / f"{policy}-seed{seed}.json"
@@ -526,16 +537,38 @@ def _save_per_seed(folder: Path, name: str, task: str, seeds: list[int], quick: 
     """Write (or extend) ``folder / name``, ``{seed: read(data)}`` for the seeds not in it yet, ``data`` the partition
     that seed's runs trained on (:func:`fedloop.loop.load_data`); None, writing nothing, when ``read`` gives None."""
     path = folder / name
-    known = json.loads(path.read_text()) if path.exists() else {}
-    for seed in seeds:
-        if str(seed) in known:
-            continue
-        value = read(fedloop.loop.load_data(config(task, "random", seed, 1, quick)))
-        if value is None:
-            return None
-        known[str(seed)] = value
-    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
+    # runs of one task in several processes each add their seeds: the folder's lock makes each read, extend and
+    # write whole, so that no process writes over the seeds another has just added
+    with _folder_lock(folder):
+        known = json.loads(path.read_text()) if path.exists() else {}
+        for seed in seeds:
+            if str(seed) in known:
+                continue
+            value = read(fedloop.loop.load_data(config(task, "random", seed, 1, quick)))
+            if value is None:
+                return None
+            known[str(seed)] = value
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
+        tmp.replace(path)
     return path
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock on ``folder`` (an advisory ``flock`` on the folder itself, no lock file left behind) while
+    the block runs; where ``fcntl`` is missing (not POSIX), no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX has it
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def save_domains(folder: Path, task: str, seeds: list[int], quick: bool) -> Path | None:

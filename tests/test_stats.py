@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -540,8 +541,9 @@ def test_the_cost_measurement_starts_the_next_run_as_soon_as_any_run_ends(tmp_pa
                 self.returncode = 0
             return self.returncode
 
-    monkeypatch.setattr(module.subprocess, "Popen", FakeRun)
-    monkeypatch.setattr(module.time, "sleep", lambda _: None)
+    pool = sys.modules[module.run_pool.__module__]  # benchmarks/pool.py, which runs the processes
+    monkeypatch.setattr(pool.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(pool.time, "sleep", lambda _: None)
     path = module.measure(tmp_path, ["t"], ("slow", "fast", "next"), rounds=2)
     # "next" starts when "fast" ends, beside "slow" still running, and ends before it: two runs at a time throughout
     assert started == ["slow", "fast", "next"]
