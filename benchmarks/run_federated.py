@@ -557,10 +557,12 @@ def _save_per_seed(folder: Path, name: str, task: str, seeds: list[int], quick: 
 @contextlib.contextmanager
 def _folder_lock(folder: Path):
     """An exclusive lock on ``folder`` (an advisory ``flock`` on the folder itself, no lock file left behind) while
-    the block runs; where ``fcntl`` is missing (not POSIX), no lock."""
+    the block runs; where ``fcntl`` is missing (not POSIX) or the folder is (nothing can be saved in it), no lock."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - POSIX has it
+        fcntl = None
+    if fcntl is None or not folder.is_dir():
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
