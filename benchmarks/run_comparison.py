@@ -53,8 +53,7 @@ def run_one(task: str, policy: str, seed: int, rounds: int, quick: bool, out: Pa
     returns what the progress line shows."""
     run_federated.run_all(task, [seed], rounds, quick, out, (policy,))
     record = json.loads((run_federated.run_folder(out, task) / f"{policy}-seed{seed}.json").read_text())
-    accuracy = record["accuracy"]
-    return {"final": sum(accuracy[-10:]) / len(accuracy[-10:]), "wall_s": record.get("wall_s")}
+    return {"final": run_federated.stats.final_accuracy(record["accuracy"]), "wall_s": record["wall_s"]}
 
 
 def compare(
@@ -73,11 +72,7 @@ def compare(
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # one thread per process: two processes share two cores
     common = ["--rounds", str(rounds), "--out", str(out), *(["--quick"] if quick else [])]
     # the central runs first, one process per task: two runs of one task must not both start it
-    centrals = [
-        task
-        for task in task_names
-        if task != "smoke" and not (run_federated.run_folder(out, task) / "central.json").exists()
-    ]
+    centrals = [task for task in task_names if run_federated.central_missing(task, out)]
     if centrals:
         print(f"central runs: {', '.join(centrals)}", flush=True)
         run_pool(
@@ -125,15 +120,25 @@ def _names(text: str, known: tuple[str, ...] | list[str], flag: str) -> list[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=run_federated.RESULTS, help="results folder (default %(default)s)")
-    parser.add_argument("--tasks", default=",".join(run_cost.TASKS), help="comma-separated (default %(default)s)")
-    parser.add_argument("--policies", default=",".join(run_cost.CORE), help="comma-separated (default %(default)s)")
-    parser.add_argument("--seeds", type=int, default=run_cost.SEEDS, help="seeds 0 .. SEEDS - 1 (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=run_cost.ROUNDS, help="default %(default)s")
+    # defaults None: the comparison's, or with --quick QUICK's, unless given
+    parser.add_argument("--tasks", help=f"comma-separated (default {','.join(run_cost.TASKS)})")
+    parser.add_argument("--policies", help=f"comma-separated (default {','.join(run_cost.CORE)})")
+    parser.add_argument("--seeds", type=int, help=f"seeds 0 .. SEEDS - 1 (default {run_cost.SEEDS})")
+    parser.add_argument("--rounds", type=int, help=f"default {run_cost.ROUNDS}")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="the smoke task, two policies, two seeds, 3 rounds")
     parser.add_argument("--run-one", nargs=3, metavar=("TASK", "POLICY", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--central-one", metavar="TASK", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    full = {
+        "tasks": tuple(run_cost.TASKS),
+        "policies": run_cost.CORE,
+        "seeds": run_cost.SEEDS,
+        "rounds": run_cost.ROUNDS,
+    }
+    for name, value in (QUICK if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, ",".join(value) if isinstance(value, tuple) else value)
     if args.run_one:
         task, policy, seed = args.run_one
         print(json.dumps(run_one(task, policy, int(seed), args.rounds, args.quick, args.out)))
@@ -143,12 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accuracy {json.loads((folder / 'central.json').read_text())['accuracy']:.4f}")
         return 0
     given = argv if argv is not None else sys.argv[1:]
-    if args.quick:
-        defaults = {"--tasks": "tasks", "--policies": "policies", "--seeds": "seeds", "--rounds": "rounds"}
-        for flag, name in defaults.items():
-            if flag not in given:
-                value = QUICK[name]
-                setattr(args, name, ",".join(value) if isinstance(value, tuple) else value)
     try:
         task_names = _names(args.tasks, [*run_federated.tasks.TASKS, "smoke"], "--tasks")
         policies = _names(args.policies, run_federated.POLICIES, "--policies")

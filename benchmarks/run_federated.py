@@ -465,13 +465,18 @@ def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedlo
     return fedloop.FedConfig(**(base | VARIANTS.get(policy, {"policy": policy})))
 
 
+def central_missing(task: str, out: Path) -> bool:
+    """Whether ``task``'s central reference run under ``out`` is still to be run (the smoke task has none)."""
+    return task != "smoke" and not (run_folder(out, task) / "central.json").exists()
+
+
 def ensure_central(task: str, quick: bool, out: Path) -> Path:
     """Make ``task``'s folder under ``out`` and its central reference run (``central.json``, the accuracy the
-    targets are fractions of) where it is missing (the smoke task has none); returns the folder."""
+    targets are fractions of) where it is missing (:func:`central_missing`); returns the folder."""
     folder = run_folder(out, task)
     folder.mkdir(parents=True, exist_ok=True)
     central = folder / "central.json"
-    if not central.exists() and task != "smoke":
+    if central_missing(task, out):
         epochs = 2 if quick else tasks.CENTRAL_EPOCHS
         acc = tasks.central_accuracy(task, quick=quick, seed=0, epochs=epochs)
         record = {"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.version(task)}
@@ -817,6 +822,8 @@ def along_the_budget(runs: dict[str, dict[int, dict]], budget: int, window: int 
 #: Levelling off: a policy whose runs gain less than this much accuracy over the last stretch (``2 x window``
 #: rounds) of the budget, shown by the interval, has levelled off there; more, shown, and it is still rising
 LEVEL_TOLERANCE = 0.01
+#: The two-sided level of an interval read once (every table's, unless it says otherwise): 95%
+LEVEL = 0.95
 
 
 def level_window(budget: int) -> int:
@@ -832,7 +839,7 @@ def too_short_to_level(budget: int) -> bool:
 
 
 def level_rows(
-    runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE, level: float = 0.95
+    runs: dict[str, dict[int, dict]], budget: int, tolerance: float = LEVEL_TOLERANCE, level: float = LEVEL
 ) -> list[dict]:
     """Whether each policy's curve has levelled off by the end of the budget, one dict per policy.
 
@@ -882,7 +889,7 @@ def level_rows(
     return rows
 
 
-def seeds_to_settle(gain: np.ndarray, tolerance: float = LEVEL_TOLERANCE, level: float = 0.95) -> int | None:
+def seeds_to_settle(gain: np.ndarray, tolerance: float = LEVEL_TOLERANCE, level: float = LEVEL) -> int | None:
     """Roughly how many seeds :func:`level_rows`' verdict would need at the measured mean and spread of the
     per-seed gains ``gain`` (n,): the smallest n with :math:`z\\, s / \\sqrt{n} < |\\bar g - t|` (``t`` the
     tolerance, ``s`` the seeds' standard deviation, ``z`` the normal quantile of the two-sided ``level``: 1.96 at
@@ -976,7 +983,7 @@ def widened_level(looks: int) -> float:
     """The two-sided level of the interval read at each of ``looks`` looks at one verdict, so that a false
     "levelled off" (or "still rising") has at most the 2.5% chance of one look at 95% over all of them
     (Bonferroni): 95% for one look, 97.5% for two."""
-    return 1 - 0.05 / looks
+    return 1 - (1 - LEVEL) / looks
 
 
 def levelling_by_set(
@@ -993,7 +1000,7 @@ def levelling_by_set(
     sets = []
     for lo, hi in itertools.pairwise(bounds):
         label = f"below {hi}" if lo == 0 else f"{lo} and up" if hi is None else f"{lo} to {hi - 1}"
-        sets.append((label, lambda s, lo=lo, hi=hi: s >= lo and (hi is None or s < hi), 0.95))
+        sets.append((label, lambda s, lo=lo, hi=hi: s >= lo and (hi is None or s < hi), LEVEL))
     widened = widened_level(len(looks) + 1)
     sets.append((f"all ({len(looks) + 1} looks)", lambda s: True, widened))
     window = level_window(budget)
@@ -1325,7 +1332,7 @@ def paired_rows(
     without a seed in common has no row."""
     rows = []
     for base in baselines:
-        level = (levels or {}).get(base, 0.95)
+        level = (levels or {}).get(base, LEVEL)
         seeds = sorted(set(runs.get(ref, {})) & set(runs.get(base, {})))
         if not seeds:
             continue  # no seed in common: nothing to pair
@@ -1387,7 +1394,7 @@ def reduction_table(ref: str, rows: list[dict], title: str | None = None) -> lis
     say nothing."""
     if not rows:
         return []
-    widened = [row for row in rows if row.get("level", 0.95) != 0.95]
+    widened = [row for row in rows if row.get("level", LEVEL) != LEVEL]
     # the rows read at a widened level are named in the sentence above the table, so that no cell changes form
     extra = "".join(
         f"; {level:.1%} for " + ", ".join(f"`{row['base']}`" for row in widened if row["level"] == level)
@@ -1544,7 +1551,7 @@ def plot_pairs(ref: str, rows: list[dict], path: Path) -> Path | None:
     panels["final accuracy: difference"] = [r["final"] for r in rows]
     # a comparison read again after seeds were added is drawn at its widened level, named beside its n
     labels = [
-        f"{r['base']} (n={r['n']})" if r.get("level", 0.95) == 0.95 else f"{r['base']} (n={r['n']}, {r['level']:.1%})"
+        f"{r['base']} (n={r['n']})" if r.get("level", LEVEL) == LEVEL else f"{r['base']} (n={r['n']}, {r['level']:.1%})"
         for r in rows
     ]
     return plots.plot_intervals(
@@ -1553,7 +1560,7 @@ def plot_pairs(ref: str, rows: list[dict], path: Path) -> Path | None:
         path,
         percent=[*percent, False],
         title=f"{ref} against each policy: paired bootstrap 95% intervals"
-        + (" unless named" if any(r.get("level", 0.95) != 0.95 for r in rows) else "")
+        + (" unless named" if any(r.get("level", LEVEL) != LEVEL for r in rows) else "")
         + " (blue: the interval excludes 0)",
     )
 

@@ -167,8 +167,8 @@ def cell(part: dict) -> str:
         shown = f"{point:+.2%}" if point < goal <= round(point, 3) else f"{point:+.1%}"
         text = f"{shown} [{low:+.1%}, {high:+.1%}]"
     # a part read at a widened level names it beside its n
-    level = part.get("level", 0.95)
-    return f"{text} ({part['n']})" if level == 0.95 else f"{text} ({part['n']}, {level:.1%})"
+    level = part.get("level", run_federated.LEVEL)
+    return f"{text} ({part['n']})" if level == run_federated.LEVEL else f"{text} ({part['n']}, {level:.1%})"
 
 
 def render(rows: list[dict], command: str) -> str:
