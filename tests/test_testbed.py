@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,3 +285,62 @@ def test_router_input_is_checked_where_it_is_given():
         fedloop.FedConfig(**(SMALL | {"router_input": "x"})).validate()
     with pytest.raises(fedloop.ConfigError, match="router_input: 'token' needs a dataset of token sequences"):
         fedloop.run(fedloop.FedConfig(**(SMALL | {"router_input": "token", "rounds": 1})))
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+def _maps(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """Post-ReLU maps with the ties a pool meets: zero windows, and constant positive background."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.relu(torch.randn(shape, generator=gen))
+    x[:, :, : shape[2] // 3] = 0.3
+    x[:, :, -3:] = torch.randint(0, 3, (shape[0], shape[1], 3, shape[3]), generator=gen).float()
+    return x
+
+
+def test_the_image_encoders_pools_give_pytorchs_values_bit_for_bit_and_its_gradients():
+    from fedloop.model import _AvgPool, _MaxPool2
+
+    x = _maps((5, 8, 28, 28))
+    y = _maps((5, 16, 14, 14), seed=1)
+    with torch.no_grad():  # the element-wise path
+        assert torch.equal(_bits(_MaxPool2()(x)), _bits(torch.nn.MaxPool2d(2)(x)))
+        assert torch.equal(_bits(_AvgPool(7)(y)), _bits(torch.nn.AdaptiveAvgPool2d(7)(y)))
+        assert torch.equal(_AvgPool(3)(y), torch.nn.AdaptiveAvgPool2d(3)(y))  # not 2 x 2 windows: the kernel
+        odd = _maps((2, 3, 7, 9))
+        assert torch.equal(_MaxPool2()(odd), torch.nn.MaxPool2d(2)(odd))
+        nan = x.clone()
+        nan[0, 0, 0, 1] = float("nan")
+        assert torch.isnan(_MaxPool2()(nan)[0, 0, 0, 0]) and torch.isnan(torch.nn.MaxPool2d(2)(nan)[0, 0, 0, 0])
+    for pool, native, maps in (
+        (_MaxPool2(), torch.nn.MaxPool2d(2), x),
+        (_AvgPool(7), torch.nn.AdaptiveAvgPool2d(7), y),
+    ):
+        a, b = maps.clone().requires_grad_(), maps.clone().requires_grad_()
+        out = pool(a)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        native(b).backward(grad)
+        assert torch.equal(_bits(a.grad), _bits(b.grad))  # ties to the first maximum, as PyTorch's kernel
+
+
+def test_evaluation_in_image_chunks_gives_what_one_forward_pass_over_the_batch_gives(monkeypatch):
+    from fedloop import loop
+
+    torch.manual_seed(0)
+    model = MoE((1, 28, 28), 10, 4, top_k=1, residual=False, feature_norm=True).eval()
+    x = torch.rand(70, 1, 28, 28)
+    y = torch.randint(0, 10, (70,))
+    sizes: list[int] = []
+    model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    monkeypatch.setattr(loop, "IMAGE_CHUNK", 16)
+    chunked = loop.evaluate_routing(model, x, y, batch_size=32)
+    assert sizes == [16, 16, 16, 16, 6]  # batches of 32, 32 and 6, each in chunks of 16
+    monkeypatch.setattr(loop, "IMAGE_CHUNK", 10**6)
+    whole = loop.evaluate_routing(model, x, y, batch_size=32)
+    assert chunked[:2] == whole[:2] and np.array_equal(chunked[2], whole[2])
+    with torch.no_grad():
+        out = model(x)
+    assert chunked[0] == int((out.logits.argmax(dim=1) == y).sum()) / 70
