@@ -16,24 +16,31 @@ the round (clients' routing statistics for their reports, test evaluation). Writ
 10 per round, 16 experts), as the comparison runs it: one thread, one policy (``aligned_value`` unless
 ``--policy``), seed 0, ``TASK_ROUNDS`` rounds after the warm-up round. It splits "other" further into the sampled
 clients' routing statistics for their reports and the test evaluation, and writes
-``benchmarks/results/round_timing_tasks.md``.
+``benchmarks/results/round_timing_tasks.md``. Each task runs a second time, before the timed one, with the
+evaluation paths as PyTorch's own kernels run them (its pooling kernels, test batches of 1024 in one forward pass:
+:func:`pytorch_pools`), so that what ``fedloop.model``'s pools and ``fedloop.loop.IMAGE_CHUNK`` save is a ratio
+measured in one run; the two runs' records must agree (accuracy, losses, routing) or the script stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 import fedloop
+from fedloop.history import WALL_CLOCK_FIELDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,11 +58,16 @@ ROUNDS = 9
 TASK_ROUNDS = 21
 
 
-def round_split(config: fedloop.FedConfig) -> list[dict[str, float]]:
+def round_split(config: fedloop.FedConfig, records: list | None = None) -> list[dict[str, float]]:
     """Per round after the first (which warms numba and OR-Tools up), the seconds of each of :data:`PARTS`, of
-    ``other`` (the rest of the round) and the round's ``total``, wall clock from one round's end to the next's."""
+    ``other`` (the rest of the round) and the round's ``total``, wall clock from one round's end to the next's.
+    ``records``, given, receives each round's record without its wall-clock fields."""
     stamps = [time.perf_counter()]
     history = fedloop.run(config, on_round=lambda rec: stamps.append(time.perf_counter()))
+    if records is not None:
+        records += [
+            {k: v for k, v in rec.items() if k not in WALL_CLOCK_FIELDS} for rec in history.to_dict()["records"]
+        ]
     rows = []
     for r, total in zip(history.rounds[1:], (b - a for a, b in itertools.pairwise(stamps[1:]))):
         row = {name: float(getattr(history.records[r], name)) for name in PARTS}
@@ -63,12 +75,41 @@ def round_split(config: fedloop.FedConfig) -> list[dict[str, float]]:
     return rows
 
 
+@contextlib.contextmanager
+def pytorch_pools() -> Iterator[None]:
+    """Evaluate as before the element-wise pools and the image chunks: the image encoder's pools run PyTorch's
+    kernels whatever the gradient, and a test batch of 1024 images goes through the model in one pass."""
+    from fedloop import loop, model
+
+    saved = model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK
+    model._MaxPool2.forward, model._AvgPool.forward = torch.nn.MaxPool2d.forward, torch.nn.AdaptiveAvgPool2d.forward
+    loop.IMAGE_CHUNK = 1 << 30
+    try:
+        yield
+    finally:
+        model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK = saved
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Two runs' records equal, NaN equal to NaN."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -> list[str]:
     """``round_timing_tasks.md``: per task, each part's median seconds per round and its share of the time."""
     import run_federated
 
     torch.set_num_threads(1)  # as the comparison runs: one process per core, one thread each
-    split = {task: round_split(run_federated.config(task, policy, seed, rounds + 1, False)) for task in task_names}
+    split, before = {}, {}
+    for task in task_names:
+        config = run_federated.config(task, policy, seed, rounds + 1, False)
+        then: list[dict] = []
+        now: list[dict] = []
+        with pytorch_pools():
+            before[task] = round_split(config, then)
+        split[task] = round_split(config, now)
+        if not _same(then, now):
+            raise SystemExit(f"{task}: the records with PyTorch's pools and with fedloop's differ")
     names = [*PARTS, "other_s"]
     labels = [*PARTS.values(), "other"]
     env = run_federated.build_environment()
@@ -105,6 +146,23 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
             for task in task_names
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Against PyTorch's pools, in the same run",
+        "",
+        "Each task also ran first with the image encoder's pools as PyTorch's kernels and each test batch of 1024 "
+        "in one forward pass (`run_round.pytorch_pools`), the evaluation before `fedloop.model`'s element-wise pools "
+        "and `fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every "
+        "round). Median seconds per round, and today's over PyTorch's:",
+        "",
+        "| task | part | PyTorch's pools | today's | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for task in task_names:
+        for name, label in (("report_s", "reports"), ("evaluate_s", "evaluate"), ("total_s", "total")):
+            then = statistics.median(row[name] for row in before[task])
+            now = statistics.median(row[name] for row in split[task])
+            lines.append(f"| {task} | {label} | {then:.4f} | {now:.4f} | {now / then:.2f} |")
     return lines
 
 

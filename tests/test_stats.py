@@ -487,7 +487,7 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
     text = "\n".join(lines)
     assert "policy `aligned_value`, seed 0, 2 rounds after a warm-up round" in text and "1 thread" in text
     seconds = text.split("## Median seconds per round")[1].split("## Share of the time")[0]
-    shares = text.split("## Share of the time")[1]
+    shares, against = text.split("## Share of the time")[1].split("## Against PyTorch's pools, in the same run")
     rows = {
         line.split(" | ")[0].strip("| "): float(line.split(" | ")[1].strip(" |%"))
         for line in seconds.splitlines()
@@ -503,6 +503,11 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
     # the parts add up to the rounds' time ("other" is the rest), up to the rounding of each share
     assert len(parts) == 6 and sum(parts) == pytest.approx(100.0, abs=0.35)
     assert all(p > 0 for p in parts[:3])
+    ratios = [line.split(" | ") for line in against.splitlines() if line.startswith("| smoke")]
+    assert [r[1] for r in ratios] == ["reports", "evaluate", "total"]
+    for row in ratios:
+        then, now, ratio = (float(v.strip(" |")) for v in row[2:])
+        assert then > 0 and now > 0 and ratio == pytest.approx(now / then, rel=0.2)  # from 4-decimal cells
     for bad, message in (
         (["--tasks", "--rounds", "1"], "--rounds: must be at least 2"),
         (["--tasks", "--policy", "nonesuch"], "--policy: must be one of"),
@@ -511,6 +516,26 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
         with pytest.raises(SystemExit):
             module.main(bad)
         assert message in capsys.readouterr().err
+
+
+def test_pytorch_pools_restores_fedloops_evaluation_paths_and_a_difference_stops_the_split(monkeypatch):
+    from fedloop import loop, model
+
+    module = load_script("benchmarks/run_round.py")
+    fast = model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK
+    with pytest.raises(RuntimeError), module.pytorch_pools():
+        assert model._MaxPool2.forward is torch.nn.MaxPool2d.forward and loop.IMAGE_CHUNK > 10**6
+        raise RuntimeError
+    assert (model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK) == fast
+    calls = iter([1.0, 2.0])
+
+    def differing(config, records):  # two runs whose records differ
+        records.append({"accuracy": next(calls)})
+        return []
+
+    monkeypatch.setattr(module, "round_split", differing)
+    with pytest.raises(SystemExit, match="smoke: the records with PyTorch's pools and with fedloop's differ"):
+        module.task_lines(["smoke"], "random", 1)
 
 
 def test_the_cost_measurement_times_the_rounds_after_the_first_of_one_real_run():
