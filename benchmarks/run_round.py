@@ -16,10 +16,10 @@ the round (clients' routing statistics for their reports, test evaluation). Writ
 10 per round, 16 experts), as the comparison runs it: one thread, one policy (``aligned_value`` unless
 ``--policy``), seed 0, ``TASK_ROUNDS`` rounds after the warm-up round. It splits "other" further into the sampled
 clients' routing statistics for their reports and the test evaluation, and writes
-``benchmarks/results/round_timing_tasks.md``. Each task runs a second time, before the timed one, with the
-evaluation paths as PyTorch's own kernels run them (its pooling kernels, test batches of 1024 in one forward pass:
-:func:`pytorch_pools`), so that what ``fedloop.model``'s pools and ``fedloop.loop.IMAGE_CHUNK`` save is a ratio
-measured in one run; the two runs' records must agree (accuracy, losses, routing) or the script stops.
+``benchmarks/results/round_timing_tasks.md``. Each task runs a second time, before the timed one, as it ran
+before ``fedloop.pools`` and ``fedloop.loop.IMAGE_CHUNK`` (PyTorch's pool kernels, test batches of 1024 in one
+forward pass: :func:`pytorch_pools`), so that what they save is a ratio measured in one run; the two runs' records
+must agree (accuracy, losses, routing) or the script stops.
 """
 
 from __future__ import annotations
@@ -77,17 +77,17 @@ def round_split(config: fedloop.FedConfig, records: list | None = None) -> list[
 
 @contextlib.contextmanager
 def pytorch_pools() -> Iterator[None]:
-    """Evaluate as before the element-wise pools and the image chunks: the image encoder's pools run PyTorch's
-    kernels whatever the gradient, and a test batch of 1024 images goes through the model in one pass."""
-    from fedloop import loop, model
+    """Run as before ``fedloop.pools`` and the image chunks: the image encoder's pools are PyTorch's kernels, and
+    a test batch of 1024 images goes through the model in one pass."""
+    from fedloop import loop, pools
 
-    saved = model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK
-    model._MaxPool2.forward, model._AvgPool.forward = torch.nn.MaxPool2d.forward, torch.nn.AdaptiveAvgPool2d.forward
+    saved = pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK
+    pools.MaxPool2.forward, pools.AvgPool.forward = torch.nn.MaxPool2d.forward, torch.nn.AdaptiveAvgPool2d.forward
     loop.IMAGE_CHUNK = 1 << 30
     try:
         yield
     finally:
-        model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK = saved
+        pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK = saved
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
@@ -151,15 +151,21 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         "## Against PyTorch's pools, in the same run",
         "",
         "Each task also ran first with the image encoder's pools as PyTorch's kernels and each test batch of 1024 "
-        "in one forward pass (`run_round.pytorch_pools`), the evaluation before `fedloop.model`'s element-wise pools "
-        "and `fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every "
-        "round). Median seconds per round, and today's over PyTorch's:",
+        "in one forward pass (`run_round.pytorch_pools`), as before the compiled pools of `fedloop.pools` and "
+        "`fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every round). "
+        "Median seconds per round, and today's over PyTorch's (the Shakespeare task has no pools and no images: "
+        "its ratios are the noise between two runs of the same code):",
         "",
         "| task | part | PyTorch's pools | today's | ratio |",
         "|---|---|---|---|---|",
     ]
     for task in task_names:
-        for name, label in (("report_s", "reports"), ("evaluate_s", "evaluate"), ("total_s", "total")):
+        for name, label in (
+            ("train_s", "train"),
+            ("report_s", "reports"),
+            ("evaluate_s", "evaluate"),
+            ("total_s", "total"),
+        ):
             then = statistics.median(row[name] for row in before[task])
             now = statistics.median(row[name] for row in split[task])
             lines.append(f"| {task} | {label} | {then:.4f} | {now:.4f} | {now / then:.2f} |")

@@ -439,9 +439,9 @@ IMAGE_CHUNK = 256
 
 def _logits_and_first(model: MoE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and top-1 expert (B,) of a batch, images on CPU forwarded :data:`IMAGE_CHUNK` at a time:
-    the activations of a whole batch of 1024 do not stay in cache, and its forward pass took twice as long per
-    image. Each image's logits are the same in a chunk as in the whole batch, so the loss, summed per batch,
-    is unchanged."""
+    the activations of a whole batch of 1024 do not stay in cache, and its forward pass was slower per image.
+    Each image's logits are the same in a chunk as in the whole batch (a test checks it), so the loss, summed per
+    batch, is unchanged."""
     if x.device.type != "cpu" or x.dim() != 4:
         out = model(x)
         return out.logits, out.top[:, 0]

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .pools import AvgPool, MaxPool2
+
 __all__ = [
     "ROUTER_INPUTS",
     "MoE",
@@ -67,55 +69,15 @@ def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     return shared, experts
 
 
-class _MaxPool2(nn.MaxPool2d):
-    """``nn.MaxPool2d(2)``; without a gradient to keep on CPU, the maximum of each 2 x 2 window's four strided
-    views in two element-wise passes.
-
-    PyTorch's CPU kernel loops over an NCHW plane output by output; on the image encoder's 8 x 28 x 28 maps it
-    took most of an evaluation forward pass. The maximum is exact, so the values are the kernel's (for inputs
-    without NaN: a window with a NaN gives NaN either way). Training keeps the kernel and its gradient (ties to
-    the first maximum); its channels-last run was no faster there once the copies were paid.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _native(x) or x.shape[2] % 2 or x.shape[3] % 2:
-            return super().forward(x)
-        b, c, h, w = x.shape
-        pairs = x.view(b, c, h, w // 2, 2)
-        rows = torch.maximum(pairs[..., 0], pairs[..., 1]).view(b, c, h // 2, 2, w // 2)
-        return torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1])
-
-
-class _AvgPool(nn.AdaptiveAvgPool2d):
-    """``nn.AdaptiveAvgPool2d(side)``; without a gradient to keep on CPU, where the input is exactly twice
-    ``side`` on both axes, each 2 x 2 window's sum in the kernel's order divided by 4 (the kernel's values, from
-    four strided additions instead of a loop per output)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        side = self.output_size
-        if _native(x) or x.shape[2] != 2 * side or x.shape[3] != 2 * side:
-            return super().forward(x)
-        v = x.unflatten(3, (side, 2)).unflatten(2, (side, 2))
-        return (v[:, :, :, 0, :, 0] + v[:, :, :, 0, :, 1] + v[:, :, :, 1, :, 0] + v[:, :, :, 1, :, 1]) / 4
-
-
-def _native(x: torch.Tensor) -> bool:
-    """Whether a pool leaves ``x`` to PyTorch's own kernel: off the CPU, not (B, C, H, W), or in training."""
-    return x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad)
-
-
 def _conv_stack(c: int, channels: tuple[int, int], kernel: int, side: int) -> list[nn.Module]:
     """Two convolutions (``kernel``, same padding), a 2x2 max-pool between them, average-pooled to ``side``."""
     return [
         nn.Conv2d(c, channels[0], kernel, padding=kernel // 2),
         nn.ReLU(),
-        _MaxPool2(),
+        MaxPool2(),
         nn.Conv2d(channels[0], channels[1], kernel, padding=kernel // 2),
         nn.ReLU(),
-        _AvgPool(side),
+        AvgPool(side),
         nn.Flatten(),
     ]
 

@@ -504,7 +504,7 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
     assert len(parts) == 6 and sum(parts) == pytest.approx(100.0, abs=0.35)
     assert all(p > 0 for p in parts[:3])
     ratios = [line.split(" | ") for line in against.splitlines() if line.startswith("| smoke")]
-    assert [r[1] for r in ratios] == ["reports", "evaluate", "total"]
+    assert [r[1] for r in ratios] == ["train", "reports", "evaluate", "total"]
     for row in ratios:
         then, now, ratio = (float(v.strip(" |")) for v in row[2:])
         assert then > 0 and now > 0 and ratio == pytest.approx(now / then, rel=0.2)  # from 4-decimal cells
@@ -519,14 +519,14 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
 
 
 def test_pytorch_pools_restores_fedloops_evaluation_paths_and_a_difference_stops_the_split(monkeypatch):
-    from fedloop import loop, model
+    from fedloop import loop, pools
 
     module = load_script("benchmarks/run_round.py")
-    fast = model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK
+    fast = pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK
     with pytest.raises(RuntimeError), module.pytorch_pools():
-        assert model._MaxPool2.forward is torch.nn.MaxPool2d.forward and loop.IMAGE_CHUNK > 10**6
+        assert pools.MaxPool2.forward is torch.nn.MaxPool2d.forward and loop.IMAGE_CHUNK > 10**6
         raise RuntimeError
-    assert (model._MaxPool2.forward, model._AvgPool.forward, loop.IMAGE_CHUNK) == fast
+    assert (pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK) == fast
     calls = iter([1.0, 2.0])
 
     def differing(config, records):  # two runs whose records differ

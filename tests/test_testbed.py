@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -288,7 +290,7 @@ def test_router_input_is_checked_where_it_is_given():
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view(torch.int32)
+    return t.contiguous().view(torch.int32)  # NaN equal to NaN, -0.0 not to 0.0
 
 
 def _maps(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -300,30 +302,42 @@ def _maps(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return x
 
 
-def test_the_image_encoders_pools_give_pytorchs_values_bit_for_bit_and_its_gradients():
-    from fedloop.model import _AvgPool, _MaxPool2
+def test_the_image_encoders_pools_give_pytorchs_values_and_gradients_bit_for_bit():
+    from fedloop.pools import AvgPool, MaxPool2
 
     x = _maps((5, 8, 28, 28))
+    x[0, 0, 0, 1] = float("nan")  # a NaN wins its window, wherever it is
+    x[1, 1, 2, 3] = x[1, 1, 3, 3] = float("nan")
+    x[2, 2, 4:6, 4:6] = float("-inf")  # a window of -inf keeps its first place
+    x[3, 3, 6:8, 6:8] = -0.0
     y = _maps((5, 16, 14, 14), seed=1)
-    with torch.no_grad():  # the element-wise path
-        assert torch.equal(_bits(_MaxPool2()(x)), _bits(torch.nn.MaxPool2d(2)(x)))
-        assert torch.equal(_bits(_AvgPool(7)(y)), _bits(torch.nn.AdaptiveAvgPool2d(7)(y)))
-        assert torch.equal(_AvgPool(3)(y), torch.nn.AdaptiveAvgPool2d(3)(y))  # not 2 x 2 windows: the kernel
-        odd = _maps((2, 3, 7, 9))
-        assert torch.equal(_MaxPool2()(odd), torch.nn.MaxPool2d(2)(odd))
-        nan = x.clone()
-        nan[0, 0, 0, 1] = float("nan")
-        assert torch.isnan(_MaxPool2()(nan)[0, 0, 0, 0]) and torch.isnan(torch.nn.MaxPool2d(2)(nan)[0, 0, 0, 0])
-    for pool, native, maps in (
-        (_MaxPool2(), torch.nn.MaxPool2d(2), x),
-        (_AvgPool(7), torch.nn.AdaptiveAvgPool2d(7), y),
-    ):
+    y[:, :, :3] = 1e-39  # subnormal sums: a mean divided by 2 twice is not always one divided by 4
+    y[0, 0, 4:6, 4:6] = -0.0
+    last, nchw = torch.channels_last, torch.contiguous_format
+    cases = ((MaxPool2(), torch.nn.MaxPool2d(2), x), (AvgPool(7), torch.nn.AdaptiveAvgPool2d(7), y))
+    # in either layout (a one-channel image makes the first convolution's output channels-last), with a gradient
+    # in either layout: PyTorch picks its kernels, and the layouts of what it returns, by them
+    for (pool, native, maps), layout, grad_layout in itertools.product(cases, (nchw, last), (nchw, last)):
+        maps = maps.contiguous(memory_format=layout)
         a, b = maps.clone().requires_grad_(), maps.clone().requires_grad_()
-        out = pool(a)
+        out, expected = pool(a), native(b)
+        assert torch.equal(_bits(out), _bits(expected)) and out.stride() == expected.stride()
         grad = torch.randn_like(out)
+        grad[0, 0, 0] = -0.0
+        grad[1, 1, 1] = 3e-38
+        grad = grad.contiguous(memory_format=grad_layout)
         out.backward(grad)
-        native(b).backward(grad)
-        assert torch.equal(_bits(a.grad), _bits(b.grad))  # ties to the first maximum, as PyTorch's kernel
+        expected.backward(grad)
+        assert torch.equal(_bits(a.grad), _bits(b.grad))  # to the first maximum, as PyTorch's kernel
+        assert a.grad.stride() == b.grad.stride()
+        with torch.no_grad():
+            assert torch.equal(_bits(pool(maps)), _bits(expected))
+    with torch.no_grad():  # what the compiled loops do not cover goes to PyTorch
+        odd = _maps((2, 3, 7, 9))
+        assert torch.equal(MaxPool2()(odd), torch.nn.MaxPool2d(2)(odd))
+        assert torch.equal(AvgPool(3)(y), torch.nn.AdaptiveAvgPool2d(3)(y))
+        assert torch.equal(MaxPool2()(odd[:, :, :6, :8].double()), torch.nn.MaxPool2d(2)(odd[:, :, :6, :8].double()))
+        assert MaxPool2()(x[:0]).shape == (0, 8, 14, 14)
 
 
 def test_evaluation_in_image_chunks_gives_what_one_forward_pass_over_the_batch_gives(monkeypatch):
