@@ -315,7 +315,7 @@ def test_the_image_encoders_pools_give_pytorchs_values_and_gradients_bit_for_bit
     y[0, 0, 4:6, 4:6] = -0.0
     last, nchw = torch.channels_last, torch.contiguous_format
     cases = ((MaxPool2(), torch.nn.MaxPool2d(2), x), (AvgPool(7), torch.nn.AdaptiveAvgPool2d(7), y))
-    # in either layout (a one-channel image makes the first convolution's output channels-last), with a gradient
+    # in either layout (one-channel images can make the first convolution's output channels-last), with a gradient
     # in either layout: PyTorch picks its kernels, and the layouts of what it returns, by them
     for (pool, native, maps), layout, grad_layout in itertools.product(cases, (nchw, last), (nchw, last)):
         maps = maps.contiguous(memory_format=layout)
