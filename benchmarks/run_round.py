@@ -146,6 +146,7 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
             for task in task_names
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    compared = (("train_s", "train"), ("report_s", "reports"), ("evaluate_s", "evaluate"), ("total_s", "total"))
     lines += [
         "",
         "## Against PyTorch's pools, in the same run",
@@ -153,22 +154,30 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         "Each task also ran first with the image encoder's pools as PyTorch's kernels and each test batch of 1024 "
         "in one forward pass (`run_round.pytorch_pools`), as before the compiled pools of `fedloop.pools` and "
         "`fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every round). "
-        "Median seconds per round, and today's over PyTorch's (the Shakespeare task has no pools and no images: "
-        "its ratios are the noise between two runs of the same code):",
+        "The Shakespeare task has no pools and no images: its ratios are the noise between two runs of the same "
+        "code. Median seconds per round with PyTorch's pools:",
         "",
-        "| task | part | PyTorch's pools | today's | ratio |",
-        "|---|---|---|---|---|",
+        "| part | " + " | ".join(task_names) + " |",
+        "|---|" + "---|" * len(task_names),
     ]
-    for task in task_names:
-        for name, label in (
-            ("train_s", "train"),
-            ("report_s", "reports"),
-            ("evaluate_s", "evaluate"),
-            ("total_s", "total"),
-        ):
-            then = statistics.median(row[name] for row in before[task])
-            now = statistics.median(row[name] for row in split[task])
-            lines.append(f"| {task} | {label} | {then:.4f} | {now:.4f} | {now / then:.2f} |")
+    for name, label in compared:
+        cells = [f"{statistics.median(row[name] for row in before[task]):.4f}" for task in task_names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Today's over PyTorch's pools",
+        "",
+        "Each part's median seconds per round in the first table over the same in the table above:",
+        "",
+        "| part | " + " | ".join(task_names) + " |",
+        "|---|" + "---|" * len(task_names),
+    ]
+    for name, label in compared:
+        ratios = [
+            statistics.median(row[name] for row in split[task]) / statistics.median(row[name] for row in before[task])
+            for task in task_names
+        ]
+        lines.append(f"| {label} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
     return lines
 
 
