@@ -12,6 +12,7 @@ it against the goal of about ``GOAL_HOURS`` hours on two cores: how many core-ho
 end to end run; the machine is shared, so the figures are what runs cost there, not speeds of any policy.
 
     python benchmarks/run_cost.py --measure   # -> results/round_cost.json, then the page (about 35 minutes)
+    python benchmarks/run_cost.py --measure --fresh   # the same, timing every run again after a code change
 
 The saved runs' wall times are those of the code they ran with, on the machines they ran on. ``--measure`` times
 today's code here instead: every ``CORE`` policy on every task for ``MEASURE_ROUNDS`` rounds (a whole run of the
@@ -150,15 +151,17 @@ def measure(
     rounds: int = MEASURE_ROUNDS,
     workers: int = 2,
     command: str = "python benchmarks/run_cost.py --measure",
+    fresh: bool = False,
 ) -> Path:
     """Time every policy on every task (:func:`time_rounds`), each run in a process of its own with one thread,
     ``workers`` at a time; writes ``root / MEASURED`` and returns its path.
 
     The file is rewritten as each run ends, so a crash loses only the runs in progress; a later call with the same
-    ``rounds`` keeps the runs it holds (each with the time it ended) and times only the others. If one run fails,
+    ``rounds`` keeps the runs it holds (each with the time it ended) and times only the others; ``fresh`` times
+    them all again (after a change to the code), replacing the file once the first run ends. If one run fails,
     the others still running are stopped and the error names the task and the policy."""
     out = root / MEASURED
-    previous = json.loads(out.read_text()) if out.is_file() else {}
+    previous = json.loads(out.read_text()) if out.is_file() and not fresh else {}
     kept = previous.get("runs", []) if previous.get("rounds") == rounds else []
     done = {(row["task"], row["policy"]) for row in kept}
     jobs = [(task, policy) for task in task_names for policy in policies if (task, policy) not in done]
@@ -394,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", action="store_true", help="time today's code first (results/round_cost.json)")
     parser.add_argument("--rounds", type=int, default=MEASURE_ROUNDS, help="rounds timed per run (default %(default)s)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="with --measure: time every run again, not only those the file lacks"
+    )
     parser.add_argument("--time-one", nargs=2, metavar=("TASK", "POLICY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error(f"--rounds: must be at least 2; got {args.rounds}")
+    if args.fresh and not args.measure:
+        parser.error("--fresh: times runs again, so it needs --measure")
     if args.time_one:
         print(json.dumps(time_rounds(*args.time_one, args.rounds)))
         return 0
@@ -405,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python benchmarks/run_cost.py --measure" + (
             f" --rounds {args.rounds}" if args.rounds != MEASURE_ROUNDS else ""
         )
-        print(f"written {measure(run_federated.RESULTS, list(TASKS), CORE, args.rounds, command=command)}")
+        out = measure(run_federated.RESULTS, list(TASKS), CORE, args.rounds, command=command, fresh=args.fresh)
+        print(f"written {out}")
     print(f"written {render()}")
     return 0
 

@@ -476,9 +476,17 @@ def test_the_cost_measurement_times_todays_code_one_process_and_one_thread_per_r
     assert len(json.loads(path.read_text())["runs"]) == 3  # the failure loses nothing saved
     module.measure(tmp_path, ["smoke"], ("random",), rounds=3)  # other rounds: a measurement of its own
     assert [(r["policy"], r["rounds"]) for r in json.loads(path.read_text())["runs"]] == [("random", 3)]
+    before = json.loads(path.read_text())["runs"][0]
+    module.measure(tmp_path, ["smoke"], ("random",), rounds=3, fresh=True)  # after a code change: timed again
+    assert "[1/1] smoke random" in capsys.readouterr().out
+    again = json.loads(path.read_text())["runs"]
+    assert len(again) == 1 and again[0]["seconds_per_round"] != before["seconds_per_round"]
     with pytest.raises(SystemExit):
         module.main(["--rounds", "1"])
     assert "--rounds: must be at least 2; got 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["--fresh"])
+    assert "--fresh: times runs again, so it needs --measure" in capsys.readouterr().err
 
 
 def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, capsys):
