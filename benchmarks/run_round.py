@@ -126,26 +126,24 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         "",
         "## Median seconds per round",
         "",
-        "| part | " + " | ".join(task_names) + " |",
-        "|---|" + "---|" * len(task_names),
     ]
-    for name, label in zip(names, labels):
-        cells = [f"{statistics.median(row[name] for row in split[task]):.4f}" for task in task_names]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    totals = [f"{statistics.median(row['total_s'] for row in split[task]):.4f}" for task in task_names]
-    lines += ["| total | " + " | ".join(totals) + " |", "", "## Share of the time", ""]
-    lines += [
-        "Each part's seconds summed over the timed rounds, over their total:",
-        "",
-        "| part | " + " | ".join(task_names) + " |",
-        "|---|" + "---|" * len(task_names),
-    ]
-    for name, label in zip(names, labels):
-        cells = [
-            f"{sum(row[name] for row in split[task]) / sum(row['total_s'] for row in split[task]):.1%}"
-            for task in task_names
+
+    def median(runs: dict, name: str, task: str) -> float:
+        return statistics.median(row[name] for row in runs[task])
+
+    def table(rows: list[tuple[str, list[str]]]) -> list[str]:
+        head = ["| part | " + " | ".join(task_names) + " |", "|---|" + "---|" * len(task_names)]
+        return head + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+
+    timed = [*zip(names, labels), ("total_s", "total")]
+    lines += table([(label, [f"{median(split, name, t):.4f}" for t in task_names]) for name, label in timed])
+    lines += ["", "## Share of the time", "", "Each part's seconds summed over the timed rounds, over their total:", ""]
+    lines += table(
+        [
+            (label, [f"{sum(r[name] for r in split[t]) / sum(r['total_s'] for r in split[t]):.1%}" for t in task_names])
+            for name, label in zip(names, labels)
         ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    )
     compared = (("train_s", "train"), ("report_s", "reports"), ("evaluate_s", "evaluate"), ("total_s", "total"))
     lines += [
         "",
@@ -157,27 +155,21 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         "The Shakespeare task has no pools and no images: its ratios are the noise between two runs of the same "
         "code. Median seconds per round with PyTorch's pools:",
         "",
-        "| part | " + " | ".join(task_names) + " |",
-        "|---|" + "---|" * len(task_names),
     ]
-    for name, label in compared:
-        cells = [f"{statistics.median(row[name] for row in before[task]):.4f}" for task in task_names]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += table([(label, [f"{median(before, name, t):.4f}" for t in task_names]) for name, label in compared])
     lines += [
         "",
         "## Today's over PyTorch's pools",
         "",
         "Each part's median seconds per round in the first table over the same in the table above:",
         "",
-        "| part | " + " | ".join(task_names) + " |",
-        "|---|" + "---|" * len(task_names),
     ]
-    for name, label in compared:
-        ratios = [
-            statistics.median(row[name] for row in split[task]) / statistics.median(row[name] for row in before[task])
-            for task in task_names
+    lines += table(
+        [
+            (label, [f"{median(split, name, t) / median(before, name, t):.2f}" for t in task_names])
+            for name, label in compared
         ]
-        lines.append(f"| {label} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    )
     return lines
 
 
