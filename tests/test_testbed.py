@@ -358,3 +358,29 @@ def test_evaluation_in_image_chunks_gives_what_one_forward_pass_over_the_batch_g
     with torch.no_grad():
         out = model(x)
     assert chunked[0] == int((out.logits.argmax(dim=1) == y).sum()) / 70
+
+
+@pytest.mark.parametrize("strides", ["nchw", "channels_last"])
+def test_a_training_step_of_the_image_model_is_the_same_bit_for_bit_with_pytorchs_pools(monkeypatch, strides):
+    """The whole model, not a pool alone: a pool's output layout decides the next convolution's kernel, so a pool
+    that returned the right values in another layout changed training (one-channel image batches whose strides
+    make the first convolution's output channels-last, as MNIST's do)."""
+    from fedloop import pools
+
+    gen = torch.Generator().manual_seed(3)
+    images = (torch.rand(24, 28, 28, generator=gen) > 0.6).float() * torch.rand(24, 28, 28, generator=gen)
+    x = images.unsqueeze(1) if strides == "nchw" else images.unsqueeze(3).permute(0, 3, 1, 2)
+    assert x.stride() == ((784, 784, 28, 1) if strides == "nchw" else (784, 1, 28, 1))
+    y = torch.randint(0, 10, (24,), generator=gen)
+    grads = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(pools.MaxPool2, "forward", torch.nn.MaxPool2d.forward)
+            monkeypatch.setattr(pools.AvgPool, "forward", torch.nn.AdaptiveAvgPool2d.forward)
+        torch.manual_seed(0)
+        model = MoE((1, 28, 28), 10, 4, top_k=1, residual=False, feature_norm=True, expert_hidden=2)
+        out = model(x)
+        (torch.nn.functional.cross_entropy(out.logits, y) + 0.01 * out.aux).backward()
+        grads.append({k: _bits(p.grad) for k, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "encoder.0.weight" in grads[0]
+    assert all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0])
