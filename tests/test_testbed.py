@@ -384,3 +384,18 @@ def test_a_training_step_of_the_image_model_is_the_same_bit_for_bit_with_pytorch
         grads.append({k: _bits(p.grad) for k, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and "encoder.0.weight" in grads[0]
     assert all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0])
+
+
+def test_importing_fedloop_leaves_numba_to_the_first_pooled_image():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, fedloop\n"
+        "assert 'numba' not in sys.modules, 'import fedloop loaded numba'\n"
+        "from fedloop.model import MoE\n"
+        "MoE((1, 28, 28), 10, 2, residual=False).eval()(torch.rand(2, 1, 28, 28))\n"
+        "assert 'numba' in sys.modules and 'fedloop._pool_kernels' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
