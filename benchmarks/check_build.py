@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=run_federated.RESULTS, help="the results folder of the run")
     parser.add_argument("--log", type=Path, help="a Markdown file to append the verdict to (created with a header)")
     args = parser.parse_args(argv)
-    path = run_federated.run_folder(args.out, args.task) / f"{args.policy}-seed{args.seed}.json"
+    path = run_federated.run_path(run_federated.run_folder(args.out, args.task), args.policy, args.seed)
     if not path.is_file():
         parser.error(f"--out: no saved run {path.name} in {path.parent}")
     saved = json.loads(path.read_text())

@@ -44,7 +44,7 @@ def missing_runs(out: Path, task_names: list[str], policies: list[str], seeds: i
         for seed in range(seeds)
         for task in task_names
         for policy in policies
-        if not (run_federated.run_folder(out, task) / f"{policy}-seed{seed}.json").exists()
+        if not run_federated.run_path(run_federated.run_folder(out, task), policy, seed).exists()
     ]
 
 
@@ -52,7 +52,7 @@ def run_one(task: str, policy: str, seed: int, rounds: int, quick: bool, out: Pa
     """One run, saved by ``run_federated.run_all`` (which also writes the task's central run when it is missing);
     returns what the progress line shows."""
     run_federated.run_all(task, [seed], rounds, quick, out, (policy,))
-    record = json.loads((run_federated.run_folder(out, task) / f"{policy}-seed{seed}.json").read_text())
+    record = json.loads(run_federated.run_path(run_federated.run_folder(out, task), policy, seed).read_text())
     return {"final": run_federated.stats.final_accuracy(record["accuracy"]), "wall_s": record["wall_s"]}
 
 

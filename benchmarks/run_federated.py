@@ -492,7 +492,7 @@ def run_all(
     folder = ensure_central(task, quick, out)
     for seed in seeds:
         for policy in policies:
-            path = folder / f"{policy}-seed{seed}.json"
+            path = run_path(folder, policy, seed)
             if path.exists():
                 continue
             started = time.perf_counter()
@@ -628,6 +628,11 @@ def run_folder(out: Path, task: str, version: str | None = None) -> Path:
     """Where a task's runs live: one folder per task definition (``version``, by default today's:
     :func:`fedloop.tasks.version`), never mixed."""
     return out / "federated" / f"{task}-{version or tasks.version(task)}"
+
+
+def run_path(folder: Path, policy: str, seed: int) -> Path:
+    """The record of ``policy``'s run on ``seed`` in a task's ``folder`` (:func:`run_folder`)."""
+    return folder / f"{policy}-seed{seed}.json"
 
 
 def result_bases(root: Path) -> list[tuple[str, Path]]:
