@@ -410,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_rounds(*args.time_one, args.rounds)))
         return 0
     if args.measure:
-        command = "python benchmarks/run_cost.py --measure" + (
-            f" --rounds {args.rounds}" if args.rounds != MEASURE_ROUNDS else ""
+        command = (
+            "python benchmarks/run_cost.py --measure"
+            + (f" --rounds {args.rounds}" if args.rounds != MEASURE_ROUNDS else "")
+            + (" --fresh" if args.fresh else "")
         )
         out = measure(run_federated.RESULTS, list(TASKS), CORE, args.rounds, command=command, fresh=args.fresh)
         print(f"written {out}")
