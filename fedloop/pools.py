@@ -59,47 +59,52 @@ def _empty(shape: Any, last: bool, dtype: torch.dtype = torch.float32) -> torch.
     return torch.empty(shape, dtype=dtype, memory_format=_format(last))
 
 
+def _halved(ctx: Any, x: torch.Tensor) -> tuple[bool, torch.Tensor]:
+    """Note ``x``'s shape and layout on ``ctx``; its layout and an empty (B, C, H/2, W/2) output in that layout."""
+    b, c, h, w = x.shape
+    ctx.shape, ctx.last = x.shape, _last(x)
+    return ctx.last, _empty((b, c, h // 2, w // 2), ctx.last)
+
+
+def _gradients(ctx: Any, grad: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """For a backward pass: ``grad`` in the input's layout and the input's gradient, zeros in that layout (the
+    tensor to return), with the arrays the loops take of both."""
+    grad_in = _empty(ctx.shape, ctx.last).zero_()
+    grad = grad.contiguous(memory_format=_format(ctx.last))
+    return _memory(grad, ctx.last), grad_in, _memory(grad_in, ctx.last)
+
+
 class _MaxFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        last = ctx.last = _last(x)
-        out = _empty((b, c, h // 2, w // 2), last)
+        last, out = _halved(ctx, x)
         where = _empty(out.shape, last, torch.uint8)
         _kernel("max", last)(_memory(x.detach(), last), _memory(out, last), _memory(where, last))
         ctx.save_for_backward(where)
-        ctx.shape = x.shape
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (where,) = ctx.saved_tensors
-        last = ctx.last
-        grad_in = _empty(ctx.shape, last).zero_()
-        grad = grad.contiguous(memory_format=_format(last))
-        _kernel("max_back", last)(_memory(grad, last), _memory(where, last), _memory(grad_in, last))
+        grad_rows, grad_in, grad_in_rows = _gradients(ctx, grad)
+        _kernel("max_back", ctx.last)(grad_rows, _memory(where, ctx.last), grad_in_rows)
         return grad_in
 
 
 class _MeanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        last = ctx.last = _last(x)
-        out = _empty((b, c, h // 2, w // 2), last)
+        last, out = _halved(ctx, x)
         _kernel("mean", last)(_memory(x.detach(), last), _memory(out, last), last)
-        ctx.shape = x.shape
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        last = ctx.last
-        grad_in = _empty(ctx.shape, last).zero_()
         once = _last(grad) and not grad.is_contiguous()  # PyTorch picks the kernel by the gradient's layout
-        grad = grad.contiguous(memory_format=_format(last))
-        _kernel("mean_back", last)(_memory(grad, last), _memory(grad_in, last), once)
+        grad_rows, grad_in, grad_in_rows = _gradients(ctx, grad)
+        _kernel("mean_back", ctx.last)(grad_rows, grad_in_rows, once)
         return grad_in
 
 
