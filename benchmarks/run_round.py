@@ -17,15 +17,16 @@ the round (clients' routing statistics for their reports, test evaluation). Writ
 ``--policy``), seed 0, ``TASK_ROUNDS`` rounds after the warm-up round. It splits "other" further into the sampled
 clients' routing statistics for their reports and the test evaluation, and writes
 ``benchmarks/results/round_timing_tasks.md``. Each task runs a second time, before the timed one, as it ran
-before ``fedloop.pools`` and ``fedloop.loop.IMAGE_CHUNK`` (PyTorch's pool kernels, test batches of 1024 in one
-forward pass: :func:`pytorch_pools`), so that what they save is a ratio measured in one run; the two runs' records
-must agree (accuracy, losses, routing) or the script stops.
+before ``fedloop.pools`` and ``fedloop.loop.IMAGE_CHUNK`` (a ReLU then PyTorch's pool kernels, test batches of
+1024 in one forward pass: :func:`pytorch_pools`), so that what they save is a ratio measured in one run; the two
+runs' records must agree (accuracy, losses, routing) or the script stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -77,17 +78,17 @@ def round_split(config: fedloop.FedConfig, records: list | None = None) -> list[
 
 @contextlib.contextmanager
 def pytorch_pools() -> Iterator[None]:
-    """Run as before ``fedloop.pools`` and the image chunks: the image encoder's pools are PyTorch's kernels, and
-    a test batch of 1024 images goes through the model in one pass."""
-    from fedloop import loop, pools
+    """Run as before ``fedloop.pools`` and the image chunks: the image encoder is a ReLU then PyTorch's max-pool,
+    and PyTorch's mean-pool (``_conv_stack(native=True)``), and a test batch of 1024 images goes through the model
+    in one pass."""
+    from fedloop import loop, model
 
-    saved = pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK
-    pools.MaxPool2.forward, pools.AvgPool.forward = torch.nn.MaxPool2d.forward, torch.nn.AdaptiveAvgPool2d.forward
-    loop.IMAGE_CHUNK = 1 << 30
+    saved = model._conv_stack, loop.IMAGE_CHUNK
+    model._conv_stack, loop.IMAGE_CHUNK = functools.partial(saved[0], native=True), 1 << 30
     try:
         yield
     finally:
-        pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK = saved
+        model._conv_stack, loop.IMAGE_CHUNK = saved
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
@@ -149,9 +150,10 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         "",
         "## Against PyTorch's pools, in the same run",
         "",
-        "Each task also ran first with the image encoder's pools as PyTorch's kernels and each test batch of 1024 "
-        "in one forward pass (`run_round.pytorch_pools`), as before the compiled pools of `fedloop.pools` and "
-        "`fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every round). "
+        "Each task also ran first with the image encoder's pools as PyTorch's kernels, its first ReLU before the "
+        "max-pool on the whole map, and each test batch of 1024 in one forward pass (`run_round.pytorch_pools`), "
+        "as before the compiled pools of `fedloop.pools` (the ReLU after the max-pool: `fedloop.model._conv_stack`) "
+        "and `fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every round). "
         "The Shakespeare task has no pools and no images: its ratios are the noise between two runs of the same "
         "code. Median seconds per round with PyTorch's pools:",
         "",

@@ -15,10 +15,15 @@ from numba import njit
 
 
 @njit(inline="always")
-def _first_max(a, b, c, d):  # pragma: no cover - compiled
-    """The largest of a window's four inputs in row order, and which (0-3): the first of equal ones; a NaN wins."""
+def _first_max(a, b, c, d, rectified):  # pragma: no cover - compiled
+    """The largest of a window's four inputs in row order, and which (0-3): the first of equal ones; a NaN wins.
+
+    ``rectified``: of the inputs as ``torch.relu`` leaves them, negatives as +0.0 (-0.0 and NaN kept).
+    """
     best, at = np.float32(-np.inf), 0
     for k, v in enumerate((a, b, c, d)):
+        if rectified and v < 0:
+            v = np.float32(0)
         if v > best or math.isnan(v):
             best, at = v, k
     return best, at
@@ -44,17 +49,21 @@ def _quarter(v, once):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def max_planes(x, out, where):  # pragma: no cover - compiled
+def max_planes(x, out, where, rectified):  # pragma: no cover - compiled
     for p in range(out.shape[0]):
         for i in range(out.shape[1]):
             for j in range(out.shape[2]):
                 out[p, i, j], where[p, i, j] = _first_max(
-                    x[p, 2 * i, 2 * j], x[p, 2 * i, 2 * j + 1], x[p, 2 * i + 1, 2 * j], x[p, 2 * i + 1, 2 * j + 1]
+                    x[p, 2 * i, 2 * j],
+                    x[p, 2 * i, 2 * j + 1],
+                    x[p, 2 * i + 1, 2 * j],
+                    x[p, 2 * i + 1, 2 * j + 1],
+                    rectified,
                 )
 
 
 @njit(cache=True, nogil=True)
-def max_last(x, out, where):  # pragma: no cover - compiled
+def max_last(x, out, where, rectified):  # pragma: no cover - compiled
     for n in range(out.shape[0]):
         for i in range(out.shape[1]):
             for j in range(out.shape[2]):
@@ -64,6 +73,7 @@ def max_last(x, out, where):  # pragma: no cover - compiled
                         x[n, 2 * i, 2 * j + 1, c],
                         x[n, 2 * i + 1, 2 * j, c],
                         x[n, 2 * i + 1, 2 * j + 1, c],
+                        rectified,
                     )
 
 

@@ -69,17 +69,26 @@ def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     return shared, experts
 
 
-def _conv_stack(c: int, channels: tuple[int, int], kernel: int, side: int) -> list[nn.Module]:
-    """Two convolutions (``kernel``, same padding), a 2x2 max-pool between them, average-pooled to ``side``."""
-    return [
+def _conv_stack(c: int, channels: tuple[int, int], kernel: int, side: int, native: bool = False) -> list[nn.Module]:
+    """Two convolutions (``kernel``, same padding), a ReLU and a 2x2 max-pool between them, average-pooled to
+    ``side``.
+
+    The first ReLU comes after the max-pool, on a quarter of the map, with the pool ranking the values as the ReLU
+    would leave them (``MaxPool2(rectified=True)``): the outputs and gradients of a ReLU then a max-pool, bit for
+    bit. The pool and the ReLU have no parameters, so trading places leaves the state dict's keys as they were.
+    ``native``: that textbook order with PyTorch's own pools, the reference the compiled ones are checked and timed
+    against.
+    """
+    conv = [
         nn.Conv2d(c, channels[0], kernel, padding=kernel // 2),
-        nn.ReLU(),
-        MaxPool2(),
         nn.Conv2d(channels[0], channels[1], kernel, padding=kernel // 2),
-        nn.ReLU(),
-        AvgPool(side),
-        nn.Flatten(),
     ]
+    if native:
+        first: list[nn.Module] = [nn.ReLU(), nn.MaxPool2d(2)]
+        mean: nn.Module = nn.AdaptiveAvgPool2d(side)
+    else:
+        first, mean = [MaxPool2(rectified=True), nn.ReLU()], AvgPool(side)
+    return [conv[0], *first, conv[1], nn.ReLU(), mean, nn.Flatten()]
 
 
 class _Channels(nn.Module):

@@ -76,10 +76,10 @@ def _gradients(ctx: Any, grad: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, 
 
 class _MaxFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, rectified: bool) -> torch.Tensor:
         last, out = _halved(ctx, x)
         where = _empty(out.shape, last, torch.uint8)
-        _kernel("max", last)(_memory(x.detach(), last), _memory(out, last), _memory(where, last))
+        _kernel("max", last)(_memory(x.detach(), last), _memory(out, last), _memory(where, last), rectified)
         ctx.save_for_backward(where)
         return out
 
@@ -89,7 +89,7 @@ class _MaxFunction(torch.autograd.Function):
         (where,) = ctx.saved_tensors
         grad_rows, grad_in, grad_in_rows = _gradients(ctx, grad)
         _kernel("max_back", ctx.last)(grad_rows, _memory(where, ctx.last), grad_in_rows)
-        return grad_in
+        return grad_in, None
 
 
 class _MeanFunction(torch.autograd.Function):
@@ -120,15 +120,28 @@ def _compiled(x: torch.Tensor) -> bool:
 
 
 class MaxPool2(nn.MaxPool2d):
-    """``nn.MaxPool2d(2)``: the same outputs and gradients, compiled on the CPU for even-sided maps."""
+    """``nn.MaxPool2d(2)``: the same outputs and gradients, compiled on the CPU for even-sided maps.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    rectified
+        Pool ``torch.relu(x)`` rather than ``x`` (B, C, H, W): the maximum and its place are those of the window's
+        values as the ReLU leaves them (negatives as +0.0; -0.0 and NaN kept). Followed by ``nn.ReLU()``, whose
+        gradient then passes where the pooled value is above 0 (or NaN), it gives what ``nn.ReLU()`` followed by
+        ``nn.MaxPool2d(2)`` gives, values and gradients bit for bit, with the ReLU on a quarter of the map.
+    """
+
+    def __init__(self, rectified: bool = False) -> None:
         super().__init__(2)
+        self.rectified = rectified
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", rectified=True" if self.rectified else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _compiled(x) or x.shape[2] % 2 or x.shape[3] % 2:
-            return super().forward(x)
-        return _MaxFunction.apply(x)
+            return super().forward(torch.relu(x) if self.rectified else x)
+        return _MaxFunction.apply(x, self.rectified)
 
 
 class AvgPool(nn.AdaptiveAvgPool2d):

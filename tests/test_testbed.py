@@ -340,6 +340,35 @@ def test_the_image_encoders_pools_give_pytorchs_values_and_gradients_bit_for_bit
         assert MaxPool2()(x[:0]).shape == (0, 8, 14, 14)
 
 
+def test_a_rectified_max_pool_then_relu_is_relu_then_max_pool_bit_for_bit():
+    """The encoder's order (``fedloop.model._conv_stack``): the ReLU after the pool, on a quarter of the map."""
+    from fedloop.pools import MaxPool2
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 8, 28, 28, generator=gen)  # before the ReLU: negatives, windows with no positive value
+    x[:, :, :6] = torch.randint(-1, 2, (4, 8, 6, 28), generator=gen).float()  # ties at 1, 0 and among negatives
+    x[0, 0, 0, :4] = torch.tensor([-1.0, -0.0, 0.0, -0.0])  # ReLU keeps -0.0 and maps -1 to +0.0
+    x[0, 0, 1, :4] = torch.tensor([-2.0, -3.0, -1.0, -1e-45])
+    x[1, 1, 8, 8] = float("nan")
+    x[1, 1, 9, 9] = x[2, 2, 10, 10] = float("-inf")
+    x[3, 3, 12:14, 12:14] = -0.0
+    last, nchw = torch.channels_last, torch.contiguous_format
+    relu = torch.nn.ReLU()
+    for layout, grad_layout, dtype in itertools.product((nchw, last), (nchw, last), (torch.float32, torch.float64)):
+        maps = x.to(dtype).contiguous(memory_format=layout)  # float64 is left to PyTorch's pool, after a ReLU
+        a, b = maps.clone().requires_grad_(), maps.clone().requires_grad_()
+        out, expected = relu(MaxPool2(rectified=True)(a)), torch.nn.MaxPool2d(2)(relu(b))
+        assert torch.equal(_bits(out.float()), _bits(expected.float())) and out.stride() == expected.stride()
+        grad = torch.randn(out.shape, generator=gen, dtype=dtype)
+        grad[0, 0, 0] = -0.0
+        grad[1, 1, 4, 4] = float("nan")  # the NaN window's gradient passes, as through ReLU then pool
+        grad = grad.contiguous(memory_format=grad_layout)
+        out.backward(grad)
+        expected.backward(grad)
+        assert torch.equal(_bits(a.grad.float()), _bits(b.grad.float())) and a.grad.stride() == b.grad.stride()
+    assert "rectified=True" in repr(MaxPool2(rectified=True)) and "rectified" not in repr(MaxPool2())
+
+
 def test_evaluation_in_image_chunks_gives_what_one_forward_pass_over_the_batch_gives(monkeypatch):
     from fedloop import loop
 
@@ -365,6 +394,9 @@ def test_a_training_step_of_the_image_model_is_the_same_bit_for_bit_with_pytorch
     """The whole model, not a pool alone: a pool's output layout decides the next convolution's kernel, so a pool
     that returned the right values in another layout changed training (one-channel image batches whose strides
     make the first convolution's output channels-last, as MNIST's do)."""
+    import functools
+
+    from fedloop import model as model_module
     from fedloop import pools
 
     gen = torch.Generator().manual_seed(3)
@@ -374,11 +406,14 @@ def test_a_training_step_of_the_image_model_is_the_same_bit_for_bit_with_pytorch
     y = torch.randint(0, 10, (24,), generator=gen)
     grads = []
     for compiled in (True, False):
-        if not compiled:
-            monkeypatch.setattr(pools.MaxPool2, "forward", torch.nn.MaxPool2d.forward)
-            monkeypatch.setattr(pools.AvgPool, "forward", torch.nn.AdaptiveAvgPool2d.forward)
+        if not compiled:  # the textbook order with PyTorch's pools
+            monkeypatch.setattr(model_module, "_conv_stack", functools.partial(model_module._conv_stack, native=True))
         torch.manual_seed(0)
         model = MoE((1, 28, 28), 10, 4, top_k=1, residual=False, feature_norm=True, expert_hidden=2)
+        pooled = [type(m) for m in model.encoder if "Pool" in type(m).__name__]
+        assert pooled == (
+            [pools.MaxPool2, pools.AvgPool] if compiled else [torch.nn.MaxPool2d, torch.nn.AdaptiveAvgPool2d]
+        )
         out = model(x)
         (torch.nn.functional.cross_entropy(out.logits, y) + 0.01 * out.aux).backward()
         grads.append({k: _bits(p.grad) for k, p in model.named_parameters() if p.grad is not None})
