@@ -16,10 +16,10 @@ the round (clients' routing statistics for their reports, test evaluation). Writ
 10 per round, 16 experts), as the comparison runs it: one thread, one policy (``aligned_value`` unless
 ``--policy``), seed 0, ``TASK_ROUNDS`` rounds after the warm-up round. It splits "other" further into the sampled
 clients' routing statistics for their reports and the test evaluation, and writes
-``benchmarks/results/round_timing_tasks.md``. Each task runs a second time, before the timed one, as it ran
-before ``fedloop.pools`` and ``fedloop.loop.IMAGE_CHUNK`` (a ReLU then PyTorch's pool kernels, test batches of
-1024 in one forward pass: :func:`pytorch_pools`), so that what they save is a ratio measured in one run; the two
-runs' records must agree (accuracy, losses, routing) or the script stops.
+``benchmarks/results/round_timing_tasks.md``. Each task runs twice more, before and after the two timed runs, as
+it ran before ``fedloop.pools`` and ``fedloop.loop.IMAGE_CHUNK`` (a ReLU then PyTorch's pool kernels, test batches
+of 1024 in one forward pass: :func:`pytorch_pools`), so that what they save is a ratio measured in one run; the
+four runs' records must agree (accuracy, losses, routing) or the script stops.
 """
 
 from __future__ import annotations
@@ -101,15 +101,19 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
     import run_federated
 
     torch.set_num_threads(1)  # as the comparison runs: one process per core, one thread each
-    split, before = {}, {}
+    split: dict[str, list[dict[str, float]]] = {}
+    before: dict[str, list[dict[str, float]]] = {}
     for task in task_names:
         config = run_federated.config(task, policy, seed, rounds + 1, False)
-        then: list[dict] = []
-        now: list[dict] = []
-        with pytorch_pools():
-            before[task] = round_split(config, then)
-        split[task] = round_split(config, now)
-        if not _same(then, now):
+        records: list[list[dict]] = []
+        # in the order PyTorch's, today's, today's, PyTorch's: a drift in the shared machine's speed during the
+        # four runs weighs on both sides alike
+        for pytorch in (True, False, False, True):
+            records.append([])
+            with pytorch_pools() if pytorch else contextlib.nullcontext():
+                rows = round_split(config, records[-1])
+            (before if pytorch else split).setdefault(task, []).extend(rows)
+        if not all(_same(records[0], other) for other in records[1:]):
             raise SystemExit(f"{task}: the records with PyTorch's pools and with fedloop's differ")
     names = [*PARTS, "other_s"]
     labels = [*PARTS.values(), "other"]
@@ -120,7 +124,8 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} on {platform.machine()} ({os.cpu_count()} cores), "
         f"torch {env['torch']} on the CPU, {env['kernels']} kernels, {env['threads']} thread, command "
         "`python benchmarks/run_round.py --tasks`. Each task's federation (`fedloop.tasks`), policy "
-        f"`{policy}`, seed {seed}, {rounds} rounds after a warm-up round, in one process. Parts: the clients' local "
+        f"`{policy}`, seed {seed}, {rounds} rounds after a warm-up round, run twice (medians over the {2 * rounds} "
+        "timed rounds), in one process. Parts: the clients' local "
         "training, one after another (train); the sampled clients' routing statistics under the global model, for "
         "their reports (reports); the test evaluation of the new global model (evaluate); screening and averaging "
         "the updates (aggregate); the policy's whole `assign` (solver); the rest of the round (other).",
@@ -150,12 +155,13 @@ def task_lines(task_names: list[str], policy: str, rounds: int, seed: int = 0) -
         "",
         "## Against PyTorch's pools, in the same run",
         "",
-        "Each task also ran first with the image encoder's pools as PyTorch's kernels, its first ReLU before the "
+        "Each task also ran twice with the image encoder's pools as PyTorch's kernels, its first ReLU before the "
         "max-pool on the whole map, and each test batch of 1024 in one forward pass (`run_round.pytorch_pools`), "
         "as before the compiled pools of `fedloop.pools` (the ReLU after the max-pool: `fedloop.model._conv_stack`) "
-        "and `fedloop.loop.IMAGE_CHUNK`; the two runs' records are identical (accuracy, losses, routing, every round). "
-        "The Shakespeare task has no pools and no images: its ratios are the noise between two runs of the same "
-        "code. Median seconds per round with PyTorch's pools:",
+        "and `fedloop.loop.IMAGE_CHUNK`: first and last, around the two runs of the first table, so that a drift in "
+        "the shared machine's speed weighs on both alike. The four runs' records are identical (accuracy, losses, "
+        "routing, every round). The Shakespeare task has no pools and no images: its ratios are the noise between "
+        "runs of the same code. Median seconds per round with PyTorch's pools:",
         "",
     ]
     lines += table([(label, [f"{median(before, name, t):.4f}" for t in task_names]) for name, label in compared])

@@ -536,15 +536,22 @@ def test_the_round_split_on_tasks_accounts_for_every_part_of_a_round(tmp_path, c
 
 
 def test_pytorch_pools_restores_fedloops_evaluation_paths_and_a_difference_stops_the_split(monkeypatch):
-    from fedloop import loop, pools
+    from fedloop import loop, model, pools
 
     module = load_script("benchmarks/run_round.py")
-    fast = pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK
+    fast = model._conv_stack, loop.IMAGE_CHUNK
+
+    def layers() -> list[type]:
+        return [type(m) for m in model._conv_stack(1, (8, 16), 5, 7)]
+
+    nn = torch.nn
     with pytest.raises(RuntimeError), module.pytorch_pools():
-        assert pools.MaxPool2.forward is torch.nn.MaxPool2d.forward and loop.IMAGE_CHUNK > 10**6
+        assert layers() == [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.AdaptiveAvgPool2d, nn.Flatten]
+        assert loop.IMAGE_CHUNK > 10**6
         raise RuntimeError
-    assert (pools.MaxPool2.forward, pools.AvgPool.forward, loop.IMAGE_CHUNK) == fast
-    calls = iter([1.0, 2.0])
+    assert (model._conv_stack, loop.IMAGE_CHUNK) == fast
+    assert layers() == [nn.Conv2d, pools.MaxPool2, nn.ReLU, nn.Conv2d, nn.ReLU, pools.AvgPool, nn.Flatten]
+    calls = iter([1.0, 1.0, 1.0, 2.0])  # the last of the four runs differs
 
     def differing(config, records):  # two runs whose records differ
         records.append({"accuracy": next(calls)})
