@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     verdicts = []
     for seed in seeds:
-        name = f"{args.policy}-seed{seed}.json"
-        path = run_federated.run_folder(args.out, args.task) / name
-        again = run_federated.run_folder(args.rerun, args.task) / name
+        path = run_federated.run_path(run_federated.run_folder(args.out, args.task), args.policy, seed)
+        again = run_federated.run_path(run_federated.run_folder(args.rerun, args.task), args.policy, seed)
+        name = path.name
         if not path.is_file() or not again.is_file():
             verdicts.append((seed, f"not added: no {'saved run' if not path.is_file() else 'rerun'} {name}"))
             continue
