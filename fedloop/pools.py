@@ -12,7 +12,9 @@ own kernels by layout, and a batch of one-channel images can make the first conv
 
 So outputs and gradients are those of ``nn.MaxPool2d(2)`` and ``nn.AdaptiveAvgPool2d`` bit for bit
 (tests compare them on ties, NaN, infinities, signed zeros and subnormals, in both layouts), and a run's
-records do not change.
+records do not change. The max-pool can also rank its window as a ReLU before it would leave the values
+(``rectified``), which lets the encoder run its first ReLU after the pool, on a quarter of the map, with the
+values and gradients of the ReLU before it.
 
 :class:`MaxPool2` and :class:`AvgPool` take this path for float32 (B, C, H, W) tensors on the CPU whose shape
 the compiled loops cover (even sides; exactly twice the output side), and leave anything else to PyTorch.
