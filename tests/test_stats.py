@@ -553,7 +553,7 @@ def test_pytorch_pools_restores_fedloops_evaluation_paths_and_a_difference_stops
     assert layers() == [nn.Conv2d, pools.MaxPool2, nn.ReLU, nn.Conv2d, nn.ReLU, pools.AvgPool, nn.Flatten]
     calls = iter([1.0, 1.0, 1.0, 2.0])  # the last of the four runs differs
 
-    def differing(config, records):  # two runs whose records differ
+    def differing(config, records):  # four runs, the last with other records
         records.append({"accuracy": next(calls)})
         return []
 
