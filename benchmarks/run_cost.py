@@ -172,7 +172,7 @@ def measure(
         body = {"command": command, "rounds": rounds, "workers": workers, "runs": found}
         # the last run's end (runs saved before runs recorded their end carry the date of their measurement)
         body["date"] = max((row.get("ended", previous.get("date", "")) for row in found), default="")
-        out.write_text(json.dumps(body, indent=1) + "\n")
+        run_federated.write_whole(out, json.dumps(body, indent=1) + "\n")  # a crash mid-write keeps the last file
 
     def done_one(job, text: str) -> None:
         row = json.loads(text.strip().splitlines()[-1])

@@ -465,6 +465,15 @@ def config(task: str, policy: str, seed: int, rounds: int, quick: bool) -> fedlo
     return fedloop.FedConfig(**(base | VARIANTS.get(policy, {"policy": policy})))
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it: a reader, or a run stopped mid-write,
+    never sees half a file. One temporary file per process, so that two processes writing one path (two runs given
+    the same policy and seed) never write into the same temporary file."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def central_missing(task: str, out: Path) -> bool:
     """Whether ``task``'s central reference run under ``out`` is still to be run (the smoke task has none)."""
     return task != "smoke" and not (run_folder(out, task) / "central.json").exists()
@@ -479,10 +488,7 @@ def ensure_central(task: str, quick: bool, out: Path) -> Path:
     if central_missing(task, out):
         epochs = 2 if quick else tasks.CENTRAL_EPOCHS
         acc = tasks.central_accuracy(task, quick=quick, seed=0, epochs=epochs)
-        record = {"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.version(task)}
-        tmp = central.with_name(f"central.{os.getpid()}.part")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(central)
+        write_whole(central, json.dumps({"accuracy": acc, "seed": 0, "epochs": epochs, "version": tasks.version(task)}))
     return folder
 
 
@@ -500,10 +506,7 @@ def run_all(
             wall = time.perf_counter() - started
             # what the run cost on the machine it ran on (shared, so a cost estimate, never a speed claim)
             record = record_of(policy, seed, history) | {"wall_s": wall, "build": build_environment()}
-            # one temporary file per process: two processes given the same (policy, seed) never write into one
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
-            tmp.write_text(json.dumps(record))
-            tmp.replace(path)
+            write_whole(path, json.dumps(record))
             final = stats.final_accuracy(record["accuracy"])  # the table's figure: mean of the last 10 rounds
             print(f"{task} {policy} seed {seed}: final accuracy {final:.3f}", flush=True)
     if task != "smoke" and save_domains(folder, task, seeds, quick) is None:
@@ -553,9 +556,7 @@ def _save_per_seed(folder: Path, name: str, task: str, seeds: list[int], quick: 
             if value is None:
                 return None
             known[str(seed)] = value
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
-        tmp.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
-        tmp.replace(path)
+        write_whole(path, json.dumps(known, indent=0, sort_keys=True) + "\n")
     return path
 
 
