@@ -290,7 +290,21 @@ def test_router_input_is_checked_where_it_is_given():
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view(torch.int32)  # NaN equal to NaN, -0.0 not to 0.0
+    return t.contiguous().view(torch.int32)  # NaN equal to NaN, -0.0 not to 0.0 (float64: two words per value)
+
+
+def _same_bits(mine, native, maps: torch.Tensor, grad_for) -> torch.Tensor:
+    """``mine`` and ``native`` on ``maps``: the same output bits and strides, and, back from the gradient
+    ``grad_for(output)``, the same input gradient bits and strides; returns ``native``'s output."""
+    a, b = maps.clone().requires_grad_(), maps.clone().requires_grad_()
+    out, expected = mine(a), native(b)
+    assert torch.equal(_bits(out), _bits(expected)) and out.stride() == expected.stride()
+    grad = grad_for(out)
+    out.backward(grad)
+    expected.backward(grad)
+    assert torch.equal(_bits(a.grad), _bits(b.grad))  # to the first maximum, as PyTorch's kernel
+    assert a.grad.stride() == b.grad.stride()
+    return expected
 
 
 def _maps(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -318,18 +332,15 @@ def test_the_image_encoders_pools_give_pytorchs_values_and_gradients_bit_for_bit
     # in either layout (one-channel images can make the first convolution's output channels-last), with a gradient
     # in either layout: PyTorch picks its kernels, and the layouts of what it returns, by them
     for (pool, native, maps), layout, grad_layout in itertools.product(cases, (nchw, last), (nchw, last)):
+
+        def grad_for(out: torch.Tensor, grad_layout=grad_layout) -> torch.Tensor:
+            grad = torch.randn_like(out)
+            grad[0, 0, 0] = -0.0
+            grad[1, 1, 1] = 3e-38
+            return grad.contiguous(memory_format=grad_layout)
+
         maps = maps.contiguous(memory_format=layout)
-        a, b = maps.clone().requires_grad_(), maps.clone().requires_grad_()
-        out, expected = pool(a), native(b)
-        assert torch.equal(_bits(out), _bits(expected)) and out.stride() == expected.stride()
-        grad = torch.randn_like(out)
-        grad[0, 0, 0] = -0.0
-        grad[1, 1, 1] = 3e-38
-        grad = grad.contiguous(memory_format=grad_layout)
-        out.backward(grad)
-        expected.backward(grad)
-        assert torch.equal(_bits(a.grad), _bits(b.grad))  # to the first maximum, as PyTorch's kernel
-        assert a.grad.stride() == b.grad.stride()
+        expected = _same_bits(pool, native, maps, grad_for)
         with torch.no_grad():
             assert torch.equal(_bits(pool(maps)), _bits(expected))
     with torch.no_grad():  # what the compiled loops do not cover goes to PyTorch
@@ -355,17 +366,17 @@ def test_a_rectified_max_pool_then_relu_is_relu_then_max_pool_bit_for_bit():
     last, nchw = torch.channels_last, torch.contiguous_format
     relu = torch.nn.ReLU()
     for layout, grad_layout, dtype in itertools.product((nchw, last), (nchw, last), (torch.float32, torch.float64)):
+
+        def grad_for(out: torch.Tensor, grad_layout=grad_layout) -> torch.Tensor:
+            grad = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+            grad[0, 0, 0] = -0.0
+            grad[1, 1, 4, 4] = float("nan")  # the NaN window's gradient passes, as through ReLU then pool
+            return grad.contiguous(memory_format=grad_layout)
+
         maps = x.to(dtype).contiguous(memory_format=layout)  # float64 is left to PyTorch's pool, after a ReLU
-        a, b = maps.clone().requires_grad_(), maps.clone().requires_grad_()
-        out, expected = relu(MaxPool2(rectified=True)(a)), torch.nn.MaxPool2d(2)(relu(b))
-        assert torch.equal(_bits(out.float()), _bits(expected.float())) and out.stride() == expected.stride()
-        grad = torch.randn(out.shape, generator=gen, dtype=dtype)
-        grad[0, 0, 0] = -0.0
-        grad[1, 1, 4, 4] = float("nan")  # the NaN window's gradient passes, as through ReLU then pool
-        grad = grad.contiguous(memory_format=grad_layout)
-        out.backward(grad)
-        expected.backward(grad)
-        assert torch.equal(_bits(a.grad.float()), _bits(b.grad.float())) and a.grad.stride() == b.grad.stride()
+        _same_bits(
+            lambda a: relu(MaxPool2(rectified=True)(a)), lambda b: torch.nn.MaxPool2d(2)(relu(b)), maps, grad_for
+        )
     assert "rectified=True" in repr(MaxPool2(rectified=True)) and "rectified" not in repr(MaxPool2())
 
 
