@@ -209,6 +209,32 @@ def test_relabel_gives_each_domain_a_fixed_labelling(cache):
         load_multidomain(3, domains=domains, cache=cache, relabel="yes")
 
 
+def test_side_averages_the_images_over_blocks_and_keeps_the_split(cache):
+    full = load_image_dataset("mnist", 5, partition="shards", cache=cache, test_size=10, seed=2)
+    assert "side" not in full.info  # full-size records keep the info they always had
+    for side in (14, 7, 1):
+        small = load_image_dataset("mnist", 5, partition="shards", cache=cache, test_size=10, seed=2, side=side)
+        assert small.input_shape == (1, side, side) and small.info["side"] == side
+        f = 28 // side
+        for (x, y), (xs, ys) in zip([*full.clients, full.test], [*small.clients, small.test]):
+            assert torch.equal(y, ys)  # the same images and labels on every client, only smaller
+            want = x.reshape(len(x), 1, side, f, side, f).double().mean(dim=(3, 5))
+            assert xs.dtype == torch.float32 and torch.allclose(xs.double(), want, atol=1e-6)
+    # averaging commutes with the domains' transforms: a pooled domain is the domain of the pooled images
+    domains = ("mnist", "mnist-rotated", "fashion-inverted", "fashion-flipped")
+    opts = dict(domains=domains, samples_per_client=5, test_per_domain=4, cache=cache, seed=1)
+    big, small = load_multidomain(8, **opts), load_multidomain(8, side=14, **opts)
+    assert small.input_shape == (1, 14, 14) and small.info["side"] == 14 and "side" not in big.info
+    for (x, y), (xs, ys) in zip(big.clients, small.clients):
+        assert torch.equal(y, ys)
+        assert torch.allclose(xs, torch.nn.functional.avg_pool2d(x, 2), atol=1e-6)
+    for bad in (0, 5, 56, 14.0, True, "14", None):
+        with pytest.raises(ValueError, match=r"side: must be an int dividing 28 .*; got"):
+            load_image_dataset("mnist", 5, cache=cache, side=bad)
+        with pytest.raises(ValueError, match="side: must be an int dividing 28"):
+            load_multidomain(4, cache=cache, side=bad)
+
+
 def test_shakespeare_windows_and_next_characters(cache):
     data = load_shakespeare(4, seq_len=10, min_chars=100, max_samples=20, cache=cache)
     assert data.input_shape == (10,) and data.info["tokens"]
@@ -243,6 +269,7 @@ def test_a_run_on_each_real_task(cache):
     common = dict(n_clients=8, per_round=4, n_experts=4, rounds=1, hidden=16, expert_hidden=16, data_dir=str(cache))
     for dataset, options in (
         ("mnist", {"partition": "shards"}),
+        ("mnist", {"partition": "shards", "side": 14}),
         ("multidomain", {"samples_per_client": 5, "test_per_domain": 4}),
         ("shakespeare", {"seq_len": 10, "min_chars": 100, "max_samples": 10}),
         ("shakespeare", {"seq_len": 10, "min_chars": 100, "max_samples": 10, "scripts": 2}),

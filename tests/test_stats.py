@@ -798,6 +798,13 @@ def test_task_settings_and_the_central_reference_run(monkeypatch):
     assert tasks.version("mnist_shards") == tasks.VERSION and tasks.version("tiny") == tasks.VERSION
     assert not settings["feature_norm"] and tasks.federation("tiny", feature_norm=True)["feature_norm"]
     assert tasks.federation("mnist_shards")["local_routing"] == "assigned"
+    # the lite shards task: mnist_shards with smaller images and lighter local training, nothing else changed
+    lite, shards = tasks.federation("mnist_shards_lite"), tasks.federation("mnist_shards")
+    assert lite["data_options"] == shards["data_options"] | {"side": 14}
+    assert (lite["local_epochs"], lite["batch_size"], shards["local_epochs"]) == (1, 64, 2)
+    assert "batch_size" not in shards  # the FedConfig default, 32
+    same = set(shards) - {"data_options", "local_epochs"}
+    assert {k: lite[k] for k in same} == {k: shards[k] for k in same}
     assert settings["local_routing"] == "all" and tasks.federation("tiny", local_routing="assigned")[
         "local_routing"
     ] == ("assigned")
