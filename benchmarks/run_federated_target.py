@@ -45,6 +45,7 @@ ISSUE_TASK = {
     "multidomain": "(a) multi-domain",
     "multidomain4": "(a) multi-domain",
     "mnist_shards": "(b) MNIST shards",
+    "mnist_shards_lite": "(b) MNIST shards",
     "shakespeare": "(c) Shakespeare",
     "shakespeare_scripts": "(c) Shakespeare",
 }

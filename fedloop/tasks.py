@@ -68,9 +68,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "mnist_shards": dict(dataset="mnist", data_options=MNIST_SHARDS),
     # A cheaper mnist_shards, for issue 18's budget: the images averaged to 14 x 14 (a quarter of the convolutions'
     # work) and one local epoch in batches of 64 (a quarter of the optimiser steps of two epochs in batches of 32).
-    "mnist_shards_lite": dict(
-        dataset="mnist", data_options=MNIST_SHARDS | {"side": 14}, local_epochs=1, batch_size=64
-    ),
+    "mnist_shards_lite": dict(dataset="mnist", data_options=MNIST_SHARDS | {"side": 14}, local_epochs=1, batch_size=64),
     "shakespeare": dict(dataset="shakespeare", data_options={"max_samples": 300}),
     "shakespeare_scripts": dict(dataset="shakespeare", data_options=SHAKESPEARE_SCRIPTS),
 }

@@ -77,6 +77,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     # collapse study, the client skew, the scripts probe and the comparison) need `fedloop fetch` (and the gates, the
     # collapse study, the probe and the comparison minutes to hours), so quick mode never makes them.
     allowed = {"gates.md", "collapse.md", "client_skew.md", "scripts_probe.md", "federated_mnist_shards.md"}
+    allowed |= {"federated_mnist_shards_lite.md"}
     # the comparisons' tables, rounds800/, rounds600/, rounds400/ and rounds300/ (the longer budgets) and rebuild200/
     # among them
     allowed |= {"federated_multidomain.md", "federated_multidomain-v2.md", "federated_multidomain4.md"}
@@ -102,6 +103,8 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "rounds300/federated_mnist_shards.png",
         "rounds600/federated_mnist_shards.png",
         "rounds800/federated_mnist_shards.png",
+        "federated_mnist_shards_lite.png",
+        "rounds800/federated_mnist_shards_lite.png",
         "rounds800/federated_multidomain4.png",
         "rounds400/federated_shakespeare_scripts.png",
         "rebuild200/federated_multidomain4.png",

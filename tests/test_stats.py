@@ -403,6 +403,7 @@ def test_the_cost_table_takes_medians_of_the_timed_runs_and_projects_issue_18s_c
 
     module = load_script("benchmarks/run_cost.py")
     monkeypatch.setattr(module, "TASKS", {"a": "results", "b": "later"})
+    monkeypatch.setattr(module, "FORMER", {"old": "results"})
     monkeypatch.setattr(module, "CORE", ("p", "q"))
     monkeypatch.setattr(module, "SEEDS", 3)
     monkeypatch.setattr(module, "ROUNDS", 10)
@@ -418,7 +419,9 @@ def test_the_cost_table_takes_medians_of_the_timed_runs_and_projects_issue_18s_c
     for k, wall in enumerate((10.0, 20.0, 60.0, None)):  # one run saved before wall times were: counted, not timed
         save(tmp_path, "a", f"p-seed{k}", 5, wall)
     save(tmp_path / "later", "b", "p-seed0", 20, 40.0)
+    save(tmp_path, "old", "p-seed0", 5, 100.0)  # an earlier definition of a task: tabled, left out of the totals
     text = module.render(tmp_path, "cmd").read_text()
+    assert "| old (earlier definition, not in the total) | 20.00 | - | 200 | 6 | 0.3 |" in text
     assert "| results | a | 5 | 4 | 3 | 20 (10-60) | 4.00 (2.00-12.00) |" in text
     assert "| later | b | 20 | 1 | 1 | 40 (40-40) | 2.00 (2.00-2.00) |" in text
     # projected at 10 rounds: a 40 s and b 20 s per run, 2 policies x 3 seeds each: 240 + 120 s = 0.1 core-hours
@@ -606,7 +609,8 @@ def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_be
 
     module = load_script("benchmarks/run_cost.py")
     monkeypatch.setattr(module, "TASKS", {"a": "results", "b": "results"})
-    monkeypatch.setattr(module, "LONGEST", {"a": "long", "b": "results"})
+    monkeypatch.setattr(module, "FORMER", {"z": "results"})
+    monkeypatch.setattr(module, "LONGEST", {"a": "long", "b": "results", "z": "long"})
     monkeypatch.setattr(module, "CORE", ("p",))
     monkeypatch.setattr(module, "SEEDS", 2)
     monkeypatch.setattr(module, "GOAL_HOURS", 0.01)
@@ -633,8 +637,14 @@ def test_the_cost_table_projects_the_comparison_at_the_round_where_each_tasks_be
     # task b's longest runs are its timed ones (10 rounds, window 2), rising to the end on both seeds
     save(tmp_path, "b", "p", 1, [r * 0.05 for r in range(1, 11)], wall=10.0)
     save(tmp_path, "b", "p", 0, [r * 0.05 for r in range(1, 11)], wall=10.0)
+    # an earlier definition of a task, at 3 s a round, levelling off as task a does: tabled, not in the total
+    save(tmp_path, "z", "p", 0, [0.0] * 10, wall=30.0)
+    for seed in range(2):
+        save(tmp_path / "long", "z", "top", seed, [0.3] * 4 + [0.495] * 4 + [0.5] * 8)
     text = module.render(tmp_path, "cmd").read_text()
     lines = text.splitlines()
+    row_z = next(line for line in lines if line.startswith("| z (earlier definition, not in the total) | long, 16"))
+    assert row_z.split(" | ")[2:6] == ["top", "levelled off", "8", "24"]  # 8 rounds at 3 s a round
     row_a = next(line for line in lines if line.startswith("| a | long, 16 |"))
     assert row_a.split(" | ")[2:6] == ["top", "levelled off", "8", "8"]  # 8 rounds at 1 s a round
     assert row_a.split(" | ")[7:] == ["2", "- |"]  # two seeds; a settled verdict needs none more
