@@ -328,7 +328,7 @@ def render(root: Path = run_federated.RESULTS, command: str = "python benchmarks
             hours = per_run * len(CORE) * SEEDS / 3600
             total += hours if task in TASKS else 0.0
             then = f"{saved[task]:.2f}" if task in saved else "-"
-            now = f"{measured[0][task]:.2f}" if measured and task in measured[0] else "-"
+            now = f"{measured[0][task]:.2f}" if measured else "-"
             lines.append(f"| {_label(task)} | {then} | {now} | {per_run:.0f} | {len(CORE) * SEEDS} | {hours:.1f} |")
         runs = len(CORE) * SEEDS * len(TASKS)
         allowed = GOAL_HOURS * 2 * 3600 / runs
