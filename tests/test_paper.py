@@ -78,8 +78,8 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
     # collapse study, the probe and the comparison minutes to hours), so quick mode never makes them.
     allowed = {"gates.md", "collapse.md", "client_skew.md", "scripts_probe.md", "federated_mnist_shards.md"}
     allowed |= {"federated_mnist_shards_lite.md"}
-    # the comparisons' tables, rounds800/, rounds600/, rounds400/ and rounds300/ (the longer budgets) and rebuild200/
-    # among them
+    # the comparisons' tables, rounds800/, rounds600/, rounds400/ and rounds300/ (the longer budgets), rebuild200/ and
+    # rebuild600/ among them
     allowed |= {"federated_multidomain.md", "federated_multidomain-v2.md", "federated_multidomain4.md"}
     allowed |= {"federated_shakespeare_scripts.md"}
     # read from the comparisons' saved runs, which quick mode never makes
@@ -108,6 +108,7 @@ def test_quick_mode_regenerates_every_table_and_figure(tmp_path):
         "rounds800/federated_multidomain4.png",
         "rounds400/federated_shakespeare_scripts.png",
         "rebuild200/federated_multidomain4.png",
+        "rebuild600/federated_multidomain4.png",
         "federated_cuda.png",
     }, figures
     assert "quick runs" in text
